@@ -1,0 +1,416 @@
+// Tile-based 3D Gaussian splatting on the CPU (C++ / OpenMP): EWA projection, per-tile
+// depth-sorted lists, front-to-back compositing with early termination, and the backward pass in
+// reverse order as in 3DGS. Conventions follow gsplat.rasterization: world->camera `viewmats`
+// (OpenCV), pixel intrinsics `Ks`, activated scales and opacities, quaternions (w, x, y, z),
+// pixel centres at (x + 0.5, y + 0.5). The PyTorch twin is cuda/_torch_gaussians.py.
+#include <torch/extension.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
+#include "gaussian_math.h"
+
+using namespace sds3d;
+
+namespace {
+
+struct Camera {
+  Mat3 W; Vec3 t; float fx, fy, cx, cy;
+};
+
+Camera read_camera(const float* viewmat, const float* K) {
+  Camera cam;
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) cam.W.m[i][j] = viewmat[i * 4 + j];
+  cam.t = {viewmat[3], viewmat[7], viewmat[11]};
+  cam.fx = K[0]; cam.fy = K[4]; cam.cx = K[2]; cam.cy = K[5];
+  return cam;
+}
+
+Vec3 to_camera(const Camera& cam, const float* mean) {
+  const auto& W = cam.W.m;
+  return {W[0][0] * mean[0] + W[0][1] * mean[1] + W[0][2] * mean[2] + cam.t.x,
+          W[1][0] * mean[0] + W[1][1] * mean[1] + W[1][2] * mean[2] + cam.t.y,
+          W[2][0] * mean[0] + W[2][1] * mean[1] + W[2][2] * mean[2] + cam.t.z};
+}
+
+// World covariance factor M = R(q) diag(s), with q normalised; returns the unit quaternion too.
+Mat3 covariance_factor(const float* quat, const float* scale, float qn[4], float* qnorm) {
+  const float norm = sqrtf(quat[0] * quat[0] + quat[1] * quat[1] + quat[2] * quat[2] + quat[3] * quat[3]);
+  for (int i = 0; i < 4; ++i) qn[i] = quat[i] / norm;
+  *qnorm = norm;
+  Mat3 M = quat_to_rotmat(qn[0], qn[1], qn[2], qn[3]);
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) M.m[i][j] *= scale[j];
+  return M;
+}
+
+// Camera-space covariance W (M M^T) W^T.
+Mat3 camera_covariance(const Camera& cam, const Mat3& M) {
+  const Mat3 WM = matmul(cam.W, M);
+  return matmul(WM, transpose(WM));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Projection
+// ---------------------------------------------------------------------------------------------
+
+std::vector<torch::Tensor> project_forward(torch::Tensor means, torch::Tensor quats, torch::Tensor scales,
+                                           torch::Tensor opacities, torch::Tensor viewmats, torch::Tensor Ks,
+                                           int64_t width, int64_t height, double near_plane, double far_plane,
+                                           double eps2d) {
+  const int64_t N = means.size(0), C = viewmats.size(0);
+  auto opts = means.options();
+  auto means2d = torch::zeros({C, N, 2}, opts);
+  auto conics = torch::zeros({C, N, 3}, opts);
+  auto depths = torch::zeros({C, N}, opts);
+  auto radii = torch::zeros({C, N, 2}, opts.dtype(torch::kInt32));
+  const float *pm = means.data_ptr<float>(), *pq = quats.data_ptr<float>(), *ps = scales.data_ptr<float>();
+  const float *po = opacities.data_ptr<float>(), *pv = viewmats.data_ptr<float>(), *pk = Ks.data_ptr<float>();
+  float *out_m = means2d.data_ptr<float>(), *out_c = conics.data_ptr<float>(), *out_d = depths.data_ptr<float>();
+  int32_t* out_r = radii.data_ptr<int32_t>();
+
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    float qn[4], qnorm;
+    const Mat3 M = covariance_factor(pq + 4 * n, ps + 3 * n, qn, &qnorm);
+    const float extent_sigma = alpha_extent_sigma(po[n]);
+    for (int64_t c = 0; c < C; ++c) {
+      const Camera cam = read_camera(pv + 16 * c, pk + 9 * c);
+      const Vec3 p = to_camera(cam, pm + 3 * n);
+      const int64_t i = c * N + n;
+      out_d[i] = p.z;
+      if (p.z < near_plane || p.z > far_plane || extent_sigma <= 0.f) continue;
+      const Mat3 S = camera_covariance(cam, M);
+      const Jacobian J = perspective_jacobian(p, cam.fx, cam.fy, cam.cx, cam.cy, width, height);
+      // cov2d = J S J^T with J = [[j00, 0, j02], [0, j11, j12]]
+      const float t00 = J.j00 * S.m[0][0] + J.j02 * S.m[2][0], t01 = J.j00 * S.m[0][1] + J.j02 * S.m[2][1],
+                  t02 = J.j00 * S.m[0][2] + J.j02 * S.m[2][2];
+      const float t11 = J.j11 * S.m[1][1] + J.j12 * S.m[2][1], t12 = J.j11 * S.m[1][2] + J.j12 * S.m[2][2];
+      const float a = t00 * J.j00 + t02 * J.j02 + eps2d;
+      const float b = t01 * J.j11 + t02 * J.j12;
+      const float cc = t11 * J.j11 + t12 * J.j12 + eps2d;
+      const float det = a * cc - b * b;
+      if (!(det > 0.f)) continue;
+      const float mx = cam.fx * p.x / p.z + cam.cx, my = cam.fy * p.y / p.z + cam.cy;
+      const float ex = extent_sigma * sqrtf(a), ey = extent_sigma * sqrtf(cc);
+      if (mx + ex <= 0.f || mx - ex >= width || my + ey <= 0.f || my - ey >= height) continue;
+      out_m[2 * i] = mx; out_m[2 * i + 1] = my;
+      out_c[3 * i] = cc / det; out_c[3 * i + 1] = -b / det; out_c[3 * i + 2] = a / det;
+      out_r[2 * i] = (int32_t)ceilf(ex); out_r[2 * i + 1] = (int32_t)ceilf(ey);
+    }
+  }
+  return {means2d, conics, depths, radii};
+}
+
+std::vector<torch::Tensor> project_backward(torch::Tensor means, torch::Tensor quats, torch::Tensor scales,
+                                            torch::Tensor viewmats, torch::Tensor Ks, int64_t width, int64_t height,
+                                            torch::Tensor conics, torch::Tensor radii, torch::Tensor v_means2d,
+                                            torch::Tensor v_conics, torch::Tensor v_depths) {
+  const int64_t N = means.size(0), C = viewmats.size(0);
+  auto v_means = torch::zeros_like(means), v_quats = torch::zeros_like(quats), v_scales = torch::zeros_like(scales);
+  const float *pm = means.data_ptr<float>(), *pq = quats.data_ptr<float>(), *ps = scales.data_ptr<float>();
+  const float *pv = viewmats.data_ptr<float>(), *pk = Ks.data_ptr<float>(), *pc = conics.data_ptr<float>();
+  const int32_t* pr = radii.data_ptr<int32_t>();
+  const float *gm = v_means2d.data_ptr<float>(), *gc = v_conics.data_ptr<float>(), *gd = v_depths.data_ptr<float>();
+  float *om = v_means.data_ptr<float>(), *oq = v_quats.data_ptr<float>(), *os = v_scales.data_ptr<float>();
+
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    float qn[4], qnorm;
+    const Mat3 M = covariance_factor(pq + 4 * n, ps + 3 * n, qn, &qnorm);
+    Mat3 v_M{};  // accumulated over cameras
+    float v_mean[3] = {0.f, 0.f, 0.f};
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t i = c * N + n;
+      const Camera cam = read_camera(pv + 16 * c, pk + 9 * c);
+      const Vec3 p = to_camera(cam, pm + 3 * n);
+      float v_p[3] = {0.f, 0.f, gd[i]};  // depth = p.z always carries its gradient
+      if (pr[2 * i] > 0 && pr[2 * i + 1] > 0) {
+        const Mat3 S = camera_covariance(cam, M);
+        const Jacobian J = perspective_jacobian(p, cam.fx, cam.fy, cam.cx, cam.cy, width, height);
+        // conic Q = cov^-1: dL/dcov = -Q G Q with G the symmetric gradient matrix of Q.
+        const float qa = pc[3 * i], qb = pc[3 * i + 1], qc = pc[3 * i + 2];
+        const float ga = gc[3 * i], gb = 0.5f * gc[3 * i + 1], gcc = gc[3 * i + 2];
+        const float ha = qa * ga + qb * gb, hb = qa * gb + qb * gcc;  // row 0 of Q G
+        const float hc = qb * ga + qc * gb, hd = qb * gb + qc * gcc;  // row 1 of Q G
+        const float va = -(ha * qa + hb * qb), vb = -(ha * qb + hb * qc), vd = -(hc * qb + hd * qc);
+        const float Jm[2][3] = {{J.j00, 0.f, J.j02}, {0.f, J.j11, J.j12}};
+        const float V[2][2] = {{va, vb}, {vb, vd}};
+        // v_S = J^T V J ; v_J = 2 V J S
+        Mat3 v_S;
+        for (int r = 0; r < 3; ++r)
+          for (int s = 0; s < 3; ++s) {
+            float acc = 0.f;
+            for (int k = 0; k < 2; ++k)
+              for (int l = 0; l < 2; ++l) acc += Jm[k][r] * V[k][l] * Jm[l][s];
+            v_S.m[r][s] = acc;
+          }
+        float VJ[2][3], v_J[2][3];
+        for (int k = 0; k < 2; ++k)
+          for (int s = 0; s < 3; ++s) VJ[k][s] = V[k][0] * Jm[0][s] + V[k][1] * Jm[1][s];
+        for (int k = 0; k < 2; ++k)
+          for (int s = 0; s < 3; ++s)
+            v_J[k][s] = 2.f * (VJ[k][0] * S.m[0][s] + VJ[k][1] * S.m[1][s] + VJ[k][2] * S.m[2][s]);
+        // world covariance Sigma = M M^T, camera S = W Sigma W^T -> v_Sigma = W^T v_S W, v_M = 2 v_Sigma M
+        const Mat3 v_Sigma = matmul(matmul(transpose(cam.W), v_S), cam.W);
+        const Mat3 v_M_c = matmul(v_Sigma, M);
+        for (int r = 0; r < 3; ++r)
+          for (int s = 0; s < 3; ++s) v_M.m[r][s] += 2.f * v_M_c.m[r][s];
+        // mean2d = (fx x / z + cx, fy y / z + cy)
+        const float rz = 1.f / p.z, rz2 = rz * rz, rz3 = rz2 * rz;
+        const float gu = gm[2 * i], gv = gm[2 * i + 1];
+        v_p[0] += gu * cam.fx * rz;
+        v_p[1] += gv * cam.fy * rz;
+        v_p[2] += -(gu * cam.fx * p.x + gv * cam.fy * p.y) * rz2;
+        // Jacobian entries as functions of p (clamped coordinates depend on z only)
+        v_p[2] += -v_J[0][0] * cam.fx * rz2 - v_J[1][1] * cam.fy * rz2;
+        if (J.clamp_x) {
+          v_p[2] += v_J[0][2] * cam.fx * J.lim_x * rz2;
+        } else {
+          v_p[0] += -v_J[0][2] * cam.fx * rz2;
+          v_p[2] += v_J[0][2] * 2.f * cam.fx * p.x * rz3;
+        }
+        if (J.clamp_y) {
+          v_p[2] += v_J[1][2] * cam.fy * J.lim_y * rz2;
+        } else {
+          v_p[1] += -v_J[1][2] * cam.fy * rz2;
+          v_p[2] += v_J[1][2] * 2.f * cam.fy * p.y * rz3;
+        }
+      }
+      for (int r = 0; r < 3; ++r)
+        v_mean[r] += cam.W.m[0][r] * v_p[0] + cam.W.m[1][r] * v_p[1] + cam.W.m[2][r] * v_p[2];
+    }
+    for (int r = 0; r < 3; ++r) om[3 * n + r] = v_mean[r];
+    // M = R diag(s)
+    const Mat3 R = quat_to_rotmat(qn[0], qn[1], qn[2], qn[3]);
+    const float* s = ps + 3 * n;
+    Mat3 v_R;
+    for (int j = 0; j < 3; ++j) {
+      float acc = 0.f;
+      for (int r = 0; r < 3; ++r) {
+        v_R.m[r][j] = v_M.m[r][j] * s[j];
+        acc += R.m[r][j] * v_M.m[r][j];
+      }
+      os[3 * n + j] = acc;
+    }
+    float v_qn[4];
+    quat_to_rotmat_backward(qn[0], qn[1], qn[2], qn[3], v_R, v_qn);
+    const float dot = qn[0] * v_qn[0] + qn[1] * v_qn[1] + qn[2] * v_qn[2] + qn[3] * v_qn[3];
+    for (int k = 0; k < 4; ++k) oq[4 * n + k] = (v_qn[k] - qn[k] * dot) / qnorm;
+  }
+  return {v_means, v_quats, v_scales};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tile binning and compositing
+// ---------------------------------------------------------------------------------------------
+
+// Per camera: Gaussians sorted by depth (ties by index), appended to every tile their box touches.
+// Returns tile_offsets [C, T + 1] (into the flat list) and the flat list of Gaussian ids.
+std::vector<torch::Tensor> bin_tiles(torch::Tensor means2d, torch::Tensor radii, torch::Tensor depths,
+                                     int64_t width, int64_t height, int64_t tile_size) {
+  const int64_t C = means2d.size(0), N = means2d.size(1);
+  const int64_t tiles_x = (width + tile_size - 1) / tile_size, tiles_y = (height + tile_size - 1) / tile_size;
+  const int64_t T = tiles_x * tiles_y;
+  const float* pm = means2d.data_ptr<float>();
+  const int32_t* pr = radii.data_ptr<int32_t>();
+  const float* pd = depths.data_ptr<float>();
+  std::vector<std::vector<int32_t>> lists(C);
+  std::vector<std::vector<int64_t>> offsets(C, std::vector<int64_t>(T + 1, 0));
+
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t c = 0; c < C; ++c) {
+    std::vector<int32_t> order;
+    order.reserve(N);
+    for (int64_t n = 0; n < N; ++n)
+      if (pr[2 * (c * N + n)] > 0) order.push_back((int32_t)n);
+    const float* depth = pd + c * N;
+    std::stable_sort(order.begin(), order.end(), [depth](int32_t a, int32_t b) { return depth[a] < depth[b]; });
+    auto rect = [&](int32_t n, int64_t* x0, int64_t* x1, int64_t* y0, int64_t* y1) {
+      const int64_t i = c * N + n;
+      const float mx = pm[2 * i], my = pm[2 * i + 1];
+      const float rx = (float)pr[2 * i], ry = (float)pr[2 * i + 1];
+      *x0 = std::max<int64_t>(0, (int64_t)floorf((mx - rx) / tile_size));
+      *x1 = std::min<int64_t>(tiles_x - 1, (int64_t)floorf((mx + rx) / tile_size));
+      *y0 = std::max<int64_t>(0, (int64_t)floorf((my - ry) / tile_size));
+      *y1 = std::min<int64_t>(tiles_y - 1, (int64_t)floorf((my + ry) / tile_size));
+    };
+    std::vector<int64_t>& off = offsets[c];
+    for (int32_t n : order) {
+      int64_t x0, x1, y0, y1;
+      rect(n, &x0, &x1, &y0, &y1);
+      for (int64_t ty = y0; ty <= y1; ++ty)
+        for (int64_t tx = x0; tx <= x1; ++tx) off[ty * tiles_x + tx + 1] += 1;
+    }
+    for (int64_t t = 0; t < T; ++t) off[t + 1] += off[t];
+    std::vector<int64_t> cursor(off.begin(), off.end() - 1);
+    lists[c].resize(off[T]);
+    for (int32_t n : order) {
+      int64_t x0, x1, y0, y1;
+      rect(n, &x0, &x1, &y0, &y1);
+      for (int64_t ty = y0; ty <= y1; ++ty)
+        for (int64_t tx = x0; tx <= x1; ++tx) lists[c][cursor[ty * tiles_x + tx]++] = n;
+    }
+  }
+  int64_t total = 0;
+  auto tile_offsets = torch::empty({C, T + 1}, torch::dtype(torch::kInt64));
+  int64_t* pto = tile_offsets.data_ptr<int64_t>();
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t t = 0; t <= T; ++t) pto[c * (T + 1) + t] = total + offsets[c][t];
+    total += offsets[c][T];
+  }
+  auto flat_ids = torch::empty({total}, torch::dtype(torch::kInt32));
+  int32_t* pf = flat_ids.data_ptr<int32_t>();
+  for (int64_t c = 0; c < C; ++c)
+    std::copy(lists[c].begin(), lists[c].end(), pf + pto[c * (T + 1)]);
+  return {tile_offsets, flat_ids};
+}
+
+// Returns render [C, H, W, D], alphas [C, H, W, 1], last_ids [C, H, W] (end of the contributors in
+// the flat list, for the backward pass).
+std::vector<torch::Tensor> rasterize_forward(torch::Tensor means2d, torch::Tensor conics, torch::Tensor colors,
+                                             torch::Tensor opacities, torch::Tensor tile_offsets,
+                                             torch::Tensor flat_ids, int64_t width, int64_t height,
+                                             int64_t tile_size) {
+  const int64_t C = means2d.size(0), N = means2d.size(1), D = colors.size(2);
+  const int64_t tiles_x = (width + tile_size - 1) / tile_size, tiles_y = (height + tile_size - 1) / tile_size;
+  const int64_t T = tiles_x * tiles_y;
+  auto render = torch::zeros({C, height, width, D}, means2d.options());
+  auto alphas = torch::zeros({C, height, width, 1}, means2d.options());
+  auto last_ids = torch::zeros({C, height, width}, torch::dtype(torch::kInt64));
+  const float *pm = means2d.data_ptr<float>(), *pc = conics.data_ptr<float>(), *pcol = colors.data_ptr<float>();
+  const float* po = opacities.data_ptr<float>();
+  const int64_t* pto = tile_offsets.data_ptr<int64_t>();
+  const int32_t* pf = flat_ids.data_ptr<int32_t>();
+  float *out = render.data_ptr<float>(), *out_a = alphas.data_ptr<float>();
+  int64_t* out_last = last_ids.data_ptr<int64_t>();
+
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t ct = 0; ct < C * T; ++ct) {
+    const int64_t c = ct / T, tile = ct % T;
+    const int64_t start = pto[c * (T + 1) + tile], end = pto[c * (T + 1) + tile + 1];
+    const int64_t x0 = (tile % tiles_x) * tile_size, y0 = (tile / tiles_x) * tile_size;
+    std::vector<float> acc(D);
+    for (int64_t y = y0; y < std::min(y0 + tile_size, height); ++y) {
+      for (int64_t x = x0; x < std::min(x0 + tile_size, width); ++x) {
+        const float px = x + 0.5f, py = y + 0.5f;
+        float trans = 1.f;
+        int64_t last = start;
+        std::fill(acc.begin(), acc.end(), 0.f);
+        for (int64_t k = start; k < end; ++k) {
+          const int64_t i = c * N + pf[k];
+          const float sigma = gaussian_sigma(pc + 3 * i, pm[2 * i] - px, pm[2 * i + 1] - py);
+          if (sigma < 0.f) continue;
+          const float alpha = std::min(kAlphaMax, po[pf[k]] * expf(-sigma));
+          if (alpha < kAlphaMin) continue;
+          const float next = trans * (1.f - alpha);
+          if (next <= kTransmittanceMin) break;
+          const float w = alpha * trans;
+          const float* col = pcol + i * D;
+          for (int64_t d = 0; d < D; ++d) acc[d] += w * col[d];
+          trans = next;
+          last = k + 1;
+        }
+        const int64_t pix = (c * height + y) * width + x;
+        for (int64_t d = 0; d < D; ++d) out[pix * D + d] = acc[d];
+        out_a[pix] = 1.f - trans;
+        out_last[pix] = last;
+      }
+    }
+  }
+  return {render, alphas, last_ids};
+}
+
+// Gradients w.r.t. means2d [C, N, 2], conics [C, N, 3], colors [C, N, D] and opacities [N].
+std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tensor conics, torch::Tensor colors,
+                                              torch::Tensor opacities, torch::Tensor tile_offsets,
+                                              torch::Tensor flat_ids, torch::Tensor alphas, torch::Tensor last_ids,
+                                              torch::Tensor v_render, torch::Tensor v_alphas, int64_t width,
+                                              int64_t height, int64_t tile_size) {
+  const int64_t C = means2d.size(0), N = means2d.size(1), D = colors.size(2);
+  const int64_t tiles_x = (width + tile_size - 1) / tile_size, tiles_y = (height + tile_size - 1) / tile_size;
+  const int64_t T = tiles_x * tiles_y;
+  const int threads = omp_get_max_threads();
+  const int64_t stride = 6 + D;  // per (camera, Gaussian): mean2d(2), conic(3), opacity(1), colour(D)
+  auto buffers = torch::zeros({threads, C * N * stride}, means2d.options());
+  const float *pm = means2d.data_ptr<float>(), *pc = conics.data_ptr<float>(), *pcol = colors.data_ptr<float>();
+  const float *po = opacities.data_ptr<float>(), *pa = alphas.data_ptr<float>();
+  const float *gr = v_render.data_ptr<float>(), *ga = v_alphas.data_ptr<float>();
+  const int64_t* pto = tile_offsets.data_ptr<int64_t>();
+  const int64_t* plast = last_ids.data_ptr<int64_t>();
+  const int32_t* pf = flat_ids.data_ptr<int32_t>();
+  float* pbuf = buffers.data_ptr<float>();
+
+#pragma omp parallel
+  {
+    float* buf = pbuf + (int64_t)omp_get_thread_num() * C * N * stride;
+    std::vector<float> behind(D);
+#pragma omp for schedule(dynamic)
+    for (int64_t ct = 0; ct < C * T; ++ct) {
+      const int64_t c = ct / T, tile = ct % T;
+      const int64_t start = pto[c * (T + 1) + tile];
+      const int64_t x0 = (tile % tiles_x) * tile_size, y0 = (tile / tiles_x) * tile_size;
+      for (int64_t y = y0; y < std::min(y0 + tile_size, height); ++y) {
+        for (int64_t x = x0; x < std::min(x0 + tile_size, width); ++x) {
+          const int64_t pix = (c * height + y) * width + x;
+          const float px = x + 0.5f, py = y + 0.5f;
+          const float final_trans = 1.f - pa[pix];
+          const float v_alpha_out = ga[pix];
+          const float* v_col = gr + pix * D;
+          float trans = final_trans;
+          std::fill(behind.begin(), behind.end(), 0.f);
+          for (int64_t k = plast[pix] - 1; k >= start; --k) {
+            const int64_t g = pf[k], i = c * N + g;
+            const float dx = pm[2 * i] - px, dy = pm[2 * i + 1] - py;
+            const float* q = pc + 3 * i;
+            const float sigma = gaussian_sigma(q, dx, dy);
+            if (sigma < 0.f) continue;
+            const float vis = expf(-sigma);
+            const float raw = po[g] * vis;
+            const float alpha = std::min(kAlphaMax, raw);
+            if (alpha < kAlphaMin) continue;
+            const float ra = 1.f / (1.f - alpha);
+            trans *= ra;  // transmittance in front of this Gaussian
+            const float w = alpha * trans;
+            const float* col = pcol + i * D;
+            float* out = buf + i * stride;
+            float v_alpha = v_alpha_out * final_trans * ra;
+            for (int64_t d = 0; d < D; ++d) {
+              out[6 + d] += w * v_col[d];
+              v_alpha += v_col[d] * (trans * col[d] - behind[d] * ra);
+              behind[d] += w * col[d];
+            }
+            if (raw <= kAlphaMax) {
+              out[5] += v_alpha * vis;
+              const float v_sigma = -v_alpha * alpha;
+              out[0] += v_sigma * (q[0] * dx + q[1] * dy);
+              out[1] += v_sigma * (q[1] * dx + q[2] * dy);
+              out[2] += v_sigma * 0.5f * dx * dx;
+              out[3] += v_sigma * dx * dy;
+              out[4] += v_sigma * 0.5f * dy * dy;
+            }
+          }
+        }
+      }
+    }
+  }
+  auto total = buffers.sum(0).view({C, N, stride});
+  auto v_means2d = total.slice(2, 0, 2).contiguous();
+  auto v_conics = total.slice(2, 2, 5).contiguous();
+  auto v_opacities = total.select(2, 5).sum(0);
+  auto v_colors = total.slice(2, 6, 6 + D).contiguous();
+  return {v_means2d, v_conics, v_colors, v_opacities};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("project_forward", &project_forward);
+  m.def("project_backward", &project_backward);
+  m.def("bin_tiles", &bin_tiles);
+  m.def("rasterize_forward", &rasterize_forward);
+  m.def("rasterize_backward", &rasterize_backward);
+}
