@@ -1,0 +1,36 @@
+"""The interface every 3D representation implements; guidance never sees more than this."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+from ..cameras import Cameras
+from ..types import RenderOutput
+
+
+class Representation(nn.Module, ABC):
+    """A differentiable 3D asset. Subclasses hold their tensors as nn.Parameters, so
+    `parameters()`, `state_dict()` and `load_state_dict()` come from nn.Module."""
+
+    @abstractmethod
+    def param_groups(self) -> list[dict]:
+        """Optimiser groups: dicts with `name`, `params` (list of tensors) and `lr`."""
+
+    @abstractmethod
+    def render(self, cameras: Cameras, background: torch.Tensor | None = None) -> RenderOutput:
+        """Render B views; `background` [3] or [B, 3] in [0, 1] (default white)."""
+
+    def make_optimizers(self, lr_scale: float = 1.0) -> dict[str, torch.optim.Optimizer]:
+        """One Adam per group (the layout gsplat's densification strategies expect)."""
+        return {group["name"]: torch.optim.Adam([{"params": group["params"], "lr": group["lr"] * lr_scale,
+                                                  "name": group["name"]}], eps=1e-15)
+                for group in self.param_groups()}
+
+    def before_backward(self, step: int, output: RenderOutput) -> None:
+        """Called after `render`, before `loss.backward()` (e.g. to retain screen-space gradients)."""
+
+    def after_step(self, step: int, output: RenderOutput, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+        """Called after every optimiser step (densification, pruning, re-normalisation)."""

@@ -1,0 +1,60 @@
+"""Adaptive density control for 3D Gaussians, driven by gsplat's pure-PyTorch DefaultStrategy.
+
+Works with every rasterizer backend because each returns gsplat's `meta` keys (`means2d` with a
+retained gradient, `radii` [C, N, 2], `width`, `height`, `n_cameras`). Steps and thresholds are
+gsplat's (grow by 2D gradient, split large / duplicate small, prune transparent or huge ones).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class DensificationConfig:
+    enabled: bool = True
+    refine_start_iter: int = 100
+    refine_stop_iter: int = 800
+    refine_every: int = 100
+    reset_every: int = 100_000  # opacity reset; effectively off for score distillation
+    grow_grad2d: float = 0.0002
+    grow_scale3d: float = 0.01
+    prune_opa: float = 0.005
+    prune_scale3d: float = 0.1
+    scene_scale: float = 1.0
+    max_gaussians: int = 60_000  # growth stops beyond this count
+
+
+class GaussianDensifier:
+    def __init__(self, config: DensificationConfig):
+        self.config = config
+        self.strategy = None
+        self.state: dict = {}
+        if config.enabled:
+            from gsplat.strategy import DefaultStrategy
+
+            self.strategy = DefaultStrategy(
+                prune_opa=config.prune_opa, grow_grad2d=config.grow_grad2d, grow_scale3d=config.grow_scale3d,
+                prune_scale3d=config.prune_scale3d, refine_start_iter=config.refine_start_iter,
+                refine_stop_iter=config.refine_stop_iter, refine_every=config.refine_every,
+                reset_every=config.reset_every, verbose=False)
+            self.state = self.strategy.initialize_state(scene_scale=config.scene_scale)
+
+    def before_backward(self, params, step: int, meta: dict | None) -> None:
+        if self.strategy is not None and meta is not None and torch.is_grad_enabled():
+            self.strategy.step_pre_backward(params, {}, self.state, step, meta)
+
+    def after_step(self, params, optimizers, step: int, meta: dict | None) -> None:
+        if self.strategy is None or meta is None or meta["means2d"].grad is None:
+            return
+        if params["means"].shape[0] >= self.config.max_gaussians:
+            self.strategy.refine_stop_iter = min(self.strategy.refine_stop_iter, step)
+        self.strategy.step_post_backward(params, optimizers, self.state, step, meta, packed=False)
+
+    def state_dict(self) -> dict:
+        return {key: value.clone() if torch.is_tensor(value) else value for key, value in self.state.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state.update(state)

@@ -1,0 +1,202 @@
+"""3D Gaussians: means, log-scales, quaternions, opacity logits, SH colour, optional features.
+
+Parameters live in an nn.ParameterDict with gsplat's names (`means`, `scales`, `quats`,
+`opacities`, `sh0`, `shN`, `features`) so gsplat's densification strategies drive them directly.
+Colour is 3DGS's: rgb = max(SH(view dir) + 0.5, 0); SH degree 0 keeps `shN` empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..cameras import Cameras
+from ..cuda.gaussian_rasterizer import rasterize_gaussians
+from ..types import RenderOutput
+from .base import Representation
+from .gaussian_densification import DensificationConfig, GaussianDensifier
+from .spherical_harmonics import evaluate_sh, rgb_to_sh0
+
+
+@dataclass
+class GaussiansConfig:
+    num_points: int = 2048
+    init: str = "sphere"  # "sphere" (random in a ball), or set by from_points / from_mesh
+    init_radius: float = 0.5
+    init_opacity: float = 0.1
+    sh_degree: int = 0
+    feature_dim: int = 0  # extra rendered channels per Gaussian (feature distillation)
+    backend: str = "auto"  # rasterizer: auto | native | reference | gsplat
+    lr_means: float = 1e-3
+    lr_scales: float = 5e-3
+    lr_quats: float = 1e-3
+    lr_opacities: float = 5e-2
+    lr_sh0: float = 1e-2
+    lr_shN: float = 5e-4
+    lr_features: float = 1e-2
+    densify: DensificationConfig = field(default_factory=DensificationConfig)
+
+
+def _nearest_neighbour_scale(points: np.ndarray, k: int = 3) -> np.ndarray:
+    """Mean distance to the k nearest neighbours, per point: the usual 3DGS initial scale."""
+    from scipy.spatial import cKDTree
+
+    if len(points) <= k:
+        return np.full(len(points), 0.05, dtype=np.float32)
+    distances, _ = cKDTree(points).query(points, k=k + 1)
+    return np.maximum(distances[:, 1:].mean(axis=1), 1e-4).astype(np.float32)
+
+
+class Gaussians(Representation):
+    def __init__(self, means: torch.Tensor, rgb: torch.Tensor, scales: torch.Tensor | None = None,
+                 opacities: torch.Tensor | None = None, config: GaussiansConfig | None = None):
+        """means [N, 3], rgb [N, 3] in [0, 1], scales [N, 3] activated (default: from neighbours),
+        opacities [N] activated (default `config.init_opacity`)."""
+        super().__init__()
+        self.config = config or GaussiansConfig()
+        n = means.shape[0]
+        if scales is None:
+            scales = torch.from_numpy(_nearest_neighbour_scale(means.detach().cpu().numpy()))[:, None].repeat(1, 3)
+        if opacities is None:
+            opacities = torch.full((n,), self.config.init_opacity)
+        quats = torch.zeros(n, 4)
+        quats[:, 0] = 1
+        k = (self.config.sh_degree + 1) ** 2
+        self.params = nn.ParameterDict({
+            "means": nn.Parameter(means.float().clone()),
+            "scales": nn.Parameter(torch.log(scales.float())),
+            "quats": nn.Parameter(quats),
+            "opacities": nn.Parameter(torch.logit(opacities.float().clamp(1e-4, 1 - 1e-4))),
+            "sh0": nn.Parameter(rgb_to_sh0(rgb.float())[:, None, :].clone()),
+            "shN": nn.Parameter(torch.zeros(n, k - 1, 3)),
+            "features": nn.Parameter(torch.zeros(n, self.config.feature_dim)),
+        })
+        self.densifier = GaussianDensifier(self.config.densify)
+
+    # ----- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def random_in_sphere(cls, config: GaussiansConfig | None = None, generator: torch.Generator | None = None):
+        """`num_points` uniform in a ball of radius `init_radius`, random colours."""
+        config = config or GaussiansConfig()
+        n = config.num_points
+        direction = torch.nn.functional.normalize(torch.randn(n, 3, generator=generator), dim=-1)
+        radius = config.init_radius * torch.rand(n, 1, generator=generator) ** (1 / 3)
+        rgb = torch.rand(n, 3, generator=generator)
+        return cls(direction * radius, rgb, config=config)
+
+    @classmethod
+    def from_points(cls, points, colors=None, config: GaussiansConfig | None = None):
+        """A point cloud [N, 3] (+ colours [N, 3] in [0, 1] or uint8) -> one Gaussian per point."""
+        points = torch.as_tensor(np.asarray(points), dtype=torch.float32)
+        if colors is None:
+            colors = torch.full_like(points, 0.5)
+        colors = torch.as_tensor(np.asarray(colors))
+        colors = colors.float() / 255.0 if colors.dtype == torch.uint8 else colors.float()
+        return cls(points, colors[:, :3], config=config)
+
+    @classmethod
+    def from_mesh(cls, mesh, num_points: int | None = None, config: GaussiansConfig | None = None, seed: int = 0):
+        """Surface samples of a trimesh (face colours when it has them), area-uniform."""
+        import trimesh
+
+        config = config or GaussiansConfig()
+        n = num_points or config.num_points
+        points, face_index = trimesh.sample.sample_surface(mesh, n, seed=seed)
+        colors = None
+        if mesh.visual.kind in ("face", "vertex"):
+            colors = np.asarray(mesh.visual.face_colors)[face_index, :3]
+        return cls.from_points(points, colors, config=config)
+
+    # ----- activated views -----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self.params["means"].shape[0]
+
+    @property
+    def means(self) -> torch.Tensor:  # [N, 3]
+        return self.params["means"]
+
+    @property
+    def scales(self) -> torch.Tensor:  # [N, 3] > 0
+        return torch.exp(self.params["scales"])
+
+    @property
+    def quats(self) -> torch.Tensor:  # [N, 4] (w, x, y, z), unnormalised
+        return self.params["quats"]
+
+    @property
+    def opacities(self) -> torch.Tensor:  # [N] in (0, 1)
+        return torch.sigmoid(self.params["opacities"])
+
+    @property
+    def sh_coeffs(self) -> torch.Tensor:  # [N, K, 3]
+        return torch.cat([self.params["sh0"], self.params["shN"]], dim=1)
+
+    def colors(self, cameras: Cameras) -> torch.Tensor:
+        """View-dependent RGB [B, N, 3] (>= 0) for each camera."""
+        if self.config.sh_degree == 0:
+            rgb = self.params["sh0"][:, 0, :] * 0.28209479177387814 + 0.5
+            return rgb.clamp_min(0.0).expand(len(cameras), -1, -1)
+        dirs = self.means[None] - cameras.centers.to(self.means)[:, None]  # [B, N, 3]
+        rgb = evaluate_sh(self.config.sh_degree, self.sh_coeffs[None].expand(len(cameras), -1, -1, -1), dirs) + 0.5
+        return rgb.clamp_min(0.0)
+
+    # ----- Representation ------------------------------------------------------------------------
+
+    def param_groups(self) -> list[dict]:
+        c = self.config
+        lrs = {"means": c.lr_means, "scales": c.lr_scales, "quats": c.lr_quats, "opacities": c.lr_opacities,
+               "sh0": c.lr_sh0, "shN": c.lr_shN, "features": c.lr_features}
+        return [{"name": name, "params": [self.params[name]], "lr": lr} for name, lr in lrs.items()]
+
+    def render(self, cameras: Cameras, background: torch.Tensor | None = None) -> RenderOutput:
+        device = self.means.device
+        cameras = cameras.to(device)
+        colors = self.colors(cameras)
+        channels = [colors]
+        if self.config.feature_dim:
+            channels.append(self.params["features"][None].expand(len(cameras), -1, -1))
+        render, alpha, meta = rasterize_gaussians(
+            self.means, self.quats, self.scales, self.opacities, torch.cat(channels, dim=-1),
+            cameras.viewmats, cameras.Ks, cameras.width, cameras.height, render_mode="RGB+ED",
+            backend=self.config.backend)
+        if background is None:
+            background = torch.ones(3, device=device)
+        background = background.to(device).reshape(-1, 1, 1, 3)
+        rgb = render[..., :3] + (1 - alpha) * background
+        features = render[..., 3:-1] if self.config.feature_dim else None
+        return RenderOutput(rgb=rgb, alpha=alpha, depth=render[..., -1:], features=features, meta=meta)
+
+    def before_backward(self, step: int, output: RenderOutput) -> None:
+        self.densifier.before_backward(self.params, step, output.meta)
+
+    def after_step(self, step: int, output: RenderOutput, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+        self.densifier.after_step(self.params, optimizers, step, output.meta)
+
+    # ----- persistence ---------------------------------------------------------------------------
+
+    def save_ply(self, path) -> None:
+        from .gaussian_ply import save_gaussian_ply
+
+        save_gaussian_ply(path, self)
+
+    @classmethod
+    def load_ply(cls, path, config: GaussiansConfig | None = None) -> "Gaussians":
+        from .gaussian_ply import load_gaussian_ply
+
+        return load_gaussian_ply(path, config)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Accepts a state dict with a different number of Gaussians (densification changes N)."""
+        for name, param in self.params.items():
+            key = f"params.{name}"
+            if key in state_dict and state_dict[key].shape != param.shape:
+                self.params[name] = nn.Parameter(torch.empty_like(state_dict[key]))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+__all__ = ["Gaussians", "GaussiansConfig"]
