@@ -1,9 +1,10 @@
 """PyTorch reference twin of the mesh visibility pass (`csrc/mesh_raster.cpp`, `csrc/mesh_math.h`).
 
-Dense: every pixel is tested against every triangle, in chunks of triangles to bound memory, so it
-is meant for small meshes, as the test oracle, and for tensors on devices without a native kernel
-(CUDA). It performs the same float32 operations in the same order as the C++ kernel, so both pick
-the same triangle for every pixel: the nearest covering triangle, the lower id at equal depth.
+Dense: every pixel x triangle pair is considered (a bounding-box test on all of them, edge functions
+on the pairs that pass), in chunks of triangles to bound memory. Meant for small meshes, as the test
+oracle, and for tensors on devices without a native kernel (CUDA). It performs the same float32
+operations in the same order as the C++ kernel, so both pick the same triangle for every pixel: the
+nearest covering triangle, the lower id at equal depth.
 
 Conventions (shared with the kernel): OpenCV cameras, pixel (x, y) has its centre at
 (x + 0.5, y + 0.5), triangles with a vertex closer than `near` are skipped (not clipped), coverage
@@ -41,13 +42,13 @@ def _setup_triangles(u, v, z, faces, near, cull_backfaces):
     ua, va = tu[..., [1, 2, 0]], tv[..., [1, 2, 0]]  # edge start points
     ub, vb = tu[..., [2, 0, 1]], tv[..., [2, 0, 1]]  # edge end points
     swap = (ub < ua) | ((ub == ua) & (vb < va))
+    flip = torch.where(swap, -orientation, orientation)
     normal_x = orientation * -(vb - va)
     normal_y = orientation * (ub - ua)
     return {
         "visible": visible,
         "lo_x": torch.where(swap, ub, ua), "lo_y": torch.where(swap, vb, va),
-        "dx": torch.where(swap, ua - ub, ub - ua), "dy": torch.where(swap, va - vb, vb - va),
-        "sign": torch.where(swap, -orientation, orientation),
+        "dx": flip * torch.where(swap, ua - ub, ub - ua), "dy": flip * torch.where(swap, va - vb, vb - va),
         "top_left": (normal_x > 0) | ((normal_x == 0) & (normal_y > 0)),
         "inv_z": 1.0 / tz,
         "x0": torch.ceil(tu.amin(-1) - 0.5), "x1": torch.floor(tu.amax(-1) - 0.5),
@@ -55,42 +56,45 @@ def _setup_triangles(u, v, z, faces, near, cull_backfaces):
     }
 
 
-def _chunk_depth(tri: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _chunk_depth(tri: dict, width: int, height: int) -> torch.Tensor:
     """Depth of each triangle of a chunk at each pixel, inf where it does not cover the pixel.
-    tri: [B, C] / [B, C, 3] tensors; x, y: [P] pixel indices as float -> [B, P, C]."""
-    per_tri = {key: value[:, None] for key, value in tri.items()}  # [B, 1, C(, 3)]
-    px, py = (x + 0.5)[None, :, None, None], (y + 0.5)[None, :, None, None]  # [1, P, 1, 1]
-    e = per_tri["sign"] * (per_tri["dx"] * (py - per_tri["lo_y"]) - per_tri["dy"] * (px - per_tri["lo_x"]))
-    covered = ((e > 0) | ((e == 0) & per_tri["top_left"])).all(-1)  # [B, P, C]
-    x, y = x[None, :, None], y[None, :, None]
-    covered &= per_tri["visible"] & (x >= per_tri["x0"]) & (x <= per_tri["x1"]) & (y >= per_tri["y0"]) & (y <= per_tri["y1"])
-    inv_z = per_tri["inv_z"]
-    depth = ((e[..., 0] + e[..., 1]) + e[..., 2]) / (
-        (e[..., 0] * inv_z[..., 0] + e[..., 1] * inv_z[..., 1]) + e[..., 2] * inv_z[..., 2])
-    return torch.where(covered, depth, torch.inf)
+    tri: [B, C] / [B, C, 3] tensors -> [B, H, W, C]. As in the kernel, only pixels inside a
+    triangle's bounding box are candidates; edge functions are evaluated for those pairs only."""
+    device = tri["dx"].device
+    x = torch.arange(width, dtype=torch.float32, device=device)[None, :, None]  # [1, W, 1]
+    y = torch.arange(height, dtype=torch.float32, device=device)[None, :, None]  # [1, H, 1]
+    in_rows = (y >= tri["y0"][:, None]) & (y <= tri["y1"][:, None])  # [B, H, C]
+    in_cols = (x >= tri["x0"][:, None]) & (x <= tri["x1"][:, None]) & tri["visible"][:, None]  # [B, W, C]
+    b, py, px, c = (in_rows[:, :, None] & in_cols[:, None, :]).nonzero(as_tuple=True)  # [N] candidates
+    pair = {key: value[b, c] for key, value in tri.items()}  # [N] / [N, 3]
+    centre_x = (px.to(torch.float32) + 0.5)[:, None]
+    centre_y = (py.to(torch.float32) + 0.5)[:, None]
+    e = pair["dx"] * (centre_y - pair["lo_y"]) - pair["dy"] * (centre_x - pair["lo_x"])  # [N, 3]
+    covered = torch.where(pair["top_left"], e >= 0, e > 0).all(-1)
+    (e0, e1, e2), inv_z = e.unbind(-1), pair["inv_z"]
+    depth = ((e0 + e1) + e2) / ((e0 * inv_z[:, 0] + e1 * inv_z[:, 1]) + e2 * inv_z[:, 2])
+    B, C = tri["visible"].shape
+    out = torch.full((B, height, width, C), torch.inf, device=device)
+    return out.index_put_((b, py, px, c), torch.where(covered, depth, torch.inf))
 
 
 def visibility(vertices: torch.Tensor, faces: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor,
-               width: int, height: int, near: float, cull_backfaces: bool, chunk_elements: int = 1 << 20):
+               width: int, height: int, near: float, cull_backfaces: bool, chunk_elements: int = 1 << 21):
     """vertices [1 or B, V, 3], faces [F, 3] int64, viewmats [B, 4, 4], Ks [B, 3, 3] ->
     (face_ids [B, H, W] int64, -1 on background; depth [B, H, W] float32, 0 on background).
 
-    Computed in float32 whatever the input dtype; at most `chunk_elements` pixel x triangle pairs
-    are held at once (about 30 bytes each)."""
+    Computed in float32 whatever the input dtype. At most `chunk_elements` pixel x triangle pairs
+    are held at once: 5 bytes each, plus about 100 per pair inside a bounding box."""
     f32 = torch.float32
     u, v, z = project_points(vertices.to(f32), viewmats.to(f32), Ks.to(f32))
     tri = _setup_triangles(u, v, z, faces, torch.tensor(near, dtype=f32, device=u.device), cull_backfaces)
     B, F = u.shape[0], faces.shape[0]
-    y, x = torch.meshgrid(torch.arange(height, dtype=f32, device=u.device),
-                          torch.arange(width, dtype=f32, device=u.device), indexing="ij")
-    x, y = x.reshape(-1), y.reshape(-1)  # [P]
-    best_depth = torch.full((B, height * width), torch.inf, dtype=f32, device=u.device)
-    best_id = torch.full((B, height * width), -1, dtype=torch.int64, device=u.device)
+    best_depth = torch.full((B, height, width), torch.inf, dtype=f32, device=u.device)
+    best_id = torch.full((B, height, width), -1, dtype=torch.int64, device=u.device)
     chunk = max(1, chunk_elements // (B * height * width))
     for start in range(0, F, chunk):
-        depth, index = _chunk_depth({k: t[:, start:start + chunk] for k, t in tri.items()}, x, y).min(-1)
+        depth, index = _chunk_depth({k: t[:, start:start + chunk] for k, t in tri.items()}, width, height).min(-1)
         closer = depth < best_depth  # strict: at equal depth the earlier (lower) id stays
         best_depth = torch.where(closer, depth, best_depth)
         best_id = torch.where(closer, index + start, best_id)
-    best_depth = torch.where(best_id >= 0, best_depth, 0.0)
-    return best_id.view(B, height, width), best_depth.view(B, height, width)
+    return best_id, torch.where(best_id >= 0, best_depth, 0.0)

@@ -30,7 +30,7 @@ def load_extension(name: str):
     try:
         from torch.utils.cpp_extension import load
 
-        flags = ["-O3", "-fopenmp", "-std=c++17"]
+        flags = ["-O3", "-fopenmp"]
         build_dir = _build_dir() / name
         build_dir.mkdir(parents=True, exist_ok=True)
         return load(name=f"sds3d_{name}", sources=[str(CSRC / f"{name}.cpp")],

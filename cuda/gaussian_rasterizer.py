@@ -45,20 +45,20 @@ class _ProjectGaussians(Function):
 
 class _RasterizeTiles(Function):
     @staticmethod
-    def forward(ctx, means2d, conics, colors, opacities, tile_offsets, flat_ids, width, height, tile_size):
+    def forward(ctx, means2d, conics, colors, opacities, radii, tile_offsets, flat_ids, width, height, tile_size):
         render, alphas, last_ids = _native().rasterize_forward(
-            means2d, conics, colors, opacities, tile_offsets, flat_ids, width, height, tile_size)
-        ctx.save_for_backward(means2d, conics, colors, opacities, tile_offsets, flat_ids, alphas, last_ids)
+            means2d, conics, colors, opacities, radii, tile_offsets, flat_ids, width, height, tile_size)
+        ctx.save_for_backward(means2d, conics, colors, opacities, radii, tile_offsets, flat_ids, alphas, last_ids)
         ctx.size = (width, height, tile_size)
         return render, alphas
 
     @staticmethod
     def backward(ctx, v_render, v_alphas):
-        means2d, conics, colors, opacities, tile_offsets, flat_ids, alphas, last_ids = ctx.saved_tensors
+        means2d, conics, colors, opacities, radii, tile_offsets, flat_ids, alphas, last_ids = ctx.saved_tensors
         v_means2d, v_conics, v_colors, v_opacities = _native().rasterize_backward(
-            means2d, conics, colors, opacities, tile_offsets, flat_ids, alphas, last_ids,
+            means2d, conics, colors, opacities, radii, tile_offsets, flat_ids, alphas, last_ids,
             v_render.contiguous(), v_alphas.contiguous(), *ctx.size)
-        return v_means2d, v_conics, v_colors, v_opacities, None, None, None, None, None
+        return v_means2d, v_conics, v_colors, v_opacities, None, None, None, None, None, None
 
 
 def _rasterize_native(means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane,
@@ -69,8 +69,8 @@ def _rasterize_native(means, quats, scales, opacities, colors, viewmats, Ks, wid
         near_plane, far_plane, eps2d)
     with torch.no_grad():
         tile_offsets, flat_ids = _native().bin_tiles(means2d, radii, depths, width, height, tile_size)
-    render, alphas = _RasterizeTiles.apply(means2d, conics, f32(colors), f32(opacities), tile_offsets, flat_ids,
-                                           width, height, tile_size)
+    render, alphas = _RasterizeTiles.apply(means2d, conics, f32(colors), f32(opacities), radii, tile_offsets,
+                                           flat_ids, width, height, tile_size)
     return render, alphas, (means2d, conics, depths, radii)
 
 
@@ -110,7 +110,8 @@ def rasterize_gaussians(means, quats, scales, opacities, colors, viewmats, Ks, w
     "RGB+ED" appends the expected depth sum(w z) / sum(w) (0 where nothing is hit). `backgrounds`
     [C, D] are composited behind the colours. `meta` holds `means2d` [C, N, 2] (an intermediate
     tensor: call `retain_grad()` on it for densification), `radii` [C, N, 2], `depths`, `conics`,
-    `width`, `height`, `n_cameras`, `backend` - the keys gsplat.strategy.DefaultStrategy reads.
+    `width`, `height`, `n_cameras`, `gaussian_ids` (None: not packed), `backend` - the keys
+    gsplat.strategy.DefaultStrategy reads.
     """
     if render_mode not in ("RGB", "RGB+ED"):
         raise ValueError(f"render_mode must be 'RGB' or 'RGB+ED', got {render_mode!r}")
@@ -139,7 +140,7 @@ def rasterize_gaussians(means, quats, scales, opacities, colors, viewmats, Ks, w
         bg = backgrounds.reshape(C, 1, 1, -1)
         render = torch.cat([render[..., :channels] + (1 - alphas) * bg, render[..., channels:]], dim=-1)
     meta = {"means2d": means2d, "radii": radii, "depths": depths, "conics": conics, "width": width,
-            "height": height, "n_cameras": C, "tile_size": tile_size, "backend": backend}
+            "height": height, "n_cameras": C, "tile_size": tile_size, "backend": backend, "gaussian_ids": None}
     return render, alphas, meta
 
 

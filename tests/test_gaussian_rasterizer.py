@@ -149,7 +149,7 @@ def test_occlusion_front_to_back(backend):
     rgb, alpha, _ = rasterize_gaussians(means, quats, scales, opacities, colors, cams.viewmats, cams.Ks, SIZE, SIZE,
                                         backgrounds=torch.ones(1, 3), render_mode="RGB", backend=backend)
     centre = rgb[0, 16, 16]
-    assert centre[0] > 0.98 and centre[2] < 0.02  # red in front, blue hidden
+    assert centre[0] > 0.95 and centre[2] < 0.05  # red in front, blue hidden
     assert rgb[0, 0, 0].tolist() == [1.0, 1.0, 1.0]  # white background where nothing is hit
 
 

@@ -90,6 +90,12 @@ SDS3D_HD float alpha_extent_sigma(float opacity) {
   return ratio > 1.f ? sqrtf(2.f * logf(ratio)) : 0.f;
 }
 
+// A sigma above this gives alpha < kAlphaMin for sure (with a margin for rounding), so the pixel
+// can be skipped without evaluating exp; values at or below it take the exact test.
+SDS3D_HD float sigma_cutoff(float opacity) {
+  return opacity > kAlphaMin ? logf(opacity / kAlphaMin) * 1.0001f + 1e-4f : -1.f;
+}
+
 // Per-pixel Gaussian weight before the clamp: sigma = 0.5 d^T Q d with d = mean - pixel.
 SDS3D_HD float gaussian_sigma(const float conic[3], float dx, float dy) {
   return 0.5f * (conic[0] * dx * dx + conic[2] * dy * dy) + conic[1] * dx * dy;

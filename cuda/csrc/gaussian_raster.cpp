@@ -271,12 +271,21 @@ std::vector<torch::Tensor> bin_tiles(torch::Tensor means2d, torch::Tensor radii,
   return {tile_offsets, flat_ids};
 }
 
+// Pixel range [lo, hi] (inclusive, clamped to the tile) whose centres lie within `radius` of `mean`.
+inline void pixel_span(float mean, int32_t radius, int64_t tile_lo, int64_t tile_hi, int64_t* lo, int64_t* hi) {
+  *lo = std::max<int64_t>(tile_lo, (int64_t)floorf(mean - radius - 0.5f));
+  *hi = std::min<int64_t>(tile_hi, (int64_t)floorf(mean + radius - 0.5f) + 1);
+}
+
+// Tiles are composited Gaussian by Gaussian (front to back), each touching only the pixels of its
+// box: per pixel this visits the same depth-ordered Gaussians as a per-pixel loop would (pixels
+// outside a box see alpha < kAlphaMin), at a fraction of the cost.
 // Returns render [C, H, W, D], alphas [C, H, W, 1], last_ids [C, H, W] (end of the contributors in
 // the flat list, for the backward pass).
 std::vector<torch::Tensor> rasterize_forward(torch::Tensor means2d, torch::Tensor conics, torch::Tensor colors,
-                                             torch::Tensor opacities, torch::Tensor tile_offsets,
-                                             torch::Tensor flat_ids, int64_t width, int64_t height,
-                                             int64_t tile_size) {
+                                             torch::Tensor opacities, torch::Tensor radii,
+                                             torch::Tensor tile_offsets, torch::Tensor flat_ids, int64_t width,
+                                             int64_t height, int64_t tile_size) {
   const int64_t C = means2d.size(0), N = means2d.size(1), D = colors.size(2);
   const int64_t tiles_x = (width + tile_size - 1) / tile_size, tiles_y = (height + tile_size - 1) / tile_size;
   const int64_t T = tiles_x * tiles_y;
@@ -285,53 +294,80 @@ std::vector<torch::Tensor> rasterize_forward(torch::Tensor means2d, torch::Tenso
   auto last_ids = torch::zeros({C, height, width}, torch::dtype(torch::kInt64));
   const float *pm = means2d.data_ptr<float>(), *pc = conics.data_ptr<float>(), *pcol = colors.data_ptr<float>();
   const float* po = opacities.data_ptr<float>();
+  const int32_t* pr = radii.data_ptr<int32_t>();
   const int64_t* pto = tile_offsets.data_ptr<int64_t>();
   const int32_t* pf = flat_ids.data_ptr<int32_t>();
   float *out = render.data_ptr<float>(), *out_a = alphas.data_ptr<float>();
   int64_t* out_last = last_ids.data_ptr<int64_t>();
 
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t ct = 0; ct < C * T; ++ct) {
-    const int64_t c = ct / T, tile = ct % T;
-    const int64_t start = pto[c * (T + 1) + tile], end = pto[c * (T + 1) + tile + 1];
-    const int64_t x0 = (tile % tiles_x) * tile_size, y0 = (tile / tiles_x) * tile_size;
-    std::vector<float> acc(D);
-    for (int64_t y = y0; y < std::min(y0 + tile_size, height); ++y) {
-      for (int64_t x = x0; x < std::min(x0 + tile_size, width); ++x) {
-        const float px = x + 0.5f, py = y + 0.5f;
-        float trans = 1.f;
-        int64_t last = start;
-        std::fill(acc.begin(), acc.end(), 0.f);
-        for (int64_t k = start; k < end; ++k) {
-          const int64_t i = c * N + pf[k];
-          const float sigma = gaussian_sigma(pc + 3 * i, pm[2 * i] - px, pm[2 * i + 1] - py);
-          if (sigma < 0.f) continue;
-          const float alpha = std::min(kAlphaMax, po[pf[k]] * expf(-sigma));
-          if (alpha < kAlphaMin) continue;
-          const float next = trans * (1.f - alpha);
-          if (next <= kTransmittanceMin) break;
-          const float w = alpha * trans;
-          const float* col = pcol + i * D;
-          for (int64_t d = 0; d < D; ++d) acc[d] += w * col[d];
-          trans = next;
-          last = k + 1;
+#pragma omp parallel
+  {
+    std::vector<float> trans, acc;
+    std::vector<int64_t> last;
+    std::vector<char> done;
+#pragma omp for schedule(dynamic)
+    for (int64_t ct = 0; ct < C * T; ++ct) {
+      const int64_t c = ct / T, tile = ct % T;
+      const int64_t start = pto[c * (T + 1) + tile], end = pto[c * (T + 1) + tile + 1];
+      const int64_t x0 = (tile % tiles_x) * tile_size, y0 = (tile / tiles_x) * tile_size;
+      const int64_t x1 = std::min(x0 + tile_size, width) - 1, y1 = std::min(y0 + tile_size, height) - 1;
+      const int64_t tw = x1 - x0 + 1, P = tw * (y1 - y0 + 1);
+      trans.assign(P, 1.f);
+      acc.assign(P * D, 0.f);
+      last.assign(P, start);
+      done.assign(P, 0);
+      int64_t active = P;
+      for (int64_t k = start; k < end && active > 0; ++k) {
+        const int64_t g = pf[k], i = c * N + g;
+        const float mx = pm[2 * i], my = pm[2 * i + 1], opacity = po[g];
+        const float sigma_cut = sigma_cutoff(opacity);
+        const float* q = pc + 3 * i;
+        const float* col = pcol + i * D;
+        int64_t xa, xb, ya, yb;
+        pixel_span(mx, pr[2 * i], x0, x1, &xa, &xb);
+        pixel_span(my, pr[2 * i + 1], y0, y1, &ya, &yb);
+        for (int64_t y = ya; y <= yb; ++y) {
+          for (int64_t x = xa; x <= xb; ++x) {
+            const int64_t p = (y - y0) * tw + (x - x0);
+            if (done[p]) continue;
+            const float sigma = gaussian_sigma(q, mx - (x + 0.5f), my - (y + 0.5f));
+            if (sigma < 0.f || sigma > sigma_cut) continue;
+            const float alpha = std::min(kAlphaMax, opacity * expf(-sigma));
+            if (alpha < kAlphaMin) continue;
+            const float next = trans[p] * (1.f - alpha);
+            if (next <= kTransmittanceMin) {
+              done[p] = 1;
+              --active;
+              continue;
+            }
+            const float w = alpha * trans[p];
+            float* a = acc.data() + p * D;
+            for (int64_t d = 0; d < D; ++d) a[d] += w * col[d];
+            trans[p] = next;
+            last[p] = k + 1;
+          }
         }
-        const int64_t pix = (c * height + y) * width + x;
-        for (int64_t d = 0; d < D; ++d) out[pix * D + d] = acc[d];
-        out_a[pix] = 1.f - trans;
-        out_last[pix] = last;
       }
+      for (int64_t y = y0; y <= y1; ++y)
+        for (int64_t x = x0; x <= x1; ++x) {
+          const int64_t p = (y - y0) * tw + (x - x0), pix = (c * height + y) * width + x;
+          std::copy(acc.begin() + p * D, acc.begin() + (p + 1) * D, out + pix * D);
+          out_a[pix] = 1.f - trans[p];
+          out_last[pix] = last[p];
+        }
     }
   }
   return {render, alphas, last_ids};
 }
 
-// Gradients w.r.t. means2d [C, N, 2], conics [C, N, 3], colors [C, N, D] and opacities [N].
+// Gradients w.r.t. means2d [C, N, 2], conics [C, N, 3], colors [C, N, D] and opacities [N]:
+// Gaussians are revisited back to front, each pixel recovering its transmittance by division.
 std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tensor conics, torch::Tensor colors,
-                                              torch::Tensor opacities, torch::Tensor tile_offsets,
-                                              torch::Tensor flat_ids, torch::Tensor alphas, torch::Tensor last_ids,
-                                              torch::Tensor v_render, torch::Tensor v_alphas, int64_t width,
-                                              int64_t height, int64_t tile_size) {
+                                              torch::Tensor opacities, torch::Tensor radii,
+                                              torch::Tensor tile_offsets, torch::Tensor flat_ids,
+                                              torch::Tensor alphas, torch::Tensor last_ids, torch::Tensor v_render,
+                                              torch::Tensor v_alphas, int64_t width, int64_t height,
+                                              int64_t tile_size) {
   const int64_t C = means2d.size(0), N = means2d.size(1), D = colors.size(2);
   const int64_t tiles_x = (width + tile_size - 1) / tile_size, tiles_y = (height + tile_size - 1) / tile_size;
   const int64_t T = tiles_x * tiles_y;
@@ -341,6 +377,7 @@ std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tens
   const float *pm = means2d.data_ptr<float>(), *pc = conics.data_ptr<float>(), *pcol = colors.data_ptr<float>();
   const float *po = opacities.data_ptr<float>(), *pa = alphas.data_ptr<float>();
   const float *gr = v_render.data_ptr<float>(), *ga = v_alphas.data_ptr<float>();
+  const int32_t* pr = radii.data_ptr<int32_t>();
   const int64_t* pto = tile_offsets.data_ptr<int64_t>();
   const int64_t* plast = last_ids.data_ptr<int64_t>();
   const int32_t* pf = flat_ids.data_ptr<int32_t>();
@@ -349,52 +386,72 @@ std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tens
 #pragma omp parallel
   {
     float* buf = pbuf + (int64_t)omp_get_thread_num() * C * N * stride;
-    std::vector<float> behind(D);
+    std::vector<float> trans, final_trans, behind, grad_local(stride);
 #pragma omp for schedule(dynamic)
     for (int64_t ct = 0; ct < C * T; ++ct) {
       const int64_t c = ct / T, tile = ct % T;
       const int64_t start = pto[c * (T + 1) + tile];
       const int64_t x0 = (tile % tiles_x) * tile_size, y0 = (tile / tiles_x) * tile_size;
-      for (int64_t y = y0; y < std::min(y0 + tile_size, height); ++y) {
-        for (int64_t x = x0; x < std::min(x0 + tile_size, width); ++x) {
-          const int64_t pix = (c * height + y) * width + x;
-          const float px = x + 0.5f, py = y + 0.5f;
-          const float final_trans = 1.f - pa[pix];
-          const float v_alpha_out = ga[pix];
-          const float* v_col = gr + pix * D;
-          float trans = final_trans;
-          std::fill(behind.begin(), behind.end(), 0.f);
-          for (int64_t k = plast[pix] - 1; k >= start; --k) {
-            const int64_t g = pf[k], i = c * N + g;
-            const float dx = pm[2 * i] - px, dy = pm[2 * i + 1] - py;
-            const float* q = pc + 3 * i;
+      const int64_t x1 = std::min(x0 + tile_size, width) - 1, y1 = std::min(y0 + tile_size, height) - 1;
+      const int64_t tw = x1 - x0 + 1, P = tw * (y1 - y0 + 1);
+      trans.resize(P);
+      final_trans.resize(P);
+      behind.assign(P * D, 0.f);
+      int64_t end = start;
+      for (int64_t y = y0; y <= y1; ++y)
+        for (int64_t x = x0; x <= x1; ++x) {
+          const int64_t p = (y - y0) * tw + (x - x0), pix = (c * height + y) * width + x;
+          final_trans[p] = trans[p] = 1.f - pa[pix];
+          end = std::max(end, plast[pix]);
+        }
+      for (int64_t k = end - 1; k >= start; --k) {
+        const int64_t g = pf[k], i = c * N + g;
+        const float mx = pm[2 * i], my = pm[2 * i + 1], opacity = po[g];
+        const float sigma_cut = sigma_cutoff(opacity);
+        const float* q = pc + 3 * i;
+        const float* col = pcol + i * D;
+        int64_t xa, xb, ya, yb;
+        pixel_span(mx, pr[2 * i], x0, x1, &xa, &xb);
+        pixel_span(my, pr[2 * i + 1], y0, y1, &ya, &yb);
+        std::fill(grad_local.begin(), grad_local.end(), 0.f);
+        bool touched = false;
+        for (int64_t y = ya; y <= yb; ++y) {
+          for (int64_t x = xa; x <= xb; ++x) {
+            const int64_t p = (y - y0) * tw + (x - x0), pix = (c * height + y) * width + x;
+            if (k >= plast[pix]) continue;
+            const float dx = mx - (x + 0.5f), dy = my - (y + 0.5f);
             const float sigma = gaussian_sigma(q, dx, dy);
-            if (sigma < 0.f) continue;
+            if (sigma < 0.f || sigma > sigma_cut) continue;
             const float vis = expf(-sigma);
-            const float raw = po[g] * vis;
+            const float raw = opacity * vis;
             const float alpha = std::min(kAlphaMax, raw);
             if (alpha < kAlphaMin) continue;
+            touched = true;
             const float ra = 1.f / (1.f - alpha);
-            trans *= ra;  // transmittance in front of this Gaussian
-            const float w = alpha * trans;
-            const float* col = pcol + i * D;
-            float* out = buf + i * stride;
-            float v_alpha = v_alpha_out * final_trans * ra;
+            trans[p] *= ra;  // transmittance in front of this Gaussian
+            const float w = alpha * trans[p];
+            const float* v_col = gr + pix * D;
+            float* b = behind.data() + p * D;
+            float v_alpha = ga[pix] * final_trans[p] * ra;
             for (int64_t d = 0; d < D; ++d) {
-              out[6 + d] += w * v_col[d];
-              v_alpha += v_col[d] * (trans * col[d] - behind[d] * ra);
-              behind[d] += w * col[d];
+              grad_local[6 + d] += w * v_col[d];
+              v_alpha += v_col[d] * (trans[p] * col[d] - b[d] * ra);
+              b[d] += w * col[d];
             }
             if (raw <= kAlphaMax) {
-              out[5] += v_alpha * vis;
+              grad_local[5] += v_alpha * vis;
               const float v_sigma = -v_alpha * alpha;
-              out[0] += v_sigma * (q[0] * dx + q[1] * dy);
-              out[1] += v_sigma * (q[1] * dx + q[2] * dy);
-              out[2] += v_sigma * 0.5f * dx * dx;
-              out[3] += v_sigma * dx * dy;
-              out[4] += v_sigma * 0.5f * dy * dy;
+              grad_local[0] += v_sigma * (q[0] * dx + q[1] * dy);
+              grad_local[1] += v_sigma * (q[1] * dx + q[2] * dy);
+              grad_local[2] += v_sigma * 0.5f * dx * dx;
+              grad_local[3] += v_sigma * dx * dy;
+              grad_local[4] += v_sigma * 0.5f * dy * dy;
             }
           }
+        }
+        if (touched) {
+          float* out = buf + i * stride;
+          for (int64_t s = 0; s < stride; ++s) out[s] += grad_local[s];
         }
       }
     }

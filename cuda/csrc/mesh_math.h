@@ -40,20 +40,20 @@ SDS3D_HD inline float signed_area(float ax, float ay, float bx, float by, float 
 // opposite values and a pixel centre on the edge belongs to exactly one of them (top-left rule).
 struct Edge {
   float lo_x, lo_y;  // canonical start point
-  float dx, dy;      // canonical end point minus start point
-  float sign;        // +1 or -1: makes the value non-negative inside the triangle
+  float dx, dy;      // canonical end point minus start point, negated where needed so that the
+                     // edge function is non-negative inside the triangle
   bool top_left;     // pixel centres exactly on this edge are covered
 };
 
 // `orientation` is +1 or -1, the sign of the triangle's signed_area.
 SDS3D_HD inline Edge make_edge(float ax, float ay, float bx, float by, float orientation) {
   const bool swap = bx < ax || (bx == ax && by < ay);
+  const float flip = swap ? -orientation : orientation;
   Edge edge;
   edge.lo_x = swap ? bx : ax;
   edge.lo_y = swap ? by : ay;
-  edge.dx = swap ? ax - bx : bx - ax;
-  edge.dy = swap ? ay - by : by - ay;
-  edge.sign = swap ? -orientation : orientation;
+  edge.dx = flip * (swap ? ax - bx : bx - ax);
+  edge.dy = flip * (swap ? ay - by : by - ay);
   // Inward normal (-dy, dx) of a->b, flipped for clockwise triangles: a top-left edge has its
   // interior to the right (normal x > 0) or, if horizontal, below it (normal y > 0).
   const float normal_x = orientation * -(by - ay);
@@ -65,11 +65,11 @@ SDS3D_HD inline Edge make_edge(float ax, float ay, float bx, float by, float ori
 // Edge function at pixel centre (px, py): >= 0 inside, proportional to the barycentric weight of
 // the vertex opposite the edge.
 SDS3D_HD inline float edge_value(const Edge& edge, float px, float py) {
-  return edge.sign * (edge.dx * (py - edge.lo_y) - edge.dy * (px - edge.lo_x));
+  return edge.dx * (py - edge.lo_y) - edge.dy * (px - edge.lo_x);
 }
 
 SDS3D_HD inline bool edge_covers(const Edge& edge, float value) {
-  return value > 0.0f || (value == 0.0f && edge.top_left);
+  return edge.top_left ? value >= 0.0f : value > 0.0f;
 }
 
 // Perspective-correct camera-space depth from the three edge values e_k (weight of vertex k) and
