@@ -1,0 +1,26 @@
+"""sds3d: text-to-3D by score distillation that runs on a CPU.
+
+Public API (imported lazily so `import sds3d` stays cheap):
+    Cameras, CameraSampler, orbit_cameras, turntable_cameras  - sds3d.cameras
+    RenderOutput                                              - sds3d.types
+    Gaussians, GaussiansConfig                                - sds3d.representations
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Cameras": "sds3d.cameras", "CameraSampler": "sds3d.cameras", "orbit_cameras": "sds3d.cameras",
+    "turntable_cameras": "sds3d.cameras", "RenderOutput": "sds3d.types",
+    "Gaussians": "sds3d.representations", "GaussiansConfig": "sds3d.representations",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'sds3d' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)
