@@ -22,13 +22,14 @@ from .objects import check_name
 # Every phrase for a view bin; the first is `sds3d.views.VIEW_WORDS[bin]`.
 VIEW_PHRASES: dict[str, tuple[str, ...]] = {
     "front": (VIEW_WORDS["front"], "seen from the front", "viewed from the front", "from the front"),
-    "side": (VIEW_WORDS["side"], "seen from the side", "viewed from the side", "from the side", "profile view"),
+    "side": (VIEW_WORDS["side"], "seen from the side", "viewed from the side", "from the side",
+             "profile view"),
     "back": (VIEW_WORDS["back"], "seen from behind", "viewed from the back", "from behind", "rear view"),
     "overhead": (VIEW_WORDS["overhead"], "seen from above", "viewed from above", "from above", "top view",
                  "top-down view"),
 }
 
-# Noun phrases; sampled captions put "a"/"an" in front unless they use the bare form.
+# Noun phrases naming a colour and a kind.
 _OBJECT_TEMPLATES = (
     "{color} {noun}",
     "{color} colored {noun}",
@@ -37,7 +38,9 @@ _OBJECT_TEMPLATES = (
     "{noun} in {color}",
     "{noun} painted {color}",
 )
-_WRAPPERS = ("{object}", "{bare}", "a 3d model of {object}", "a render of {object}", "a 3d render of {object}")
+# {object} is the noun phrase with its article, {bare} without.
+_WRAPPERS = ("{object}", "{bare}", "a 3d model of {object}", "a render of {object}",
+             "a 3d render of {object}")
 
 
 def _article(phrase: str) -> str:

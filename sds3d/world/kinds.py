@@ -1,7 +1,7 @@
 """The object kinds of the micro-world: geometry, parts and caption nouns.
 
-Builders place parts in the world frame (+z up, front facing +x, y to the object's left when seen
-from the front) at any scale and position; `make_object` centres and rescales them. A builder
+Builders place parts in the world frame (+z up, front facing +x, so +y is on the right of a front
+view) at any scale and position; `make_object` centres and rescales them. A builder
 returns {part name: watertight mesh}; `KindSpec.parts` maps each part name to its paint: "body" (the
 object's named colour) or a key of `PART_PAINTS`. Kinds without a front are mirror-symmetric in x,
 so they look the same from the front and the back; kinds with a front carry contrasting features
@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 import trimesh
+from trimesh.transformations import rotation_matrix, translation_matrix
 
 from .shapes import box, capsule, cone, lathe, octahedron, prism, rod, sphere, square_pyramid, torus
 
@@ -41,6 +42,13 @@ class KindSpec:
 def _merge(*meshes: trimesh.Trimesh) -> trimesh.Trimesh:
     """Several disjoint or overlapping solids as one part (vertices are not merged)."""
     return trimesh.util.concatenate(meshes)
+
+
+def _legs(x: float, y: float, half_width: float, height: float) -> trimesh.Trimesh:
+    """Four square legs standing on the floor at (+-x, +-y)."""
+    w = half_width
+    corners = [(i * x, j * y) for i in (1, -1) for j in (1, -1)]
+    return _merge(*(box((cx - w, cy - w, 0), (cx + w, cy + w, height)) for cx, cy in corners))
 
 
 def _mirror_y(make: Callable[[float], trimesh.Trimesh]) -> trimesh.Trimesh:
@@ -101,8 +109,7 @@ def _mushroom() -> Parts:
 
 
 def _table() -> Parts:
-    legs = [box((x - 0.03, y - 0.03, 0), (x + 0.03, y + 0.03, 0.5)) for x in (-0.29, 0.29) for y in (-0.44, 0.44)]
-    return {"frame": _merge(box((-0.35, -0.5, 0.5), (0.35, 0.5, 0.56)), *legs)}
+    return {"frame": _merge(box((-0.35, -0.5, 0.5), (0.35, 0.5, 0.56)), _legs(0.29, 0.44, 0.03, 0.5))}
 
 
 def _tree() -> Parts:
@@ -114,8 +121,11 @@ def _tree() -> Parts:
 
 
 def _pine_tree() -> Parts:
-    tiers = [cone((0, 0, z), (0, 0, z + h), r) for z, r, h in ((0.15, 0.36, 0.4), (0.38, 0.28, 0.35), (0.58, 0.2, 0.32))]
-    return {"needles": _merge(*tiers), "trunk": rod((0, 0, 0), (0, 0, 0.18), 0.06)}
+    tiers = ((0.15, 0.36, 0.4), (0.38, 0.28, 0.35), (0.58, 0.2, 0.32))  # base height, radius, height
+    return {
+        "needles": _merge(*(cone((0, 0, z), (0, 0, z + h), r) for z, r, h in tiers)),
+        "trunk": rod((0, 0, 0), (0, 0, 0.18), 0.06),
+    }
 
 
 def _lamp() -> Parts:
@@ -127,11 +137,10 @@ def _lamp() -> Parts:
 
 
 def _rocket() -> Parts:
-    fin = [(0.14, 0.36), (0.14, 0.0), (0.3, -0.04), (0.3, 0.08)]
-    fins = [prism(fin, 0.03, axes="xzy") for _ in range(4)]
-    for i, f in enumerate(fins):
-        f.apply_translation([0, 0, 0.15])
-        f.apply_transform(trimesh.transformations.rotation_matrix(i * np.pi / 2, [0, 0, 1]))
+    fin = [(0.14, 0.36), (0.14, 0.0), (0.3, -0.04), (0.3, 0.08)]  # (radius, height) in the xz-plane
+    lift = translation_matrix([0, 0, 0.15])
+    fins = [prism(fin, 0.03, axes="xzy").apply_transform(rotation_matrix(i * np.pi / 2, [0, 0, 1]) @ lift)
+            for i in range(4)]
     return {
         "hull": _merge(rod((0, 0, 0.15), (0, 0, 0.85), 0.15), cone((0, 0, 0.85), (0, 0, 1.15), 0.15)),
         "fins": _merge(*fins),
@@ -147,15 +156,18 @@ def _dumbbell() -> Parts:
 
 
 def _hourglass() -> Parts:
-    profile = [(0, 0), (0.3, 0), (0.3, 0.05), (0.27, 0.07), (0.05, 0.45), (0.27, 0.83), (0.3, 0.85), (0.3, 0.9), (0, 0.9)]
-    return {"glass": lathe(profile)}
+    rims = [(0, 0), (0.3, 0), (0.3, 0.05), (0.27, 0.07)]
+    return {"glass": lathe([*rims, (0.05, 0.45), *[(r, 0.9 - z) for r, z in reversed(rims)]])}
 
 
 def _cactus() -> Parts:
-    arms = [_merge(rod((0, 0.1 * s, z), (0, reach * s, z), 0.07), capsule((0, reach * s, z), (0, reach * s, z + up), 0.07))
-            for s, z, reach, up in ((1.0, 0.5, 0.3, 0.25), (-1.0, 0.62, 0.26, 0.2))]
+    def arm(side, height, reach, rise):
+        elbow, tip = (0, reach * side, height), (0, reach * side, height + rise)
+        return _merge(rod((0, 0.1 * side, height), elbow, 0.07), capsule(elbow, tip, 0.07))
+
+    trunk = capsule((0, 0, 0.3), (0, 0, 0.95), 0.12)
     return {
-        "plant": _merge(capsule((0, 0, 0.3), (0, 0, 0.95), 0.12), *arms),
+        "plant": _merge(trunk, arm(1, 0.5, 0.3, 0.25), arm(-1, 0.62, 0.26, 0.2)),
         "pot": lathe([(0, 0), (0.17, 0), (0.2, 0.22), (0, 0.22)]),
     }
 
@@ -180,26 +192,30 @@ def _snowman() -> Parts:
 
 
 def _chair() -> Parts:
-    legs = [box((x - 0.025, y - 0.025, 0), (x + 0.025, y + 0.025, 0.42)) for x in (-0.2, 0.2) for y in (-0.2, 0.2)]
+    seat = box((-0.25, -0.25, 0.42), (0.25, 0.25, 0.48))
+    backrest = box((-0.25, -0.25, 0.48), (-0.19, 0.25, 1.0))
     return {
-        "frame": _merge(box((-0.25, -0.25, 0.42), (0.25, 0.25, 0.48)), box((-0.25, -0.25, 0.48), (-0.19, 0.25, 1.0)), *legs),
+        "frame": _merge(seat, backrest, _legs(0.2, 0.2, 0.025, 0.42)),
         "cushion": box((-0.19, -0.19, 0.56), (-0.15, 0.19, 0.92)),
     }
 
 
 def _sofa() -> Parts:
+    base = box((-0.3, -0.55, 0.06), (0.3, 0.55, 0.28))
+    backrest = box((-0.3, -0.55, 0.28), (-0.16, 0.55, 0.7))
+    arms = _mirror_y(lambda s: box((-0.3, 0.55 * s, 0.0), (0.3, 0.67 * s, 0.45)))
+    seats = _mirror_y(lambda s: box((-0.16, 0.01 * s, 0.28), (0.3, 0.53 * s, 0.36)))
     return {
-        "frame": _merge(box((-0.3, -0.55, 0.06), (0.3, 0.55, 0.28)), box((-0.3, -0.55, 0.28), (-0.16, 0.55, 0.7)),
-                        _mirror_y(lambda s: box((-0.3, 0.55 * s, 0.0), (0.3, 0.67 * s, 0.45))),
-                        _mirror_y(lambda s: box((-0.16, 0.01 * s, 0.28), (0.3, 0.53 * s, 0.36)))),
+        "frame": _merge(base, backrest, arms, seats),
         "cushions": _mirror_y(lambda s: box((-0.16, 0.02 * s, 0.38), (-0.08, 0.52 * s, 0.64))),
     }
 
 
 def _house() -> Parts:
-    gable = [(-0.46, 0.7), (0.46, 0.7), (0.0, 1.0)]
+    gable = [(-0.46, 0.7), (0.46, 0.7), (0.0, 1.0)]  # (x, z), extruded along y
+    chimney = box((-0.28, 0.2, 0.8), (-0.16, 0.32, 1.05))
     return {
-        "walls": _merge(box((-0.4, -0.5, 0), (0.4, 0.5, 0.7)), box((-0.28, 0.2, 0.8), (-0.16, 0.32, 1.05))),
+        "walls": _merge(box((-0.4, -0.5, 0), (0.4, 0.5, 0.7)), chimney),
         "roof": prism(gable, 1.08, axes="xzy"),
         "door": box((0.4, -0.1, 0), (0.43, 0.1, 0.38)),
         "windows": _mirror_y(lambda s: box((0.4, 0.2 * s, 0.32), (0.42, 0.36 * s, 0.48))),
@@ -207,22 +223,25 @@ def _house() -> Parts:
 
 
 def _mug() -> Parts:
-    cup = [(0, 0), (0.3, 0), (0.3, 0.7), (0.26, 0.7), (0.26, 0.05), (0, 0.05)]
+    corners = [(-0.28, 0, 0.56), (-0.46, 0, 0.56), (-0.46, 0, 0.18), (-0.28, 0, 0.18)]  # D-shaped handle
     return {
-        "cup": lathe(cup),
-        "handle": _merge(capsule((-0.28, 0, 0.56), (-0.46, 0, 0.56), 0.04), capsule((-0.46, 0, 0.56), (-0.46, 0, 0.18), 0.04),
-                         capsule((-0.46, 0, 0.18), (-0.28, 0, 0.18), 0.04)),
+        "cup": lathe([(0, 0), (0.3, 0), (0.3, 0.7), (0.26, 0.7), (0.26, 0.05), (0, 0.05)]),
+        "handle": _merge(*(capsule(a, b, 0.04) for a, b in zip(corners, corners[1:]))),
         "label": box((0.27, -0.13, 0.2), (0.315, 0.13, 0.5)),
     }
 
 
 def _car() -> Parts:
+    chassis = box((-0.5, -0.24, 0.1), (0.5, 0.24, 0.32))
+    cabin = box((-0.3, -0.21, 0.32), (0.18, 0.21, 0.52))
+    windshield = box((0.18, -0.18, 0.35), (0.2, 0.18, 0.5))
+    rear_window = box((-0.32, -0.18, 0.35), (-0.3, 0.18, 0.5))
+    side_windows = _mirror_y(lambda s: box((-0.26, 0.21 * s, 0.36), (0.14, 0.23 * s, 0.49)))
     wheels = [rod((x, 0.2 * s, 0.12), (x, 0.27 * s, 0.12), 0.12) for x in (-0.3, 0.3) for s in (1, -1)]
     return {
-        "body": _merge(box((-0.5, -0.24, 0.1), (0.5, 0.24, 0.32)), box((-0.3, -0.21, 0.32), (0.18, 0.21, 0.52))),
+        "body": _merge(chassis, cabin),
         "wheels": _merge(*wheels),
-        "windows": _merge(box((0.18, -0.18, 0.35), (0.2, 0.18, 0.5)), box((-0.32, -0.18, 0.35), (-0.3, 0.18, 0.5)),
-                          _mirror_y(lambda s: box((-0.26, 0.21 * s, 0.36), (0.14, 0.23 * s, 0.49)))),
+        "windows": _merge(windshield, rear_window, side_windows),
         "grille": box((0.5, -0.08, 0.15), (0.515, 0.08, 0.27)),
         "headlights": _mirror_y(lambda s: box((0.5, 0.12 * s, 0.21), (0.52, 0.21 * s, 0.29))),
         "taillights": _mirror_y(lambda s: box((-0.52, 0.13 * s, 0.22), (-0.5, 0.22 * s, 0.28))),
@@ -230,41 +249,50 @@ def _car() -> Parts:
 
 
 def _robot() -> Parts:
+    legs = _mirror_y(lambda s: box((-0.08, 0.05 * s, 0), (0.08, 0.18 * s, 0.3)))
+    torso = box((-0.14, -0.22, 0.3), (0.14, 0.22, 0.7))
+    neck = rod((0, 0, 0.69), (0, 0, 0.75), 0.05)
+    head = box((-0.13, -0.14, 0.74), (0.13, 0.14, 0.98))
+    arms = _mirror_y(lambda s: box((-0.06, 0.22 * s, 0.36), (0.06, 0.31 * s, 0.66)))
+    antenna = _merge(rod((0, 0, 0.97), (0, 0, 1.08), 0.015), sphere((0, 0, 1.1), 0.035))
     return {
-        "body": _merge(_mirror_y(lambda s: box((-0.08, 0.05 * s, 0), (0.08, 0.18 * s, 0.3))),
-                       box((-0.14, -0.22, 0.3), (0.14, 0.22, 0.7)), rod((0, 0, 0.69), (0, 0, 0.75), 0.05),
-                       box((-0.13, -0.14, 0.74), (0.13, 0.14, 0.98)),
-                       _mirror_y(lambda s: box((-0.06, 0.22 * s, 0.36), (0.06, 0.31 * s, 0.66))),
-                       rod((0, 0, 0.97), (0, 0, 1.08), 0.015), sphere((0, 0, 1.1), 0.035)),
+        "body": _merge(legs, torso, neck, head, arms, antenna),
         "eyes": _mirror_y(lambda s: box((0.13, 0.03 * s, 0.84), (0.145, 0.1 * s, 0.9))),
         "panel": box((0.14, -0.12, 0.42), (0.155, 0.12, 0.6)),
     }
 
 
 def _tv() -> Parts:
+    cabinet = box((-0.09, -0.5, 0.14), (0.09, 0.5, 0.76))
+    back = box((-0.2, -0.3, 0.25), (-0.09, 0.3, 0.65))
+    stand = _merge(box((-0.05, -0.05, 0.04), (0.03, 0.05, 0.14)), box((-0.2, -0.22, 0), (0.12, 0.22, 0.04)))
     return {
-        "housing": _merge(box((-0.09, -0.5, 0.14), (0.09, 0.5, 0.76)), box((-0.2, -0.3, 0.25), (-0.09, 0.3, 0.65)),
-                          box((-0.05, -0.05, 0.04), (0.03, 0.05, 0.14)), box((-0.2, -0.22, 0), (0.12, 0.22, 0.04))),
+        "housing": _merge(cabinet, back, stand),
         "screen": box((0.09, -0.38, 0.24), (0.1, 0.38, 0.66)),
     }
 
 
 def _clock() -> Parts:
+    bells = _mirror_y(lambda s: sphere((0, 0.27 * s, 0.86), 0.11))
+    feet = _mirror_y(lambda s: sphere((0, 0.25 * s, 0.08), 0.06))
+    hour_hand = box((0.16, -0.02, 0.43), (0.175, 0.02, 0.66))
+    minute_hand = box((0.16, -0.02, 0.43), (0.175, 0.2, 0.47))
     return {
-        "case": _merge(rod((-0.14, 0, 0.45), (0.14, 0, 0.45), 0.4, sections=48),
-                       _mirror_y(lambda s: sphere((0, 0.27 * s, 0.86), 0.11)),
-                       _mirror_y(lambda s: sphere((0, 0.25 * s, 0.08), 0.06))),
+        "case": _merge(rod((-0.14, 0, 0.45), (0.14, 0, 0.45), 0.4, sections=48), bells, feet),
         "dial": rod((0.14, 0, 0.45), (0.16, 0, 0.45), 0.31, sections=48),
-        "hands": _merge(box((0.16, -0.02, 0.43), (0.175, 0.02, 0.66)), box((0.16, -0.02, 0.43), (0.175, 0.2, 0.47))),
+        "hands": _merge(hour_hand, minute_hand),
     }
 
 
 def _airplane() -> Parts:
+    fuselage = _merge(rod((-0.45, 0, 0), (0.3, 0, 0), 0.09), cone((0.3, 0, 0), (0.5, 0, 0), 0.09),
+                      cone((-0.45, 0, 0), (-0.62, 0, 0.04), 0.09))
+    wings = box((-0.1, -0.55, -0.035), (0.1, 0.55, 0.005))
+    stabilizer = box((-0.58, -0.2, 0.0), (-0.47, 0.2, 0.02))
+    fin = box((-0.58, -0.015, 0.04), (-0.47, 0.015, 0.28))
+    engines = _mirror_y(lambda s: rod((-0.06, 0.3 * s, -0.08), (0.12, 0.3 * s, -0.08), 0.05))
     return {
-        "hull": _merge(rod((-0.45, 0, 0), (0.3, 0, 0), 0.09), cone((0.3, 0, 0), (0.5, 0, 0), 0.09),
-                       cone((-0.45, 0, 0), (-0.62, 0, 0.04), 0.09), box((-0.1, -0.55, -0.035), (0.1, 0.55, 0.005)),
-                       box((-0.58, -0.2, 0.0), (-0.47, 0.2, 0.02)), box((-0.58, -0.015, 0.04), (-0.47, 0.015, 0.28)),
-                       _mirror_y(lambda s: rod((-0.06, 0.3 * s, -0.08), (0.12, 0.3 * s, -0.08), 0.05))),
+        "hull": _merge(fuselage, wings, stabilizer, fin, engines),
         "windshield": box((0.3, -0.07, 0.04), (0.38, 0.07, 0.1)),
         "intakes": _mirror_y(lambda s: rod((0.12, 0.3 * s, -0.08), (0.13, 0.3 * s, -0.08), 0.04)),
     }
@@ -290,27 +318,36 @@ KINDS: dict[str, KindSpec] = {spec.name: spec for spec in (
              {"hull": BODY, "fins": "trim", "nozzle": "dark"}),
     KindSpec("dumbbell", ("dumbbell", "hand weight"), False, _dumbbell, {"weights": BODY, "bar": "metal"}),
     KindSpec("hourglass", ("hourglass", "sand timer", "sandglass"), False, _hourglass, {"glass": BODY}),
-    KindSpec("cactus", ("cactus", "potted cactus", "saguaro"), False, _cactus, {"plant": BODY, "pot": "clay"}),
+    KindSpec("cactus", ("cactus", "potted cactus", "saguaro"), False, _cactus,
+             {"plant": BODY, "pot": "clay"}),
     KindSpec("snowman", ("snowman", "snow man"), True, _snowman,
-             {"balls": BODY, "hat": "dark", "coal": "dark", "nose": "carrot"}, "face with coal eyes and a carrot nose, buttons"),
+             {"balls": BODY, "hat": "dark", "coal": "dark", "nose": "carrot"},
+             "face with coal eyes and a carrot nose, coal buttons"),
     KindSpec("chair", ("chair", "dining chair", "kitchen chair"), True, _chair,
-             {"frame": BODY, "cushion": "light"}, "seat open to the front, backrest with a cushion on its front"),
+             {"frame": BODY, "cushion": "light"},
+             "seat open to the front, backrest at the back with a cushion on its front"),
     KindSpec("sofa", ("sofa", "couch", "settee"), True, _sofa,
-             {"frame": BODY, "cushions": "light"}, "seat open to the front, back cushions on the backrest's front"),
+             {"frame": BODY, "cushions": "light"},
+             "seat open to the front, backrest at the back with cushions on its front"),
     KindSpec("house", ("house", "cottage", "cabin"), True, _house,
              {"walls": BODY, "roof": "roof", "door": "dark", "windows": "window"},
              "door and two windows on the front wall, chimney on the back slope"),
     KindSpec("mug", ("mug", "coffee mug", "cup"), True, _mug,
-             {"cup": BODY, "handle": BODY, "label": "light"}, "label on the front, handle at the back"),
+             {"cup": BODY, "handle": BODY, "label": "light"},
+             "label on the front, handle at the back"),
     KindSpec("car", ("car", "automobile", "sedan"), True, _car,
              {"body": BODY, "wheels": "dark", "windows": "dark", "grille": "dark", "headlights": "headlight",
-              "taillights": "taillight"}, "grille and headlights at the front, cabin set back, taillights at the back"),
+              "taillights": "taillight"},
+             "grille and headlights at the front, cabin set back, taillights at the back"),
     KindSpec("robot", ("robot", "android", "droid"), True, _robot,
-             {"body": BODY, "eyes": "light", "panel": "dark"}, "eyes on the head and a chest panel"),
+             {"body": BODY, "eyes": "light", "panel": "dark"},
+             "eyes on the head and a chest panel"),
     KindSpec("tv", ("television", "tv", "tv set", "monitor"), True, _tv,
-             {"housing": BODY, "screen": "dark"}, "screen on the front, bulging back"),
+             {"housing": BODY, "screen": "dark"},
+             "screen on the front, bulging back"),
     KindSpec("clock", ("alarm clock", "clock", "desk clock"), True, _clock,
-             {"case": BODY, "dial": "light", "hands": BODY}, "dial with hands on the front"),
+             {"case": BODY, "dial": "light", "hands": BODY},
+             "dial with hands on the front"),
     KindSpec("airplane", ("airplane", "plane", "aeroplane", "jet", "aircraft"), True, _airplane,
              {"hull": BODY, "windshield": "dark", "intakes": "dark"},
              "nose with a cockpit windshield and engine intakes at the front, tail fin at the back"),

@@ -50,5 +50,6 @@ def make_object(kind: str, color: str) -> WorldObject:
     vertices = np.concatenate(vertices)
     lo, hi = vertices.min(axis=0), vertices.max(axis=0)
     vertices = (vertices - (lo + hi) / 2) / (hi - lo).max()
-    mesh = trimesh.Trimesh(vertices, np.concatenate(faces), face_colors=np.concatenate(face_colors), process=False)
+    mesh = trimesh.Trimesh(vertices, np.concatenate(faces), face_colors=np.concatenate(face_colors),
+                           process=False)
     return WorldObject(kind, color, spec.has_front, mesh)
