@@ -1,0 +1,64 @@
+"""What every guidance variant shares: its output type, the target trick and the call signature."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+
+from .prior import DiffusionPrior
+
+
+@dataclass
+class GuidanceOutput:
+    loss: torch.Tensor  # scalar; its gradient w.r.t. the render is the guidance
+    logs: dict = field(default_factory=dict)  # floats for progress bars and metrics
+
+
+def target_trick_loss(y: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """The target trick: a loss whose value is 0.5 * sum(g^2) / B (that of the card's
+    0.5 * sum((y - stopgrad(y - g))^2) / B) and whose gradient is dL/dy = g / B (B = y.shape[0]).
+
+    Written as sum(y * stopgrad(g / B)) + constant so the gradient is g / B bit for bit: the literal
+    form yields y - fl(y - g), which differs from g in the last bits.
+    """
+    scaled = (grad / y.shape[0]).detach()
+    constant = 0.5 * (grad.detach() ** 2).sum() / y.shape[0] - (y.detach() * scaled).sum()
+    return (y * scaled).sum() + constant
+
+
+def clip_gradient(grad: torch.Tensor, clip: float | None) -> torch.Tensor:
+    """nan/inf -> 0, then elementwise clamp to [-clip, clip] when `clip` is set."""
+    grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+    return grad if clip is None else grad.clamp(-clip, clip)
+
+
+def images_from_render(rgb: torch.Tensor) -> torch.Tensor:
+    """[B, H, W, 3] in [0, 1] -> [B, 3, H, W]."""
+    return rgb.permute(0, 3, 1, 2)
+
+
+class Guidance(ABC):
+    """Base class: `guidance(render, prompts, cameras, step, generator) -> GuidanceOutput`."""
+
+    name = "guidance"
+
+    def __init__(self, prior: DiffusionPrior, total_steps: int):
+        self.prior = prior
+        self.total_steps = total_steps
+
+    @abstractmethod
+    def __call__(self, render, prompts, cameras, step: int, generator: torch.Generator | None = None) -> GuidanceOutput:
+        """render: RenderOutput, prompts: PromptBatch (cond/uncond per view), cameras: Cameras."""
+
+    @abstractmethod
+    def unet_evals_per_step(self) -> int:
+        """UNet batch-item evaluations per view per step (SDS = 2)."""
+
+    # Variants with state (LoRA, fixed noise) override these so runs can be resumed.
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

@@ -1,0 +1,101 @@
+"""The one interface every guidance variant uses to talk to a 2D diffusion prior.
+
+A prior works in its own image space `y` ("latents": VAE latents for Stable Diffusion, pixels in
+[-1, 1] for the embedded prior) with a DDPM schedule: x_t = alpha_t * y + sigma_t * eps, where
+alpha_t = sqrt(alphas_cumprod[t]) and sigma_t = sqrt(1 - alphas_cumprod[t]).
+
+Classifier-free guidance uses the diffusers convention, eps_uncond + s * (eps_cond - eps_uncond)
+(s = 1: purely conditional). threestudio's scale s_ts corresponds to s = s_ts + 1 here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class TextEmbedding:
+    """Encoded prompts: hidden states [B, L, C] and an optional attention mask [B, L]."""
+
+    hidden: torch.Tensor
+    mask: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.hidden.shape[0]
+
+    def __getitem__(self, index) -> "TextEmbedding":
+        return TextEmbedding(self.hidden[index], None if self.mask is None else self.mask[index])
+
+    @staticmethod
+    def cat(embeddings: list["TextEmbedding"]) -> "TextEmbedding":
+        masks = [e.mask for e in embeddings]
+        mask = None if any(m is None for m in masks) else torch.cat(masks)
+        return TextEmbedding(torch.cat([e.hidden for e in embeddings]), mask)
+
+    def to(self, device) -> "TextEmbedding":
+        return TextEmbedding(self.hidden.to(device), None if self.mask is None else self.mask.to(device))
+
+
+class DiffusionPrior(ABC):
+    """A frozen text-to-image diffusion model seen through the few calls score distillation needs."""
+
+    resolution: int  # renders are resized to this before `encode_images`
+    device: torch.device
+
+    @property
+    @abstractmethod
+    def alphas_cumprod(self) -> torch.Tensor:
+        """[T] cumulative products of the DDPM schedule (float32, on `device`)."""
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return self.alphas_cumprod.shape[0]
+
+    @abstractmethod
+    def encode_prompts(self, prompts: list[str]) -> TextEmbedding:
+        """Prompts -> embeddings, cached per prompt; "" is the unconditional prompt."""
+
+    @abstractmethod
+    def encode_images(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Differentiable: rgb [B, 3, H, W] in [0, 1] (any H, W) -> y [B, c, h, w] in the prior's space."""
+
+    @abstractmethod
+    def decode_latents(self, y: torch.Tensor) -> torch.Tensor:
+        """y -> rgb [B, 3, H, W] in [0, 1] (for previews and image-space losses)."""
+
+    @abstractmethod
+    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
+        """eps-prediction [B, c, h, w] for noisy x_t at integer timesteps t [B] (v-prediction models
+        are converted: eps = alpha_t * v + sigma_t * x_t). No gradient."""
+
+    def add_noise(self, y: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x_t = alpha_t y + sigma_t noise (differentiable in y)."""
+        alpha, sigma = self.alpha_sigma(t, y.ndim)
+        return alpha * y + sigma * noise
+
+    def alpha_sigma(self, t: torch.Tensor, ndim: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+        """(alpha_t, sigma_t) shaped [B, 1, 1, 1] for broadcasting."""
+        abar = self.alphas_cumprod.to(self.device)[t.to(self.device)].reshape(-1, *([1] * (ndim - 1)))
+        return abar.sqrt(), (1 - abar).sqrt()
+
+
+def cfg_combine(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Diffusers-convention classifier-free guidance: eps_u + s (eps_c - eps_u)."""
+    return eps_uncond + scale * (eps_cond - eps_uncond)
+
+
+def threestudio_scale_to_diffusers(scale_ts: float) -> float:
+    """threestudio computes eps_c + s (eps_c - eps_u), which is the diffusers form with s + 1."""
+    return scale_ts + 1.0
+
+
+@torch.no_grad()
+def guided_noise(prior: DiffusionPrior, x_t: torch.Tensor, t: torch.Tensor, cond: TextEmbedding,
+                 uncond: TextEmbedding, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One batched UNet call on [x_t; x_t] -> (guided eps, eps_cond, eps_uncond), each [B, ...]."""
+    eps = prior.predict_noise(torch.cat([x_t, x_t]), torch.cat([t, t]), TextEmbedding.cat([cond, uncond]))
+    eps_cond, eps_uncond = eps.chunk(2)
+    return cfg_combine(eps_cond, eps_uncond, scale), eps_cond, eps_uncond

@@ -1,0 +1,61 @@
+"""Prompt processing: view-dependent prompts from camera angles, negative prompts, cached embeddings.
+
+For each view the conditional prompt is "<prompt>, <view> view" (DreamFusion's view words, which the
+embedded prior's captions use too) and the unconditional one is the negative prompt ("" when none,
+the usual classifier-free guidance). Embeddings are computed once per distinct text by the prior.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .cameras import Cameras
+from .views import VIEW_WORDS, view_bins
+
+
+@dataclass
+class PromptBatch:
+    cond: "TextEmbedding"  # noqa: F821  [B] one per view
+    uncond: "TextEmbedding"  # noqa: F821  [B]
+    texts: list[str]
+    views: list[str]
+
+
+@dataclass
+class PromptConfig:
+    prompt: str
+    negative_prompt: str = ""
+    view_dependent: bool = True
+    front_half_angle: float = 45.0
+    back_half_angle: float = 45.0
+    overhead_elevation: float = 60.0
+
+
+def validate_prompt(prompt: str, max_length: int = 300) -> str:
+    text = " ".join(str(prompt).split())
+    if not text:
+        raise ValueError("the prompt is empty")
+    if len(text) > max_length:
+        raise ValueError(f"the prompt is {len(text)} characters long; the limit is {max_length}")
+    return text
+
+
+class PromptProcessor:
+    def __init__(self, prior, config: PromptConfig):
+        self.prior = prior
+        self.config = config
+        self.prompt = validate_prompt(config.prompt)
+
+    def view_text(self, view: str) -> str:
+        return f"{self.prompt}, {VIEW_WORDS[view]}" if self.config.view_dependent else self.prompt
+
+    def __call__(self, cameras: Cameras) -> PromptBatch:
+        c = self.config
+        if c.view_dependent and cameras.elevation is None:
+            raise ValueError("view-dependent prompts need cameras with elevation/azimuth (use orbit cameras)")
+        views = (view_bins(cameras.elevation, cameras.azimuth, c.front_half_angle, c.back_half_angle,
+                           c.overhead_elevation) if c.view_dependent else ["any"] * len(cameras))
+        texts = [self.view_text(v) if c.view_dependent else self.prompt for v in views]
+        cond = self.prior.encode_prompts(texts)
+        uncond = self.prior.encode_prompts([c.negative_prompt] * len(texts))
+        return PromptBatch(cond=cond, uncond=uncond, texts=texts, views=views)
