@@ -17,8 +17,9 @@ def ddpm_alphas_cumprod(T: int = 1000) -> torch.Tensor:
 
 
 class GaussianToyPrior(DiffusionPrior):
-    def __init__(self, means: dict[str, float], s0: float = 0.5, resolution: int = 4):
-        self.means = means  # prompt -> mu
+    def __init__(self, means: dict[str, float], s0: float = 0.5, resolution: int = 4, default_mean: float = 0.5):
+        self.means = means  # prompt -> mu; other prompts get `default_mean`
+        self.default_mean = default_mean
         self.s0 = s0
         self.resolution = resolution
         self.device = torch.device("cpu")
@@ -30,7 +31,7 @@ class GaussianToyPrior(DiffusionPrior):
         return self._abar
 
     def encode_prompts(self, prompts):
-        return TextEmbedding(torch.tensor([self.means[p] for p in prompts], dtype=torch.float32)[:, None, None])
+        return TextEmbedding(torch.tensor([self.means.get(p, self.default_mean) for p in prompts], dtype=torch.float32)[:, None, None])
 
     def encode_images(self, rgb):
         return rgb

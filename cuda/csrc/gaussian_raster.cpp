@@ -387,7 +387,9 @@ std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tens
   {
     float* buf = pbuf + (int64_t)omp_get_thread_num() * C * N * stride;
     std::vector<float> trans, final_trans, behind, grad_local(stride);
-#pragma omp for schedule(dynamic)
+// static round-robin: the same tiles land in the same per-thread buffer every run, so the
+    // gradient sums are bit-for-bit reproducible (resumed runs equal uninterrupted ones).
+#pragma omp for schedule(static, 1)
     for (int64_t ct = 0; ct < C * T; ++ct) {
       const int64_t c = ct / T, tile = ct % T;
       const int64_t start = pto[c * (T + 1) + tile];

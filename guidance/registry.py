@@ -1,0 +1,43 @@
+"""Guidance variants and priors by name, for the CLI, the library and the benchmarks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .prior import DiffusionPrior
+from .sds import SDS
+
+GUIDANCE = {"sds": SDS}
+
+
+def build_guidance(name: str, prior: DiffusionPrior, config, total_steps: int):
+    """`config` is the variant's own config dataclass (e.g. SDSConfig)."""
+    if name not in GUIDANCE:
+        raise ValueError(f"unknown guidance {name!r}; choose one of {', '.join(sorted(GUIDANCE))}")
+    return GUIDANCE[name](prior, config, total_steps=total_steps)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def load_prior(spec: str, device: str | torch.device = "cpu") -> DiffusionPrior:
+    """"embedded" -> the shipped micro-world prior; anything else is a diffusers Stable Diffusion
+    folder (or a hub id, which only works where weights can be downloaded)."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    if spec == "embedded":
+        from .embedded_prior import EmbeddedPrior
+
+        return EmbeddedPrior.load(device=device)
+    from .stable_diffusion import StableDiffusionPrior
+
+    looks_like_path = spec.startswith((".", "/", "~")) or Path(spec).expanduser().exists()
+    if looks_like_path and not Path(spec).expanduser().exists():
+        raise FileNotFoundError(f"prior path {spec} does not exist")
+    return StableDiffusionPrior.from_pretrained(str(Path(spec).expanduser()) if looks_like_path else spec, device=device)
