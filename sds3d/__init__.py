@@ -4,6 +4,11 @@ Public API (imported lazily so `import sds3d` stays cheap):
     Cameras, CameraSampler, orbit_cameras, turntable_cameras  - sds3d.cameras
     RenderOutput                                              - sds3d.types
     Gaussians, GaussiansConfig                                - sds3d.representations
+    generate, GenerateConfig                                  - sds3d.generate
+
+    from sds3d import generate, GenerateConfig
+    result = generate(GenerateConfig(prompt="a red mug", out="runs/mug"))
+    result.representation.render(...)  # or runs/mug/asset.ply, turntable.gif, metrics.json
 """
 
 from importlib import import_module
@@ -14,6 +19,7 @@ _EXPORTS = {
     "Cameras": "sds3d.cameras", "CameraSampler": "sds3d.cameras", "orbit_cameras": "sds3d.cameras",
     "turntable_cameras": "sds3d.cameras", "RenderOutput": "sds3d.types",
     "Gaussians": "sds3d.representations", "GaussiansConfig": "sds3d.representations",
+    "generate": "sds3d.generate", "GenerateConfig": "sds3d.generate",
 }
 
 

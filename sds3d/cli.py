@@ -56,6 +56,88 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _slug(text: str) -> str:
+    words = "".join(ch if ch.isalnum() else " " for ch in text.lower()).split()
+    return "_".join(words)[:60] or "run"
+
+
+def cmd_generate(args) -> int:
+    """Text -> 3D asset in a run directory (see sds3d.generate for its contents)."""
+    from .config import apply_override, load_json
+    from .generate import REPRESENTATIONS, GenerateConfig, generate
+    from .guidance.registry import GUIDANCE
+
+    if args.config:
+        if not Path(args.config).is_file():
+            raise UsageError(f"config file {args.config} does not exist")
+        config = load_json(GenerateConfig, args.config)
+    else:
+        config = GenerateConfig()
+    if args.prompt is not None:
+        config.prompt = args.prompt
+    if not config.prompt.strip():
+        raise UsageError("the prompt is empty")
+    for name in ("negative_prompt", "representation", "guidance", "prior", "steps", "seed", "device"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(config, name, value)
+    for assignment in args.set or []:
+        try:
+            config = apply_override(config, assignment)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    if config.representation not in REPRESENTATIONS:
+        raise UsageError(f"unknown representation {config.representation!r}; choose one of {', '.join(REPRESENTATIONS)}")
+    if config.guidance not in GUIDANCE:
+        raise UsageError(f"unknown guidance {config.guidance!r}; choose one of {', '.join(sorted(GUIDANCE))}")
+    if config.steps <= 0:
+        raise UsageError(f"--steps must be positive, got {config.steps}")
+    if config.prior != "embedded" and config.prior.startswith((".", "/", "~")) and not Path(config.prior).expanduser().exists():
+        raise UsageError(f"prior path {config.prior} does not exist")
+    config.out = str(_output_dir(args.out or (config.out if args.config else f"runs/{_slug(config.prompt)}")))
+    try:
+        result = generate(config, resume=args.resume, progress=not args.quiet)
+    except (FileNotFoundError, ValueError) as error:
+        raise UsageError(str(error).splitlines()[0]) from None
+    print(f"wrote {result.out}/asset.ply, turntable.gif, preview.png, metrics.json")
+    print(json.dumps(result.metrics))
+    return 0
+
+
+def _load_run(run_dir: str):
+    from .config import load_json
+    from .generate import GenerateConfig
+    from .representations import Gaussians
+
+    run = Path(run_dir)
+    if not (run / "asset.ply").is_file() or not (run / "config.json").is_file():
+        raise UsageError(f"{run} is not a finished run directory (needs asset.ply and config.json)")
+    return run, load_json(GenerateConfig, run / "config.json"), Gaussians.load_ply(run / "asset.ply")
+
+
+def cmd_render(args) -> int:
+    """Turntable of a finished run."""
+    from .turntable import render_turntable, save_animation
+
+    run, _, asset = _load_run(args.run_dir)
+    frames = render_turntable(asset, args.frames, args.resolution, elevation=args.elevation)
+    out = save_animation(frames, Path(args.out) if args.out else run / f"turntable_{args.resolution}.gif")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Export a run's asset; the format follows the output suffix."""
+    run, _, asset = _load_run(args.run_dir)
+    out = Path(args.out)
+    if out.suffix.lower() != ".ply":
+        raise UsageError(f"unsupported export format {out.suffix or '(none)'!r} for Gaussians; use .ply")
+    _output_dir(str(out.parent))
+    asset.save_ply(out)
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sds3d", description="Text-to-3D by score distillation, CPU-first.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -68,6 +150,36 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="runs/demo")
     demo.set_defaults(func=cmd_demo)
+
+    gen = commands.add_parser("generate", help="text to 3D asset by score distillation")
+    gen.add_argument("prompt", nargs="?", help='e.g. "a red mug" (may come from --config instead)')
+    gen.add_argument("--negative-prompt", dest="negative_prompt")
+    gen.add_argument("--representation", help="gaussians")
+    gen.add_argument("--guidance", help="sds")
+    gen.add_argument("--prior", help="'embedded' (default) or a local diffusers Stable Diffusion folder")
+    gen.add_argument("--steps", type=int)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--device", help="auto | cpu | cuda")
+    gen.add_argument("--out", help="run directory (default runs/<prompt>)")
+    gen.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    gen.add_argument("--config", help="a config.json (e.g. from an earlier run) to start from")
+    gen.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override any config field, e.g. --set sds.guidance_scale=30 (repeatable)")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.set_defaults(func=cmd_generate)
+
+    render = commands.add_parser("render", help="turntable GIF of a finished run")
+    render.add_argument("run_dir")
+    render.add_argument("--frames", type=int, default=36)
+    render.add_argument("--resolution", type=int, default=256)
+    render.add_argument("--elevation", type=float, default=15.0)
+    render.add_argument("--out")
+    render.set_defaults(func=cmd_render)
+
+    export = commands.add_parser("export", help="export a finished run's asset (.ply)")
+    export.add_argument("run_dir")
+    export.add_argument("--out", required=True)
+    export.set_defaults(func=cmd_export)
     return parser
 
 
