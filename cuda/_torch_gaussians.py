@@ -81,8 +81,10 @@ def _composite_pixels(pixels, means2d, conics, colors, opacities, visible):
     return weights @ colors, 1 - trans[:, -1] * (1 - alpha[:, -1])
 
 
-def _rasterize(means2d, conics, colors, opacities, radii, depths, width, height, chunk=2048):
-    """Dense compositing. colors [C, N, D] -> render [C, H, W, D], alphas [C, H, W, 1]."""
+def _rasterize(means2d, conics, colors, opacities, radii, depths, width, height, budget=2**25):
+    """Dense compositing. colors [C, N, D] -> render [C, H, W, D], alphas [C, H, W, 1].
+    Pixels go in chunks of about `budget` pixel-Gaussian pairs; when a camera needs more than one
+    chunk, each chunk is recomputed in backward (activation checkpointing) to bound memory."""
     ys, xs = torch.meshgrid(torch.arange(height, device=means2d.device, dtype=means2d.dtype) + 0.5,
                             torch.arange(width, device=means2d.device, dtype=means2d.dtype) + 0.5, indexing="ij")
     pixels = torch.stack([xs, ys], dim=-1).reshape(-1, 2)
@@ -91,8 +93,12 @@ def _rasterize(means2d, conics, colors, opacities, radii, depths, width, height,
         order = torch.argsort(depths[c], stable=True)
         visible = (radii[c, order] > 0).all(-1)
         args = (means2d[c, order], conics[c, order], colors[c, order], opacities[order], visible)
-        parts = [checkpoint(_composite_pixels, pixels[s:s + chunk], *args, use_reentrant=False)
-                 for s in range(0, pixels.shape[0], chunk)]
+        chunk = max(1, budget // max(means2d.shape[1], 1))
+        if chunk >= pixels.shape[0]:
+            parts = [_composite_pixels(pixels, *args)]
+        else:
+            parts = [checkpoint(_composite_pixels, pixels[s:s + chunk], *args, use_reentrant=False)
+                     for s in range(0, pixels.shape[0], chunk)]
         renders.append(torch.cat([p[0] for p in parts]).reshape(height, width, -1))
         alphas.append(torch.cat([p[1] for p in parts]).reshape(height, width, 1))
     return torch.stack(renders), torch.stack(alphas)

@@ -77,9 +77,8 @@ def visibility(vertices: torch.Tensor, faces: torch.Tensor, cameras: Cameras, ne
     if backend == "native" and native is None:
         raise RuntimeError("the native mesh rasterizer is unavailable (build failed or SDS3D_DISABLE_NATIVE=1)")
     if native is not None:
-        face_ids, depth = native.visibility(vertices, faces, viewmats, Ks, cameras.width, cameras.height,
-                                            float(near), bool(cull_backfaces))
-        return face_ids, depth
+        return tuple(native.visibility(vertices, faces, viewmats, Ks, cameras.width, cameras.height, float(near),
+                                       bool(cull_backfaces)))
     return _torch_mesh.visibility(vertices, faces, viewmats, Ks, cameras.width, cameras.height, near,
                                   cull_backfaces)
 

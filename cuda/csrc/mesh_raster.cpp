@@ -1,9 +1,10 @@
 // Mesh visibility pass on the CPU: for every pixel the id of the nearest triangle and its depth.
 //
-// Per camera: project the vertices, set up each triangle (edges, inverse depths, pixel bounding
-// box), bin the triangles into 8x8 pixel tiles in ascending id order, then z-buffer every tile
-// independently (OpenMP over cameras x tiles). Only the strictly nearer triangle replaces the
-// current one, so at equal depth the lower triangle id wins, as in the PyTorch reference.
+// Per camera (OpenMP over cameras): project the vertices, set up each triangle (edges, inverse
+// depths, pixel bounding box) and bin the triangles into 8x8 pixel tiles in ascending id order.
+// Then z-buffer every tile independently (OpenMP over cameras x tiles). Only a strictly nearer
+// triangle replaces the current one, so at equal depth the lower triangle id wins, as in the
+// PyTorch reference.
 //
 // Triangles with a vertex closer than `near` (or behind the camera) are skipped, not clipped.
 
@@ -78,6 +79,39 @@ Triangle setup_triangle(const float* uvz, const int64_t* face, const Frame& fram
   return tri;
 }
 
+// One camera's visible triangles binned into tiles: tile t lists ids[start[t], start[t + 1]), ascending.
+struct Bins {
+  std::vector<int64_t> start, ids;
+};
+
+template <typename Visit>
+void for_each_tile(const Triangle& tri, const Frame& frame, Visit&& visit) {
+  for (int ty = tri.y0 / kTile; ty <= tri.y1 / kTile; ++ty)
+    for (int tx = tri.x0 / kTile; tx <= tri.x1 / kTile; ++tx) visit(ty * frame.tiles_x + tx);
+}
+
+// Project the vertices for one camera, set up its triangles and bin them (count, prefix sum, fill).
+void prepare_camera(const float* vertices, int64_t num_vertices, const int64_t* faces, int64_t num_faces,
+                    const float* viewmat, const float* K, const Frame& frame, float near, bool cull_backfaces,
+                    Triangle* triangles, Bins& bins) {
+  std::vector<float> uvz(num_vertices * 3);
+  for (int64_t i = 0; i < num_vertices; ++i) {
+    const float* p = vertices + 3 * i;
+    sds3d::project_point(viewmat, K, p[0], p[1], p[2], uvz[3 * i], uvz[3 * i + 1], uvz[3 * i + 2]);
+  }
+  for (int64_t f = 0; f < num_faces; ++f)
+    triangles[f] = setup_triangle(uvz.data(), faces + 3 * f, frame, near, cull_backfaces);
+
+  bins.start.assign(frame.tiles() + 1, 0);
+  for (int64_t f = 0; f < num_faces; ++f)
+    if (triangles[f].visible) for_each_tile(triangles[f], frame, [&](int64_t t) { ++bins.start[t + 1]; });
+  for (int64_t t = 0; t < frame.tiles(); ++t) bins.start[t + 1] += bins.start[t];
+  bins.ids.resize(bins.start.back());
+  std::vector<int64_t> cursor(bins.start.begin(), bins.start.end() - 1);
+  for (int64_t f = 0; f < num_faces; ++f)
+    if (triangles[f].visible) for_each_tile(triangles[f], frame, [&](int64_t t) { bins.ids[cursor[t]++] = f; });
+}
+
 // Z-buffer one tile over its binned triangles (ascending ids); writes ids and depths.
 void raster_tile(const Triangle* triangles, const int64_t* ids, int64_t count, int tile_x0,
                  int tile_y0, const Frame& frame, int64_t* out_ids, float* out_depth) {
@@ -124,9 +158,8 @@ void raster_tile(const Triangle* triangles, const int64_t* ids, int64_t count, i
 
 // vertices [1 or B, V, 3] float32 world, faces [F, 3] int64, viewmats [B, 4, 4], Ks [B, 3, 3]
 // -> (face_ids [B, H, W] int64 with -1 on background, depth [B, H, W] float32 with 0 there).
-std::vector<at::Tensor> visibility(at::Tensor vertices, at::Tensor faces, at::Tensor viewmats,
-                                      at::Tensor Ks, int64_t width, int64_t height, double near,
-                                      bool cull_backfaces) {
+std::vector<at::Tensor> visibility(at::Tensor vertices, at::Tensor faces, at::Tensor viewmats, at::Tensor Ks,
+                                   int64_t width, int64_t height, double near, bool cull_backfaces) {
   TORCH_CHECK(vertices.dim() == 3 && vertices.size(2) == 3 && vertices.scalar_type() == at::kFloat,
               "vertices must be float32 [1 or B, V, 3]");
   TORCH_CHECK(faces.dim() == 2 && faces.size(1) == 3 && faces.scalar_type() == at::kLong,
@@ -154,63 +187,24 @@ std::vector<at::Tensor> visibility(at::Tensor vertices, at::Tensor faces, at::Te
   int64_t* id_ptr = face_ids.data_ptr<int64_t>();
   float* depth_ptr = depth.data_ptr<float>();
 
-  std::vector<float> uvz(frame.cameras * num_vertices * 3);  // per camera and vertex: u, v, z
   std::vector<Triangle> triangles(frame.cameras * num_faces);
-  std::vector<int64_t> tile_start(frame.cameras * frame.tiles() + 1, 0);
-  std::vector<int64_t> tile_ids;
+  std::vector<Bins> bins(frame.cameras);
   {
     pybind11::gil_scoped_release no_gil;
-
-#pragma omp parallel for collapse(2)
-    for (int64_t b = 0; b < frame.cameras; ++b) {
-      for (int64_t i = 0; i < num_vertices; ++i) {
-        const float* p = vertex_ptr + ((shared_vertices ? 0 : b) * num_vertices + i) * 3;
-        float* out = uvz.data() + (b * num_vertices + i) * 3;
-        sds3d::project_point(viewmat_ptr + 16 * b, K_ptr + 9 * b, p[0], p[1], p[2], out[0], out[1], out[2]);
-      }
-    }
-
-#pragma omp parallel for collapse(2)
-    for (int64_t b = 0; b < frame.cameras; ++b) {
-      for (int64_t f = 0; f < num_faces; ++f) {
-        triangles[b * num_faces + f] = setup_triangle(uvz.data() + b * num_vertices * 3, face_ptr + 3 * f,
-                                                      frame, near_f, cull_backfaces);
-      }
-    }
-
-    // Bin: count triangles per tile, prefix-sum into offsets, then fill each camera's lists in
-    // ascending triangle order.
-    auto for_each_tile = [&](const Triangle& tri, auto&& visit) {
-      for (int ty = tri.y0 / kTile; ty <= tri.y1 / kTile; ++ty)
-        for (int tx = tri.x0 / kTile; tx <= tri.x1 / kTile; ++tx) visit(ty * frame.tiles_x + tx);
-    };
 #pragma omp parallel for
     for (int64_t b = 0; b < frame.cameras; ++b) {
-      int64_t* counts = tile_start.data() + b * frame.tiles() + 1;
-      for (int64_t f = 0; f < num_faces; ++f) {
-        const Triangle& tri = triangles[b * num_faces + f];
-        if (tri.visible) for_each_tile(tri, [&](int64_t t) { ++counts[t]; });
-      }
+      prepare_camera(vertex_ptr + (shared_vertices ? 0 : b) * num_vertices * 3, num_vertices, face_ptr, num_faces,
+                     viewmat_ptr + 16 * b, K_ptr + 9 * b, frame, near_f, cull_backfaces,
+                     triangles.data() + b * num_faces, bins[b]);
     }
-    for (size_t i = 1; i < tile_start.size(); ++i) tile_start[i] += tile_start[i - 1];
-    tile_ids.resize(tile_start.back());
-#pragma omp parallel for
-    for (int64_t b = 0; b < frame.cameras; ++b) {
-      std::vector<int64_t> cursor(tile_start.begin() + b * frame.tiles(),
-                                  tile_start.begin() + (b + 1) * frame.tiles());
-      for (int64_t f = 0; f < num_faces; ++f) {
-        const Triangle& tri = triangles[b * num_faces + f];
-        if (tri.visible) for_each_tile(tri, [&](int64_t t) { tile_ids[cursor[t]++] = f; });
-      }
-    }
-
 #pragma omp parallel for schedule(dynamic)
     for (int64_t job = 0; job < frame.cameras * frame.tiles(); ++job) {
       const int64_t b = job / frame.tiles(), t = job % frame.tiles();
-      const int64_t begin = tile_start[job], end = tile_start[job + 1];
-      raster_tile(triangles.data() + b * num_faces, tile_ids.data() + begin, end - begin,
-                  static_cast<int>((t % frame.tiles_x) * kTile), static_cast<int>((t / frame.tiles_x) * kTile),
-                  frame, id_ptr + b * height * width, depth_ptr + b * height * width);
+      const Bins& camera_bins = bins[b];
+      raster_tile(triangles.data() + b * num_faces, camera_bins.ids.data() + camera_bins.start[t],
+                  camera_bins.start[t + 1] - camera_bins.start[t], static_cast<int>((t % frame.tiles_x) * kTile),
+                  static_cast<int>((t / frame.tiles_x) * kTile), frame, id_ptr + b * height * width,
+                  depth_ptr + b * height * width);
     }
   }
   return {face_ids, depth};
