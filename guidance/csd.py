@@ -1,0 +1,86 @@
+"""Classifier Score Distillation (Yu et al.), algorithm card 6, in the triple-guidance form of
+CVMI-Lab/Classifier-Score-Distillation `stable_diffusion_triple_guidance.py`:
+
+    g = w(t) [a eps(x_t; y) + b eps(x_t; y_neg) + c eps(x_t; null) + d eps],  w = 1 - abar_t,
+
+with x_t = alpha_t y + sigma_t eps and scheduled a, b, c, d (`cond_scale`, `uncond_scale`,
+`null_scale`, `noise_scale` there). Plain CSD is (a, b, c, d) = (1, 0, -1, 0): g = w (eps_c - eps_null).
+`null` is `prompts.uncond` (the empty prompt); y_neg is `config.negative_prompt` encoded with the
+prior. Cost: 3 (cond, neg, null), 2 when b is 0 throughout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .base import Guidance, GuidanceOutput, clip_gradient, images_from_render, target_trick_loss
+from .ddim import expand_text
+from .prior import DiffusionPrior, TextEmbedding
+from .schedules import Scheduled, TimestepConfig, TimestepSchedule, scheduled_value
+
+CSD_NEGATIVE_PROMPT = "oversaturated color, ugly, tiling, low quality, noisy"
+
+
+@dataclass
+class CSDConfig:
+    # defaults: configs/csd-sd-refine.yaml (schedules are in absolute steps, as threestudio's)
+    cond_scale: Scheduled = 1.0  # a
+    negative_scale: Scheduled = (0, -1.0, -0.5, 10000)  # b, on eps(y_neg)
+    null_scale: Scheduled = (0, 0.0, -0.5, 10000)  # c, on eps(null)
+    noise_scale: Scheduled = 0.0  # d, on eps
+    negative_prompt: str = CSD_NEGATIVE_PROMPT
+    timesteps: TimestepConfig = field(default_factory=lambda: TimestepConfig(min_step_percent=0.02, max_step_percent=0.5))
+    grad_clip: Scheduled | None = None
+
+    @classmethod
+    def plain(cls, **overrides) -> "CSDConfig":
+        """g = w (eps_c - eps_null)."""
+        return cls(**{"cond_scale": 1.0, "negative_scale": 0.0, "null_scale": -1.0, "noise_scale": 0.0, **overrides})
+
+
+def _ever_nonzero(value: Scheduled) -> bool:
+    return value != 0 if isinstance(value, (int, float)) else any(v != 0 for v in value[1:3])
+
+
+class CSD(Guidance):
+    name = "csd"
+
+    def __init__(self, prior: DiffusionPrior, config: CSDConfig | None = None, total_steps: int = 1000):
+        super().__init__(prior, total_steps)
+        self.config = config or CSDConfig()
+        self.schedule = TimestepSchedule(self.config.timesteps, prior.num_train_timesteps, total_steps)
+        self.negative = prior.encode_prompts([self.config.negative_prompt])
+
+    def unet_evals_per_step(self) -> int:
+        return 3 if _ever_nonzero(self.config.negative_scale) else 2
+
+    def scales(self, step: int) -> tuple[float, float, float, float]:
+        c = self.config
+        return tuple(scheduled_value(v, step) for v in (c.cond_scale, c.negative_scale, c.null_scale, c.noise_scale))
+
+    def gradient(self, y: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, cond: TextEmbedding,
+                 uncond: TextEmbedding, step: int, negative: TextEmbedding | None = None) -> torch.Tensor:
+        """g [B, ...] for latents y (not differentiated), timesteps t [B] and noise eps."""
+        a, b, c, d = self.scales(step)
+        negative = expand_text(self.negative if negative is None else negative, y.shape[0])
+        x_t = self.prior.add_noise(y.detach(), noise, t)
+        texts = [cond, uncond] + ([negative] if b != 0 else [])
+        with torch.no_grad():
+            eps = self.prior.predict_noise(torch.cat([x_t] * len(texts)), torch.cat([t] * len(texts)),
+                                           TextEmbedding.cat(texts)).chunk(len(texts))
+        combined = a * eps[0] + c * eps[1] + d * noise
+        if b != 0:
+            combined = combined + b * eps[2]
+        alpha, sigma = self.prior.alpha_sigma(t, y.ndim)
+        clip = None if self.config.grad_clip is None else scheduled_value(self.config.grad_clip, step)
+        return clip_gradient(sigma**2 * combined, clip)
+
+    def __call__(self, render, prompts, cameras, step: int, generator: torch.Generator | None = None) -> GuidanceOutput:
+        y = self.prior.encode_images(images_from_render(render.rgb))
+        t = self.schedule.sample(step, y.shape[0], generator).to(y.device)
+        noise = torch.randn(y.shape, generator=generator).to(y.device, y.dtype)
+        grad = self.gradient(y, t, noise, prompts.cond, prompts.uncond, step)
+        return GuidanceOutput(loss=target_trick_loss(y, grad),
+                              logs={"t": t.float().mean().item(), "grad_norm": grad.norm().item()})

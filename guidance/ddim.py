@@ -1,0 +1,68 @@
+"""Shared DDIM helpers for the inversion / ODE-based variants (ISM, TSM, SDI, DSD, CDS).
+
+Everything is in the prior's DDPM parameterisation (eps-prediction): x_t = sqrt(abar_t) y +
+sqrt(1 - abar_t) eps with abar = `prior.alphas_cumprod`.
+
+- `ddim_step(x, eps, abar_from, abar_to)`: the deterministic (eta = 0) DDIM update
+  x_to = sqrt(abar_to) x0_hat + sqrt(1 - abar_to) eps, x0_hat = (x - sqrt(1 - abar_from) eps) / sqrt(abar_from).
+  The same formula denoises (abar_to > abar_from) and inverts (abar_to < abar_from), as
+  diffusers' DDIMScheduler.step and DDIMInverseScheduler.step do.
+- `ddim_variance(abar_t, abar_prev)`: DDIM's sigma_t^2 / eta^2 (diffusers `_get_variance`).
+- batch helpers: `expand_text`, `timestep_groups`, `prior_latent_shape`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .prior import DiffusionPrior, TextEmbedding
+
+
+def abar(prior: DiffusionPrior, t, like: torch.Tensor) -> torch.Tensor:
+    """alphas_cumprod at integer timestep(s) t, shaped [B, 1, ...] (or [1, 1, ...]) to broadcast with `like`."""
+    t = torch.as_tensor(t, device=prior.device).long().reshape(-1)
+    value = prior.alphas_cumprod.to(prior.device)[t]
+    return value.reshape(-1, *([1] * (like.ndim - 1))).to(like.device, like.dtype)
+
+
+def predicted_x0(x: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor) -> torch.Tensor:
+    return (x - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
+
+
+def ddim_step(x: torch.Tensor, eps: torch.Tensor, abar_from: torch.Tensor, abar_to: torch.Tensor) -> torch.Tensor:
+    """Deterministic DDIM move of x from noise level abar_from to abar_to using the eps prediction."""
+    return abar_to.sqrt() * predicted_x0(x, eps, abar_from) + (1 - abar_to).sqrt() * eps
+
+
+def ddim_variance(abar_t: torch.Tensor, abar_prev: torch.Tensor) -> torch.Tensor:
+    """(1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev): DDIM's sigma^2 at eta = 1 for the
+    step t -> prev (diffusers DDIMScheduler._get_variance(t, prev))."""
+    return (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)
+
+
+def expand_text(text: TextEmbedding, batch: int) -> TextEmbedding:
+    """One embedding [1, L, C] -> [batch, L, C] (a batch of the right size is returned unchanged)."""
+    if len(text) == batch:
+        return text
+    if len(text) != 1:
+        raise ValueError(f"cannot expand {len(text)} text embeddings to a batch of {batch}")
+    mask = None if text.mask is None else text.mask.expand(batch, *text.mask.shape[1:])
+    return TextEmbedding(text.hidden.expand(batch, *text.hidden.shape[1:]), mask)
+
+
+def timestep_groups(t: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+    """[B] integer timesteps -> [(value, indices of the items with that value)], in first-seen order.
+    Inversions and ODE paths walk a timestep grid that depends on t, so they run once per value."""
+    groups: dict[int, list[int]] = {}
+    for i, value in enumerate(t.reshape(-1).tolist()):
+        groups.setdefault(int(value), []).append(i)
+    return [(value, torch.tensor(idx, dtype=torch.long)) for value, idx in groups.items()]
+
+
+@torch.no_grad()
+def prior_latent_shape(prior: DiffusionPrior) -> tuple[int, ...]:
+    """(c, h, w) of the prior's image space, found by encoding one blank render at `prior.resolution`
+    (used to size fixed noise buffers at construction time)."""
+    size = int(prior.resolution)
+    blank = torch.zeros(1, 3, size, size, device=prior.device)
+    return tuple(prior.encode_images(blank).shape[1:])

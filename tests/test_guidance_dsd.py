@@ -1,0 +1,103 @@
+"""DSD against algorithm card 4: bit-identical g for the same seed, t and t_D; the path point at t = 999
+is z_T; the t_D jitter; state round trip; and the 2-D bimodal playground (seeds pick modes, SDS does not)."""
+
+import torch
+from toy_priors import GaussianMixtureToyPrior, GaussianToyPrior
+
+from sds3d.guidance.dsd import DSD, DSDConfig
+from sds3d.guidance.sds import SDS, SDSConfig
+from sds3d.prompts import PromptBatch
+from sds3d.types import RenderOutput
+
+MODES = ([-3.0, 0.0], [3.0, 0.0])
+
+
+def batch(prior, n):
+    return PromptBatch(cond=prior.encode_prompts(["obj"] * n), uncond=prior.encode_prompts([""] * n),
+                       texts=["obj"] * n, views=["any"] * n)
+
+
+def test_mixture_toy_is_exact():
+    """With one component the mixture denoiser is the Gaussian toy's closed form."""
+    mixture = GaussianMixtureToyPrior([0.7, 0.7, 0.7], [-5.0, -5.0, -5.0], s0=0.5, weights={"obj": 1.0})
+    gaussian = GaussianToyPrior({"obj": 0.7}, s0=0.5)
+    x = torch.randn(4, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([10, 300, 600, 990])
+    torch.testing.assert_close(mixture.predict_noise(x, t, mixture.encode_prompts(["obj"] * 4)),
+                               gaussian.predict_noise(x, t, gaussian.encode_prompts(["obj"] * 4)), rtol=1e-4, atol=1e-5)
+
+
+def test_same_seed_and_timesteps_give_bit_identical_gradients():
+    prior = GaussianMixtureToyPrior(*MODES, s0=0.1)
+    a, b, c = DSD(prior, DSDConfig(seed=4)), DSD(prior, DSDConfig(seed=4)), DSD(prior, DSDConfig(seed=5))
+    y = torch.randn(2, 2, 1, 1, generator=torch.Generator().manual_seed(0))
+    t, t_delta = torch.tensor([500, 500]), torch.tensor([520, 537])
+    p = batch(prior, 2)
+    g = a.gradient(y, t, t_delta, p.cond, p.uncond, step=10)
+    assert torch.equal(g, a.gradient(y, t, t_delta, p.cond, p.uncond, step=10))
+    assert torch.equal(g, b.gradient(y, t, t_delta, p.cond, p.uncond, step=10))
+    assert (g - c.gradient(y, t, t_delta, p.cond, p.uncond, step=10)).abs().max() > 1e-4
+    assert torch.equal(a.gradient(y, t, t, p.cond, p.uncond, step=10), torch.zeros_like(y))  # t_D = t: g = 0
+
+
+def test_path_point_at_t_max_is_z_T_and_path_cost():
+    prior = GaussianMixtureToyPrior(*MODES, s0=0.1)
+    dsd = DSD(prior, DSDConfig(seed=1))
+    p = batch(prior, 3)
+    prior.calls = 0
+    x = dsd.ode_path(999, p.cond, p.uncond, step=0)
+    assert prior.calls == 0 and torch.equal(x, dsd.z_T.expand(3, -1, -1, -1))
+    prior.calls = 0
+    dsd.ode_path(450, p.cond, p.uncond, step=0)  # grid 999, 899, ..., 499 above 450, then to 450
+    assert prior.calls == 2 * 3 * 6
+    assert dsd.unet_evals_per_step() == 2 * (10 + 3)
+
+
+def test_delta_timesteps_jitter_upwards():
+    prior = GaussianMixtureToyPrior(*MODES, s0=0.1)
+    dsd = DSD(prior, total_steps=10000)
+    gen = torch.Generator().manual_seed(0)
+    t = torch.full((5000,), 820)
+    t_delta = dsd.delta_timesteps(t, 0, gen)
+    assert t_delta.min() == 820 and t_delta.max() == 869  # t + floor(U * 0.1 (820 - 320))
+    assert (dsd.delta_timesteps(torch.full((10,), 320), 0, gen) == 320).all()
+    assert dsd.delta_min(0) == 1 and dsd.delta_min(5000) == 1 and dsd.delta_min(6000) == 10  # sqrt progress > 0.75
+
+
+def test_state_dict_round_trip_restores_z_T():
+    prior = GaussianMixtureToyPrior(*MODES, s0=0.1)
+    a, b = DSD(prior, DSDConfig(seed=1)), DSD(prior, DSDConfig(seed=2))
+    assert a.z_T.shape == (1, 2, 1, 1) and not torch.equal(a.z_T, b.z_T)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.z_T, b.z_T)
+
+
+def descend(guidance, init, steps, lr, n, seed):
+    prior = guidance.prior
+    rgb = torch.tensor([[[[init, 0.0, 0.0]]]]).repeat(n, 1, 1, 1).requires_grad_(True)
+    opt = torch.optim.SGD([rgb], lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        out = guidance(RenderOutput(rgb=rgb, alpha=None, depth=None), batch(prior, n), None, step, gen)
+        opt.zero_grad()
+        (out.loss * n).backward()  # the target trick divides by the batch size
+        opt.step()
+    return rgb.detach()[:, 0, 0, :2]
+
+
+def test_bimodal_playground_seeds_pick_modes_while_sds_collapses():
+    """Modes at (+-3, 0), equal weights, all runs start at (1.5, 0) (in the basin of +3)."""
+    prior = GaussianMixtureToyPrior(*MODES, s0=0.1)
+    modes = []
+    for seed in range(8):
+        dsd = DSD(prior, DSDConfig(seed=seed), total_steps=120)
+        y = descend(dsd, 1.5, 120, 4.0, 1, seed)[0]
+        assert abs(abs(y[0].item()) - 3.0) < 1.0 and abs(y[1].item()) < 0.2  # at a mode
+        # the mixture is symmetric, so the seed's ODE path ends in the half-plane of z_T
+        assert torch.sign(y[0]) == torch.sign(dsd.z_T[0, 0, 0, 0])
+        modes.append(int(torch.sign(y[0]).item()))
+    assert len(set(modes)) == 2
+    # SDS from the same start: 8 independent noise streams (a batch of 8 views) all reach the +3 side
+    sds = SDS(prior, SDSConfig(guidance_scale=7.5), total_steps=800)
+    y = descend(sds, 1.5, 800, 0.2, 8, seed=0)
+    assert (y[:, 0] > 1.0).all()
