@@ -6,17 +6,23 @@ from pathlib import Path
 
 import torch
 
-from .prior import DiffusionPrior
-from .sds import SDS
+from importlib import import_module
 
-GUIDANCE = {"sds": SDS}
+from .prior import DiffusionPrior
+
+# name -> (module, class); each variant's config is the section of the same name in GenerateConfig
+GUIDANCE = {
+    "sds": ("sds", "SDS"), "nfsd": ("nfsd", "NFSD"), "csd": ("csd", "CSD"), "sdi": ("sdi", "SDI"),
+    "ism": ("ism", "ISM"), "tsm": ("tsm", "TSM"), "cds": ("cds", "CDS"), "dsd": ("dsd", "DSD"),
+}
 
 
 def build_guidance(name: str, prior: DiffusionPrior, config, total_steps: int):
     """`config` is the variant's own config dataclass (e.g. SDSConfig)."""
     if name not in GUIDANCE:
         raise ValueError(f"unknown guidance {name!r}; choose one of {', '.join(sorted(GUIDANCE))}")
-    return GUIDANCE[name](prior, config, total_steps=total_steps)
+    module, cls = GUIDANCE[name]
+    return getattr(import_module(f"{__package__}.{module}"), cls)(prior, config, total_steps=total_steps)
 
 
 def resolve_device(device: str = "auto") -> torch.device:

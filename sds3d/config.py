@@ -1,4 +1,8 @@
-"""Dataclass configs <-> JSON, and `a.b.c=value` overrides (values parsed as JSON, else strings)."""
+"""Dataclass configs <-> JSON, and `a.b.c=value` overrides (values parsed as JSON, else strings).
+
+JSON arrays become tuples (schedules such as [start_step, v0, v1, end_step] and ranges are tuples
+in the configs), so a config survives a round trip through config.json unchanged.
+"""
 
 from __future__ import annotations
 
@@ -24,9 +28,7 @@ def from_dict(cls, data: dict):
         hint = hints[name]
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             value = from_dict(hint, value)
-        elif isinstance(value, list) and typing.get_origin(hint) is tuple:
-            value = tuple(value)
-        kwargs[name] = value
+        kwargs[name] = _tuples(value)
     return cls(**kwargs)
 
 
@@ -53,9 +55,11 @@ def _replace_path(config, keys: list[str], value, full: str):
         value = _replace_path(current, keys[1:], value, full)
     elif dataclasses.is_dataclass(current) and isinstance(value, dict):
         value = from_dict(type(current), value)
-    elif isinstance(value, list) and isinstance(current, tuple):
-        value = tuple(value)
-    return dataclasses.replace(config, **{keys[0]: value})
+    return dataclasses.replace(config, **{keys[0]: _tuples(value)})
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def save_json(config, path) -> None:

@@ -28,7 +28,14 @@ from .cameras import CameraSampler, turntable_cameras
 from .config import save_json
 from .prompts import PromptConfig, PromptProcessor, validate_prompt
 from .representations import Gaussians, GaussiansConfig
+from .guidance.cds import CDSConfig
+from .guidance.csd import CSDConfig
+from .guidance.dsd import DSDConfig
+from .guidance.ism import ISMConfig
+from .guidance.nfsd import NFSDConfig
+from .guidance.sdi import SDIConfig
 from .guidance.sds import SDSConfig
+from .guidance.tsm import TSMConfig
 from .turntable import image_grid, render_turntable, save_animation, save_png
 
 REPRESENTATIONS = ("gaussians",)
@@ -63,7 +70,15 @@ class GenerateConfig:
     turntable_resolution: int = 128
     camera: CameraConfig = field(default_factory=CameraConfig)
     gaussians: GaussiansConfig = field(default_factory=GaussiansConfig)
+    # one section per guidance variant; `guidance` picks which one is used
     sds: SDSConfig = field(default_factory=SDSConfig)
+    nfsd: NFSDConfig = field(default_factory=NFSDConfig)
+    csd: CSDConfig = field(default_factory=CSDConfig)
+    sdi: SDIConfig = field(default_factory=SDIConfig)
+    ism: ISMConfig = field(default_factory=ISMConfig)
+    tsm: TSMConfig = field(default_factory=TSMConfig)
+    cds: CDSConfig = field(default_factory=CDSConfig)
+    dsd: DSDConfig = field(default_factory=DSDConfig)
 
 
 @dataclass
@@ -128,7 +143,8 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
 
     prior = prior if prior is not None else load_prior(config.prior, device)
     representation = build_representation(config, generator).to(device)
-    guidance = guidance if guidance is not None else build_guidance(config.guidance, prior, config.sds, config.steps)
+    if guidance is None:
+        guidance = build_guidance(config.guidance, prior, getattr(config, config.guidance, None), config.steps)
     prompts = PromptProcessor(prior, PromptConfig(config.prompt, config.negative_prompt, config.view_dependent))
     sampler = CameraSampler(width=config.resolution, height=config.resolution, **vars(config.camera))
     background = Background(config.background).to(device)

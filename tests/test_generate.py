@@ -25,7 +25,7 @@ def tiny_config(out, **changes) -> GenerateConfig:
 
 
 def prior():
-    return GaussianToyPrior({"": 0.0}, default_mean=0.6)
+    return GaussianToyPrior({"": 0.0}, default_mean=0.6, resolution=16)  # renders are 16x16
 
 
 def params(result):
@@ -91,3 +91,12 @@ def test_config_overrides_and_errors(tmp_path):
         generate(tiny_config(tmp_path, representation="voxels"), prior=prior(), progress=False)
     with pytest.raises(ValueError, match="prompt is empty"):
         generate(tiny_config(tmp_path, prompt="   "), prior=prior(), progress=False)
+
+
+@pytest.mark.parametrize("name", sorted(__import__("sds3d.guidance.registry", fromlist=["GUIDANCE"]).GUIDANCE))
+def test_every_guidance_runs_in_the_loop(tmp_path, name):
+    config = tiny_config(tmp_path, guidance=name, steps=2, preview_every=0, checkpoint_every=0)
+    result = generate(config, prior=prior(), progress=False)
+    assert result.metrics["steps"] == 2 and torch.isfinite(torch.tensor(result.metrics["final_loss"]))
+    moved = result.representation.params["sh0"].detach()
+    assert torch.isfinite(moved).all()
