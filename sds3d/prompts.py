@@ -15,10 +15,12 @@ from .views import VIEW_WORDS, view_bins
 
 @dataclass
 class PromptBatch:
-    cond: "TextEmbedding"  # noqa: F821  [B] one per view
-    uncond: "TextEmbedding"  # noqa: F821  [B]
+    cond: "TextEmbedding"  # noqa: F821  [B] one per view (view-dependent text)
+    uncond: "TextEmbedding"  # noqa: F821  [B] negative prompt, "" by default
     texts: list[str]
     views: list[str]
+    prompt: str = ""  # the bare prompt, without view words
+    base_cond: "TextEmbedding | None" = None  # noqa: F821  [B] the bare prompt, for view-independent scores (VSD)
 
 
 @dataclass
@@ -58,4 +60,5 @@ class PromptProcessor:
         texts = [self.view_text(v) if c.view_dependent else self.prompt for v in views]
         cond = self.prior.encode_prompts(texts)
         uncond = self.prior.encode_prompts([c.negative_prompt] * len(texts))
-        return PromptBatch(cond=cond, uncond=uncond, texts=texts, views=views)
+        base_cond = self.prior.encode_prompts([self.prompt] * len(texts))
+        return PromptBatch(cond=cond, uncond=uncond, texts=texts, views=views, prompt=self.prompt, base_cond=base_cond)
