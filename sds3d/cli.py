@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("prompt", nargs="?", help='e.g. "a red mug" (may come from --config instead)')
     gen.add_argument("--negative-prompt", dest="negative_prompt")
     gen.add_argument("--representation", help="gaussians")
-    gen.add_argument("--guidance", help="sds | nfsd | csd | sdi | ism | tsm | cds | dsd")
+    gen.add_argument("--guidance", help="sds | vsd | cds | cfd | dsd | nfsd | sdi | ism | tsm | csd")
     gen.add_argument("--prior", help="'embedded' (default) or a local diffusers Stable Diffusion folder")
     gen.add_argument("--steps", type=int)
     gen.add_argument("--seed", type=int)

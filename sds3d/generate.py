@@ -29,6 +29,7 @@ from .config import save_json
 from .prompts import PromptConfig, PromptProcessor, validate_prompt
 from .representations import Gaussians, GaussiansConfig
 from .guidance.cds import CDSConfig
+from .guidance.cfd import CFDConfig
 from .guidance.csd import CSDConfig
 from .guidance.dsd import DSDConfig
 from .guidance.ism import ISMConfig
@@ -36,6 +37,7 @@ from .guidance.nfsd import NFSDConfig
 from .guidance.sdi import SDIConfig
 from .guidance.sds import SDSConfig
 from .guidance.tsm import TSMConfig
+from .guidance.vsd import VSDConfig
 from .turntable import image_grid, render_turntable, save_animation, save_png
 
 REPRESENTATIONS = ("gaussians",)
@@ -79,6 +81,8 @@ class GenerateConfig:
     tsm: TSMConfig = field(default_factory=TSMConfig)
     cds: CDSConfig = field(default_factory=CDSConfig)
     dsd: DSDConfig = field(default_factory=DSDConfig)
+    vsd: VSDConfig = field(default_factory=VSDConfig)
+    cfd: CFDConfig = field(default_factory=CFDConfig)
 
 
 @dataclass

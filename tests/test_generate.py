@@ -6,8 +6,9 @@ import pytest
 import torch
 from toy_priors import GaussianToyPrior
 
-from sds3d.config import apply_override, load_json
+from sds3d.config import apply_override, from_dict, load_json, to_dict
 from sds3d.generate import GenerateConfig, generate
+from sds3d.guidance.registry import GUIDANCE
 from sds3d.guidance.sds import SDSConfig
 from sds3d.representations import GaussiansConfig
 from sds3d.representations.gaussian_densification import DensificationConfig
@@ -93,10 +94,25 @@ def test_config_overrides_and_errors(tmp_path):
         generate(tiny_config(tmp_path, prompt="   "), prior=prior(), progress=False)
 
 
-@pytest.mark.parametrize("name", sorted(__import__("sds3d.guidance.registry", fromlist=["GUIDANCE"]).GUIDANCE))
-def test_every_guidance_runs_in_the_loop(tmp_path, name):
+def test_default_config_round_trips_through_json():
+    config = GenerateConfig()
+    assert from_dict(GenerateConfig, json.loads(json.dumps(to_dict(config)))) == config
+
+
+@pytest.fixture(scope="module")
+def tiny_sd_prior(tmp_path_factory):
+    from tiny_pipelines import save_tiny_sd_pipeline
+
+    from sds3d.guidance.stable_diffusion import StableDiffusionPrior
+
+    return StableDiffusionPrior.from_pretrained(save_tiny_sd_pipeline(tmp_path_factory.mktemp("tiny_sd")))
+
+
+@pytest.mark.parametrize("name", sorted(GUIDANCE))
+def test_every_guidance_runs_in_the_loop(tmp_path, name, tiny_sd_prior):
+    """Two steps of every variant; VSD needs a real UNet (LoRA), so it runs on a tiny SD pipeline."""
     config = tiny_config(tmp_path, guidance=name, steps=2, preview_every=0, checkpoint_every=0)
-    result = generate(config, prior=prior(), progress=False)
+    result = generate(config, prior=tiny_sd_prior if name == "vsd" else prior(), progress=False)
     assert result.metrics["steps"] == 2 and torch.isfinite(torch.tensor(result.metrics["final_loss"]))
     moved = result.representation.params["sh0"].detach()
     assert torch.isfinite(moved).all()
