@@ -44,6 +44,8 @@ class TextEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         path = Path(model_path) if model_path is not None else minilm_path()
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"no all-MiniLM-L6-v2 model under {path}; {_INSTALL_HINT}")
         self.max_length = int(max_length)
         self.device = torch.device(device)
         self.dtype = dtype

