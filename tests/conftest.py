@@ -11,3 +11,13 @@ torch.set_num_threads(2)
 @pytest.fixture
 def generator():
     return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of tiny workloads: one thread is fastest and avoids OpenMP spinning on a busy
+    machine. Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,13 +15,7 @@ from sds3d.prompts import PromptBatch
 from sds3d.types import RenderOutput
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The workloads are small: one thread is fastest, and avoids thread spinning on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny workloads: one thread is fastest
 
 
 def sphere_render(cameras, centre=(0.0, 0.0, 0.0), radius=1.0, requires_grad=False):

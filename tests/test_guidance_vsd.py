@@ -16,13 +16,7 @@ from sds3d.prompts import PromptConfig, PromptProcessor
 from sds3d.types import RenderOutput
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The models are tiny: one thread is fastest, and avoids thread spinning on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny workloads: one thread is fastest
 
 
 @pytest.fixture(scope="module", params=["epsilon", "v_prediction"])

@@ -14,13 +14,7 @@ from sds3d.guidance.stable_diffusion import (StableDiffusionPrior, model_output_
                                              resolve_dtype)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The models are tiny: one thread is fastest, and avoids thread spinning on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny workloads: one thread is fastest
 
 
 @pytest.fixture(scope="module")
