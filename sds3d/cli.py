@@ -138,6 +138,41 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    """Evaluator scores and Chamfer distance of a finished run; JSON on the last line."""
+    from .evaluate import evaluate_asset
+
+    run, config, asset = _load_run(args.run_dir)
+    scores = evaluate_asset(asset, config.prompt)
+    if not scores:
+        print(f"sds3d: prompt {config.prompt!r} names no micro-world object; nothing to score", file=sys.stderr)
+    (run / "eval.json").write_text(json.dumps(scores, indent=2))
+    print(json.dumps(scores))
+    return 0
+
+
+def cmd_sample(args) -> int:
+    """Grid of images drawn from the embedded prior for one prompt."""
+    import numpy as np
+
+    from .guidance.embedded_prior import sample
+    from .turntable import image_grid, save_png
+
+    if not args.prompt.strip():
+        raise UsageError("the prompt is empty")
+    try:
+        images = sample([args.prompt], n=args.n, guidance_scale=args.guidance_scale, steps=args.steps, seed=args.seed)
+    except FileNotFoundError as error:
+        raise UsageError(str(error).splitlines()[0]) from None
+    grid = image_grid((images.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8))
+    grid = np.kron(grid, np.ones((args.zoom, args.zoom, 1), dtype=np.uint8))
+    out = Path(args.out)
+    _output_dir(str(out.parent))
+    save_png(grid, out)
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sds3d", description="Text-to-3D by score distillation, CPU-first.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -175,6 +210,20 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--elevation", type=float, default=15.0)
     render.add_argument("--out")
     render.set_defaults(func=cmd_render)
+
+    evaluate = commands.add_parser("eval", help="score a finished run on the micro-world (JSON)")
+    evaluate.add_argument("run_dir")
+    evaluate.set_defaults(func=cmd_eval)
+
+    draw = commands.add_parser("sample", help="sample a grid PNG from the embedded prior")
+    draw.add_argument("prompt")
+    draw.add_argument("--n", type=int, default=16)
+    draw.add_argument("--guidance-scale", dest="guidance_scale", type=float, default=5.0)
+    draw.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    draw.add_argument("--seed", type=int, default=0)
+    draw.add_argument("--zoom", type=int, default=4, help="pixel repeat for viewing 32x32 samples")
+    draw.add_argument("--out", default="samples.png")
+    draw.set_defaults(func=cmd_sample)
 
     export = commands.add_parser("export", help="export a finished run's asset (.ply)")
     export.add_argument("run_dir")

@@ -34,3 +34,28 @@ def test_unwritable_output_dir(capsys):
 def test_module_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "sds3d", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "demo" in result.stdout
+
+
+def test_sample_writes_a_grid_from_the_embedded_prior(tmp_path):
+    out = tmp_path / "grid.png"
+    assert main(["sample", "a red cube", "--n", "2", "--steps", "2", "--zoom", "1", "--out", str(out)]) == 0
+    from PIL import Image
+
+    assert Image.open(out).size == (64, 32)  # 2 samples of 32x32 side by side
+
+
+def test_eval_scores_a_run_and_rejects_non_runs(tmp_path, capsys):
+    from toy_priors import GaussianToyPrior
+
+    from sds3d.generate import GenerateConfig, generate
+    from sds3d.representations import GaussiansConfig
+
+    config = GenerateConfig(prompt="a red cube", steps=2, resolution=16, views_per_step=1, out=str(tmp_path),
+                            turntable_frames=2, turntable_resolution=16, gaussians=GaussiansConfig(num_points=100))
+    generate(config, prior=GaussianToyPrior({}, resolution=16), progress=False)
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path)]) == 0
+    scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert scores["kind"] == "cube" and 0 <= scores["kind_acc"] <= 1 and scores["chamfer"] > 0
+    assert (tmp_path / "eval.json").exists()
+    assert main(["eval", str(tmp_path / "missing")]) == 2
