@@ -18,7 +18,7 @@ from ..cuda.gaussian_rasterizer import rasterize_gaussians
 from ..types import RenderOutput
 from .base import Representation
 from .gaussian_densification import DensificationConfig, GaussianDensifier
-from .spherical_harmonics import evaluate_sh, rgb_to_sh0
+from .spherical_harmonics import C0, evaluate_sh, rgb_to_sh0
 
 
 @dataclass
@@ -139,7 +139,7 @@ class Gaussians(Representation):
     def colors(self, cameras: Cameras) -> torch.Tensor:
         """View-dependent RGB [B, N, 3] (>= 0) for each camera."""
         if self.config.sh_degree == 0:
-            rgb = self.params["sh0"][:, 0, :] * 0.28209479177387814 + 0.5
+            rgb = self.params["sh0"][:, 0, :] * C0 + 0.5
             return rgb.clamp_min(0.0).expand(len(cameras), -1, -1)
         dirs = self.means[None] - cameras.centers.to(self.means)[:, None]  # [B, N, 3]
         rgb = evaluate_sh(self.config.sh_degree, self.sh_coeffs[None].expand(len(cameras), -1, -1, -1), dirs) + 0.5
