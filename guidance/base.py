@@ -62,3 +62,16 @@ class Guidance(ABC):
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+class NoisedRenderGuidance(Guidance):
+    """The common step of SDS-style variants: encode the render, draw t from `self.schedule` and
+    fresh noise, then apply `self.gradient(y, t, noise, cond, uncond, step)` with the target trick."""
+
+    def __call__(self, render, prompts, cameras, step: int, generator: torch.Generator | None = None) -> GuidanceOutput:
+        y = self.prior.encode_images(images_from_render(render.rgb))
+        t = self.schedule.sample(step, y.shape[0], generator).to(y.device)
+        noise = torch.randn(y.shape, generator=generator).to(y.device, y.dtype)
+        grad = self.gradient(y, t, noise, prompts.cond, prompts.uncond, step)
+        return GuidanceOutput(loss=target_trick_loss(y, grad),
+                              logs={"t": t.float().mean().item(), "grad_norm": grad.norm().item()})

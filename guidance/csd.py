@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .base import Guidance, GuidanceOutput, clip_gradient, images_from_render, target_trick_loss
+from .base import NoisedRenderGuidance, clip_gradient
 from .ddim import expand_text
 from .prior import DiffusionPrior, TextEmbedding
 from .schedules import Scheduled, TimestepConfig, TimestepSchedule, scheduled_value
@@ -44,7 +44,7 @@ def _ever_nonzero(value: Scheduled) -> bool:
     return value != 0 if isinstance(value, (int, float)) else any(v != 0 for v in value[1:3])
 
 
-class CSD(Guidance):
+class CSD(NoisedRenderGuidance):
     name = "csd"
 
     def __init__(self, prior: DiffusionPrior, config: CSDConfig | None = None, total_steps: int = 1000):
@@ -76,11 +76,3 @@ class CSD(Guidance):
         alpha, sigma = self.prior.alpha_sigma(t, y.ndim)
         clip = None if self.config.grad_clip is None else scheduled_value(self.config.grad_clip, step)
         return clip_gradient(sigma**2 * combined, clip)
-
-    def __call__(self, render, prompts, cameras, step: int, generator: torch.Generator | None = None) -> GuidanceOutput:
-        y = self.prior.encode_images(images_from_render(render.rgb))
-        t = self.schedule.sample(step, y.shape[0], generator).to(y.device)
-        noise = torch.randn(y.shape, generator=generator).to(y.device, y.dtype)
-        grad = self.gradient(y, t, noise, prompts.cond, prompts.uncond, step)
-        return GuidanceOutput(loss=target_trick_loss(y, grad),
-                              logs={"t": t.float().mean().item(), "grad_norm": grad.norm().item()})

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .base import Guidance, GuidanceOutput, clip_gradient, images_from_render, target_trick_loss
+from .base import NoisedRenderGuidance, clip_gradient
 from .ddim import expand_text
 from .prior import DiffusionPrior, TextEmbedding
 from .schedules import Scheduled, TimestepConfig, TimestepSchedule, scheduled_value
@@ -35,7 +35,7 @@ class NFSDConfig:
     grad_clip: Scheduled | None = None
 
 
-class NFSD(Guidance):
+class NFSD(NoisedRenderGuidance):
     name = "nfsd"
 
     def __init__(self, prior: DiffusionPrior, config: NFSDConfig | None = None, total_steps: int = 1000):
@@ -66,11 +66,3 @@ class NFSD(Guidance):
         grad = sds_weight(self.config.weighting, alpha, sigma) * (delta_d + scale * delta_c)
         clip = None if self.config.grad_clip is None else scheduled_value(self.config.grad_clip, step)
         return clip_gradient(grad, clip)
-
-    def __call__(self, render, prompts, cameras, step: int, generator: torch.Generator | None = None) -> GuidanceOutput:
-        y = self.prior.encode_images(images_from_render(render.rgb))
-        t = self.schedule.sample(step, y.shape[0], generator).to(y.device)
-        noise = torch.randn(y.shape, generator=generator).to(y.device, y.dtype)
-        grad = self.gradient(y, t, noise, prompts.cond, prompts.uncond, step)
-        return GuidanceOutput(loss=target_trick_loss(y, grad),
-                              logs={"t": t.float().mean().item(), "grad_norm": grad.norm().item()})

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .base import Guidance, GuidanceOutput, clip_gradient, images_from_render, target_trick_loss
+from .base import NoisedRenderGuidance, clip_gradient
 from .prior import DiffusionPrior, guided_noise
 from .schedules import Scheduled, TimestepConfig, TimestepSchedule, scheduled_value
 
@@ -36,7 +36,7 @@ class SDSConfig:
     grad_clip: Scheduled | None = None  # elementwise clamp of g, e.g. [0, 2, 8, 1000]
 
 
-class SDS(Guidance):
+class SDS(NoisedRenderGuidance):
     name = "sds"
 
     def __init__(self, prior: DiffusionPrior, config: SDSConfig | None = None, total_steps: int = 1000):
@@ -56,11 +56,3 @@ class SDS(Guidance):
         grad = sds_weight(self.config.weighting, alpha, sigma) * (eps_hat - noise)
         clip = None if self.config.grad_clip is None else scheduled_value(self.config.grad_clip, step)
         return clip_gradient(grad, clip)
-
-    def __call__(self, render, prompts, cameras, step: int, generator: torch.Generator | None = None) -> GuidanceOutput:
-        y = self.prior.encode_images(images_from_render(render.rgb))
-        t = self.schedule.sample(step, y.shape[0], generator).to(y.device)
-        noise = torch.randn(y.shape, generator=generator).to(y.device, y.dtype)
-        grad = self.gradient(y, t, noise, prompts.cond, prompts.uncond, step)
-        loss = target_trick_loss(y, grad)
-        return GuidanceOutput(loss=loss, logs={"t": t.float().mean().item(), "grad_norm": grad.norm().item()})

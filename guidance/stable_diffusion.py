@@ -29,6 +29,8 @@ the local Hugging Face cache fails with a one-line `OSError` that says so and as
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import os
 import re
 import threading
@@ -257,8 +259,9 @@ class DiffusersUNetPrior(DiffusionPrior):
         """Text-encoder hidden states [B, L, C] (float32, on `device`), cached per prompt."""
         return self._prompts.get(_as_prompt_list(prompts), self._encode_uncached).to(self.device)
 
+    @abstractmethod
     def _encode_uncached(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        raise NotImplementedError
+        """Prompts -> (hidden [B, L, C], mask [B, L] or None); called once per new prompt."""
 
     def clear_prompt_cache(self) -> None:
         self._prompts.clear()
