@@ -173,6 +173,17 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_app(args) -> int:
+    """The web UI (sds3d.app); blocks until Ctrl+C."""
+    from .app.server import launch
+
+    try:
+        launch(args)
+    except (ValueError, OSError) as error:
+        raise UsageError(str(error)) from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sds3d", description="Text-to-3D by score distillation, CPU-first.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -229,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir")
     export.add_argument("--out", required=True)
     export.set_defaults(func=cmd_export)
+
+    from .app.server import add_arguments
+
+    app = add_arguments(commands.add_parser("app", help="start the web UI (needs the app extra)"))
+    app.set_defaults(func=cmd_app)
     return parser
 
 

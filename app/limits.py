@@ -1,0 +1,14 @@
+"""What one request may ask for; the operator sets `max_steps` with `sds3d app --max-steps`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_prompt_chars: int = 300
+    max_steps: int = 1000
+    resolutions: tuple[int, ...] = (32, 64, 128)
+    max_seed: int = 2**31 - 1
+    max_guidance_scale: float = 1000.0

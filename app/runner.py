@@ -1,0 +1,249 @@
+"""Run management for the web UI: input limits, one server-chosen run directory per request, the
+generation loop in a worker thread, and a snapshot of its progress for the page to poll.
+
+Nothing here imports gradio; `sds3d.app.ui` turns `InputError` into `gr.Error`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..evaluate import evaluate_asset
+from ..generate import REPRESENTATIONS, GenerateConfig, generate
+from ..guidance.prior import DiffusionPrior
+from ..guidance.registry import GUIDANCE, load_prior, resolve_device
+from .limits import Limits
+
+log = logging.getLogger(__name__)
+
+# files of a finished run offered for download (eval.json only when the prompt was scored)
+EXPORTS = ("asset.ply", "turntable.gif", "preview.png", "metrics.json", "config.json", "eval.json")
+
+
+class InputError(ValueError):
+    """A request outside the limits; the message is shown to the user as is."""
+
+
+@dataclass
+class RunRequest:
+    """What a user picks on the page. `prior` is a name from the server's allow-list, never a path;
+    `guidance_scale` None keeps the variant's default (which may be a schedule)."""
+
+    prompt: str
+    negative_prompt: str = ""
+    representation: str = "gaussians"
+    guidance: str = "sds"
+    prior: str = "embedded"
+    steps: int = GenerateConfig.steps
+    seed: int = 0
+    guidance_scale: float | None = None
+    resolution: int = 32
+
+
+def default_guidance_scale(guidance: str) -> float | None:
+    """The variant's constant guidance scale, or None when it is scheduled or it has none."""
+    value = getattr(getattr(GenerateConfig(), guidance), "guidance_scale", None)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def prior_choices(paths: list[str]) -> dict[str, str]:
+    """Allow-list of priors: name shown on the page -> spec for `load_prior`. "embedded" plus the
+    operator's local diffusers folders (named by their folder name) or hub ids (named as is)."""
+    choices = {"embedded": "embedded"}
+    for spec in paths:
+        local = Path(spec).expanduser()
+        looks_like_path = spec.startswith((".", "/", "~")) or local.exists()
+        if looks_like_path and not local.is_dir():
+            raise ValueError(f"prior folder {spec} does not exist")
+        name = local.resolve().name if looks_like_path else spec
+        if name in choices:
+            raise ValueError(f"two priors are named {name!r}; rename one of the folders")
+        choices[name] = str(local.resolve()) if looks_like_path else spec
+    return choices
+
+
+@dataclass
+class Snapshot:
+    """The latest state of a run, as the page shows it."""
+
+    step: int
+    total: int
+    elapsed: float  # seconds since the run started, loading the prior included
+    seconds_per_step: float | None  # measured from the first step on (None before the second step)
+    renders: np.ndarray | None  # uint8 [H, W, 3]: this step's views side by side
+    loss: float | None
+
+    @property
+    def eta(self) -> float | None:
+        return None if self.seconds_per_step is None else self.seconds_per_step * (self.total - self.step)
+
+
+@dataclass
+class Run:
+    """One request: its directory, its worker thread and what the thread has reported so far."""
+
+    dir: Path
+    config: GenerateConfig
+    prior: DiffusionPrior  # shared with the other runs of the same prior (read-only for them)
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)  # set once the files are written
+    scores: dict = field(default_factory=dict)
+    error: str | None = None
+    _snapshot: Snapshot | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _started: float = field(default_factory=time.perf_counter)
+    _first_step: tuple[int, float] | None = None  # (step, time) of the first report
+
+    def stop(self) -> None:
+        """Ends the run after the current step; the partial result is written as usual."""
+        self.stop_requested.set()
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return self._snapshot or Snapshot(0, self.config.steps, time.perf_counter() - self._started, None, None,
+                                              None)
+
+    def files(self) -> list[Path]:
+        """The exported files that exist, in `EXPORTS` order."""
+        return [self.dir / name for name in EXPORTS if (self.dir / name).is_file()]
+
+    def _report(self, step: int, logs: dict, output) -> None:
+        views = (output.rgb.detach().clamp(0, 1) * 255 + 0.5).to("cpu", torch.uint8).numpy()
+        renders = np.concatenate(list(views), axis=1)
+        now = time.perf_counter()
+        first_step, first_time = self._first_step = self._first_step or (step, now)
+        rate = (now - first_time) / (step - first_step) if step > first_step else None
+        with self._lock:
+            self._snapshot = Snapshot(step + 1, self.config.steps, now - self._started, rate, renders, logs.get("loss"))
+
+    def execute(self) -> None:
+        """Generates, scores micro-world prompts, and records the first line of any error."""
+        try:
+            result = generate(self.config, prior=self.prior, progress=False, callback=self._report,
+                              should_stop=self.stop_requested.is_set)
+            self.scores = evaluate_asset(result.representation, self.config.prompt)
+            if self.scores:
+                (self.dir / "eval.json").write_text(json.dumps(self.scores, indent=2))
+        except ValueError as error:
+            self.error = str(error).splitlines()[0]
+        except Exception as error:  # the page gets one line; the log gets the traceback
+            log.exception("run %s failed", self.dir.name)
+            self.error = f"The run failed: {type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+
+
+class Runner:
+    """Checks requests against the limits and starts each in its own directory under `runs_dir`.
+
+    Run directories are named `<UTC time>-<32 random hex digits>` by the server; nothing a user sends
+    becomes part of a path. Output settings (turntable size, device) are the operator's.
+
+    The priors on offer are loaded here, once, before any run starts, and shared by the runs: diffusers
+    and transformers load models by patching `torch.nn.Module` for the whole process, which would
+    corrupt the modules a concurrent run creates. VSD, which trains a LoRA on the UNet, gets its own
+    copy of the UNet (`vsd.separate_unet`), so the shared prior is only read."""
+
+    def __init__(self, runs_dir: str | Path, priors: dict[str, str] | None = None, limits: Limits = Limits(),
+                 turntable_frames: int = 24, turntable_resolution: int = 128, device: str = "auto"):
+        self.runs_dir = Path(runs_dir).resolve()
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.priors = priors or {"embedded": "embedded"}
+        self._models = {name: load_prior(spec, resolve_device(device)) for name, spec in self.priors.items()}
+        self.limits = limits
+        self.turntable_frames = turntable_frames
+        self.turntable_resolution = turntable_resolution
+        self.device = device
+        self._active: dict[str, Run] = {}
+        self._lock = threading.Lock()
+
+    def config(self, request: RunRequest) -> GenerateConfig:
+        """The GenerateConfig for `request`, or InputError naming the first limit it breaks."""
+        limits = self.limits
+        prompt = " ".join(str(request.prompt or "").split())
+        negative = " ".join(str(request.negative_prompt or "").split())
+        if not prompt:
+            raise InputError("Please enter a prompt.")
+        for label, text in (("prompt", prompt), ("negative prompt", negative)):
+            if len(text) > limits.max_prompt_chars:
+                raise InputError(f"The {label} is {len(text)} characters long; the limit is {limits.max_prompt_chars}.")
+        if request.representation not in REPRESENTATIONS:
+            raise InputError(f"Unknown representation {request.representation!r}; "
+                             f"choose one of {', '.join(REPRESENTATIONS)}.")
+        if request.guidance not in GUIDANCE:
+            raise InputError(f"Unknown guidance {request.guidance!r}; choose one of {', '.join(sorted(GUIDANCE))}.")
+        if request.prior not in self.priors:
+            raise InputError(f"Unknown prior {request.prior!r}; this server offers {', '.join(self.priors)}.")
+        steps, seed = _integer(request.steps, "Steps"), _integer(request.seed, "Seed")
+        if not 1 <= steps <= limits.max_steps:
+            raise InputError(f"Steps must be between 1 and {limits.max_steps}, got {steps}.")
+        if not 0 <= seed <= limits.max_seed:
+            raise InputError(f"Seed must be between 0 and {limits.max_seed}, got {seed}.")
+        resolution = _integer(request.resolution, "Resolution")
+        if resolution not in limits.resolutions:
+            raise InputError(f"Resolution must be one of {', '.join(map(str, limits.resolutions))}, got {resolution}.")
+        config = GenerateConfig(prompt=prompt, negative_prompt=negative, representation=request.representation,
+                                guidance=request.guidance, prior=self.priors[request.prior], steps=steps, seed=seed,
+                                resolution=resolution, device=self.device,
+                                turntable_frames=self.turntable_frames, turntable_resolution=self.turntable_resolution)
+        if request.guidance_scale is not None:
+            scale = float(request.guidance_scale)
+            section = getattr(config, request.guidance)
+            if not hasattr(section, "guidance_scale"):
+                raise InputError(f"{request.guidance} has no guidance scale; leave the field empty.")
+            if not 0 < scale <= limits.max_guidance_scale:
+                raise InputError(f"Guidance scale must be above 0 and at most {limits.max_guidance_scale:g}, "
+                                 f"got {scale:g}.")
+            section = dataclasses.replace(section, guidance_scale=scale)
+            config = dataclasses.replace(config, **{request.guidance: section})
+        return dataclasses.replace(config, vsd=dataclasses.replace(config.vsd, separate_unet=True))
+
+    def start(self, request: RunRequest, owner: str) -> Run:
+        """Validates `request`, creates its run directory and starts the worker thread. `owner`
+        (the page session) is who may stop it; a session's earlier run is stopped first."""
+        config = self.config(request)
+        run_dir = self.runs_dir / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(16)}"
+        run_dir.mkdir()
+        run = Run(dir=run_dir, config=dataclasses.replace(config, out=str(run_dir)), prior=self._models[request.prior])
+        with self._lock:
+            previous = self._active.get(owner)
+            if previous is not None:
+                previous.stop()
+            self._active[owner] = run
+        log.info("run %s: %r, %d steps, seed %d", run_dir.name, config.prompt, config.steps, config.seed)
+        threading.Thread(target=self._work, args=(run, owner), name=f"sds3d-run-{run_dir.name}", daemon=True).start()
+        return run
+
+    def stop(self, owner: str) -> bool:
+        """Stops `owner`'s running job; False if it has none."""
+        with self._lock:
+            run = self._active.get(owner)
+        if run is None:
+            return False
+        run.stop()
+        return True
+
+    def _work(self, run: Run, owner: str) -> None:
+        run.execute()
+        with self._lock:
+            if self._active.get(owner) is run:
+                del self._active[owner]
+        run.finished.set()
+
+
+def _integer(value, label: str) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{label} must be a whole number, got {value!r}.") from None
+    if not number.is_integer():
+        raise InputError(f"{label} must be a whole number, got {value!r}.")
+    return int(number)

@@ -1,0 +1,147 @@
+"""The page: a gr.Blocks whose Generate handler starts a `Runner` job and streams its progress."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..generate import REPRESENTATIONS, GenerateConfig
+from ..guidance.registry import GUIDANCE
+from ..world import canonical_caption
+from .runner import InputError, Run, Runner, RunRequest, Snapshot, default_guidance_scale
+
+CSS = "#turntable img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
+POLL_SECONDS = 0.5  # how often a running job's snapshot is sent to the page
+EXAMPLES = (("mug", "red"), ("chair", "blue"), ("snowman", "white"), ("rocket", "orange"), ("house", "yellow"),
+            ("tree", "green"), ("car", "purple"), ("lamp", "pink"))
+SCORE_LABELS = (("kind_acc", "kind accuracy"), ("color_acc", "colour accuracy"), ("janus_rate", "Janus rate"),
+                ("chamfer", "Chamfer distance"))
+
+
+def example_prompts() -> list[str]:
+    """Micro-world captions: prompts the embedded prior knows and the evaluator can score."""
+    return [canonical_caption(kind, color) for kind, color in EXAMPLES]
+
+
+def progress_text(snapshot: Snapshot) -> str:
+    if snapshot.step == 0:
+        return "Starting…"
+    eta = "ETA …" if snapshot.eta is None else f"ETA {snapshot.eta:.0f} s"
+    loss = "" if snapshot.loss is None else f" · loss {snapshot.loss:.4g}"
+    return f"**Step {snapshot.step}/{snapshot.total}** · {snapshot.elapsed:.0f} s elapsed · {eta}{loss}"
+
+
+def final_text(run: Run) -> str:
+    snapshot = run.snapshot()
+    if run.stop_requested.is_set() and snapshot.step < snapshot.total:
+        return (f"**Stopped at step {snapshot.step}/{snapshot.total}** after {snapshot.elapsed:.0f} s; "
+                "the partial result is below.")
+    return f"**Done: {snapshot.total} steps** in {snapshot.elapsed:.0f} s."
+
+
+def scores_text(scores: dict) -> str:
+    if not scores:
+        return ("No evaluator scores: they need a micro-world prompt naming one colour and one object kind, "
+                "such as the examples.")
+    rows = "\n".join(f"| {label} | {'—' if scores[key] is None else f'{scores[key]:.3f}'} |"
+                     for key, label in SCORE_LABELS)
+    title = f"Evaluator scores for a **{scores['color']} {scores['kind']}** (16 views):"
+    return f"{title}\n\n| score | value |\n|---|---|\n{rows}"
+
+
+def _enlarge(image, size: int = 128):
+    """Nearest-neighbour upscaling so 32-pixel renders stay crisp in the browser."""
+    factor = max(1, size // image.shape[0])
+    return image.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def build_ui(runner: Runner, concurrency: int = 1, queue_size: int = 16) -> gr.Blocks:
+    """The Blocks app; `concurrency` runs execute at once, up to `queue_size` more wait in line."""
+    limits = runner.limits
+    default_steps = min(GenerateConfig().steps, limits.max_steps)
+
+    def generate(prompt, negative_prompt, representation, guidance, prior, steps, seed, guidance_scale, resolution,
+                 request: gr.Request, progress=gr.Progress()):
+        try:
+            run = runner.start(RunRequest(prompt, negative_prompt, representation, guidance, prior, steps, seed,
+                                          guidance_scale, resolution), owner=request.session_hash)
+        except InputError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        try:
+            yield progress_text(run.snapshot()), None, None, None, "", None
+            while not run.finished.wait(POLL_SECONDS):
+                snapshot = run.snapshot()
+                progress((snapshot.step, snapshot.total), desc=progress_text(snapshot).replace("**", ""))
+                renders = None if snapshot.renders is None else _enlarge(snapshot.renders)
+                yield progress_text(snapshot), renders, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        finally:
+            if not run.finished.is_set():  # the page went away mid-run (closed tab, lost connection)
+                run.stop()
+        if run.error:
+            raise gr.Error(run.error, print_exception=False)
+        yield (final_text(run), gr.skip(), str(run.dir / "asset.ply"), str(run.dir / "turntable.gif"),
+               scores_text(run.scores), [str(path) for path in run.files()])
+
+    def stop(request: gr.Request):
+        if runner.stop(request.session_hash):
+            gr.Info("Stopping after the current step; the partial result will be shown.")
+        else:
+            gr.Warning("Nothing is running.")
+
+    def guidance_changed(guidance):
+        scale = default_guidance_scale(guidance)
+        info = "the variant's default" if scale is not None else "scheduled or none for this variant: leave empty"
+        return gr.update(value=scale, info=info)
+
+    with gr.Blocks(title="sds3d — text to 3D", analytics_enabled=False) as demo:
+        gr.Markdown("# sds3d — text to 3D by score distillation\nType a prompt, press **Generate**, and watch "
+                    "3D Gaussians take shape. The embedded prior knows the micro-world: the examples below.")
+        with gr.Row():
+            with gr.Column(scale=2):
+                prompt = gr.Textbox(label="Prompt", placeholder="a red mug", max_length=limits.max_prompt_chars,
+                                    elem_id="prompt")
+                with gr.Row():
+                    steps = gr.Slider(1, limits.max_steps, value=default_steps, step=1, label="Steps",
+                                      elem_id="steps")
+                    seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=limits.max_seed,
+                                     elem_id="seed")
+                with gr.Row():
+                    run_button = gr.Button("Generate", variant="primary", elem_id="run")
+                    stop_button = gr.Button("Stop", variant="stop", elem_id="stop")
+                gr.Examples(example_prompts(), inputs=[prompt], label="Micro-world prompts (scored by the evaluator)")
+                with gr.Accordion("Advanced settings", open=False):
+                    negative_prompt = gr.Textbox(label="Negative prompt", max_length=limits.max_prompt_chars)
+                    representation = gr.Dropdown(list(REPRESENTATIONS), value=REPRESENTATIONS[0],
+                                                 label="Representation")
+                    guidance = gr.Dropdown(sorted(GUIDANCE), value="sds", label="Guidance")
+                    prior = gr.Dropdown(list(runner.priors), value="embedded", label="Prior",
+                                        info="offered by this server")
+                    guidance_scale = gr.Number(default_guidance_scale("sds"), label="Guidance scale",
+                                               info="the variant's default", minimum=0,
+                                               maximum=limits.max_guidance_scale)
+                    resolution = gr.Dropdown(list(limits.resolutions), value=limits.resolutions[0],
+                                             label="Render resolution during distillation")
+            with gr.Column(scale=3):
+                status = gr.Markdown("Ready.", elem_id="status")
+                renders = gr.Image(label="Latest renders", interactive=False, height=160, elem_id="renders")
+                with gr.Row():
+                    model = gr.Model3D(label="3D Gaussians (drag to orbit)", interactive=False, height=360,
+                                       elem_id="model3d")
+                    turntable = gr.Image(label="Turntable", type="filepath", interactive=False, height=360,
+                                         elem_id="turntable")
+                scores = gr.Markdown("", elem_id="scores")
+                files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
+
+        guidance.change(guidance_changed, guidance, guidance_scale, queue=False)
+        run_button.click(generate, [prompt, negative_prompt, representation, guidance, prior, steps, seed,
+                                    guidance_scale, resolution], [status, renders, model, turntable, scores, files],
+                         concurrency_limit=concurrency, show_progress_on=[status], api_name="generate")
+        stop_button.click(stop, None, None, queue=False, api_name="stop")
+    demo.queue(max_size=queue_size)
+    return demo
+
+
+def serve(demo: gr.Blocks, host: str, port: int, share: bool = False, allowed_paths: list[str] = (),
+          block: bool = True) -> None:
+    """Starts the server; `block=False` returns once it listens (tests), else it runs until Ctrl+C."""
+    demo.launch(server_name=host, server_port=port, share=share, ssr_mode=False, footer_links=[], css=CSS,
+                allowed_paths=list(allowed_paths), prevent_thread_lock=not block, quiet=not block)

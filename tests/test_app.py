@@ -1,0 +1,179 @@
+"""The web UI's run management without a browser: limits, run directories, stop, errors, flags."""
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from sds3d.app.limits import Limits
+from sds3d.app.runner import InputError, Runner, RunRequest, default_guidance_scale, prior_choices
+from sds3d.app.server import add_arguments, build_runner, served_paths
+from sds3d.cli import build_parser, main
+
+FAST = dict(turntable_frames=4, turntable_resolution=32)
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory):
+    return Runner(tmp_path_factory.mktemp("app") / "runs", limits=Limits(max_steps=50), **FAST)
+
+
+@pytest.fixture
+def empty_runner(runner, tmp_path):
+    """The module's runner (its prior is loaded once) with a fresh, empty runs directory."""
+    runs_dir, runner.runs_dir = runner.runs_dir, tmp_path / "runs"
+    runner.runs_dir.mkdir()
+    yield runner
+    runner.runs_dir = runs_dir
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(prompt="   "), "Please enter a prompt."),
+    (dict(prompt="x" * 301), "The prompt is 301 characters long; the limit is 300."),
+    (dict(negative_prompt="y" * 400), "The negative prompt is 400 characters long; the limit is 300."),
+    (dict(steps=0), "Steps must be between 1 and 50, got 0."),
+    (dict(steps=51), "Steps must be between 1 and 50, got 51."),
+    (dict(steps=2.5), "Steps must be a whole number, got 2.5."),
+    (dict(seed=-1), "Seed must be between 0 and 2147483647, got -1."),
+    (dict(resolution=48), "Resolution must be one of 32, 64, 128, got 48."),
+    (dict(representation="hologram"), "Unknown representation 'hologram'; choose one of "),
+    (dict(guidance="magic"), "Unknown guidance 'magic'"),
+    (dict(prior="/etc"), "Unknown prior '/etc'; this server offers embedded."),
+    (dict(guidance="csd", guidance_scale=7.5), "csd has no guidance scale; leave the field empty."),
+    (dict(guidance_scale=0), "Guidance scale must be above 0 and at most 1000, got 0."),
+])
+def test_requests_outside_the_limits_are_rejected_with_one_line(empty_runner, changes, message):
+    request = RunRequest(**{"prompt": "a red mug", "steps": 5, **changes})
+    with pytest.raises(InputError) as error:
+        empty_runner.start(request, owner="page")
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert list(empty_runner.runs_dir.iterdir()) == []  # nothing is created for a rejected request
+
+
+def test_config_takes_the_request_and_the_operators_output_settings(runner):
+    config = runner.config(RunRequest("  a   blue cube ", guidance="nfsd", steps=7, seed=3, guidance_scale=12,
+                                      resolution=64))
+    assert (config.prompt, config.guidance, config.steps, config.seed, config.resolution) == ("a blue cube", "nfsd", 7,
+                                                                                              3, 64)
+    assert config.nfsd.guidance_scale == 12.0 and config.sds.guidance_scale == 100.0
+    assert (config.turntable_frames, config.turntable_resolution, config.prior) == (4, 32, "embedded")
+    assert runner.config(RunRequest("a red mug", guidance="cds", steps=5)).cds.guidance_scale == (0, 101.0, 51.0, 3000)
+    assert config.vsd.separate_unet  # VSD's LoRA must not land on the prior the runs share
+
+
+def test_default_guidance_scale_is_the_variants_constant():
+    assert default_guidance_scale("sds") == 100.0 and default_guidance_scale("vsd") == 7.5
+    assert default_guidance_scale("cds") is None  # a schedule
+    assert default_guidance_scale("csd") is None  # no such field
+
+
+def test_prior_allow_list(tmp_path):
+    folder = tmp_path / "sd-2-1"
+    folder.mkdir()
+    choices = prior_choices([str(folder), "some-org/some-model"])
+    assert choices == {"embedded": "embedded", "sd-2-1": str(folder), "some-org/some-model": "some-org/some-model"}
+    with pytest.raises(ValueError, match="prior folder /no/such/folder does not exist"):
+        prior_choices(["/no/such/folder"])
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "sd-2-1").mkdir()
+    with pytest.raises(ValueError, match="two priors are named 'sd-2-1'"):
+        prior_choices([str(folder), str(tmp_path / "other" / "sd-2-1")])
+
+
+def _wait(run, timeout=120):
+    assert run.finished.wait(timeout), "the run did not finish"
+    assert run.error is None, run.error
+
+
+def test_simultaneous_runs_get_their_own_directories_and_results(runner):
+    first = runner.start(RunRequest("a red mug", steps=3, seed=1), owner="page-a")
+    second = runner.start(RunRequest("a blue cube", steps=4, seed=2), owner="page-b")
+    _wait(first), _wait(second)
+    assert first.dir != second.dir and {first.dir.parent, second.dir.parent} == {runner.runs_dir}
+    for run, prompt, steps, seed in ((first, "a red mug", 3, 1), (second, "a blue cube", 4, 2)):
+        assert len(run.dir.name.split("-")[-1]) == 32  # 128 random bits chosen by the server
+        config = json.loads((run.dir / "config.json").read_text())
+        assert (config["prompt"], config["seed"], config["out"]) == (prompt, seed, str(run.dir))
+        assert json.loads((run.dir / "metrics.json").read_text())["steps"] == steps
+        assert [p.name for p in run.files()] == ["asset.ply", "turntable.gif", "preview.png", "metrics.json",
+                                                 "config.json", "eval.json"]
+        assert json.loads((run.dir / "eval.json").read_text()) == run.scores and run.scores["kind"] in ("mug", "cube")
+    assert first.snapshot().step == 3 and second.snapshot().step == 4
+    assert first.snapshot().renders.shape == (32, 4 * 32, 3)  # the step's 4 views side by side
+
+
+def test_stop_ends_the_run_and_keeps_the_partial_result(runner):
+    run = runner.start(RunRequest("a dragon", steps=50), owner="page")
+    deadline = time.monotonic() + 120
+    while run.snapshot().step < 2 and not run.finished.is_set():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert not runner.stop("another-page")  # a session can only stop its own run
+    assert runner.stop("page")
+    _wait(run)
+    steps = json.loads((run.dir / "metrics.json").read_text())["steps"]
+    assert 2 <= steps < 50 and run.snapshot().step == steps
+    assert [p.name for p in run.files()] == ["asset.ply", "turntable.gif", "preview.png", "metrics.json", "config.json"]
+    assert run.scores == {}  # "a dragon" is no micro-world prompt
+    assert not runner.stop("page")  # finished runs are forgotten
+
+
+def test_a_new_request_from_the_same_page_stops_its_previous_run(runner):
+    first = runner.start(RunRequest("a red mug", steps=50), owner="page")
+    second = runner.start(RunRequest("a red mug", steps=2), owner="page")
+    _wait(first), _wait(second)
+    assert first.stop_requested.is_set() and json.loads((first.dir / "metrics.json").read_text())["steps"] < 50
+
+
+def test_a_failing_run_reports_one_line(runner, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory\nmore detail")
+
+    monkeypatch.setattr("sds3d.app.runner.generate", broken)
+    run = runner.start(RunRequest("a red mug", steps=2), owner="page")
+    assert run.finished.wait(60)
+    assert run.error == "The run failed: RuntimeError: out of memory"
+
+
+def _args(*argv):
+    return build_parser().parse_args(["app", *argv])
+
+
+def test_server_flags(tmp_path, monkeypatch):
+    runner = build_runner(_args("--runs-dir", str(tmp_path / "runs"), "--max-steps", "40"))
+    assert runner.runs_dir == (tmp_path / "runs").resolve() and runner.limits.max_steps == 40
+    assert list(runner.priors) == ["embedded"]
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the default runs folder is made
+    args = add_arguments(argparse.ArgumentParser()).parse_args([])
+    assert (args.host, args.port, args.share, args.concurrency) == ("127.0.0.1", 7860, False, 1)
+    default_root = build_runner(args).runs_dir
+    assert default_root.parent == tmp_path.resolve() and default_root.name.startswith("sds3d-app-")
+    assert served_paths(default_root) == []
+    with pytest.raises(ValueError, match="--concurrency must be positive, got 0"):
+        build_runner(_args("--concurrency", "0"))
+
+
+def test_runs_outside_cwd_and_temp_must_be_listed_for_gradio(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert served_paths(tmp_path / "runs") == []
+    assert served_paths(Path("/srv/sds3d-runs")) == ["/srv/sds3d-runs"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--prior", "/no/such/sd"], "prior folder /no/such/sd does not exist"),
+    (["--runs-dir", "/proc/sds3d"], "cannot create runs directory /proc/sds3d"),
+    (["--port", "0"], "--port must be positive, got 0"),
+    (["--prior", "{tmp}"], "cannot load a prior: prior path {tmp} is not a Stable Diffusion pipeline folder"),
+])
+def test_bad_app_flags_are_one_line_errors(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
+    (tmp_path / "temp").mkdir()
+    assert main(["app", *(arg.format(tmp=tmp_path) for arg in argv)]) == 2
+    message = message.format(tmp=tmp_path)
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # (loading a prior may draw a progress bar first)
+    assert last.startswith("sds3d: error: ") and message in last
+    assert list((tmp_path / "temp").iterdir()) == []  # no runs folder is left behind
+

@@ -1,0 +1,194 @@
+"""The web UI end to end: a real server, headless Debian chromium driven by Selenium, and two API
+clients at once. Skipped only when gradio, Selenium or chromium is missing and CI is not set.
+
+`SDS3D_SCREENSHOT=docs/app.png python -m pytest tests/test_app_browser.py` refreshes the README picture
+(from a 300-step run instead of 20).
+"""
+
+import importlib.util
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _require(ok: bool, reason: str) -> None:
+    if not ok:
+        if CI:
+            pytest.fail(f"{reason}; CI must run the browser tests")
+        pytest.skip(reason, allow_module_level=True)
+
+
+for _name in ("gradio", "selenium"):
+    _require(importlib.util.find_spec(_name) is not None, f"{_name} is not installed (pip install -e '.[test]')")
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+
+from sds3d.app.runner import Runner, RunRequest  # noqa: E402
+from sds3d.app.ui import build_ui, serve  # noqa: E402
+from sds3d.generate import generate  # noqa: E402
+from sds3d.guidance.registry import load_prior  # noqa: E402
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+SCREENSHOT = os.environ.get("SDS3D_SCREENSHOT")
+PAGE_STEPS = 300 if SCREENSHOT else 20
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """(url, runner): the page with two concurrent runs allowed and a small turntable."""
+    runner = Runner(tmp_path_factory.mktemp("app") / "runs", turntable_frames=8, turntable_resolution=128)
+    demo = build_ui(runner, concurrency=2)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve(demo, "127.0.0.1", port, block=False)
+    yield f"http://127.0.0.1:{port}", runner
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    _require(CHROMIUM is not None and CHROMEDRIVER is not None,
+             "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1250",
+                 "--use-angle=swiftshader", "--enable-unsafe-swiftshader"):  # WebGL on the CPU, for the 3D viewer
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
+    yield driver
+    driver.quit()
+
+
+def _wait_for(condition, timeout: float = 120.0, what: str = "the page"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _status(driver) -> str:
+    return driver.find_element(By.ID, "status").text
+
+
+def _start(driver, url: str, prompt: str, steps: int):
+    driver.get(url)
+    box = _wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#prompt textarea"), 30, "the prompt box")[0]
+    box.send_keys(prompt)
+    steps_box = driver.find_element(By.CSS_SELECTOR, "#steps input[type=number]")
+    steps_box.send_keys(Keys.CONTROL, "a")
+    steps_box.send_keys(str(steps), Keys.TAB)
+    driver.find_element(By.ID, "run").click()
+
+
+def _new_run_dir(runner, before: set) -> Path:
+    return _wait_for(lambda: next(iter(set(runner.runs_dir.iterdir()) - before), None), 30, "a new run directory")
+
+
+def _downloads(driver) -> dict[str, str]:
+    """File name -> download address, in the order shown."""
+    hrefs = [link.get_attribute("href") for link in driver.find_elements(By.CSS_SELECTOR, "#downloads a")]
+    return {href.rsplit("/", 1)[-1]: href for href in hrefs if href}
+
+
+def test_prompt_to_3d_viewer_and_downloads(browser, server, tmp_path):
+    url, runner = server
+    before = set(runner.runs_dir.iterdir())
+    _start(browser, url, "a red mug", steps=PAGE_STEPS)
+    run_dir = _new_run_dir(runner, before)
+
+    progress = _wait_for(lambda: "ETA" in _status(browser) and _status(browser), 120, "step/ETA progress")
+    assert progress.startswith("Step ") and f"/{PAGE_STEPS} " in progress
+    _wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#renders img[src]"), 60, "the live renders")
+    _wait_for(lambda: f"Done: {PAGE_STEPS} steps" in _status(browser), 600, "the end of the run")
+
+    files = _wait_for(lambda: len(_downloads(browser)) == 6 and _downloads(browser), 30, "six downloads")
+    assert list(files) == ["asset.ply", "turntable.gif", "preview.png", "metrics.json",
+                                                      "config.json", "eval.json"]
+    with urllib.request.urlopen(next(iter(files.values()))) as response:
+        assert response.read() == (run_dir / "asset.ply").read_bytes()
+    with pytest.raises(urllib.error.HTTPError, match="403"):  # run directories themselves are not served
+        urllib.request.urlopen(f"{url}/gradio_api/file={run_dir / 'asset.ply'}")
+    assert "kind accuracy" in browser.find_element(By.ID, "scores").text
+    turntable = browser.find_element(By.CSS_SELECTOR, "#turntable img").get_attribute("src")
+    assert turntable.endswith("turntable.gif")
+
+    from PIL import Image
+
+    canvas = _wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#model3d canvas"), 30, "the 3D viewer")[0]
+
+    def colours_drawn() -> int:  # the splat viewer loads, sorts and draws asynchronously
+        return len(Image.open(io.BytesIO(canvas.screenshot_as_png)).convert("RGB").getcolors(maxcolors=1 << 20))
+
+    _wait_for(lambda: colours_drawn() > 50, 30, "the Gaussians drawn in the 3D viewer")
+    shot = Path(SCREENSHOT or tmp_path / "app.png")
+    browser.execute_script("window.scrollTo(0, 0)")
+    assert browser.save_screenshot(str(shot))
+
+
+def test_bad_input_is_a_clear_message_on_the_page(browser, server):
+    url, runner = server
+    before = set(runner.runs_dir.iterdir())
+    _start(browser, url, "", steps=20)
+    _wait_for(lambda: "Please enter a prompt." in browser.find_element(By.TAG_NAME, "body").text, 30, "the error")
+    assert set(runner.runs_dir.iterdir()) == before
+
+
+def test_stop_keeps_the_partial_result(browser, server):
+    url, runner = server
+    before = set(runner.runs_dir.iterdir())
+    _start(browser, url, "a blue chair", steps=1000)
+    run_dir = _new_run_dir(runner, before)
+    _wait_for(lambda: int((re.search(r"Step (\d+)/1000", _status(browser)) or [0, 0])[1]) >= 2, 120, "two steps")
+    browser.find_element(By.ID, "stop").click()
+    _wait_for(lambda: "Stopped at step" in _status(browser), 60, "the stopped run")
+    assert "asset.ply" in _wait_for(lambda: _downloads(browser), 30, "the partial result's downloads")
+    steps = json.loads((run_dir / "metrics.json").read_text())["steps"]
+    assert 2 <= steps < 1000 and f"Stopped at step {steps}/1000" in _status(browser)
+
+
+def test_two_simultaneous_requests_get_separate_outputs(server, tmp_path):
+    from gradio_client import Client
+
+    url, runner = server
+    before = set(runner.runs_dir.iterdir())
+    requests = [RunRequest("a red mug", steps=8, seed=1), RunRequest("a blue cube", steps=8, seed=2)]
+    clients = [Client(url, verbose=False, download_files=str(tmp_path / f"client{i}"), analytics_enabled=False)
+               for i in range(2)]
+    jobs = [client.submit(r.prompt, r.negative_prompt, r.representation, r.guidance, r.prior, r.steps, r.seed,
+                          r.guidance_scale, r.resolution, api_name="/generate") for client, r in zip(clients, requests)]
+    results = [job.result(timeout=180) for job in jobs]
+    prior = load_prior("embedded")
+
+    run_dirs = sorted(set(runner.runs_dir.iterdir()) - before)
+    assert len(run_dirs) == 2
+    by_prompt = {json.loads((d / "config.json").read_text())["prompt"]: d for d in run_dirs}
+    first, second = by_prompt["a red mug"], by_prompt["a blue cube"]
+    # they ran at the same time: each started before the other finished
+    assert (first / "config.json").stat().st_mtime < (second / "metrics.json").stat().st_mtime
+    assert (second / "config.json").stat().st_mtime < (first / "metrics.json").stat().st_mtime
+    for request, (status, _, model, turntable, scores, files), run_dir in zip(requests, results, (first, second)):
+        assert status.startswith("**Done: 8 steps**") and Path(model).name == "asset.ply"
+        assert Path(turntable).name == "turntable.gif" and f"**{request.prompt.removeprefix('a ')}**" in scores
+        assert Path(model).read_bytes() == (run_dir / "asset.ply").read_bytes()
+        assert {Path(f).name for f in files} >= {"asset.ply", "turntable.gif", "metrics.json", "config.json"}
+        config = runner.config(request)
+        config.out = str(tmp_path / f"reference_seed{request.seed}")
+        generate(config, prior=prior, progress=False)  # the same request run alone gives the same asset
+        assert (Path(config.out) / "asset.ply").read_bytes() == Path(model).read_bytes()
