@@ -27,7 +27,7 @@ from .limits import Limits
 log = logging.getLogger(__name__)
 
 # files of a finished run offered for download (eval.json only when the prompt was scored)
-EXPORTS = ("asset.ply", "turntable.gif", "preview.png", "metrics.json", "config.json", "eval.json")
+EXPORTS = ("asset.ply", "asset.glb", "turntable.gif", "preview.png", "metrics.json", "config.json", "eval.json")
 
 
 class InputError(ValueError):
@@ -112,6 +112,10 @@ class Run:
         with self._lock:
             return self._snapshot or Snapshot(0, self.config.steps, time.perf_counter() - self._started, None, None,
                                               None)
+
+    def asset(self) -> Path | None:
+        """The run's asset: the 3DGS `asset.ply` (Gaussians) or a textured `asset.glb` (NeRF, mesh)."""
+        return next((self.dir / name for name in ("asset.ply", "asset.glb") if (self.dir / name).is_file()), None)
 
     def files(self) -> list[Path]:
         """The exported files that exist, in `EXPORTS` order."""

@@ -78,7 +78,8 @@ def build_ui(runner: Runner, concurrency: int = 1, queue_size: int = 16) -> gr.B
                 run.stop()
         if run.error:
             raise gr.Error(run.error, print_exception=False)
-        yield (final_text(run), gr.skip(), str(run.dir / "asset.ply"), str(run.dir / "turntable.gif"),
+        asset = run.asset()
+        yield (final_text(run), gr.skip(), asset and str(asset), str(run.dir / "turntable.gif"),
                scores_text(run.scores), [str(path) for path in run.files()])
 
     def stop(request: gr.Request):
@@ -124,7 +125,7 @@ def build_ui(runner: Runner, concurrency: int = 1, queue_size: int = 16) -> gr.B
                 status = gr.Markdown("Ready.", elem_id="status")
                 renders = gr.Image(label="Latest renders", interactive=False, height=160, elem_id="renders")
                 with gr.Row():
-                    model = gr.Model3D(label="3D Gaussians (drag to orbit)", interactive=False, height=360,
+                    model = gr.Model3D(label="3D asset (drag to orbit)", interactive=False, height=360,
                                        elem_id="model3d")
                     turntable = gr.Image(label="Turntable", type="filepath", interactive=False, height=360,
                                          elem_id="turntable")

@@ -30,7 +30,8 @@ def sds_weight(kind: str, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Ten
 
 @dataclass
 class SDSConfig:
-    guidance_scale: Scheduled = 100.0  # diffusers convention (threestudio's 100 would be 101 here)
+    guidance_scale: Scheduled = 20.0  # diffusers convention (threestudio's 100 would be 101 here); 20 suits
+    # the embedded 32x32 prior (100, the usual SDS value for Stable Diffusion, over-saturates it)
     weighting: str = "sds"
     timesteps: TimestepConfig = field(default_factory=TimestepConfig)
     grad_clip: Scheduled | None = None  # elementwise clamp of g, e.g. [0, 2, 8, 1000]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -34,3 +35,21 @@ class Representation(nn.Module, ABC):
 
     def after_step(self, step: int, output: RenderOutput, optimizers: dict[str, torch.optim.Optimizer]) -> None:
         """Called after every optimiser step (densification, pruning, re-normalisation)."""
+
+    def training_state(self) -> dict:
+        """Optimisation state outside `state_dict()` (e.g. densification statistics), for checkpoints."""
+        return {}
+
+    def load_training_state(self, state: dict) -> None:
+        """Restores what `training_state()` returned."""
+
+    def stats(self) -> dict[str, int | float]:
+        """A few numbers worth showing while optimising (e.g. {"gaussians": 5120})."""
+        return {}
+
+    def save_asset(self, directory: Path) -> Path:
+        """Writes the asset a run delivers into `directory` and returns its path: by default a mesh
+        with a baked UV texture, `asset.glb` (Gaussians write the 3DGS `asset.ply` instead)."""
+        from ..export import export_textured
+
+        return export_textured(self, Path(directory) / "asset.glb")

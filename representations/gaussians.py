@@ -8,6 +8,7 @@ Colour is 3DGS's: rgb = max(SH(view dir) + 0.5, 0); SH degree 0 keeps `shN` empt
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -177,7 +178,21 @@ class Gaussians(Representation):
     def after_step(self, step: int, output: RenderOutput, optimizers: dict[str, torch.optim.Optimizer]) -> None:
         self.densifier.after_step(self.params, optimizers, step, output.meta)
 
+    def training_state(self) -> dict:
+        return {"densifier": self.densifier.state_dict()}
+
+    def load_training_state(self, state: dict) -> None:
+        self.densifier.load_state_dict(state["densifier"])
+
+    def stats(self) -> dict[str, int]:
+        return {"gaussians": len(self)}
+
     # ----- persistence ---------------------------------------------------------------------------
+
+    def save_asset(self, directory) -> Path:
+        path = Path(directory) / "asset.ply"
+        self.save_ply(path)
+        return path
 
     def save_ply(self, path) -> None:
         from .gaussian_ply import save_gaussian_ply

@@ -77,7 +77,7 @@ def cmd_generate(args) -> int:
         config.prompt = args.prompt
     if not config.prompt.strip():
         raise UsageError("the prompt is empty")
-    for name in ("negative_prompt", "representation", "guidance", "prior", "steps", "seed", "device"):
+    for name in ("negative_prompt", "representation", "init_from", "guidance", "prior", "steps", "seed", "device"):
         value = getattr(args, name)
         if value is not None:
             setattr(config, name, value)
@@ -90,6 +90,8 @@ def cmd_generate(args) -> int:
         raise UsageError(f"unknown representation {config.representation!r}; choose one of {', '.join(REPRESENTATIONS)}")
     if config.guidance not in GUIDANCE:
         raise UsageError(f"unknown guidance {config.guidance!r}; choose one of {', '.join(sorted(GUIDANCE))}")
+    if config.init_from and not (Path(config.init_from) / "checkpoint.pt").is_file():
+        raise UsageError(f"--init-from {config.init_from} is not a run directory (no checkpoint.pt)")
     if config.steps <= 0:
         raise UsageError(f"--steps must be positive, got {config.steps}")
     if config.prior != "embedded" and config.prior.startswith((".", "/", "~")) and not Path(config.prior).expanduser().exists():
@@ -99,20 +101,20 @@ def cmd_generate(args) -> int:
         result = generate(config, resume=args.resume, progress=not args.quiet)
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error).splitlines()[0]) from None
-    print(f"wrote {result.out}/asset.ply, turntable.gif, preview.png, metrics.json")
+    print(f"wrote {result.out}/{result.metrics['asset']}, turntable.gif, preview.png, metrics.json")
     print(json.dumps(result.metrics))
     return 0
 
 
 def _load_run(run_dir: str):
-    from .config import load_json
-    from .generate import GenerateConfig
-    from .representations import Gaussians
+    """-> (run directory, its GenerateConfig, its representation restored from the checkpoint)."""
+    from .generate import load_run
 
-    run = Path(run_dir)
-    if not (run / "asset.ply").is_file() or not (run / "config.json").is_file():
-        raise UsageError(f"{run} is not a finished run directory (needs asset.ply and config.json)")
-    return run, load_json(GenerateConfig, run / "config.json"), Gaussians.load_ply(run / "asset.ply")
+    try:
+        config, representation = load_run(run_dir)
+    except FileNotFoundError as error:
+        raise UsageError(str(error)) from None
+    return Path(run_dir), config, representation
 
 
 def cmd_render(args) -> int:
@@ -127,13 +129,27 @@ def cmd_render(args) -> int:
 
 
 def cmd_export(args) -> int:
-    """Export a run's asset; the format follows the output suffix."""
+    """Export a run's asset; the format follows the output suffix: .ply (3D Gaussians only), or a
+    mesh with a baked UV texture, .glb or .obj (+ .mtl + .png), from any representation."""
+    from .representations import Gaussians
+
     run, _, asset = _load_run(args.run_dir)
     out = Path(args.out)
-    if out.suffix.lower() != ".ply":
-        raise UsageError(f"unsupported export format {out.suffix or '(none)'!r} for Gaussians; use .ply")
+    suffix = out.suffix.lower()
+    if suffix not in (".ply", ".glb", ".obj"):
+        raise UsageError(f"unsupported export format {out.suffix or '(none)'!r}; use .ply, .glb or .obj")
+    if suffix == ".ply" and not isinstance(asset, Gaussians):
+        raise UsageError(f"{run} holds a {type(asset).__name__}, not 3D Gaussians; export .glb or .obj")
     _output_dir(str(out.parent))
-    asset.save_ply(out)
+    if suffix == ".ply":
+        asset.save_ply(out)
+    else:
+        from .export import export_textured
+
+        try:
+            export_textured(asset, out)
+        except ImportError as error:
+            raise UsageError(str(error)) from None
     print(f"wrote {out}")
     return 0
 
@@ -200,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser("generate", help="text to 3D asset by score distillation")
     gen.add_argument("prompt", nargs="?", help='e.g. "a red mug" (may come from --config instead)')
     gen.add_argument("--negative-prompt", dest="negative_prompt")
-    gen.add_argument("--representation", help="gaussians")
+    gen.add_argument("--representation", help="gaussians (default) | nerf | mesh (DMTet)")
+    gen.add_argument("--init-from", dest="init_from", metavar="RUN_DIR",
+                     help="start from a finished run's asset (e.g. --representation mesh --init-from runs/coarse)")
     gen.add_argument("--guidance", help="sds | vsd | cds | cfd | dsd | nfsd | sdi | ism | tsm | csd")
     gen.add_argument("--prior", help="'embedded' (default) or a local diffusers Stable Diffusion folder")
     gen.add_argument("--steps", type=int)
@@ -236,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     draw.add_argument("--out", default="samples.png")
     draw.set_defaults(func=cmd_sample)
 
-    export = commands.add_parser("export", help="export a finished run's asset (.ply)")
+    export = commands.add_parser("export", help="export a finished run's asset (.ply for Gaussians; .glb or .obj textured mesh)")
     export.add_argument("run_dir")
     export.add_argument("--out", required=True)
     export.set_defaults(func=cmd_export)

@@ -4,7 +4,8 @@
     config.json         resolved config (re-run it as-is with `sds3d generate --config`)
     checkpoint.pt       atomic, every `checkpoint_every` steps; `resume=True` continues from it
     previews/           step_XXXXX.png grids of fixed views
-    asset.ply           the 3D Gaussians (standard 3DGS layout)
+    asset.ply | .glb    the asset: 3D Gaussians (standard 3DGS layout), or for NeRF and mesh a
+                        mesh with a baked UV texture
     turntable.gif       24 views around the object
     preview.png         8 of those views in a grid
     metrics.json        time, steps, final loss, where time went, evaluator scores when applicable
@@ -27,7 +28,7 @@ from .background import Background
 from .cameras import CameraSampler, turntable_cameras
 from .config import save_json
 from .prompts import PromptConfig, PromptProcessor, validate_prompt
-from .representations import Gaussians, GaussiansConfig
+from .representations import DMTet, DMTetConfig, Gaussians, GaussiansConfig, NeRF, NeRFConfig, Representation
 from .guidance.cds import CDSConfig
 from .guidance.cfd import CFDConfig
 from .guidance.csd import CSDConfig
@@ -40,7 +41,7 @@ from .guidance.tsm import TSMConfig
 from .guidance.vsd import VSDConfig
 from .turntable import image_grid, render_turntable, save_animation, save_png
 
-REPRESENTATIONS = ("gaussians",)
+REPRESENTATIONS = ("gaussians", "nerf", "mesh")  # "mesh" optimises a DMTet
 
 
 @dataclass
@@ -55,7 +56,8 @@ class CameraConfig:
 class GenerateConfig:
     prompt: str = "a red mug"
     negative_prompt: str = ""
-    representation: str = "gaussians"
+    representation: str = "gaussians"  # gaussians | nerf | mesh
+    init_from: str = ""  # a finished run directory whose asset initialises this one (coarse -> fine)
     guidance: str = "sds"
     prior: str = "embedded"  # or a diffusers Stable Diffusion folder / hub id
     steps: int = 600
@@ -72,6 +74,8 @@ class GenerateConfig:
     turntable_resolution: int = 128
     camera: CameraConfig = field(default_factory=CameraConfig)
     gaussians: GaussiansConfig = field(default_factory=GaussiansConfig)
+    nerf: NeRFConfig = field(default_factory=NeRFConfig)
+    mesh: DMTetConfig = field(default_factory=DMTetConfig)
     # one section per guidance variant; `guidance` picks which one is used
     sds: SDSConfig = field(default_factory=SDSConfig)
     nfsd: NFSDConfig = field(default_factory=NFSDConfig)
@@ -88,7 +92,7 @@ class GenerateConfig:
 @dataclass
 class RunResult:
     out: Path
-    representation: Gaussians
+    representation: Representation
     metrics: dict
 
 
@@ -99,11 +103,36 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def build_representation(config: GenerateConfig, generator: torch.Generator) -> Gaussians:
-    if config.representation not in REPRESENTATIONS:
-        raise ValueError(f"unknown representation {config.representation!r}; "
-                         f"choose one of {', '.join(REPRESENTATIONS)}")
-    return Gaussians.random_in_sphere(config.gaussians, generator)
+def build_representation(config: GenerateConfig, generator: torch.Generator, initialise: bool = True) -> Representation:
+    """The run's representation: from `config.init_from`'s asset when set (and `initialise`),
+    else freshly initialised (Gaussians in a ball, NeRF and DMTet as a sphere-like blob)."""
+    name = config.representation
+    if name not in REPRESENTATIONS:
+        raise ValueError(f"unknown representation {name!r}; choose one of {', '.join(REPRESENTATIONS)}")
+    section = getattr(config, name)
+    if config.init_from and initialise:
+        from .representations.convert import initialise_from
+
+        return initialise_from(load_run(config.init_from)[1], name, section, generator)
+    if name == "gaussians":
+        return Gaussians.random_in_sphere(section, generator)
+    if name == "nerf":
+        return NeRF(section, generator)
+    return DMTet(config=section)
+
+
+def load_run(run_dir: str | Path) -> tuple[GenerateConfig, Representation]:
+    """A finished (or stopped) run's config and representation, restored from its checkpoint."""
+    from .config import load_json
+
+    run = Path(run_dir)
+    if not (run / "config.json").is_file() or not (run / "checkpoint.pt").is_file():
+        raise FileNotFoundError(f"{run} is not a run directory (needs config.json and checkpoint.pt)")
+    config = load_json(GenerateConfig, run / "config.json")
+    representation = build_representation(config, torch.Generator().manual_seed(config.seed), initialise=False)
+    state = torch.load(run / "checkpoint.pt", weights_only=False, map_location="cpu")
+    representation.load_state_dict(state["representation"])
+    return config, representation.eval()
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
@@ -146,7 +175,9 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     generator = seed_everything(config.seed)
 
     prior = prior if prior is not None else load_prior(config.prior, device)
-    representation = build_representation(config, generator).to(device)
+    checkpoint_path = out / "checkpoint.pt"
+    resuming = resume and checkpoint_path.exists()
+    representation = build_representation(config, generator, initialise=not resuming).to(device)
     if guidance is None:
         guidance = build_guidance(config.guidance, prior, getattr(config, config.guidance, None), config.steps)
     prompts = PromptProcessor(prior, PromptConfig(config.prompt, config.negative_prompt, config.view_dependent))
@@ -156,9 +187,8 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     if config.background == "learned":
         optimizers["background"] = torch.optim.Adam(background.parameters(), lr=1e-3)
 
-    checkpoint_path = out / "checkpoint.pt"
     start_step, elapsed_before, timer = 0, 0.0, Timer()
-    if resume and checkpoint_path.exists():
+    if resuming:
         state = torch.load(checkpoint_path, weights_only=False)
         representation.load_state_dict(state["representation"])
         optimizers = representation.make_optimizers()
@@ -166,7 +196,7 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
             optimizers["background"] = torch.optim.Adam(background.parameters(), lr=1e-3)
         for name, optimizer in optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
-        representation.densifier.load_state_dict(state["densifier"])
+        representation.load_training_state(state["training_state"])
         background.load_state_dict(state["background"])
         guidance.load_state_dict(state["guidance"])
         generator.set_state(state["generator"])
@@ -177,7 +207,7 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
         _atomic_torch_save({
             "step": step, "representation": representation.state_dict(),
             "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
-            "densifier": representation.densifier.state_dict(), "background": background.state_dict(),
+            "training_state": representation.training_state(), "background": background.state_dict(),
             "guidance": guidance.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
             "elapsed": elapsed_before + time.perf_counter() - started, "timings": timer.totals}, checkpoint_path)
 
@@ -198,13 +228,16 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
         with timer("backward"):
             for optimizer in optimizers.values():
                 optimizer.zero_grad(set_to_none=True)
-            guided.loss.backward()
+            loss = guided.loss
+            if output.meta and "regularizer_loss" in output.meta:  # e.g. NeRF orientation / opacity terms
+                loss = loss + output.meta["regularizer_loss"]
+            loss.backward()
         with timer("optimizer"):
             for optimizer in optimizers.values():
                 optimizer.step()
             representation.after_step(step, output, optimizers)
-        logs = {"loss": guided.loss.item(), **guided.logs, "gaussians": len(representation)}
-        bar.set_postfix(loss=f"{logs['loss']:.4f}", n=logs["gaussians"], refresh=False)
+        logs = {"loss": guided.loss.item(), **guided.logs, **representation.stats()}
+        bar.set_postfix(loss=f"{logs['loss']:.4f}", **representation.stats(), refresh=False)
         if callback is not None:
             callback(step, logs, output)
         done = steps_done = step + 1
@@ -232,14 +265,14 @@ def _save_preview(representation, cameras, path: Path) -> None:
 def finish_run(representation, config: GenerateConfig, out: Path, seconds: float, logs: dict, timings: dict,
                steps_done: int) -> dict:
     """Writes the asset, turntable, preview grid and metrics.json; returns the metrics."""
-    representation.save_ply(out / "asset.ply")
+    asset = representation.save_asset(out)
     frames = render_turntable(representation, config.turntable_frames, config.turntable_resolution)
     save_animation(frames, out / "turntable.gif")
     save_png(image_grid(frames[:: max(1, len(frames) // 8)][:8], columns=4), out / "preview.png")
     total_phase = sum(timings.values()) or 1.0
     metrics = {
         "prompt": config.prompt, "steps": steps_done, "seconds": round(seconds, 2),
-        "final_loss": logs.get("loss"), "gaussians": len(representation),
+        "final_loss": logs.get("loss"), "asset": asset.name, **representation.stats(),
         "time_breakdown": {k: round(v / total_phase, 3) for k, v in sorted(timings.items())},
         "seconds_per_step": round(total_phase / max(steps_done, 1), 4),
     }

@@ -12,6 +12,7 @@ from sds3d.app.limits import Limits
 from sds3d.app.runner import InputError, Runner, RunRequest, default_guidance_scale, prior_choices
 from sds3d.app.server import add_arguments, build_runner, served_paths
 from sds3d.cli import build_parser, main
+from sds3d.guidance.sds import SDSConfig
 
 FAST = dict(turntable_frames=4, turntable_resolution=32)
 
@@ -58,14 +59,14 @@ def test_config_takes_the_request_and_the_operators_output_settings(runner):
                                       resolution=64))
     assert (config.prompt, config.guidance, config.steps, config.seed, config.resolution) == ("a blue cube", "nfsd", 7,
                                                                                               3, 64)
-    assert config.nfsd.guidance_scale == 12.0 and config.sds.guidance_scale == 100.0
+    assert config.nfsd.guidance_scale == 12.0 and config.sds.guidance_scale == SDSConfig.guidance_scale
     assert (config.turntable_frames, config.turntable_resolution, config.prior) == (4, 32, "embedded")
     assert runner.config(RunRequest("a red mug", guidance="cds", steps=5)).cds.guidance_scale == (0, 101.0, 51.0, 3000)
     assert config.vsd.separate_unet  # VSD's LoRA must not land on the prior the runs share
 
 
 def test_default_guidance_scale_is_the_variants_constant():
-    assert default_guidance_scale("sds") == 100.0 and default_guidance_scale("vsd") == 7.5
+    assert default_guidance_scale("sds") == SDSConfig.guidance_scale and default_guidance_scale("vsd") == 7.5
     assert default_guidance_scale("cds") is None  # a schedule
     assert default_guidance_scale("csd") is None  # no such field
 

@@ -1,0 +1,168 @@
+"""Every guidance variant on the same micro-world suite (Gaussians, same seeds), one row each.
+
+    python benchmarks/guidance_table.py [--guidance sds,vsd,...] [--limit N] [--diversity-prompts N]
+                                        [--seeds 3] [--steps N] [--out runs/guidance_table] [--set key=value ...]
+
+Per variant: the suite of `benchmarks/text_to_3d.py` (seed 0) scored by the evaluator (kind/colour
+accuracy over 8 azimuths x 2 elevations, Janus rate on fronted kinds, Chamfer distance), plus
+
+- diversity: for the first `--diversity-prompts` prompts, `--seeds` runs (seeds 0, 1, ...); the
+  evaluator's penultimate features of each run's 16 evaluation renders, compared view by view
+  between every pair of seeds as 1 - cosine similarity, averaged (0: identical assets);
+- saturation: mean HSV saturation, max(rgb)-min(rgb) over max(rgb), of foreground pixels
+  (alpha > 0.5) of the evaluation renders (SDS's over-saturation shows here);
+- seconds: median wall time per run; unet_evals_per_step: UNet images evaluated per rendered view
+  per step, counted with a forward hook on the UNet (so LoRA and DDIM-path evaluations count).
+
+Writes `<out>/grid.png` (rows: variants; columns: prompts, front view) and `<out>/table.md`, and
+prints one JSON line per run, then the table as JSON last: {"rows": [{guidance, kind_acc, ...}]}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sds3d.config import apply_override
+from sds3d.evaluate import evaluate_asset, evaluation_cameras, render_for_evaluator
+from sds3d.generate import GenerateConfig, generate
+from sds3d.guidance.registry import GUIDANCE, load_prior
+from sds3d.turntable import image_grid, render_turntable, save_png
+
+from text_to_3d import suite
+
+COLUMNS = ("guidance", "kind_acc", "color_acc", "janus_rate", "chamfer", "diversity", "saturation", "seconds",
+           "unet_evals_per_step")
+
+
+class UNetImageCounter:
+    """Counts images through `unet.forward` (the batch size of every call)."""
+
+    def __init__(self, unet: torch.nn.Module):
+        self.images = 0
+        self._handle = unet.register_forward_pre_hook(self._count)
+
+    def _count(self, module, args):
+        self.images += int(args[0].shape[0])
+
+    def close(self) -> None:
+        self._handle.remove()
+
+
+def saturation(images: torch.Tensor, alpha: torch.Tensor) -> float:
+    """Mean HSV saturation of foreground pixels. images [B, 3, H, W] in [0, 1], alpha [B, H, W, 1]."""
+    rgb = images.permute(0, 2, 3, 1)[alpha[..., 0] > 0.5]  # [P, 3]
+    if len(rgb) == 0:
+        return 0.0
+    high, low = rgb.max(dim=-1).values, rgb.min(dim=-1).values
+    return float(torch.where(high > 0, (high - low) / high.clamp_min(1e-8), torch.zeros_like(high)).mean())
+
+
+def pairwise_feature_distance(features: list[torch.Tensor]) -> float:
+    """Mean over seed pairs and views of 1 - cos(f_a[v], f_b[v]); features: per seed [V, D]."""
+    distances = [1.0 - torch.nn.functional.cosine_similarity(a, b, dim=-1).mean().item()
+                 for a, b in itertools.combinations(features, 2)]
+    return float(np.mean(distances))
+
+
+def run_variant(name: str, prompts: list[str], args, prior, evaluator) -> tuple[dict, list[np.ndarray]]:
+    rows, pictures, diversity = [], [], []
+    for index, prompt in enumerate(prompts):
+        seeds = range(args.seeds) if index < args.diversity_prompts else range(1)
+        features = []
+        for seed in seeds:
+            config = GenerateConfig(prompt=prompt, guidance=name, seed=seed,
+                                    out=str(Path(args.out) / name / f"{prompt.replace(' ', '_')}_s{seed}"))
+            if args.steps:
+                config.steps = args.steps
+            for assignment in args.set:
+                config = apply_override(config, assignment)
+            counter = UNetImageCounter(prior.unet)
+            start = time.perf_counter()
+            try:
+                result = generate(config, prior=prior, progress=False)
+            finally:
+                counter.close()
+            seconds = time.perf_counter() - start
+            cameras = evaluation_cameras()
+            images, output = render_for_evaluator(result.representation, cameras)
+            features.append(evaluator.features(images))
+            if seed != 0:
+                continue
+            scores = evaluate_asset(result.representation, prompt, evaluator)
+            row = {"guidance": name, "prompt": prompt, "kind_acc": scores["kind_acc"],
+                   "color_acc": scores["color_acc"], "janus_rate": scores["janus_rate"],
+                   "chamfer": scores["chamfer"], "saturation": saturation(images, output.alpha),
+                   "seconds": seconds,
+                   "unet_evals_per_step": counter.images / (result.metrics["steps"] * config.views_per_step)}
+            rows.append(row)
+            pictures.append(render_turntable(result.representation, n_frames=1, resolution=64))
+            print(json.dumps(row), flush=True)
+        if len(features) > 1:
+            diversity.append(pairwise_feature_distance(features))
+    janus = [r["janus_rate"] for r in rows if r["janus_rate"] is not None]
+    summary = {"guidance": name,
+               "kind_acc": statistics.mean(r["kind_acc"] for r in rows),
+               "color_acc": statistics.mean(r["color_acc"] for r in rows),
+               "janus_rate": statistics.mean(janus) if janus else None,
+               "chamfer": statistics.mean(r["chamfer"] for r in rows),
+               "diversity": statistics.mean(diversity) if diversity else None,
+               "saturation": statistics.mean(r["saturation"] for r in rows),
+               "seconds": statistics.median(r["seconds"] for r in rows),
+               "unet_evals_per_step": statistics.mean(r["unet_evals_per_step"] for r in rows)}
+    return summary, pictures
+
+
+def markdown_table(rows: list[dict]) -> str:
+    def cell(value):
+        return "–" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(row[c]) for c in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    from sds3d.world.evaluator import Evaluator
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--guidance", default=",".join(GUIDANCE), help="comma-separated variant names")
+    parser.add_argument("--limit", type=int, help="first N prompts of the suite")
+    parser.add_argument("--diversity-prompts", type=int, default=6)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--out", default="runs/guidance_table")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override applied to every run (e.g. sds.guidance_scale=20)")
+    args = parser.parse_args()
+    names = [n.strip() for n in args.guidance.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(GUIDANCE))
+    if unknown:
+        parser.error(f"unknown guidance {', '.join(unknown)}; choose from {', '.join(GUIDANCE)}")
+    if args.seeds < 2:
+        parser.error("--seeds must be at least 2 to measure diversity")
+    torch.set_num_threads(2)
+    prompts = suite()[: args.limit]
+    prior, evaluator = load_prior("embedded"), Evaluator.load()
+    summaries, grid_rows = [], []
+    for name in names:
+        summary, pictures = run_variant(name, prompts, args, prior, evaluator)
+        summaries.append(summary)
+        grid_rows.append(np.concatenate(pictures))
+        print(json.dumps({"summary": summary}), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_png(image_grid(np.concatenate(grid_rows), columns=len(prompts)), out / "grid.png")
+    (out / "table.md").write_text(markdown_table(summaries))
+    print(json.dumps({"rows": summaries}))
+
+
+if __name__ == "__main__":
+    main()

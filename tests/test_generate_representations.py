@@ -1,0 +1,100 @@
+"""The generation loop with NeRF and DMTet meshes: assets, exact resume, coarse -> fine stages, export."""
+
+import json
+
+import pytest
+import torch
+from test_generate import prior, tiny_config
+from toy_priors import GaussianToyPrior
+
+from sds3d.cli import main
+from sds3d.evaluate import chamfer_distance
+from sds3d.generate import generate, load_run
+from sds3d.representations import DMTet, DMTetConfig, Gaussians, NeRF, NeRFConfig
+from sds3d.representations.convert import initialise_from, to_mesh
+
+
+def small(out, representation, **changes):
+    return tiny_config(out, representation=representation, steps=4, checkpoint_every=2, preview_every=0,
+                       nerf=NeRFConfig(levels=4, log2_table_size=12, max_resolution=64, samples_per_ray=24,
+                                       occupancy_resolution=16),
+                       mesh=DMTetConfig(resolution=12), **changes)
+
+
+def state(representation):
+    return {k: v.detach().clone() for k, v in representation.state_dict().items() if torch.is_tensor(v)}
+
+
+@pytest.mark.parametrize("name, cls", [("nerf", NeRF), ("mesh", DMTet)])
+def test_representation_runs_and_writes_a_textured_glb(tmp_path, name, cls):
+    import trimesh
+
+    result = generate(small(tmp_path, name), prior=prior(), progress=False)
+    assert isinstance(result.representation, cls) and result.metrics["asset"] == "asset.glb"
+    assert torch.isfinite(torch.tensor(result.metrics["final_loss"]))
+    mesh = trimesh.load(tmp_path / "asset.glb", force="mesh")
+    assert len(mesh.faces) > 0 and mesh.visual.uv is not None and mesh.visual.material.baseColorTexture is not None
+    for picture in ("turntable.gif", "preview.png"):
+        assert (tmp_path / picture).exists()
+    config, restored = load_run(tmp_path)
+    assert config.representation == name and torch.equal(
+        next(iter(state(restored).values())), next(iter(state(result.representation).values())))
+
+
+@pytest.mark.parametrize("name", ["nerf", "mesh"])
+def test_crash_and_resume_equals_uninterrupted(tmp_path, name):
+    reference = state(generate(small(tmp_path / "ref", name), prior=prior(), progress=False).representation)
+
+    def crash(step, logs, output):
+        if step == 3:  # after the checkpoint at 2 steps
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate(small(tmp_path / "run", name), prior=prior(), progress=False, callback=crash)
+    resumed = state(generate(small(tmp_path / "run", name), prior=prior(), progress=False, resume=True).representation)
+    assert reference.keys() == resumed.keys()
+    for key in reference:
+        assert torch.equal(reference[key], resumed[key]), key
+
+
+def test_coarse_gaussians_initialise_a_dmtet_with_the_same_surface():
+    from sds3d.representations.convert import mesh_to_gaussians
+    from sds3d.world import make_object
+
+    coarse = mesh_to_gaussians(make_object("mug", "red").mesh, num_points=4000)
+    dmtet = initialise_from(coarse, "mesh", DMTetConfig(resolution=24), torch.Generator().manual_seed(0))
+    assert isinstance(dmtet, DMTet)
+    source, converted = (to_mesh(r).vertices.detach().numpy() for r in (coarse, dmtet))
+    assert chamfer_distance(source, converted) < 2 * dmtet.spacing  # within two grid spacings
+    gaussians = initialise_from(dmtet, "gaussians", coarse.config, torch.Generator().manual_seed(0))
+    assert isinstance(gaussians, Gaussians) and len(gaussians) == coarse.config.num_points
+
+
+def test_a_representation_without_a_surface_is_a_clear_error():
+    faint = Gaussians(torch.zeros(1, 3), torch.zeros(1, 3), scales=torch.full((1, 3), 0.05),
+                      opacities=torch.full((1,), 0.2))
+    with pytest.raises(ValueError, match="no surface"):
+        to_mesh(faint)  # its density peaks at 0.2, below the surface level 0.5
+
+
+def test_cli_two_stage_run_and_exports(tmp_path, capsys, monkeypatch):
+    import trimesh
+
+    from sds3d.guidance import registry
+
+    monkeypatch.setattr(registry, "load_prior", lambda spec, device="cpu": GaussianToyPrior({}, resolution=16))
+    generate(tiny_config(tmp_path / "coarse", steps=2), prior=prior(), progress=False)
+    settings = ["--set", "resolution=16", "--set", "views_per_step=1", "--set", "turntable_frames=2",
+                "--set", "turntable_resolution=16", "--set", "mesh.resolution=12", "--quiet"]
+    assert main(["generate", "a red mug", "--representation", "mesh", "--init-from", str(tmp_path / "coarse"),
+                 "--steps", "2", "--out", str(tmp_path / "fine"), *settings]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["asset"] == "asset.glb"
+    assert json.loads((tmp_path / "fine" / "config.json").read_text())["init_from"] == str(tmp_path / "coarse")
+    assert main(["export", str(tmp_path / "coarse"), "--out", str(tmp_path / "coarse.glb")]) == 0
+    assert trimesh.load(tmp_path / "coarse.glb", force="mesh").visual.uv is not None
+    assert main(["export", str(tmp_path / "fine"), "--out", str(tmp_path / "fine.obj")]) == 0
+    assert (tmp_path / "fine.mtl").exists() and (tmp_path / "fine.png").exists()
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "fine"), "--out", str(tmp_path / "fine.ply")]) == 2
+    assert "not 3D Gaussians" in capsys.readouterr().err
+    assert main(["generate", "a red mug", "--init-from", str(tmp_path / "nowhere"), *settings]) == 2
