@@ -56,9 +56,9 @@ class UNetImageCounter:
         self._handle.remove()
 
 
-def saturation(images: torch.Tensor, alpha: torch.Tensor) -> float:
-    """Mean HSV saturation of foreground pixels. images [B, 3, H, W] in [0, 1], alpha [B, H, W, 1]."""
-    rgb = images.permute(0, 2, 3, 1)[alpha[..., 0] > 0.5]  # [P, 3]
+def saturation(rgb: torch.Tensor, alpha: torch.Tensor) -> float:
+    """Mean HSV saturation of foreground pixels. rgb [B, H, W, 3] in [0, 1], alpha [B, H, W, 1]."""
+    rgb = rgb.clamp(0, 1)[alpha[..., 0] > 0.5]  # [P, 3]
     if len(rgb) == 0:
         return 0.0
     high, low = rgb.max(dim=-1).values, rgb.min(dim=-1).values
@@ -99,7 +99,7 @@ def run_variant(name: str, prompts: list[str], args, prior, evaluator) -> tuple[
             scores = evaluate_asset(result.representation, prompt, evaluator)
             row = {"guidance": name, "prompt": prompt, "kind_acc": scores["kind_acc"],
                    "color_acc": scores["color_acc"], "janus_rate": scores["janus_rate"],
-                   "chamfer": scores["chamfer"], "saturation": saturation(images, output.alpha),
+                   "chamfer": scores["chamfer"], "saturation": saturation(output.rgb, output.alpha),
                    "seconds": seconds,
                    "unet_evals_per_step": counter.images / (result.metrics["steps"] * config.views_per_step)}
             rows.append(row)
