@@ -9,7 +9,8 @@ import torch
 import trimesh
 
 from sds3d.cameras import orbit_cameras
-from sds3d.representations.dmtet import TET_EDGES, TRIANGLE_TABLE, DMTet, DMTetConfig, marching_tetrahedra
+from sds3d.representations.dmtet import (TET_EDGES, TRIANGLE_TABLE, DMTet, DMTetConfig, marching_tetrahedra,
+                                        normal_consistency)
 from sds3d.representations.tet_grid import cube_tetrahedra, grid_points
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -131,3 +132,37 @@ def test_marching_tetrahedra_on_one_tetrahedron_interpolates_the_zero_crossings(
     assert faces.shape == (1, 3)
     expected = {(0.25, 0.0, 0.0), (0.0, 0.5, 0.0), (0.0, 0.0, 0.5)}
     assert {tuple(round(x, 6) for x in v) for v in vertices.tolist()} == expected
+
+
+def test_normal_consistency_is_zero_on_a_plane_and_matches_the_dihedral_angle():
+    square = torch.tensor([[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]])
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    assert normal_consistency(square, faces).item() == pytest.approx(0.0, abs=1e-7)
+    folded = square.clone()
+    folded[3, 2] = 1.0  # lift one corner: the two faces meet at the dihedral angle of their normals
+    corners = folded[faces]
+    normals = torch.nn.functional.normalize(torch.linalg.cross(corners[:, 1] - corners[:, 0],
+                                                               corners[:, 2] - corners[:, 0]), dim=-1)
+    expected = 1 - (normals[0] * normals[1]).sum()
+    assert normal_consistency(folded, faces).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert expected > 0.1
+
+
+def test_normal_consistency_enters_the_loss_and_smooths_a_rough_sphere():
+    config = DMTetConfig(resolution=12, normal_consistency_weight=1.0)
+    dmtet = DMTet.from_sdf(lambda p: p.norm(dim=-1) - 0.4, config)
+    with torch.no_grad():
+        dmtet.deform.add_(torch.randn(dmtet.deform.shape, generator=torch.Generator().manual_seed(0)))
+    cameras = orbit_cameras(torch.tensor([20.0]), torch.tensor([0.0]), 2.5, 40.0, 16)
+    output = dmtet.render(cameras)
+    rough = output.meta["regularizers"]["normal_consistency"]
+    assert output.meta["regularizer_loss"].item() == pytest.approx(rough.item())
+    optimizer = torch.optim.Adam([dmtet.deform], lr=0.05)
+    for _ in range(30):
+        loss = normal_consistency(*dmtet.extract_mesh())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert normal_consistency(*dmtet.extract_mesh()).item() < 0.5 * rough.item()
+    with torch.no_grad():
+        assert "regularizer_loss" not in (dmtet.render(cameras).meta or {})  # previews: no extra work
