@@ -2,6 +2,8 @@
 
     python benchmarks/text_to_3d.py [--limit N] [--representation gaussians] [--guidance sds]
                                     [--steps N] [--out runs/bench] [--set key=value ...]
+                                    [--init-from-suite runs/bench]   # coarse -> fine: start each
+                                    # prompt from its run in an earlier suite's output folder
 
 Prompts: every micro-world kind once (28), colours cycled, seed 0, default settings. Prints one
 line per prompt, writes a picture grid (`<out>/grid.png`: 4 views per prompt), and ends with JSON:
@@ -41,6 +43,8 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--init-from-suite", metavar="DIR",
+                        help="an earlier suite's --out: each prompt starts from its run there (e.g. mesh from nerf)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     prompts = suite()[: args.limit]
@@ -50,8 +54,11 @@ def main():
     prior, evaluator = load_prior("embedded"), Evaluator.load()
     rows, pictures = [], []
     for prompt in prompts:
+        run_name = prompt.replace(" ", "_")
         config = GenerateConfig(prompt=prompt, representation=args.representation, guidance=args.guidance,
-                                seed=args.seed, out=str(Path(args.out) / prompt.replace(" ", "_")))
+                                seed=args.seed, out=str(Path(args.out) / run_name))
+        if args.init_from_suite:
+            config.init_from = str(Path(args.init_from_suite) / run_name)
         if args.steps:
             config.steps = args.steps
         for assignment in args.set:
