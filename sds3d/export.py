@@ -111,10 +111,9 @@ def bake_textured_mesh(vertices: torch.Tensor, faces: torch.Tensor, color_fn: Co
 
 
 def surface_of(representation, resolution: int = 128, bound: float = 0.6, max_faces: int = 20000):
-    """-> (vertices [V, 3], faces [F, 3], colour_fn) of a Mesh, DMTet or Gaussians (see the module
-    docstring); Gaussians are meshed on a `resolution` grid over [-bound, bound]^3."""
-    from .representations.convert import (DENSITY_SMOOTHING, NERF_SURFACE_DENSITY, density_to_mesh,
-                                          gaussian_colors_at, gaussians_surface)
+    """-> (vertices [V, 3], faces [F, 3], colour_fn) of a Mesh, DMTet, NeRF or Gaussians (see the
+    module docstring); NeRF and Gaussians are meshed on a `resolution` grid over [-bound, bound]^3."""
+    from .representations.convert import DENSITY_SMOOTHING, gaussian_colors_at, gaussians_surface, to_mesh
     from .representations.dmtet import DMTet
     from .representations.gaussians import Gaussians
     from .representations.mesh import Mesh
@@ -129,9 +128,8 @@ def surface_of(representation, resolution: int = 128, bound: float = 0.6, max_fa
         vertices, faces = decimate(vertices, faces, max_faces)
         return vertices, faces, lambda points, face, bary: representation.color_field(points)
     if isinstance(representation, NeRF):
-        with torch.no_grad():
-            mesh = density_to_mesh(representation.density, NERF_SURFACE_DENSITY, resolution, bound)
-        vertices, faces = decimate(mesh.vertices, mesh.faces, max_faces)
+        mesh = to_mesh(representation, resolution, bound)
+        vertices, faces = decimate(mesh.vertices.detach(), mesh.faces, max_faces)
         return vertices, faces, lambda points, face, bary: representation.albedo(points)
     if isinstance(representation, Gaussians):
         vertices, faces = decimate(*gaussians_surface(representation, resolution, bound), max_faces)

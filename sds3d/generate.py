@@ -236,8 +236,9 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
             for optimizer in optimizers.values():
                 optimizer.step()
             representation.after_step(step, output, optimizers)
-        logs = {"loss": guided.loss.item(), **guided.logs, **representation.stats()}
-        bar.set_postfix(loss=f"{logs['loss']:.4f}", **representation.stats(), refresh=False)
+        stats = representation.stats()
+        logs = {"loss": guided.loss.item(), **guided.logs, **stats}
+        bar.set_postfix(loss=f"{logs['loss']:.4f}", **stats, refresh=False)
         if callback is not None:
             callback(step, logs, output)
         done = steps_done = step + 1
