@@ -25,6 +25,7 @@ import itertools
 import json
 import statistics
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ import torch
 
 from sds3d.config import apply_override
 from sds3d.evaluate import evaluate_asset, evaluation_cameras, render_for_evaluator
-from sds3d.generate import GenerateConfig, generate
+from sds3d.generate import GenerateConfig, generate, load_run
 from sds3d.guidance.registry import GUIDANCE, load_prior
 from sds3d.turntable import image_grid, render_turntable, save_png
 
@@ -72,6 +73,38 @@ def pairwise_feature_distance(features: list[torch.Tensor]) -> float:
     return float(np.mean(distances))
 
 
+def run_once(config: GenerateConfig, prior, evaluator) -> dict:
+    """One run, scored: {"row": {...}, "features": [V, D] evaluator features of its 16 renders,
+    "picture": front view}. A finished run with the same config is read back from its folder
+    (`table_run.json`, `evaluator_features.pt`) instead of re-run, so an interrupted table resumes."""
+    out = Path(config.out)
+    cached = out / "table_run.json"
+    if cached.is_file() and (out / "checkpoint.pt").is_file():
+        saved = json.loads(cached.read_text())
+        if saved["config"] == json.loads(json.dumps(asdict(config))):
+            _, representation = load_run(out)
+            return {"row": saved["row"], "features": torch.load(out / "evaluator_features.pt"),
+                    "picture": render_turntable(representation, n_frames=1, resolution=64)}
+    counter = UNetImageCounter(prior.unet)
+    start = time.perf_counter()
+    try:
+        result = generate(config, prior=prior, progress=False)
+    finally:
+        counter.close()
+    seconds = time.perf_counter() - start
+    images, output = render_for_evaluator(result.representation, evaluation_cameras())
+    features = evaluator.features(images)
+    scores = evaluate_asset(result.representation, config.prompt, evaluator)
+    row = {"guidance": config.guidance, "prompt": config.prompt, "seed": config.seed,
+           "kind_acc": scores["kind_acc"], "color_acc": scores["color_acc"], "janus_rate": scores["janus_rate"],
+           "chamfer": scores["chamfer"], "saturation": saturation(output.rgb, output.alpha), "seconds": seconds,
+           "unet_evals_per_step": counter.images / (result.metrics["steps"] * config.views_per_step)}
+    torch.save(features, out / "evaluator_features.pt")
+    cached.write_text(json.dumps({"config": asdict(config), "row": row}, indent=1))
+    return {"row": row, "features": features,
+            "picture": render_turntable(result.representation, n_frames=1, resolution=64)}
+
+
 def run_variant(name: str, prompts: list[str], args, prior, evaluator) -> tuple[dict, list[np.ndarray]]:
     rows, pictures, diversity = [], [], []
     for index, prompt in enumerate(prompts):
@@ -84,27 +117,12 @@ def run_variant(name: str, prompts: list[str], args, prior, evaluator) -> tuple[
                 config.steps = args.steps
             for assignment in args.set:
                 config = apply_override(config, assignment)
-            counter = UNetImageCounter(prior.unet)
-            start = time.perf_counter()
-            try:
-                result = generate(config, prior=prior, progress=False)
-            finally:
-                counter.close()
-            seconds = time.perf_counter() - start
-            cameras = evaluation_cameras()
-            images, output = render_for_evaluator(result.representation, cameras)
-            features.append(evaluator.features(images))
-            if seed != 0:
-                continue
-            scores = evaluate_asset(result.representation, prompt, evaluator)
-            row = {"guidance": name, "prompt": prompt, "kind_acc": scores["kind_acc"],
-                   "color_acc": scores["color_acc"], "janus_rate": scores["janus_rate"],
-                   "chamfer": scores["chamfer"], "saturation": saturation(output.rgb, output.alpha),
-                   "seconds": seconds,
-                   "unet_evals_per_step": counter.images / (result.metrics["steps"] * config.views_per_step)}
-            rows.append(row)
-            pictures.append(render_turntable(result.representation, n_frames=1, resolution=64))
-            print(json.dumps(row), flush=True)
+            run = run_once(config, prior, evaluator)
+            features.append(run["features"])
+            if seed == 0:
+                rows.append(run["row"])
+                pictures.append(run["picture"])
+                print(json.dumps(run["row"]), flush=True)
         if len(features) > 1:
             diversity.append(pairwise_feature_distance(features))
     janus = [r["janus_rate"] for r in rows if r["janus_rate"] is not None]

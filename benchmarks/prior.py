@@ -1,6 +1,6 @@
 """Does the embedded prior draw what it is asked for? Samples scored by the micro-world evaluator.
 
-    python benchmarks/prior.py [--colors 3] [--samples 4] [--guidance-scale 5] [--steps 50]
+    python benchmarks/prior.py [--colors 3] [--samples 4] [--guidance-scale 5] [--steps 50] [--prior DIR]
 
 For every kind, `--colors` colours (cycled through the palette) and `--samples` samples each (DDIM,
 classifier-free guidance in the diffusers convention), the evaluator's kind and colour predictions
@@ -33,9 +33,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grid", default="runs/prior_samples.png")
+    p.add_argument("--prior", default=None, help="a prior folder (default: the shipped one in assets/)")
     args = p.parse_args()
     torch.set_num_threads(2)
-    unet, scheduler = load_embedded_prior()
+    unet, scheduler = load_embedded_prior(args.prior)
     encoder, evaluator = get_text_encoder(), Evaluator.load()
     palette = list(COLORS)
     start = time.perf_counter()

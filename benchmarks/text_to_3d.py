@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ import torch
 
 from sds3d.config import apply_override
 from sds3d.evaluate import evaluate_asset
-from sds3d.generate import GenerateConfig, generate
+from sds3d.generate import GenerateConfig, generate, load_run
 from sds3d.turntable import image_grid, render_turntable, save_png
 from sds3d.world import COLORS, KINDS, canonical_caption
 
@@ -32,6 +32,19 @@ from sds3d.world import COLORS, KINDS, canonical_caption
 def suite() -> list[str]:
     colors = list(COLORS)
     return [canonical_caption(kind, colors[(i * 3) % len(colors)]) for i, kind in enumerate(sorted(KINDS))]
+
+
+def finished_run(config: GenerateConfig):
+    """(representation, metrics) of a completed run of exactly this config in `config.out`, else
+    (None, None): an interrupted suite re-runs only the prompts it had not finished."""
+    out = Path(config.out)
+    if not (out / "metrics.json").is_file() or not (out / "config.json").is_file():
+        return None, None
+    saved, representation = load_run(out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    if asdict(saved) != asdict(config) or metrics.get("steps") != config.steps:
+        return None, None
+    return representation, metrics
 
 
 def main():
@@ -45,8 +58,9 @@ def main():
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--init-from-suite", metavar="DIR",
                         help="an earlier suite's --out: each prompt starts from its run there (e.g. mesh from nerf)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     prompts = suite()[: args.limit]
     from sds3d.guidance.registry import load_prior
     from sds3d.world.evaluator import Evaluator
@@ -63,15 +77,16 @@ def main():
             config.steps = args.steps
         for assignment in args.set:
             config = apply_override(config, assignment)
-        start = time.perf_counter()
-        result = generate(config, prior=prior, progress=False)
-        seconds = time.perf_counter() - start
-        scores = evaluate_asset(result.representation, prompt, evaluator)
+        representation, metrics = finished_run(config)
+        if representation is None:
+            result = generate(config, prior=prior, progress=False)
+            representation, metrics = result.representation, result.metrics
+        scores = evaluate_asset(representation, prompt, evaluator)
         row = {"prompt": prompt, "kind_acc": scores["kind_acc"], "color_acc": scores["color_acc"],
-               "janus_rate": scores["janus_rate"], "chamfer": round(scores["chamfer"], 4), "seconds": round(seconds, 1),
-               "time_breakdown": result.metrics["time_breakdown"]}
+               "janus_rate": scores["janus_rate"], "chamfer": round(scores["chamfer"], 4),
+               "seconds": round(metrics["seconds"], 1), "time_breakdown": metrics["time_breakdown"]}
         rows.append(row)
-        pictures.append(render_turntable(result.representation, n_frames=4, resolution=64))
+        pictures.append(render_turntable(representation, n_frames=4, resolution=64))
         print(json.dumps(row), flush=True)
     janus = [r["janus_rate"] for r in rows if r["janus_rate"] is not None]
     mean = {"kind_acc": statistics.mean(r["kind_acc"] for r in rows),
