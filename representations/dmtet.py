@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..cameras import Cameras
+from ..cuda.hash_grid import HashGridEncoding
 from ..types import RenderOutput
 from .base import Representation
 from .mesh_render import render
@@ -92,6 +93,21 @@ class FourierFeatures(nn.Module):
         return torch.cat([x, angles.sin(), angles.cos()], -1)
 
 
+class BoxHashGrid(nn.Module):
+    """points [N, 3] in [-bound, bound]^3 -> [N, L F] multiresolution hash-grid features (the
+    native kernel of `cuda/hash_grid.py`; points are mapped to [0, 1]^3 and clamped there)."""
+
+    def __init__(self, bound: float, levels: int, log2_table_size: int, base_resolution: int,
+                 max_resolution: int, backend: str = "auto"):
+        super().__init__()
+        self.bound = bound
+        self.grid = HashGridEncoding(levels, 2, log2_table_size, base_resolution, max_resolution=max_resolution,
+                                     backend=backend, generator=torch.Generator().manual_seed(0))
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        return self.grid(((points / self.bound + 1) / 2).clamp(0, 1))
+
+
 class ColorField(nn.Module):
     """points [N, 3] -> rgb [N, 3] in (0, 1): sigmoid(MLP(encoding(points))). `encoding` is any
     module mapping [N, 3] world points to [N, D] features (Fourier features, a hash grid, ...); D
@@ -122,12 +138,19 @@ class DMTetConfig:
     resolution: int = 32  # grid cells per axis; 6 R^3 tetrahedra
     bound: float = 0.6  # the grid covers [-bound, bound]^3 (micro-world objects fit in [-0.5, 0.5]^3)
     deform_scale: float = 0.45  # largest vertex offset, in grid spacings
-    fourier_frequencies: int = 6  # default colour encoding
+    # colour field: sigmoid(MLP(encoding)), encoding "hash_grid" (as Magic3D's texture field) or
+    # "fourier" (sin/cos of 2^k pi x, k < fourier_frequencies)
+    color_encoding: str = "hash_grid"
+    hash_levels: int = 8
+    hash_log2_table_size: int = 15
+    hash_base_resolution: int = 4
+    hash_max_resolution: int = 128  # ~1/128 of the box: finer than a 32x32 render resolves
+    fourier_frequencies: int = 6
     color_hidden: int = 64
     ambient: float = 0.35  # shading as in MeshConfig
     diffuse: float = 0.65
     antialias: bool = True
-    backend: str = "auto"
+    backend: str = "auto"  # rasterizer and hash grid: auto | native | reference
     # smoothness term added to the loss (meta["regularizer_loss"]); 1000 and learning rates of 1e-3
     # turned a jagged SDS fine stage (embedded prior, "a yellow chair" from a NeRF) into a smooth one
     normal_consistency_weight: float = 1000.0
@@ -136,11 +159,22 @@ class DMTetConfig:
     lr_color: float = 1e-2
 
 
+def default_color_field(c: DMTetConfig) -> ColorField:
+    if c.color_encoding == "hash_grid":
+        encoding = BoxHashGrid(c.bound, c.hash_levels, c.hash_log2_table_size, c.hash_base_resolution,
+                               c.hash_max_resolution, c.backend)
+    elif c.color_encoding == "fourier":
+        encoding = FourierFeatures(c.fourier_frequencies, c.bound)
+    else:
+        raise ValueError(f"color_encoding must be 'hash_grid' or 'fourier', got {c.color_encoding!r}")
+    return ColorField(encoding, c.color_hidden)
+
+
 class DMTet(Representation):
     def __init__(self, sdf: torch.Tensor | None = None, config: DMTetConfig | None = None,
                  color_field: nn.Module | None = None):
         """sdf [(R + 1)^3] on `grid_points(R, bound)` (default: a sphere of radius bound / 2);
-        color_field: points [N, 3] -> rgb [N, 3] (default a Fourier-feature `ColorField`)."""
+        color_field: points [N, 3] -> rgb [N, 3] (default `default_color_field(config)`)."""
         super().__init__()
         self.config = c = config or DMTetConfig()
         self.register_buffer("grid", grid_points(c.resolution, c.bound), persistent=False)
@@ -149,7 +183,7 @@ class DMTet(Representation):
             sdf = self.grid.norm(dim=-1) - c.bound / 2
         self.sdf = nn.Parameter(torch.as_tensor(sdf, dtype=torch.float32).reshape(-1).clone())
         self.deform = nn.Parameter(torch.zeros_like(self.grid))
-        self.color_field = color_field or ColorField(FourierFeatures(c.fourier_frequencies, c.bound), c.color_hidden)
+        self.color_field = color_field or default_color_field(c)
 
     @property
     def spacing(self) -> float:
@@ -223,4 +257,5 @@ def normal_consistency(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Ten
     return (1 - (normals[a] * normals[b]).sum(-1)).mean()
 
 
-__all__ = ["DMTet", "normal_consistency", "DMTetConfig", "ColorField", "FourierFeatures", "marching_tetrahedra", "TRIANGLE_TABLE"]
+__all__ = ["DMTet", "normal_consistency", "DMTetConfig", "ColorField", "FourierFeatures", "BoxHashGrid",
+           "default_color_field", "marching_tetrahedra", "TRIANGLE_TABLE"]
