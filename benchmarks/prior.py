@@ -1,6 +1,6 @@
 """Does the embedded prior draw what it is asked for? Samples scored by the micro-world evaluator.
 
-    python benchmarks/prior.py [--colors 3] [--samples 4] [--guidance-scale 5] [--steps 50] [--prior DIR]
+    python benchmarks/prior.py [--colors 3] [--samples 4] [--guidance-scale 2] [--steps 50] [--prior DIR]
 
 For every kind, `--colors` colours (cycled through the palette) and `--samples` samples each (DDIM,
 classifier-free guidance in the diffusers convention), the evaluator's kind and colour predictions
@@ -29,7 +29,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--colors", type=int, default=3)
     p.add_argument("--samples", type=int, default=4)
-    p.add_argument("--guidance-scale", type=float, default=5.0)
+    p.add_argument("--guidance-scale", type=float, default=2.0)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grid", default="runs/prior_samples.png")
