@@ -1,6 +1,6 @@
 """Every guidance variant on the same micro-world suite (Gaussians, same seeds), one row each.
 
-    python benchmarks/guidance_table.py [--guidance sds,vsd,...] [--limit N] [--diversity-prompts N]
+    python benchmarks/guidance_table.py [--guidance sds,vsd,...] [--limit N] [--kinds a,b] [--diversity-prompts N]
                                         [--seeds 3] [--steps N] [--out runs/guidance_table] [--set key=value ...]
 
 Per variant: the suite of `benchmarks/text_to_3d.py` (seed 0) scored by the evaluator (kind/colour
@@ -153,6 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--guidance", default=",".join(GUIDANCE), help="comma-separated variant names")
     parser.add_argument("--limit", type=int, help="first N prompts of the suite")
+    parser.add_argument("--kinds", help="comma-separated subset of kinds (default: all 28)")
     parser.add_argument("--diversity-prompts", type=int, default=6)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int)
@@ -167,7 +168,7 @@ def main() -> None:
     if args.seeds < 2:
         parser.error("--seeds must be at least 2 to measure diversity")
     torch.set_num_threads(2)
-    prompts = suite()[: args.limit]
+    prompts = suite(args.kinds)[: args.limit]
     prior, evaluator = load_prior("embedded"), Evaluator.load()
     summaries, grid_rows = [], []
     for name in names:

@@ -1,6 +1,6 @@
 """Text-to-3D on the micro-world benchmark suite: one run per prompt, scored by the evaluator.
 
-    python benchmarks/text_to_3d.py [--limit N] [--representation gaussians] [--guidance sds]
+    python benchmarks/text_to_3d.py [--limit N] [--kinds a,b] [--representation gaussians] [--guidance sds]
                                     [--steps N] [--out runs/bench] [--set key=value ...]
                                     [--init-from-suite runs/bench]   # coarse -> fine: start each
                                     # prompt from its run in an earlier suite's output folder
@@ -29,9 +29,17 @@ from sds3d.turntable import image_grid, render_turntable, save_png
 from sds3d.world import COLORS, KINDS, canonical_caption
 
 
-def suite() -> list[str]:
+def suite(kinds: str | None = None) -> list[str]:
+    """The 28 prompts; `kinds` ("chair,house") keeps those kinds' prompts (same colours)."""
     colors = list(COLORS)
-    return [canonical_caption(kind, colors[(i * 3) % len(colors)]) for i, kind in enumerate(sorted(KINDS))]
+    prompts = {kind: canonical_caption(kind, colors[(i * 3) % len(colors)]) for i, kind in enumerate(sorted(KINDS))}
+    if kinds is None:
+        return list(prompts.values())
+    chosen = [k.strip() for k in kinds.split(",") if k.strip()]
+    unknown = sorted(set(chosen) - set(prompts))
+    if unknown:
+        raise SystemExit(f"unknown kinds {', '.join(unknown)}; choose from {', '.join(prompts)}")
+    return [prompts[k] for k in chosen]
 
 
 def finished_run(config: GenerateConfig):
@@ -50,6 +58,7 @@ def finished_run(config: GenerateConfig):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int)
+    parser.add_argument("--kinds", help="comma-separated subset of kinds, e.g. airplane,chair,house,snowman")
     parser.add_argument("--representation", default="gaussians")
     parser.add_argument("--guidance", default="sds")
     parser.add_argument("--steps", type=int)
@@ -61,7 +70,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    prompts = suite()[: args.limit]
+    prompts = suite(args.kinds)[: args.limit]
     from sds3d.guidance.registry import load_prior
     from sds3d.world.evaluator import Evaluator
 
