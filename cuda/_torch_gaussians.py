@@ -65,6 +65,16 @@ def _project(means, quats, scales, opacities, viewmats, Ks, width, height, near_
     return (torch.where(keep, means2d, 0.0), torch.where(keep, conics, 0.0), z_true, radii)
 
 
+def antialiasing_compensation(conics: torch.Tensor, eps2d: float) -> torch.Tensor:
+    """Mip-Splatting's opacity factor for the "antialiased" mode: sqrt(det(cov) / det(cov + eps2d I)),
+    so the dilated splat keeps the footprint integral of the undilated one instead of growing a
+    one-pixel rim. From the conic (inverse of the dilated covariance) alone:
+    det(cov) / det(cov_blur) = 1 - eps2d tr(conic) + eps2d^2 det(conic). conics [C, N, 3] -> [C, N]."""
+    a, b, c = conics.unbind(-1)
+    ratio = 1 - eps2d * (a + c) + eps2d ** 2 * (a * c - b * b)
+    return ratio.clamp_min(1e-12).sqrt()
+
+
 def _composite_pixels(pixels, means2d, conics, colors, opacities, visible):
     """One camera, a chunk of pixels [P, 2]; Gaussians already depth-sorted. -> [P, D], [P]."""
     d = means2d[None] - pixels[:, None]  # [P, N, 2]
@@ -82,7 +92,7 @@ def _composite_pixels(pixels, means2d, conics, colors, opacities, visible):
 
 
 def _rasterize(means2d, conics, colors, opacities, radii, depths, width, height, budget=2**25):
-    """Dense compositing. colors [C, N, D] -> render [C, H, W, D], alphas [C, H, W, 1].
+    """Dense compositing. colors [C, N, D], opacities [C, N] -> render [C, H, W, D], alphas [C, H, W, 1].
     Pixels go in chunks of about `budget` pixel-Gaussian pairs; when a camera needs more than one
     chunk, each chunk is recomputed in backward (activation checkpointing) to bound memory."""
     ys, xs = torch.meshgrid(torch.arange(height, device=means2d.device, dtype=means2d.dtype) + 0.5,
@@ -92,7 +102,7 @@ def _rasterize(means2d, conics, colors, opacities, radii, depths, width, height,
     for c in range(means2d.shape[0]):
         order = torch.argsort(depths[c], stable=True)
         visible = (radii[c, order] > 0).all(-1)
-        args = (means2d[c, order], conics[c, order], colors[c, order], opacities[order], visible)
+        args = (means2d[c, order], conics[c, order], colors[c, order], opacities[c, order], visible)
         chunk = max(1, budget // max(means2d.shape[1], 1))
         if chunk >= pixels.shape[0]:
             parts = [_composite_pixels(pixels, *args)]
@@ -105,15 +115,18 @@ def _rasterize(means2d, conics, colors, opacities, radii, depths, width, height,
 
 
 def rasterize_reference(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-                        near_plane=0.01, far_plane=1e10, eps2d=0.3):
+                        near_plane=0.01, far_plane=1e10, eps2d=0.3, rasterize_mode="classic"):
     """Reference for `rasterize_gaussians(..., backend="reference")`. colors [N, D] or [C, N, D].
     Returns render [C, H, W, D], alphas [C, H, W, 1], (means2d, conics, depths, radii)."""
     means2d, conics, depths, radii = _project(means, quats, scales, opacities, viewmats, Ks, width, height,
                                               near_plane, far_plane, eps2d)
     if colors.dim() == 2:
         colors = colors.expand(viewmats.shape[0], *colors.shape)
-    render, alphas = _rasterize(means2d, conics, colors, opacities, radii, depths, width, height)
+    view_opacities = opacities.expand(viewmats.shape[0], -1)
+    if rasterize_mode == "antialiased":
+        view_opacities = view_opacities * antialiasing_compensation(conics, eps2d)
+    render, alphas = _rasterize(means2d, conics, colors, view_opacities, radii, depths, width, height)
     return render, alphas, (means2d, conics, depths, radii)
 
 
-__all__ = ["rasterize_reference"]
+__all__ = ["antialiasing_compensation", "rasterize_reference"]

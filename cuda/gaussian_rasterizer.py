@@ -15,9 +15,10 @@ import torch
 from torch.autograd import Function
 
 from .build import load_extension
-from ._torch_gaussians import rasterize_reference
+from ._torch_gaussians import antialiasing_compensation, rasterize_reference
 
 BACKENDS = ("auto", "native", "reference", "gsplat")
+RASTERIZE_MODES = ("classic", "antialiased")
 
 
 def _native():
@@ -62,25 +63,29 @@ class _RasterizeTiles(Function):
 
 
 def _rasterize_native(means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane,
-                      far_plane, eps2d, tile_size):
+                      far_plane, eps2d, rasterize_mode, tile_size):
     f32 = lambda t: t.float().contiguous()  # noqa: E731
     means2d, conics, depths, radii = _ProjectGaussians.apply(
         f32(means), f32(quats), f32(scales), f32(opacities), f32(viewmats), f32(Ks), width, height,
         near_plane, far_plane, eps2d)
     with torch.no_grad():
         tile_offsets, flat_ids = _native().bin_tiles(means2d, radii, depths, width, height, tile_size)
-    render, alphas = _RasterizeTiles.apply(means2d, conics, f32(colors), f32(opacities), radii, tile_offsets,
-                                           flat_ids, width, height, tile_size)
+    view_opacities = f32(opacities).expand(viewmats.shape[0], -1)  # [C, N]; autograd sums the views
+    if rasterize_mode == "antialiased":
+        view_opacities = view_opacities * antialiasing_compensation(conics, eps2d)
+    render, alphas = _RasterizeTiles.apply(means2d, conics, f32(colors), view_opacities.contiguous(), radii,
+                                           tile_offsets, flat_ids, width, height, tile_size)
     return render, alphas, (means2d, conics, depths, radii)
 
 
 def _rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane,
-                      far_plane, eps2d, tile_size, render_mode):
+                      far_plane, eps2d, rasterize_mode, tile_size, render_mode):
     from gsplat import rasterization
 
     render, alphas, info = rasterization(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
                                          near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
-                                         tile_size=tile_size, packed=False, render_mode=render_mode)
+                                         tile_size=tile_size, packed=False, render_mode=render_mode,
+                                         rasterize_mode=rasterize_mode)
     return render, alphas, (info["means2d"], info["conics"], info["depths"], info["radii"])
 
 
@@ -100,14 +105,16 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 def rasterize_gaussians(means, quats, scales, opacities, colors, viewmats, Ks, width: int, height: int,
                         near_plane: float = 0.01, far_plane: float = 1e10, eps2d: float = 0.3,
                         backgrounds: torch.Tensor | None = None, render_mode: str = "RGB+ED",
-                        tile_size: int = 16, backend: str = "auto"):
+                        rasterize_mode: str = "classic", tile_size: int = 16, backend: str = "auto"):
     """Render N Gaussians into C cameras.
 
     means [N, 3], quats [N, 4] (w, x, y, z, any norm), scales [N, 3] > 0, opacities [N] in (0, 1),
     colors [N, D] or [C, N, D] (any D: RGB plus extra feature channels), viewmats [C, 4, 4],
     Ks [C, 3, 3]. Returns (render [C, H, W, D (+1 for "RGB+ED")], alphas [C, H, W, 1], meta).
 
-    "RGB+ED" appends the expected depth sum(w z) / sum(w) (0 where nothing is hit). `backgrounds`
+    "RGB+ED" appends the expected depth sum(w z) / sum(w) (0 where nothing is hit). `rasterize_mode`
+    as gsplat's: "classic" (3DGS) or "antialiased" (Mip-Splatting: each splat's opacity is scaled by
+    `antialiasing_compensation`, so the eps2d dilation no longer widens surfaces). `backgrounds`
     [C, D] are composited behind the colours. `meta` holds `means2d` [C, N, 2] (an intermediate
     tensor: call `retain_grad()` on it for densification), `radii` [C, N, 2], `depths`, `conics`,
     `width`, `height`, `n_cameras`, `gaussian_ids` (None: not packed), `backend` - the keys
@@ -115,6 +122,8 @@ def rasterize_gaussians(means, quats, scales, opacities, colors, viewmats, Ks, w
     """
     if render_mode not in ("RGB", "RGB+ED"):
         raise ValueError(f"render_mode must be 'RGB' or 'RGB+ED', got {render_mode!r}")
+    if rasterize_mode not in RASTERIZE_MODES:
+        raise ValueError(f"rasterize_mode must be one of {', '.join(RASTERIZE_MODES)}, got {rasterize_mode!r}")
     N, C = means.shape[0], viewmats.shape[0]
     if colors.dim() == 2:
         colors = colors.expand(C, *colors.shape)
@@ -125,14 +134,14 @@ def rasterize_gaussians(means, quats, scales, opacities, colors, viewmats, Ks, w
     if backend == "gsplat":
         render, alphas, (means2d, conics, depths, radii) = _rasterize_gsplat(
             means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane,
-            eps2d, tile_size, render_mode)
+            eps2d, rasterize_mode, tile_size, render_mode)
     else:
         if render_mode == "RGB+ED":  # depth is one more colour channel, normalised by alpha below
             colors = torch.cat([colors, _camera_depths(means, viewmats)[..., None].to(colors.dtype)], dim=-1)
         rasterize = _rasterize_native if backend == "native" else rasterize_reference
         render, alphas, (means2d, conics, depths, radii) = rasterize(
             means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane, eps2d,
-            *((tile_size,) if backend == "native" else ()))
+            rasterize_mode, *((tile_size,) if backend == "native" else ()))
         if render_mode == "RGB+ED":
             depth = render[..., channels:] / alphas.clamp_min(1e-10)
             render = torch.cat([render[..., :channels], torch.where(alphas > 0, depth, 0.0)], dim=-1)

@@ -31,6 +31,8 @@ class GaussiansConfig:
     sh_degree: int = 0
     feature_dim: int = 0  # extra rendered channels per Gaussian (feature distillation)
     backend: str = "auto"  # rasterizer: auto | native | reference | gsplat
+    rasterize_mode: str = "classic"  # classic (3DGS) | antialiased (Mip-Splatting opacity compensation)
+    eps2d: float = 0.3  # screen-space dilation in px^2: 3DGS uses 0.3; Mip-Splatting's antialiased mode 0.1
     lr_means: float = 1e-3
     lr_scales: float = 5e-3
     lr_quats: float = 1e-3
@@ -164,7 +166,7 @@ class Gaussians(Representation):
         render, alpha, meta = rasterize_gaussians(
             self.means, self.quats, self.scales, self.opacities, torch.cat(channels, dim=-1),
             cameras.viewmats, cameras.Ks, cameras.width, cameras.height, render_mode="RGB+ED",
-            backend=self.config.backend)
+            rasterize_mode=self.config.rasterize_mode, eps2d=self.config.eps2d, backend=self.config.backend)
         if background is None:
             background = torch.ones(3, device=device)
         background = background.to(device).reshape(-1, 1, 1, 3)

@@ -37,10 +37,11 @@ def make_scene(kind: str, seed: int = 0, n: int = 250, channels: int = 3):
     return params, cams
 
 
-def render(params, cams, backend, dtype, weights=None):
+def render(params, cams, backend, dtype, weights=None, rasterize_mode="classic"):
     p = {k: v.clone().to(dtype).requires_grad_(True) for k, v in params.items()}
     rgb, alpha, meta = rasterize_gaussians(p["means"], p["quats"], p["scales"], p["opacities"], p["colors"],
-                                           cams.viewmats.to(dtype), cams.Ks.to(dtype), SIZE, SIZE, backend=backend)
+                                           cams.viewmats.to(dtype), cams.Ks.to(dtype), SIZE, SIZE, backend=backend,
+                                           rasterize_mode=rasterize_mode)
     if weights is not None:
         loss = (rgb * weights[0].to(dtype)).sum() + (alpha * weights[1].to(dtype)).sum()
         loss.backward()
@@ -48,7 +49,7 @@ def render(params, cams, backend, dtype, weights=None):
 
 
 def threshold_ties(meta, opacities, cams) -> torch.Tensor:
-    """[C, H, W, 1] pixels where some Gaussian sits within float32 rounding of a compositing
+    """opacities [C, N] as composited. [C, H, W, 1] pixels where some Gaussian sits within float32 rounding of a compositing
     threshold (alpha = 1/255, transmittance = 1e-4): there float32 and float64 may legitimately
     decide differently, so the comparison leaves those pixels out."""
     ys, xs = torch.meshgrid(torch.arange(SIZE) + 0.5, torch.arange(SIZE) + 0.5, indexing="ij")
@@ -59,7 +60,7 @@ def threshold_ties(meta, opacities, cams) -> torch.Tensor:
         m2, con = meta["means2d"][c].detach()[order], meta["conics"][c].detach()[order]
         d = m2[None] - pixels[:, None]
         sigma = 0.5 * (con[:, 0] * d[..., 0] ** 2 + con[:, 2] * d[..., 1] ** 2) + con[:, 1] * d[..., 0] * d[..., 1]
-        alpha = (opacities.double()[order] * torch.exp(-sigma)).clamp(max=0.99)
+        alpha = (opacities[c].detach().double()[order] * torch.exp(-sigma)).clamp(max=0.99)
         alpha = alpha * (meta["radii"][c][order] > 0).all(-1)
         near_alpha_min = (alpha - 1 / 255).abs() < 1e-6
         trans = torch.cumprod(1 - torch.where(alpha >= 1 / 255, alpha, 0.0), dim=1)
@@ -71,18 +72,22 @@ def threshold_ties(meta, opacities, cams) -> torch.Tensor:
 SCENES = ["random", "behind_camera", "off_screen", "huge_and_tiny", "anisotropic"]
 
 
-@pytest.mark.parametrize("kind", SCENES)
-@pytest.mark.parametrize("channels", [3, 7])
-def test_native_matches_reference(kind, channels):
+@pytest.mark.parametrize("kind, channels, rasterize_mode",
+                         [(kind, channels, "classic") for kind in SCENES for channels in (3, 7)]
+                         + [(kind, 3, "antialiased") for kind in SCENES])
+def test_native_matches_reference(kind, channels, rasterize_mode):
     params, cams = make_scene(kind, seed=SCENES.index(kind), channels=channels)
     _, _, _, meta = render(params, cams, "reference", torch.float64)
-    ties = threshold_ties(meta, params["opacities"], cams)
+    view_opacities = params["opacities"].double().expand(len(cams), -1)
+    if rasterize_mode == "antialiased":
+        view_opacities = view_opacities * gr.antialiasing_compensation(meta["conics"].detach(), 0.3)
+    ties = threshold_ties(meta, view_opacities, cams)
     assert ties.float().mean() < 0.01
     g = torch.Generator().manual_seed(1)
     weights = (torch.randn(3, SIZE, SIZE, channels + 1, generator=g) * ~ties,
                torch.randn(3, SIZE, SIZE, 1, generator=g) * ~ties)
-    rgb_n, alpha_n, grads_n, meta_n = render(params, cams, "native", torch.float32, weights)
-    rgb_r, alpha_r, grads_r, meta_r = render(params, cams, "reference", torch.float64, weights)
+    rgb_n, alpha_n, grads_n, meta_n = render(params, cams, "native", torch.float32, weights, rasterize_mode)
+    rgb_r, alpha_r, grads_r, meta_r = render(params, cams, "reference", torch.float64, weights, rasterize_mode)
     assert meta_n["backend"] == "native"
     assert alpha_r.max() > 0.5, "scene should cover some pixels"
     torch.testing.assert_close(meta_n["radii"], meta_r["radii"], atol=1, rtol=0)
@@ -112,6 +117,39 @@ def test_projection_matches_gsplat_torch_reference():
     torch.testing.assert_close(conics[visible][:, [0, 1, 2]],
                                ref_conics[visible][:, [0, 0, 1], [0, 1, 1]], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(depths, means_c[..., 2])
+
+
+def test_antialiasing_compensation_matches_gsplat():
+    from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
+
+    params, cams = make_scene("anisotropic", seed=6)
+    _, _, _, meta = render(params, cams, "reference", torch.float64)
+    covars, _ = _quat_scale_to_covar_preci(params["quats"].double(), params["scales"].double(), compute_preci=False)
+    *_, compensations = _fully_fused_projection(params["means"].double(), covars, cams.viewmats.double(),
+                                                cams.Ks.double(), SIZE, SIZE, eps2d=0.3, calc_compensations=True)
+    visible = (meta["radii"] > 0).all(-1)
+    assert visible.sum() > 100 and compensations[visible].min() < 0.5  # thin splats are compensated a lot
+    torch.testing.assert_close(gr.antialiasing_compensation(meta["conics"].detach(), 0.3)[visible],
+                               compensations[visible], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["native", "reference"])
+def test_antialiased_footprint_does_not_depend_on_the_dilation(backend):
+    """Mip-Splatting's point: with the compensation, sum(alpha) over the image equals
+    opacity * 2 pi sqrt(det cov2d) whatever eps2d is; classic splats grow with eps2d."""
+    means, quats, scales, _, cams = single_gaussian(scale=0.05)
+    opacity = torch.tensor([0.6])  # alpha stays below its 0.99 clamp; the 1/255 cut loses < 1.5 %
+
+    def footprint(eps2d, mode):
+        _, alpha, _ = rasterize_gaussians(means, quats, scales, opacity, torch.ones(1, 3), cams.viewmats, cams.Ks,
+                                          SIZE, SIZE, eps2d=eps2d, rasterize_mode=mode, backend=backend)
+        return alpha.sum().item()
+
+    sigma_px2 = (cams.Ks[0, 0, 0].item() * 0.05 / 2.0) ** 2
+    expected = 0.6 * 2 * math.pi * sigma_px2
+    for eps2d in (0.1, 0.3, 1.0):
+        assert footprint(eps2d, "antialiased") == pytest.approx(expected, rel=1.5e-2)
+    assert footprint(1.0, "classic") > 1.3 * footprint(0.1, "classic")
 
 
 def single_gaussian(opacity=0.7, z=0.0, scale=0.05):

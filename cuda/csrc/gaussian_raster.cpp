@@ -279,7 +279,8 @@ inline void pixel_span(float mean, int32_t radius, int64_t tile_lo, int64_t tile
 
 // Tiles are composited Gaussian by Gaussian (front to back), each touching only the pixels of its
 // box: per pixel this visits the same depth-ordered Gaussians as a per-pixel loop would (pixels
-// outside a box see alpha < kAlphaMin), at a fraction of the cost.
+// outside a box see alpha < kAlphaMin), at a fraction of the cost. Opacities are per camera
+// [C, N] (the antialiased mode scales them view by view).
 // Returns render [C, H, W, D], alphas [C, H, W, 1], last_ids [C, H, W] (end of the contributors in
 // the flat list, for the backward pass).
 std::vector<torch::Tensor> rasterize_forward(torch::Tensor means2d, torch::Tensor conics, torch::Tensor colors,
@@ -319,7 +320,7 @@ std::vector<torch::Tensor> rasterize_forward(torch::Tensor means2d, torch::Tenso
       int64_t active = P;
       for (int64_t k = start; k < end && active > 0; ++k) {
         const int64_t g = pf[k], i = c * N + g;
-        const float mx = pm[2 * i], my = pm[2 * i + 1], opacity = po[g];
+        const float mx = pm[2 * i], my = pm[2 * i + 1], opacity = po[i];
         const float sigma_cut = sigma_cutoff(opacity);
         const float* q = pc + 3 * i;
         const float* col = pcol + i * D;
@@ -360,7 +361,7 @@ std::vector<torch::Tensor> rasterize_forward(torch::Tensor means2d, torch::Tenso
   return {render, alphas, last_ids};
 }
 
-// Gradients w.r.t. means2d [C, N, 2], conics [C, N, 3], colors [C, N, D] and opacities [N]:
+// Gradients w.r.t. means2d [C, N, 2], conics [C, N, 3], colors [C, N, D] and opacities [C, N]:
 // Gaussians are revisited back to front, each pixel recovering its transmittance by division.
 std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tensor conics, torch::Tensor colors,
                                               torch::Tensor opacities, torch::Tensor radii,
@@ -408,7 +409,7 @@ std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tens
         }
       for (int64_t k = end - 1; k >= start; --k) {
         const int64_t g = pf[k], i = c * N + g;
-        const float mx = pm[2 * i], my = pm[2 * i + 1], opacity = po[g];
+        const float mx = pm[2 * i], my = pm[2 * i + 1], opacity = po[i];
         const float sigma_cut = sigma_cutoff(opacity);
         const float* q = pc + 3 * i;
         const float* col = pcol + i * D;
@@ -461,7 +462,7 @@ std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tens
   auto total = buffers.sum(0).view({C, N, stride});
   auto v_means2d = total.slice(2, 0, 2).contiguous();
   auto v_conics = total.slice(2, 2, 5).contiguous();
-  auto v_opacities = total.select(2, 5).sum(0);
+  auto v_opacities = total.select(2, 5).contiguous();
   auto v_colors = total.slice(2, 6, 6 + D).contiguous();
   return {v_means2d, v_conics, v_colors, v_opacities};
 }
