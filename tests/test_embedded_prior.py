@@ -101,3 +101,31 @@ def test_train_resume_export_roundtrip(tmp_path, monkeypatch):
     eps = prior.predict_noise(torch.randn(2, 3, 32, 32), torch.tensor([1, 999]), prior.encode_prompts(["a", ""]))
     assert eps.shape == (2, 3, 32, 32)
     assert "Training recipe" in (tmp_path / "prior" / "README.md").read_text()
+
+
+def test_wsd_learning_rate_is_constant_then_decays_linearly():
+    from sds3d.world.train_prior import lr_at
+
+    cfg = dict(lr=1e-3, warmup=10, steps=100, decay_steps=40, lr_schedule="wsd")
+    constant = dict(cfg, lr_schedule="constant")
+    assert [lr_at(s, cfg) for s in range(60)] == [lr_at(s, constant) for s in range(60)]
+    assert lr_at(80, cfg) == pytest.approx(1e-3 * (1 - 0.9 * 0.5))
+    assert lr_at(100, cfg) == pytest.approx(1e-4) and lr_at(500, cfg) == pytest.approx(1e-4)
+
+
+def test_a_constant_run_can_switch_to_wsd_on_resume(tmp_path, monkeypatch):
+    from sds3d.world.train_prior import main
+
+    monkeypatch.setenv("SDS3D_DATA_DIR", str(tmp_path / "data"))
+    threads = torch.get_num_threads()
+    try:
+        main(["--out", str(tmp_path / "a"), "--steps", "2", "--no-export", *TINY])
+        main(["--out", str(tmp_path / "a"), "--steps", "4", "--resume", "--lr-schedule", "wsd", "--decay-steps", "2",
+              "--no-export", *TINY])
+        with pytest.raises(SystemExit, match="cannot switch"):
+            main(["--out", str(tmp_path / "a"), "--steps", "5", "--resume", "--lr-schedule", "cosine", *TINY])
+    finally:
+        torch.set_num_threads(threads)
+    lrs = [float(r.split(",")[2]) for r in (tmp_path / "a" / "loss.csv").read_text().strip().splitlines()[1:]]
+    assert lrs[1] == lrs[2] and lrs[3] == pytest.approx(0.55 * lrs[2])  # decays over the last 2 of 4 steps
+    assert torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["config"]["lr_schedule"] == "wsd"

@@ -8,7 +8,8 @@ A diffusers `UNet2DConditionModel` (32x32 pixels in [-1, 1], epsilon-prediction,
 all-MiniLM-L6-v2 token states) learns the renders of `sds3d.world.dataset` under a DDPMScheduler
 (1000 steps, squaredcos_cap_v2). Captions are paraphrases drawn per step (half of them name the
 view bin), 10% are dropped to "" for classifier-free guidance. AdamW with linear warmup then a
-constant (or cosine) learning rate, min-SNR-5 loss weighting, an EMA of the weights (what is
+constant, cosine or warmup-stable-decay ("wsd": constant, then linear to 10% over the last
+`--decay-steps`) learning rate, min-SNR-5 loss weighting, an EMA of the weights (what is
 exported).
 
 Checkpoints (`RUN_DIR/checkpoint.pt`) are written atomically every `--ckpt-minutes` minutes and at
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 
 DEFAULTS = dict(
-    steps=12000, batch=32, lr=5e-4, warmup=500, lr_schedule="constant", weight_decay=0.01,
+    steps=12000, batch=32, lr=5e-4, warmup=500, lr_schedule="constant", decay_steps=3000, weight_decay=0.01,
     ema_decay=0.999, caption_dropout=0.1, view_caption_prob=0.5, snr_gamma=5.0, grad_clip=1.0,
     data_size=60000, seed=0, data_seed=None, block_out_channels=(32, 64, 96), layers_per_block=1,
     head_dim=32, norm_num_groups=16, beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000,
@@ -74,6 +75,9 @@ def lr_at(step: int, cfg: dict) -> float:
     if cfg["lr_schedule"] == "cosine":
         progress = min(1.0, (step - warmup) / max(1, cfg["steps"] - warmup))
         return base * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * progress)))
+    if cfg["lr_schedule"] == "wsd":
+        progress = min(1.0, max(0.0, (step - (cfg["steps"] - cfg["decay_steps"])) / max(1, cfg["decay_steps"])))
+        return base * (1.0 - 0.9 * progress)
     return base
 
 
@@ -265,6 +269,8 @@ def export(trainer: Trainer, dest: Path, command: str, data_size: int, data_seed
 def prior_readme(info: dict) -> str:
     tr, cfg = info["training"], info["training"]["config"]
     hours = tr["wall_seconds"] / 3600
+    schedule = cfg["lr_schedule"] + (f" (constant, then linear to 10% over the last {cfg['decay_steps']} steps)"
+                                     if cfg["lr_schedule"] == "wsd" else "")
     return f"""# Embedded micro-world prior
 
 A pixel-space text-to-image diffusion model of the sds3d micro-world (`sds3d/world/`), used as the
@@ -295,7 +301,7 @@ default prior for score distillation when no Stable Diffusion weights are availa
 - Captions drawn per step with `sample_caption` (paraphrases; with probability
   {cfg['view_caption_prob']} the view bin's phrase), dropped to "" with probability {cfg['caption_dropout']}.
 - Optimisation: {tr['steps']} steps at batch {tr['batch']}, AdamW (lr {cfg['lr']}, weight decay
-  {cfg['weight_decay']}), {cfg['warmup']} warmup steps then a {cfg['lr_schedule']} learning rate, gradient
+  {cfg['weight_decay']}), {cfg['warmup']} warmup steps then a {schedule} learning rate, gradient
   clipping {cfg['grad_clip']}, min-SNR-{cfg['snr_gamma']} loss weighting, EMA decay {cfg['ema_decay']}
   (exported), seed {tr['seed']}.
 - Wall time: {tr['wall_seconds']:.0f} s ({hours:.2f} h) of training steps on a 2-core CPU
@@ -316,14 +322,16 @@ def parse_args(argv=None):
     p.add_argument("--export", type=Path, default=None,
                    help="export folder (default: the package's assets/prior)")
     p.add_argument("--no-export", action="store_true", help="do not export at the end")
-    for key in ("steps", "batch", "warmup", "data_size", "seed", "layers_per_block", "head_dim",
+    for key in ("steps", "batch", "warmup", "decay_steps", "data_size", "seed", "layers_per_block", "head_dim",
                 "norm_num_groups", "num_train_timesteps", "log_every", "threads"):
         p.add_argument("--" + key.replace("_", "-"), type=int, default=DEFAULTS[key])
     for key in ("lr", "weight_decay", "ema_decay", "caption_dropout", "view_caption_prob", "snr_gamma",
                 "grad_clip", "ckpt_minutes"):
         p.add_argument("--" + key.replace("_", "-"), type=float, default=DEFAULTS[key])
     p.add_argument("--data-seed", type=int, default=None, help="render seed (default: SEEDS['prior'])")
-    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default=DEFAULTS["lr_schedule"])
+    p.add_argument("--lr-schedule", choices=("constant", "cosine", "wsd"), default=None,
+                   help=f"default {DEFAULTS['lr_schedule']}; on --resume a run may switch from constant to wsd "
+                        "(identical until the decay starts)")
     p.add_argument("--beta-schedule", default=DEFAULTS["beta_schedule"])
     p.add_argument("--block-out-channels", type=str, default=",".join(map(str, DEFAULTS["block_out_channels"])))
     return p.parse_args(argv)
@@ -348,6 +356,11 @@ def main(argv=None) -> None:
     if state is not None:
         cfg = dict(state["config"])
         cfg["steps"] = args.steps if not args.export_only else cfg["steps"]  # allow extending a run
+        cfg.setdefault("decay_steps", DEFAULTS["decay_steps"])
+        if args.lr_schedule and args.lr_schedule != cfg["lr_schedule"] and not args.export_only:
+            if (cfg["lr_schedule"], args.lr_schedule) != ("constant", "wsd"):
+                raise SystemExit(f"a {cfg['lr_schedule']} run cannot switch to {args.lr_schedule}")
+            cfg.update(lr_schedule="wsd", decay_steps=args.decay_steps)
         if not args.export_only:  # the run's own settings stay in the exported recipe
             cfg["threads"] = args.threads
             cfg["ckpt_minutes"] = args.ckpt_minutes
@@ -355,6 +368,7 @@ def main(argv=None) -> None:
         if ckpt.exists() and not args.resume:
             raise SystemExit(f"{ckpt} exists: pass --resume to continue it, or choose another --out")
         cfg = {k: getattr(args, k) for k in DEFAULTS if k not in ("block_out_channels",)}
+        cfg["lr_schedule"] = args.lr_schedule or DEFAULTS["lr_schedule"]
         cfg["block_out_channels"] = tuple(int(c) for c in args.block_out_channels.split(","))
         cfg["data_seed"] = SEEDS["prior"] if args.data_seed is None else args.data_seed
         (out / "config.json").write_text(json.dumps({**cfg, "command": command}, indent=2) + "\n")
