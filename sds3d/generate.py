@@ -17,7 +17,7 @@ import json
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +96,17 @@ class RunResult:
     metrics: dict
 
 
+def make_guidance(config: GenerateConfig, prior):
+    """The run's guidance variant from its config section; a section whose `seed` is None (DSD's
+    z_T) takes the run's seed, so different seeds follow different paths."""
+    from .guidance.registry import build_guidance
+
+    section = getattr(config, config.guidance, None)
+    if getattr(section, "seed", 0) is None:
+        section = replace(section, seed=config.seed)
+    return build_guidance(config.guidance, prior, section, config.steps)
+
+
 def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -165,7 +176,7 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     """Run score distillation. `prior` / `guidance` objects may be passed instead of being built from
     the config (tests, notebooks). `callback(step, logs, output)` is called every step;
     `should_stop()` returning True ends the run early after a checkpoint (the result is kept)."""
-    from .guidance.registry import build_guidance, load_prior, resolve_device
+    from .guidance.registry import load_prior, resolve_device
 
     config.prompt = validate_prompt(config.prompt)
     out = Path(config.out)
@@ -179,7 +190,7 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     resuming = resume and checkpoint_path.exists()
     representation = build_representation(config, generator, initialise=not resuming).to(device)
     if guidance is None:
-        guidance = build_guidance(config.guidance, prior, getattr(config, config.guidance, None), config.steps)
+        guidance = make_guidance(config, prior)
     prompts = PromptProcessor(prior, PromptConfig(config.prompt, config.negative_prompt, config.view_dependent))
     sampler = CameraSampler(width=config.resolution, height=config.resolution, **vars(config.camera))
     background = Background(config.background).to(device)
