@@ -41,7 +41,7 @@ class CDSConfig:
     min_sigma_percent: float = 0.1
     max_sigma_percent: float = 0.98
     grad_clip: Scheduled | None = (0, 2.0, 8.0, 3000)
-    seed: int = 0  # eps* = randn(latent shape) from this seed
+    seed: int | None = None  # eps* = randn(latent shape) from this seed; None: the run's seed (0 alone)
 
 
 class CDS(Guidance):
@@ -55,7 +55,7 @@ class CDS(Guidance):
         T = prior.num_train_timesteps
         self.sigma_min = int(T * self.config.min_sigma_percent)
         self.sigma_max = int(T * self.config.max_sigma_percent)
-        generator = torch.Generator().manual_seed(self.config.seed)
+        generator = torch.Generator().manual_seed(0 if self.config.seed is None else self.config.seed)
         self.noise = torch.randn(prior_latent_shape(prior), generator=generator).to(prior.device)
 
     def unet_evals_per_step(self) -> int:

@@ -46,7 +46,7 @@ class DSDConfig:
     late_progress: float = 0.75
     perp_neg: bool = False  # dsd.yaml: true (needs view-dependent prompts; doubles the cost)
     grad_clip: Scheduled | None = None
-    seed: int | None = None  # z_T = randn(latent shape) from this seed; None: the run's seed (generate)
+    seed: int | None = None  # z_T = randn(latent shape) from this seed; None: the run's seed (0 alone)
 
 
 class DSD(Guidance):
@@ -59,7 +59,7 @@ class DSD(Guidance):
         T = prior.num_train_timesteps
         self.min_step = int(T * scheduled_value(self.config.timesteps.min_step_percent, 0))
         self.grid = torch.linspace(T - 1, 0, self.config.n_ddim_steps + 1).long().clamp(max=T - 1).tolist()
-        generator = torch.Generator().manual_seed(self.config.seed or 0)
+        generator = torch.Generator().manual_seed(0 if self.config.seed is None else self.config.seed)
         self.z_T = torch.randn((1, *prior_latent_shape(prior)), generator=generator).to(prior.device)
 
     def unet_evals_per_step(self) -> int:

@@ -97,8 +97,8 @@ class RunResult:
 
 
 def make_guidance(config: GenerateConfig, prior):
-    """The run's guidance variant from its config section; a section whose `seed` is None (DSD's
-    z_T) takes the run's seed, so different seeds follow different paths."""
+    """The run's guidance variant from its config section; a section whose `seed` is None (CDS's
+    fixed noise, DSD's z_T) takes the run's seed, so different seeds follow different paths."""
     from .guidance.registry import build_guidance
 
     section = getattr(config, config.guidance, None)

@@ -118,13 +118,15 @@ def test_every_guidance_runs_in_the_loop(tmp_path, name, tiny_sd_prior):
     assert torch.isfinite(moved).all()
 
 
-def test_dsd_seed_latent_follows_the_run_seed(tmp_path):
+@pytest.mark.parametrize("name, attribute", [("dsd", "z_T"), ("cds", "noise")])
+def test_fixed_noise_follows_the_run_seed(tmp_path, name, attribute):
     from sds3d.generate import make_guidance
-    from sds3d.guidance.dsd import DSDConfig
 
-    def z_T(**changes):
-        return make_guidance(tiny_config(tmp_path, guidance="dsd", **changes), prior()).z_T
+    def noise(seed, pinned=None):
+        config = tiny_config(tmp_path, guidance=name, seed=seed)
+        getattr(config, name).seed = pinned
+        return getattr(make_guidance(config, prior()), attribute)
 
-    assert torch.equal(z_T(seed=1), z_T(seed=1))
-    assert not torch.allclose(z_T(seed=1), z_T(seed=2))
-    assert torch.equal(z_T(seed=1, dsd=DSDConfig(seed=7)), z_T(seed=2, dsd=DSDConfig(seed=7)))  # pinned
+    assert torch.equal(noise(1), noise(1))
+    assert not torch.allclose(noise(1), noise(2))
+    assert torch.equal(noise(1, pinned=7), noise(2, pinned=7))
