@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..cameras import CameraSampler
+from ..cameras import CameraSampler, Cameras, turntable_cameras
 from ..cuda._torch_gaussians import _quat_to_rotmat
 from .base import Representation
 from .dmtet import DMTet, DMTetConfig
@@ -147,17 +147,46 @@ def grid_to_mesh(volume: torch.Tensor, level: float, bound: float, fill_interior
     return vertices, torch.as_tensor(faces.astype(np.int64))
 
 
-def density_to_mesh(density_fn: Callable[[torch.Tensor], torch.Tensor], threshold: float, resolution: int = 128,
-                    bound: float = 0.6, color_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                    chunk: int = 1 << 16, config: MeshConfig | None = None) -> Mesh:
-    """Mesh of {x : density_fn(x) > threshold}: density_fn(points [N, 3]) -> [N] is evaluated on
-    the grid (no gradients, `chunk` points at a time), cavities filled, marching cubes; vertex
-    colours from color_fn(points [N, 3]) -> [N, 3] when given."""
+def density_grid(density_fn: Callable[[torch.Tensor], torch.Tensor], resolution: int = 128, bound: float = 0.6,
+                 chunk: int = 1 << 16) -> torch.Tensor:
+    """density_fn(points [N, 3]) -> [N] on `grid_points(resolution, bound)`, `chunk` points at a
+    time, without gradients -> [R + 1]^3 on the CPU."""
     points = grid_points(resolution, bound)
     with torch.no_grad():
         values = torch.cat([density_fn(points[s:s + chunk]).reshape(-1).float().cpu()
                             for s in range(0, len(points), chunk)])
-        vertices, faces = grid_to_mesh(values.reshape((resolution + 1,) * 3), threshold, bound)
+    return values.reshape((resolution + 1,) * 3)
+
+
+def silhouette_level(volume: torch.Tensor, bound: float, cameras: Cameras, target_alpha: torch.Tensor,
+                     levels: tuple[float, ...]) -> float:
+    """The level in `levels` whose surface (`grid_to_mesh`) has the silhouettes closest to the
+    target's: intersection over union of mesh alpha > 0.5 and target_alpha [C, H, W, 1] > 0.5,
+    summed over the cameras. volume [R + 1]^3 on `grid_points(R, bound)`."""
+    target = target_alpha.detach().cpu()[..., 0] > 0.5
+    scores = {}
+    with torch.no_grad():
+        for level in levels:
+            if volume.max() <= level:
+                continue
+            alpha = Mesh(*grid_to_mesh(volume, level, bound)).render(cameras).alpha.cpu()[..., 0] > 0.5
+            scores[level] = ((alpha & target).sum() / (alpha | target).sum().clamp_min(1)).item()
+    if not scores:
+        raise ValueError(f"no surface: the field never crosses any level of {levels} inside "
+                         f"[-{bound:g}, {bound:g}]^3 (its maximum there is {volume.max().item():.3g})")
+    return max(scores, key=scores.get)
+
+
+def density_to_mesh(density_fn: Callable[[torch.Tensor], torch.Tensor], threshold: float, resolution: int = 128,
+                    bound: float = 0.6, color_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                    chunk: int = 1 << 16, config: MeshConfig | None = None,
+                    volume: torch.Tensor | None = None) -> Mesh:
+    """Mesh of {x : density_fn(x) > threshold}: `density_grid` (or the given `volume` of it),
+    cavities filled, marching cubes; vertex colours from color_fn(points [N, 3]) -> [N, 3] when given."""
+    if volume is None:
+        volume = density_grid(density_fn, resolution, bound, chunk)
+    with torch.no_grad():
+        vertices, faces = grid_to_mesh(volume, threshold, bound)
         colors = None if color_fn is None else torch.cat([color_fn(vertices[s:s + chunk]).float().cpu()
                                                           for s in range(0, len(vertices), chunk)])
     return Mesh(vertices, faces, colors, config=config)
@@ -336,7 +365,9 @@ def distill(source: Representation, target: Representation, steps: int, sampler:
 
 # ----- whole-representation conversions --------------------------------------------------------------
 
-NERF_SURFACE_DENSITY = 5.0  # NeRF density (per unit length) taken as the surface when meshing
+# NeRF densities (per unit length) tried as the surface when meshing: `to_mesh` keeps the one whose
+# silhouettes match the NeRF's rendered alpha best (faint, light-coloured NeRFs need a low level).
+NERF_SURFACE_DENSITIES = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 40.0)
 
 
 def to_mesh(source: Representation, resolution: int = 128, bound: float = 0.6) -> Mesh:
@@ -352,7 +383,12 @@ def to_mesh(source: Representation, resolution: int = 128, bound: float = 0.6) -
             vertices, faces = source.extract_mesh()
             return Mesh(vertices, faces, source.color_field(vertices).clamp(0, 1))
     if isinstance(source, NeRF):
-        return density_to_mesh(source.density, NERF_SURFACE_DENSITY, resolution, bound, color_fn=source.albedo)
+        volume = density_grid(source.density, resolution, bound)
+        cameras = turntable_cameras(8, elevation=20.0, width=64)
+        with torch.no_grad():
+            alpha = source.render(cameras, shading="albedo").alpha
+        level = silhouette_level(volume, bound, cameras, alpha, NERF_SURFACE_DENSITIES)
+        return density_to_mesh(source.density, level, resolution, bound, color_fn=source.albedo, volume=volume)
     raise TypeError(f"cannot convert a {type(source).__name__} to a mesh")
 
 
@@ -375,5 +411,5 @@ def initialise_from(source: Representation, target: str, config, generator: torc
 
 
 __all__ = ["optional_import", "as_mesh", "mesh_to_gaussians", "gaussian_density_grid", "grid_to_mesh",
-           "density_to_mesh", "gaussian_colors_at", "gaussians_surface", "gaussians_to_mesh", "mesh_sdf_grid",
+           "density_grid", "silhouette_level", "density_to_mesh", "gaussian_colors_at", "gaussians_surface", "gaussians_to_mesh", "mesh_sdf_grid",
            "mesh_to_dmtet", "distill", "to_mesh", "initialise_from"]

@@ -174,3 +174,21 @@ def test_distill_fits_a_dmtet_to_a_mesh_by_rendering_both():
     with torch.no_grad():
         probe = target.color_field(vertices)
     assert (probe.mean(0) - torch.tensor([0.9, 0.2, 0.1])).abs().max() < 0.25
+
+
+def test_silhouette_level_picks_the_density_whose_surface_matches_the_target():
+    """A Gaussian blob exp(-r^2 / 2 s^2): its level-l surface is the sphere of radius
+    s sqrt(2 ln(1 / l)); against the silhouettes of the radius-0.3 sphere the level closest to
+    exp(-0.3^2 / 2 s^2) = 0.61 must win."""
+    from sds3d.cameras import turntable_cameras
+    from sds3d.representations.convert import density_grid, silhouette_level
+
+    sigma, bound = 0.3, 0.6
+    volume = density_grid(lambda p: torch.exp(-(p ** 2).sum(-1) / (2 * sigma ** 2)), 48, bound)
+    cameras = turntable_cameras(4, elevation=20.0, width=48)
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.3)
+    target = Mesh(torch.tensor(sphere.vertices, dtype=torch.float32), torch.tensor(sphere.faces)).render(cameras).alpha
+    assert silhouette_level(volume, bound, cameras, target, (0.1, 0.3, 0.45, 0.6, 0.75, 0.9)) == 0.6
+    assert silhouette_level(volume, bound, cameras, target, (0.8, 0.9, 5.0)) == 0.8  # 5.0: no surface, skipped
+    with pytest.raises(ValueError, match="no surface"):
+        silhouette_level(volume, bound, cameras, target, (2.0,))
