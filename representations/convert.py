@@ -411,5 +411,5 @@ def initialise_from(source: Representation, target: str, config, generator: torc
 
 
 __all__ = ["optional_import", "as_mesh", "mesh_to_gaussians", "gaussian_density_grid", "grid_to_mesh",
-           "density_grid", "silhouette_level", "density_to_mesh", "gaussian_colors_at", "gaussians_surface", "gaussians_to_mesh", "mesh_sdf_grid",
-           "mesh_to_dmtet", "distill", "to_mesh", "initialise_from"]
+           "density_grid", "silhouette_level", "density_to_mesh", "gaussian_colors_at", "gaussians_surface",
+           "gaussians_to_mesh", "mesh_sdf_grid", "mesh_to_dmtet", "distill", "to_mesh", "initialise_from"]

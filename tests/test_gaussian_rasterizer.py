@@ -49,9 +49,9 @@ def render(params, cams, backend, dtype, weights=None, rasterize_mode="classic")
 
 
 def threshold_ties(meta, opacities, cams) -> torch.Tensor:
-    """opacities [C, N] as composited. [C, H, W, 1] pixels where some Gaussian sits within float32 rounding of a compositing
-    threshold (alpha = 1/255, transmittance = 1e-4): there float32 and float64 may legitimately
-    decide differently, so the comparison leaves those pixels out."""
+    """opacities [C, N] as composited. [C, H, W, 1] pixels where some Gaussian sits within float32
+    rounding of a compositing threshold (alpha = 1/255, transmittance = 1e-4): there float32 and
+    float64 may legitimately decide differently, so the comparison leaves those pixels out."""
     ys, xs = torch.meshgrid(torch.arange(SIZE) + 0.5, torch.arange(SIZE) + 0.5, indexing="ij")
     pixels = torch.stack([xs, ys], -1).reshape(-1, 2).double()
     ties = []
