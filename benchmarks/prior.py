@@ -1,9 +1,11 @@
 """Does the embedded prior draw what it is asked for? Samples scored by the micro-world evaluator.
 
-    python benchmarks/prior.py [--colors 3] [--samples 4] [--guidance-scale 2] [--steps 50] [--prior DIR]
+    python benchmarks/prior.py [--colors 3] [--samples 4] [--guidance-scale S] [--steps 50] [--prior DIR]
+                               [--threads 2]
 
 For every kind, `--colors` colours (cycled through the palette) and `--samples` samples each (DDIM,
-classifier-free guidance in the diffusers convention), the evaluator's kind and colour predictions
+classifier-free guidance in the diffusers convention; the default S is the library's sampling scale
+`SAMPLING_GUIDANCE_SCALE`), the evaluator's kind and colour predictions
 are compared with the prompt; for kinds with a front, prompts with a view word ("front view",
 "side view", "back view") check the view. Writes a sample grid (`--grid`) and prints JSON last:
 kind_acc, color_acc, view_word_acc, per-kind accuracies, seconds.
@@ -17,10 +19,11 @@ import time
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 
 def main() -> None:
-    from sds3d.guidance.embedded_prior import load_embedded_prior, sample
+    from sds3d.guidance.embedded_prior import SAMPLING_GUIDANCE_SCALE, load_embedded_prior, sample
     from sds3d.guidance.text_encoder import get_text_encoder
     from sds3d.turntable import image_grid, save_png
     from sds3d.world import COLORS, KINDS, canonical_caption, fronted_kinds
@@ -29,13 +32,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--colors", type=int, default=3)
     p.add_argument("--samples", type=int, default=4)
-    p.add_argument("--guidance-scale", type=float, default=2.0)
+    p.add_argument("--guidance-scale", type=float, default=SAMPLING_GUIDANCE_SCALE)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grid", default="runs/prior_samples.png")
     p.add_argument("--prior", default=None, help="a prior folder (default: the shipped one in assets/)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (use 1 beside another job)")
     args = p.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     unet, scheduler = load_embedded_prior(args.prior)
     encoder, evaluator = get_text_encoder(), Evaluator.load()
     palette = list(COLORS)
@@ -53,7 +57,7 @@ def main() -> None:
             labels.append((kind, color, view))
     images = torch.cat([sample(prompts[s:s + 8], n=args.samples, guidance_scale=args.guidance_scale, steps=args.steps,
                                seed=args.seed + s, unet=unet, scheduler=scheduler, text_encoder=encoder)
-                        for s in range(0, len(prompts), 8)])
+                        for s in tqdm(range(0, len(prompts), 8), desc="sampling", unit="batch of 8 prompts")])
     predicted = evaluator.predict(images)
     expanded = [label for label in labels for _ in range(args.samples)]  # sample() repeats each prompt n times
     rows = [(label, predicted["kind"][i], predicted["color"][i], predicted["view"][i])

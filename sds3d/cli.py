@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     draw.add_argument("prompt")
     draw.add_argument("--n", type=int, default=16)
     draw.add_argument("--guidance-scale", dest="guidance_scale", type=float, default=None,
-                      help="classifier-free guidance scale (default: the prior's sampling default, 2)")
+                      help="classifier-free guidance scale (default: the prior's sampling default, 1.2)")
     draw.add_argument("--steps", type=int, default=50, help="DDIM steps")
     draw.add_argument("--seed", type=int, default=0)
     draw.add_argument("--zoom", type=int, default=4, help="pixel repeat for viewing 32x32 samples")

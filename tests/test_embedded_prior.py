@@ -129,3 +129,32 @@ def test_a_constant_run_can_switch_to_wsd_on_resume(tmp_path, monkeypatch):
     lrs = [float(r.split(",")[2]) for r in (tmp_path / "a" / "loss.csv").read_text().strip().splitlines()[1:]]
     assert lrs[1] == lrs[2] and lrs[3] == pytest.approx(0.55 * lrs[2])  # decays over the last 2 of 4 steps
     assert torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["config"]["lr_schedule"] == "wsd"
+
+
+def test_init_from_starts_a_new_run_from_the_source_ema(tmp_path, monkeypatch):
+    """Fine-tuning: the new run's model and EMA start as the source's EMA weights, the architecture
+    comes from the source, and the export's recipe names the source run."""
+    from sds3d.world.train_prior import Trainer, load_source_run, main
+
+    monkeypatch.setenv("SDS3D_DATA_DIR", str(tmp_path / "data"))
+    threads = torch.get_num_threads()
+    try:
+        main(["--out", str(tmp_path / "src"), "--steps", "3", "--no-export", *TINY])
+        source = load_source_run(tmp_path / "src")
+        small = [a for a in TINY if a not in ("--block-out-channels", "16,32")]  # taken from the source
+        main(["--out", str(tmp_path / "tune"), "--init-from", str(tmp_path / "src"), "--steps", "0",
+              "--view-caption-prob", "0.9", "--export", str(tmp_path / "prior"), *small])
+    finally:
+        torch.set_num_threads(threads)
+    cfg = json.loads((tmp_path / "tune" / "config.json").read_text())
+    assert cfg["block_out_channels"] == [16, 32] and cfg["view_caption_prob"] == 0.9
+    assert cfg["init_from"]["step"] == 3
+    trainer = Trainer(tmp_path / "check", json.loads((tmp_path / "tune" / "config.json").read_text()))
+    trainer.init_from(source)
+    source_ema = source["ema"]["shadow_params"]
+    exported, _ = load_embedded_prior(tmp_path / "prior")
+    for ema_param, model_param, exported_param in zip(source_ema, trainer.unet.parameters(), exported.parameters()):
+        assert torch.equal(ema_param, model_param) and torch.equal(ema_param, exported_param)
+    assert not torch.equal(source_ema[0], source["unet"]["conv_in.weight"])  # EMA differs from the raw weights
+    readme = (tmp_path / "prior" / "README.md").read_text()
+    assert "Fine-tuned: initialised from the EMA weights of" in readme and "--init-from" in readme

@@ -3,6 +3,8 @@
     python -m sds3d.world.train_prior --out /work/runs/prior --steps 12000
     python -m sds3d.world.train_prior --out /work/runs/prior --steps 20000 --resume   # continue
     python -m sds3d.world.train_prior --out /work/runs/prior --export-only            # ship latest
+    python -m sds3d.world.train_prior --out /work/runs/tune --init-from /work/runs/prior --steps 2000 \
+        --lr 2e-4 --warmup 100 --lr-schedule wsd --decay-steps 1000 --view-caption-prob 0.9  # fine-tune
 
 A diffusers `UNet2DConditionModel` (32x32 pixels in [-1, 1], epsilon-prediction, cross-attention on
 all-MiniLM-L6-v2 token states) learns the renders of `sds3d.world.dataset` under a DDPMScheduler
@@ -14,7 +16,9 @@ exported).
 
 Checkpoints (`RUN_DIR/checkpoint.pt`) are written atomically every `--ckpt-minutes` minutes and at
 the end; they hold the model, EMA, optimiser, LR scheduler, step and every RNG state, so `--resume`
-continues the same run exactly. `RUN_DIR/loss.csv` logs step, loss, lr, seconds.
+continues the same run exactly. `RUN_DIR/loss.csv` logs step, loss, lr, seconds. `--init-from
+OTHER_RUN` starts a new run (fresh optimiser and schedule, the architecture of OTHER_RUN) from that
+run's EMA weights: a fine-tuning phase, recorded in the export's recipe.
 """
 
 from __future__ import annotations
@@ -139,6 +143,11 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.seconds = int(state["step"]), float(state["seconds"])
         restore_rng(state["rng"], self.np_rng, self.gen)
+
+    def init_from(self, state: dict) -> None:
+        """Fine-tuning: the model and its EMA both start from another run's EMA weights."""
+        self.ema.load_state_dict(state["ema"])
+        self.ema.copy_to(self.unet.parameters())
 
     def save_checkpoint(self) -> None:
         atomic_torch_save(self.state_dict(), self.out / "checkpoint.pt")
@@ -271,6 +280,12 @@ def prior_readme(info: dict) -> str:
     hours = tr["wall_seconds"] / 3600
     schedule = cfg["lr_schedule"] + (f" (constant, then linear to 10% over the last {cfg['decay_steps']} steps)"
                                      if cfg["lr_schedule"] == "wsd" else "")
+    source = cfg.get("init_from")
+    init_line = "" if source is None else (
+        f"\n- Fine-tuned: initialised from the EMA weights of `{source['run']}` at its step {source['step']}"
+        f" ({source['wall_seconds']:.0f} s, {source['wall_seconds'] / 3600:.2f} h of training steps; total with this"
+        f" phase {(source['wall_seconds'] + tr['wall_seconds']) / 3600:.2f} h), trained by\n"
+        f"  `{source['command']}`.")
     return f"""# Embedded micro-world prior
 
 A pixel-space text-to-image diffusion model of the sds3d micro-world (`sds3d/world/`), used as the
@@ -305,12 +320,14 @@ default prior for score distillation when no Stable Diffusion weights are availa
   clipping {cfg['grad_clip']}, min-SNR-{cfg['snr_gamma']} loss weighting, EMA decay {cfg['ema_decay']}
   (exported), seed {tr['seed']}.
 - Wall time: {tr['wall_seconds']:.0f} s ({hours:.2f} h) of training steps on a 2-core CPU
-  (shared with other work), {cfg['threads']} torch threads.
-- Command: `{tr['command']}`
+  (shared with other work; torch threads in the run's last segment: {cfg['threads']}).
+- Command: `{tr['command']}`{init_line}
   (resumable: rerun with `--resume`, and a larger `--steps` to extend; `--export-only` re-exports the
   latest checkpoint). On a CPU shared with other jobs set `OMP_WAIT_POLICY=PASSIVE`: spinning
   OpenMP threads otherwise make steps several times slower. Rendered data is cached under
   `$SDS3D_DATA_DIR` (default `~/.cache/sds3d/world`).
+- Sample quality (kind, colour and view-word accuracy by the micro-world evaluator):
+  `python benchmarks/prior.py`, figures in the repository's BENCHMARKS.md.
 """
 
 
@@ -322,6 +339,8 @@ def parse_args(argv=None):
     p.add_argument("--export", type=Path, default=None,
                    help="export folder (default: the package's assets/prior)")
     p.add_argument("--no-export", action="store_true", help="do not export at the end")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="another run's directory: start a new run from its EMA weights (fine-tuning)")
     for key in ("steps", "batch", "warmup", "decay_steps", "data_size", "seed", "layers_per_block", "head_dim",
                 "norm_num_groups", "num_train_timesteps", "log_every", "threads"):
         p.add_argument("--" + key.replace("_", "-"), type=int, default=DEFAULTS[key])
@@ -346,7 +365,7 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.pt"
     command = "python -m sds3d.world.train_prior " + " ".join(sys.argv[1:] if argv is None else argv)
-    state = None
+    state = source = None
     if args.resume or args.export_only:
         if not ckpt.exists():
             if args.export_only:
@@ -371,12 +390,21 @@ def main(argv=None) -> None:
         cfg["lr_schedule"] = args.lr_schedule or DEFAULTS["lr_schedule"]
         cfg["block_out_channels"] = tuple(int(c) for c in args.block_out_channels.split(","))
         cfg["data_seed"] = SEEDS["prior"] if args.data_seed is None else args.data_seed
+        if args.init_from is not None:
+            source = load_source_run(args.init_from)
+            cfg.update({k: source["config"][k] for k in ARCHITECTURE_KEYS})
+            cfg["init_from"] = {"run": str(args.init_from), "step": int(source["step"]),
+                                "wall_seconds": round(float(source["seconds"]), 1),
+                                "command": command_for(source["config"], args.init_from)}
         (out / "config.json").write_text(json.dumps({**cfg, "command": command}, indent=2) + "\n")
 
     trainer = Trainer(out, cfg)
     if state is not None:
         trainer.load_state_dict(state)
         print(f"resumed from {ckpt} at step {trainer.step}", flush=True)
+    elif source is not None:
+        trainer.init_from(source)
+        print(f"initialised from the EMA weights of {args.init_from} at step {source['step']}", flush=True)
     print(f"UNet parameters: {parameter_count(trainer.unet) / 1e6:.2f} M; torch threads {torch.get_num_threads()}; "
           f"{platform.processor() or platform.machine()}", flush=True)
     from sds3d.assets import ASSETS_DIR
@@ -392,9 +420,23 @@ def main(argv=None) -> None:
         export(trainer, dest, command_for(cfg, out), cfg["data_size"], cfg["data_seed"])
 
 
+ARCHITECTURE_KEYS = ("block_out_channels", "layers_per_block", "head_dim", "norm_num_groups", "beta_schedule",
+                     "num_train_timesteps")
+
+
+def load_source_run(run_dir: Path) -> dict:
+    """The checkpoint of the run `--init-from` names (a clear error if there is none)."""
+    ckpt = Path(run_dir) / "checkpoint.pt"
+    if not ckpt.exists():
+        raise SystemExit(f"--init-from {run_dir}: no checkpoint.pt there")
+    return torch.load(ckpt, weights_only=False)
+
+
 def command_for(cfg: dict, out: Path) -> str:
     """The command that trains this configuration from scratch."""
     parts = ["python -m sds3d.world.train_prior", f"--out {out}", f"--steps {cfg['steps']}"]
+    if "init_from" in cfg:
+        parts.append(f"--init-from {cfg['init_from']['run']}")
     for key, default in DEFAULTS.items():
         if key in ("steps", "ckpt_minutes", "log_every", "threads"):
             continue
