@@ -2,6 +2,11 @@
 
     python benchmarks/guidance_table.py [--guidance sds,vsd,...] [--limit N] [--kinds a,b] [--diversity-prompts N]
                                         [--seeds 3] [--steps N] [--out runs/guidance_table] [--set key=value ...]
+                                        [--threads 2]
+
+Runs are cached in `--out`, so an interrupted table resumes, and two processes with `--threads 1`
+and disjoint `--guidance` lists can fill one table folder side by side (a last run with every
+variant then only reads the cached runs back and writes the grid and the table).
 
 Per variant: the suite of `benchmarks/text_to_3d.py` (seed 0) scored by the evaluator (kind/colour
 accuracy over 8 azimuths x 2 elevations, Janus rate on fronted kinds, Chamfer distance), plus
@@ -160,6 +165,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/guidance_table")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override applied to every run (e.g. sds.guidance_scale=20)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 when another job runs)")
     args = parser.parse_args()
     names = [n.strip() for n in args.guidance.split(",") if n.strip()]
     unknown = sorted(set(names) - set(GUIDANCE))
@@ -167,7 +173,7 @@ def main() -> None:
         parser.error(f"unknown guidance {', '.join(unknown)}; choose from {', '.join(GUIDANCE)}")
     if args.seeds < 2:
         parser.error("--seeds must be at least 2 to measure diversity")
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     prompts = suite(args.kinds)[: args.limit]
     prior, evaluator = load_prior("embedded"), Evaluator.load()
     summaries, grid_rows = [], []

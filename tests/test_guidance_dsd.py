@@ -4,7 +4,9 @@ is z_T; the t_D jitter; state round trip; and the 2-D bimodal playground (seeds 
 import torch
 from toy_priors import GaussianMixtureToyPrior, GaussianToyPrior
 
+from sds3d.guidance.ddim import abar, ddim_step
 from sds3d.guidance.dsd import DSD, DSDConfig
+from sds3d.guidance.perp_neg import guided_eps
 from sds3d.guidance.sds import SDS, SDSConfig
 from sds3d.prompts import PromptBatch
 from sds3d.types import RenderOutput
@@ -41,16 +43,32 @@ def test_same_seed_and_timesteps_give_bit_identical_gradients():
 
 
 def test_path_point_at_t_max_is_z_T_and_path_cost():
-    prior = GaussianMixtureToyPrior(*MODES, s0=0.1)
+    prior = GaussianMixtureToyPrior(*MODES, s0=0.1, weights={"other": 0.95})  # "other" prefers mode a
     dsd = DSD(prior, DSDConfig(seed=1))
     p = batch(prior, 3)
     prior.calls = 0
     x = dsd.ode_path(999, p.cond, p.uncond, step=0)
     assert prior.calls == 0 and torch.equal(x, dsd.z_T.expand(3, -1, -1, -1))
     prior.calls = 0
-    dsd.ode_path(450, p.cond, p.uncond, step=0)  # grid 999, 899, ..., 499 above 450, then to 450
-    assert prior.calls == 2 * 3 * 6
-    assert dsd.unet_evals_per_step() == 2 * (10 + 3)
+    x = dsd.ode_path(450, p.cond, p.uncond, step=0)  # grid 999, 899, ..., 499 above 450, then to 450
+    assert prior.calls == 2 * 1 * 5 + 2 * 3 * 1  # one text: its 5 grid steps once, then the last step per view
+    prior.calls = 0
+    assert torch.equal(dsd.ode_path(450, p.cond, p.uncond, step=0), x) and prior.calls == 2 * 3  # cached grid
+    assert dsd.unet_evals_per_step() == 2 * (1 + 3)
+    # the cached path equals DDIM run step by step over the card's grid
+    reference = dsd.z_T.expand(3, -1, -1, -1)
+    times = [999, 899, 799, 699, 599, 499, 450]
+    for cur, nxt in zip(times[:-1], times[1:]):
+        tt = torch.full((3,), cur)
+        eps = guided_eps(prior, reference, tt, p.cond, p.uncond, dsd.config.guidance_scale)
+        reference = ddim_step(reference, eps, abar(prior, cur, reference), abar(prior, nxt, reference))
+    torch.testing.assert_close(x, reference, rtol=1e-6, atol=1e-6)
+    # with different texts per view, each text has its own cached path
+    mixed = PromptBatch(cond=prior.encode_prompts(["obj", "other", "obj"]), uncond=prior.encode_prompts([""] * 3),
+                        texts=["obj", "other", "obj"], views=["any"] * 3)
+    y = dsd.ode_path(450, mixed.cond, mixed.uncond, step=0)
+    torch.testing.assert_close(y[[0, 2]], x[[0, 2]])
+    assert (y[1] - x[1]).abs().max() > 1e-3
 
 
 def test_delta_timesteps_jitter_upwards():
