@@ -50,7 +50,7 @@ def test_zero_sum_weights_are_shift_invariant():
 
 def test_identical_conditions_give_zero():
     prior = GaussianToyPrior({"same": 0.4, CSD_NEGATIVE_PROMPT: 0.4})
-    csd = CSD(prior, CSDConfig(negative_prompt="same"))
+    csd = CSD(prior, CSDConfig.sd_refine(negative_prompt="same"))
     y, noise, t = inputs(seed=1)
     p = batch(prior, 3, prompt="same", uncond="same")
     for step in (0, 3000, 10000):
@@ -59,7 +59,7 @@ def test_identical_conditions_give_zero():
 
 def test_plain_csd_is_the_classifier_direction_and_cost():
     prior = GaussianToyPrior(MEANS)
-    csd = CSD(prior, CSDConfig.plain())
+    csd = CSD(prior, CSDConfig())
     y, noise, t = inputs(seed=2)
     p = batch(prior, 3)
     prior.calls = 0
@@ -69,7 +69,7 @@ def test_plain_csd_is_the_classifier_direction_and_cost():
     alpha, sigma = prior.alpha_sigma(t)
     expected = sigma**2 * (prior.predict_noise(x_t, t, p.cond) - prior.predict_noise(x_t, t, p.uncond))
     torch.testing.assert_close(g, expected)
-    assert CSD(prior).unet_evals_per_step() == 3
+    assert CSD(prior, CSDConfig.sd_refine()).unet_evals_per_step() == 3
     # the negative branch pushes away from the negative prompt: b < 0 and y between the means
     full = CSD(prior, CSDConfig(negative_scale=-1.0, null_scale=0.0))
     assert full.gradient(torch.full((64, 1, 1, 1), 0.5), torch.full((64,), 300), torch.zeros(64, 1, 1, 1),

@@ -37,7 +37,7 @@ def test_small_t_is_sds_plus_weighted_noise():
 def test_large_t_with_empty_negative_prompt_is_csd():
     prior = GaussianToyPrior(MEANS)
     nfsd = NFSD(prior, NFSDConfig(negative_prompt=""))
-    csd = CSD(prior, CSDConfig.plain())
+    csd = CSD(prior, CSDConfig())  # plain CSD: (a, b, c, d) = (1, 0, -1, 0)
     y, noise = inputs(seed=1)
     t = torch.tensor([200, 400, 700, 980])
     p = batch(prior, 4)
