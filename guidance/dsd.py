@@ -15,7 +15,8 @@ Each run follows the DDIM (ODE) generation path of its own fixed seed latent z_T
 Cost: (grid points above t_D, <= n_ddim) + 3 CFG evaluations, i.e. <= 2 (n_ddim + 3) = 26 items
 (52 with Perp-Neg). The path's states at the grid points depend only on z_T, the text and the scale,
 not on the render, so they are computed once per (text, scale) and cached; a step then costs one DDIM
-step from the last grid point above t_D, plus the 3 evaluations: 2 x 4 = 8 items (the same numbers).
+step from the last grid point above t_D, plus the 3 evaluations: 2 x 4 = 8 items (the same path
+and gradient as without the cache).
 Perp-Neg's view-interpolated texts change with every camera, so with Perp-Neg the path is not cached.
 """
 
