@@ -149,7 +149,7 @@ def test_init_from_starts_a_new_run_from_the_source_ema(tmp_path, monkeypatch):
     cfg = json.loads((tmp_path / "tune" / "config.json").read_text())
     assert cfg["block_out_channels"] == [16, 32] and cfg["view_caption_prob"] == 0.9
     assert cfg["init_from"]["step"] == 3
-    trainer = Trainer(tmp_path / "check", json.loads((tmp_path / "tune" / "config.json").read_text()))
+    trainer = Trainer(tmp_path / "check", cfg)
     trainer.init_from(source)
     source_ema = source["ema"]["shadow_params"]
     exported, _ = load_embedded_prior(tmp_path / "prior")

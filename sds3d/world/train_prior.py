@@ -4,7 +4,7 @@
     python -m sds3d.world.train_prior --out /work/runs/prior --steps 20000 --resume   # continue
     python -m sds3d.world.train_prior --out /work/runs/prior --export-only            # ship latest
     python -m sds3d.world.train_prior --out /work/runs/tune --init-from /work/runs/prior --steps 2000 \
-        --lr 2e-4 --warmup 100 --lr-schedule wsd --decay-steps 1000 --view-caption-prob 0.9  # fine-tune
+        --lr 2e-4 --warmup 100 --lr-schedule wsd --decay-steps 1000 --view-caption-prob 0.8  # fine-tune
 
 A diffusers `UNet2DConditionModel` (32x32 pixels in [-1, 1], epsilon-prediction, cross-attention on
 all-MiniLM-L6-v2 token states) learns the renders of `sds3d.world.dataset` under a DDPMScheduler
