@@ -1,13 +1,14 @@
 """Does the embedded prior draw what it is asked for? Samples scored by the micro-world evaluator.
 
-    python benchmarks/prior.py [--colors 3] [--samples 4] [--guidance-scale S] [--steps 50] [--prior DIR]
-                               [--threads 2]
+    python benchmarks/prior.py [--colors 3] [--samples 4] [--guidance-scale S] [--view-guidance-scale S_V]
+                               [--steps 50] [--prior DIR] [--threads 2]
 
 For every kind, `--colors` colours (cycled through the palette) and `--samples` samples each (DDIM,
 classifier-free guidance in the diffusers convention; the default S is the library's sampling scale
 `SAMPLING_GUIDANCE_SCALE`), the evaluator's kind and colour predictions
 are compared with the prompt; for kinds with a front, prompts with a view word ("front view",
-"side view", "back view") check the view. Writes a sample grid (`--grid`) and prints JSON last:
+"side view", "back view", guided compositionally on the view phrase with `--view-guidance-scale`,
+default `SAMPLING_VIEW_GUIDANCE_SCALE`; S_V = S is plain CFG) check the view. Writes a sample grid (`--grid`) and prints JSON last:
 kind_acc, color_acc, view_word_acc, per-kind accuracies, seconds.
 """
 
@@ -23,7 +24,8 @@ from tqdm import tqdm
 
 
 def main() -> None:
-    from sds3d.guidance.embedded_prior import SAMPLING_GUIDANCE_SCALE, load_embedded_prior, sample
+    from sds3d.guidance.embedded_prior import (SAMPLING_GUIDANCE_SCALE, SAMPLING_VIEW_GUIDANCE_SCALE,
+                                               load_embedded_prior, sample)
     from sds3d.guidance.text_encoder import get_text_encoder
     from sds3d.turntable import image_grid, save_png
     from sds3d.world import COLORS, KINDS, canonical_caption, fronted_kinds
@@ -33,6 +35,7 @@ def main() -> None:
     p.add_argument("--colors", type=int, default=3)
     p.add_argument("--samples", type=int, default=4)
     p.add_argument("--guidance-scale", type=float, default=SAMPLING_GUIDANCE_SCALE)
+    p.add_argument("--view-guidance-scale", type=float, default=SAMPLING_VIEW_GUIDANCE_SCALE)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grid", default="runs/prior_samples.png")
@@ -55,7 +58,8 @@ def main() -> None:
             color = palette[i % len(palette)]
             prompts.append(canonical_caption(kind, color, view))
             labels.append((kind, color, view))
-    images = torch.cat([sample(prompts[s:s + 8], n=args.samples, guidance_scale=args.guidance_scale, steps=args.steps,
+    images = torch.cat([sample(prompts[s:s + 8], n=args.samples, guidance_scale=args.guidance_scale,
+                               view_guidance_scale=args.view_guidance_scale, steps=args.steps,
                                seed=args.seed + s, unet=unet, scheduler=scheduler, text_encoder=encoder)
                         for s in tqdm(range(0, len(prompts), 8), desc="sampling", unit="batch of 8 prompts")])
     predicted = evaluator.predict(images)
@@ -69,6 +73,7 @@ def main() -> None:
               "color_acc": float(np.mean([r[2] == r[0][1] for r in plain])),
               "view_word_acc": float(np.mean([r[3] == r[0][2] for r in viewed])),
               "per_kind": per_kind, "samples": len(rows), "guidance_scale": args.guidance_scale,
+              "view_guidance_scale": args.view_guidance_scale,
               "seconds": round(time.perf_counter() - start, 1)}
     n_plain = len(plain)
     grid = image_grid((images[:n_plain].permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8),

@@ -177,7 +177,8 @@ def cmd_sample(args) -> int:
     if not args.prompt.strip():
         raise UsageError("the prompt is empty")
     try:
-        images = sample([args.prompt], n=args.n, guidance_scale=args.guidance_scale, steps=args.steps, seed=args.seed)
+        images = sample([args.prompt], n=args.n, guidance_scale=args.guidance_scale,
+                        view_guidance_scale=args.view_guidance_scale, steps=args.steps, seed=args.seed)
     except FileNotFoundError as error:
         raise UsageError(str(error).splitlines()[0]) from None
     grid = image_grid((images.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8))
@@ -249,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     draw.add_argument("--n", type=int, default=16)
     draw.add_argument("--guidance-scale", dest="guidance_scale", type=float, default=None,
                       help="classifier-free guidance scale (default: the prior's sampling default, 1.2)")
+    draw.add_argument("--view-guidance-scale", dest="view_guidance_scale", type=float, default=None,
+                      help="guidance on a view phrase such as 'back view', applied on top of the prompt without "
+                           "it (default 4.0; equal to --guidance-scale means plain CFG)")
     draw.add_argument("--steps", type=int, default=50, help="DDIM steps")
     draw.add_argument("--seed", type=int, default=0)
     draw.add_argument("--zoom", type=int, default=4, help="pixel repeat for viewing 32x32 samples")

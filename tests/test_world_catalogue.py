@@ -9,7 +9,8 @@ import trimesh
 
 from sds3d.views import VIEW_BINS, VIEW_WORDS
 from sds3d.world import (COLORS, KINDS, VIEW_PHRASES, canonical_caption, fronted_kinds, make_object,
-                         parse_prompt, sample_caption, shaded_distance)
+                         parse_prompt, sample_caption, shaded_distance,
+                         strip_view_phrases)
 from sds3d.world.captions import _OBJECT_TEMPLATES, _WRAPPERS, _article, _tokens
 from sds3d.world.colors import PART_CONTRAST, rgba8
 
@@ -180,6 +181,18 @@ def test_sampled_captions_parse_back():
             caption = sample_caption(kind, color, view, rng)
             assert parse_prompt(caption) == (kind, color, view), caption
             assert parse_prompt(caption.upper() + "!") == (kind, color, view), caption
+
+
+def test_strip_view_phrases_keeps_kind_and_colour():
+    rng = random.Random(1)
+    for kind, color, view in itertools.product(KINDS, COLORS, VIEWS):
+        caption = sample_caption(kind, color, view, rng)
+        stripped = strip_view_phrases(caption)
+        assert parse_prompt(stripped) == (kind, color, None), (caption, stripped)
+        assert (stripped == caption) == (view is None)
+    assert strip_view_phrases("a red cube, front view") == "a red cube"
+    assert strip_view_phrases("Rear view of a red cube, on grass.") == "a red cube, on grass."
+    assert strip_view_phrases("a red cube seen from above, on grass") == "a red cube, on grass"
 
 
 def test_sampling_is_seeded_and_varied():

@@ -120,6 +120,24 @@ def find_mentions(text: str) -> dict[str, set[str]]:
     return found
 
 
+_VIEW_PHRASE_PATTERN = re.compile(
+    r"\b(?:" + "|".join(re.escape(phrase) for phrase in sorted(
+        (phrase for phrases in VIEW_PHRASES.values() for phrase in phrases), key=len, reverse=True))
+    + r")\b(?:\s+of\b)?", re.IGNORECASE)
+
+
+def strip_view_phrases(text: str) -> str:
+    """`text` without its view phrases: "a red cube, front view", "front view of a red cube" and "a red
+    cube seen from the front" all give "a red cube"; text without one comes back unchanged."""
+    stripped = _VIEW_PHRASE_PATTERN.sub(" ", text)
+    if stripped == text:
+        return text
+    stripped = re.sub(r"\s+", " ", stripped)
+    stripped = re.sub(r" ([,;.])", r"\1", stripped)
+    stripped = re.sub(r"(?:\s*[,;])+\s*([,;.]|$)", r"\1", stripped)  # drop commas left dangling
+    return stripped.strip(" ,;")
+
+
 def parse_prompt(text: str) -> tuple[str, str, str | None] | None:
     """(kind, color, view or None) if `text` names exactly one kind, one colour and at most one view
     bin of the micro-world, else None. Case, punctuation and other words are ignored."""
