@@ -78,6 +78,12 @@ def pairwise_feature_distance(features: list[torch.Tensor]) -> float:
     return float(np.mean(distances))
 
 
+def _settings_used(config: dict) -> dict:
+    """A run's config without the sections of the guidance variants it does not use (re-tuning one
+    variant's defaults must not invalidate the cached runs of the others)."""
+    return {key: value for key, value in config.items() if key not in GUIDANCE or key == config["guidance"]}
+
+
 def run_once(config: GenerateConfig, prior, evaluator) -> dict:
     """One run, scored: {"row": {...}, "features": [V, D] evaluator features of its 16 renders,
     "picture": front view}. A finished run with the same config is read back from its folder
@@ -86,7 +92,7 @@ def run_once(config: GenerateConfig, prior, evaluator) -> dict:
     cached = out / "table_run.json"
     if cached.is_file() and (out / "checkpoint.pt").is_file():
         saved = json.loads(cached.read_text())
-        if saved["config"] == json.loads(json.dumps(asdict(config))):
+        if _settings_used(saved["config"]) == _settings_used(json.loads(json.dumps(asdict(config)))):
             _, representation = load_run(out)
             return {"row": saved["row"], "features": torch.load(out / "evaluator_features.pt"),
                     "picture": render_turntable(representation, n_frames=1, resolution=64)}

@@ -56,6 +56,11 @@ class Guidance(ABC):
     def unet_evals_per_step(self) -> int:
         """UNet batch-item evaluations per view per step (SDS = 2)."""
 
+    def representation_lr_scale(self) -> float:
+        """Factor on the representation's learning rates; a variant whose gradient is a cleaner signal
+        than SDS's (Adam normalises its size, not its noise) may want smaller steps."""
+        return 1.0
+
     # Variants with state (LoRA, fixed noise) override these so runs can be resumed.
     def state_dict(self) -> dict:
         return {}

@@ -37,6 +37,11 @@ class CSDConfig:
     negative_prompt: str = CSD_NEGATIVE_PROMPT
     timesteps: TimestepConfig = field(default_factory=TimestepConfig)  # U[0.02, 0.98]
     grad_clip: Scheduled | None = None
+    # Factor on the representation's learning rates. CSD's gradient lacks SDS's (eps_u - eps) noise, so
+    # under Adam (which normalises size, not noise) the same learning rates take much larger effective
+    # steps: at 1.0 Gaussians fill with speckle and fog (suite kind accuracy 0.71 vs SDS 0.99); at 0.25
+    # they converge (BENCHMARKS.md "Guidance variants").
+    lr_scale: float = 0.25
 
     @classmethod
     def sd_refine(cls, **overrides) -> "CSDConfig":
@@ -61,6 +66,9 @@ class CSD(NoisedRenderGuidance):
 
     def unet_evals_per_step(self) -> int:
         return 3 if _ever_nonzero(self.config.negative_scale) else 2
+
+    def representation_lr_scale(self) -> float:
+        return self.config.lr_scale
 
     def scales(self, step: int) -> tuple[float, float, float, float]:
         c = self.config

@@ -194,7 +194,7 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     prompts = PromptProcessor(prior, PromptConfig(config.prompt, config.negative_prompt, config.view_dependent))
     sampler = CameraSampler(width=config.resolution, height=config.resolution, **vars(config.camera))
     background = Background(config.background).to(device)
-    optimizers = representation.make_optimizers()
+    optimizers = representation.make_optimizers(guidance.representation_lr_scale())
     if config.background == "learned":
         optimizers["background"] = torch.optim.Adam(background.parameters(), lr=1e-3)
 
@@ -202,7 +202,7 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     if resuming:
         state = torch.load(checkpoint_path, weights_only=False)
         representation.load_state_dict(state["representation"])
-        optimizers = representation.make_optimizers()
+        optimizers = representation.make_optimizers(guidance.representation_lr_scale())
         if config.background == "learned":
             optimizers["background"] = torch.optim.Adam(background.parameters(), lr=1e-3)
         for name, optimizer in optimizers.items():
