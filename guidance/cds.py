@@ -42,6 +42,10 @@ class CDSConfig:
     max_sigma_percent: float = 0.98
     grad_clip: Scheduled | None = (0, 2.0, 8.0, 3000)
     seed: int | None = None  # eps* = randn(latent shape) from this seed; None: the run's seed (0 alone)
+    # Factor on the representation's learning rates: with one fixed noise, CDS's gradient lacks SDS's
+    # fresh-noise term, and at x1 Gaussians fill the frame with fog (chair 0.00, airplane 0.63, snowman
+    # 0.44); at 0.25 chair 0.81, airplane 0.94, snowman 0.63 (BENCHMARKS.md "Guidance table"; as CSD).
+    lr_scale: float = 0.25
 
 
 class CDS(Guidance):
@@ -60,6 +64,9 @@ class CDS(Guidance):
 
     def unet_evals_per_step(self) -> int:
         return 4
+
+    def representation_lr_scale(self) -> float:
+        return self.config.lr_scale
 
     def state_dict(self) -> dict:
         return {"noise": self.noise.clone()}
