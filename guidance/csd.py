@@ -40,7 +40,7 @@ class CSDConfig:
     # Factor on the representation's learning rates. CSD's gradient lacks SDS's (eps_u - eps) noise, so
     # under Adam (which normalises size, not noise) the same learning rates take much larger effective
     # steps: at 1.0 Gaussians fill with speckle and fog (suite kind accuracy 0.71 vs SDS 0.99); at 0.25
-    # they converge (BENCHMARKS.md "Guidance variants").
+    # the suite reaches 0.90 (BENCHMARKS.md "Guidance table").
     lr_scale: float = 0.25
 
     @classmethod
