@@ -2,11 +2,15 @@
 
     python benchmarks/guidance_table.py [--guidance sds,vsd,...] [--limit N] [--kinds a,b] [--diversity-prompts N]
                                         [--seeds 3] [--steps N] [--out runs/guidance_table] [--set key=value ...]
-                                        [--threads 2]
+                                        [--ledger benchmarks/results/guidance_table] [--threads 2]
 
-Runs are cached in `--out`, so an interrupted table resumes, and two processes with `--threads 1`
-and disjoint `--guidance` lists can fill one table folder side by side (a last run with every
-variant then only reads the cached runs back and writes the grid and the table).
+Every finished run leaves a small record in `--ledger` (committed with the repository, so a table
+that takes more core-hours than one session resumes on a new machine): its settings, its scored row,
+its front view (PNG) and, for diversity runs, its evaluator features (float16 .npy). A run whose
+record matches its settings is read back instead of re-run, and two processes with `--threads 1`
+and disjoint `--guidance` lists can fill one ledger side by side (a last run with every variant
+then only reads the records back and writes the grid and the table). Run folders (checkpoints,
+turntables) go to `--out`.
 
 Per variant: the suite of `benchmarks/text_to_3d.py` (seed 0) scored by the evaluator (kind/colour
 accuracy over 8 azimuths x 2 elevations, Janus rate on fronted kinds, Chamfer distance), plus
@@ -38,7 +42,7 @@ import torch
 
 from sds3d.config import apply_override
 from sds3d.evaluate import evaluate_asset, evaluation_cameras, render_for_evaluator
-from sds3d.generate import GenerateConfig, generate, load_run
+from sds3d.generate import GenerateConfig, generate
 from sds3d.guidance.registry import GUIDANCE, load_prior
 from sds3d.turntable import image_grid, render_turntable, save_png
 
@@ -78,24 +82,31 @@ def pairwise_feature_distance(features: list[torch.Tensor]) -> float:
     return float(np.mean(distances))
 
 
-def _settings_used(config: dict) -> dict:
-    """A run's config without the sections of the guidance variants it does not use (re-tuning one
-    variant's defaults must not invalidate the cached runs of the others)."""
-    return {key: value for key, value in config.items() if key not in GUIDANCE or key == config["guidance"]}
+# settings that change where or how often a run writes, not what it produces
+_BOOKKEEPING = ("out", "device", "preview_every", "checkpoint_every", "turntable_frames", "turntable_resolution")
 
 
-def run_once(config: GenerateConfig, prior, evaluator) -> dict:
-    """One run, scored: {"row": {...}, "features": [V, D] evaluator features of its 16 renders,
-    "picture": front view}. A finished run with the same config is read back from its folder
-    (`table_run.json`, `evaluator_features.pt`) instead of re-run, so an interrupted table resumes."""
-    out = Path(config.out)
-    cached = out / "table_run.json"
-    if cached.is_file() and (out / "checkpoint.pt").is_file():
-        saved = json.loads(cached.read_text())
-        if _settings_used(saved["config"]) == _settings_used(json.loads(json.dumps(asdict(config)))):
-            _, representation = load_run(out)
-            return {"row": saved["row"], "features": torch.load(out / "evaluator_features.pt"),
-                    "picture": render_turntable(representation, n_frames=1, resolution=64)}
+def _settings_used(config: GenerateConfig) -> dict:
+    """The settings that determine a run's result: without bookkeeping fields and without the
+    sections of the guidance variants it does not use (re-tuning one variant's defaults must not
+    invalidate the recorded runs of the others)."""
+    settings = json.loads(json.dumps(asdict(config)))
+    return {key: value for key, value in settings.items()
+            if key not in _BOOKKEEPING and (key not in GUIDANCE or key == config.guidance)}
+
+
+def run_once(config: GenerateConfig, prior, evaluator, record: Path, keep_features: bool) -> dict:
+    """One run, scored: {"row": {...}, "features": [V, D] evaluator features of its 16 renders (None
+    unless `keep_features`), "picture": uint8 [1, 64, 64, 3] front view}. `record` (`<name>.json`,
+    `.png`, `.features.npy`) holds a finished run; it is read back when its settings match."""
+    from PIL import Image
+
+    features_file, picture_file = record.with_suffix(".features.npy"), record.with_suffix(".png")
+    if record.is_file() and picture_file.is_file() and (features_file.is_file() or not keep_features):
+        saved = json.loads(record.read_text())
+        if saved["settings"] == _settings_used(config):
+            features = torch.from_numpy(np.load(features_file).astype(np.float32)) if keep_features else None
+            return {"row": saved["row"], "features": features, "picture": np.asarray(Image.open(picture_file))[None]}
     counter = UNetImageCounter(prior.unet)
     start = time.perf_counter()
     try:
@@ -104,31 +115,34 @@ def run_once(config: GenerateConfig, prior, evaluator) -> dict:
         counter.close()
     seconds = time.perf_counter() - start
     images, output = render_for_evaluator(result.representation, evaluation_cameras())
-    features = evaluator.features(images)
+    features = evaluator.features(images) if keep_features else None
     scores = evaluate_asset(result.representation, config.prompt, evaluator)
     row = {"guidance": config.guidance, "prompt": config.prompt, "seed": config.seed,
            "kind_acc": scores["kind_acc"], "color_acc": scores["color_acc"], "janus_rate": scores["janus_rate"],
            "chamfer": scores["chamfer"], "saturation": saturation(output.rgb, output.alpha), "seconds": seconds,
            "unet_evals_per_step": counter.images / (result.metrics["steps"] * config.views_per_step)}
-    torch.save(features, out / "evaluator_features.pt")
-    cached.write_text(json.dumps({"config": asdict(config), "row": row}, indent=1))
-    return {"row": row, "features": features,
-            "picture": render_turntable(result.representation, n_frames=1, resolution=64)}
+    picture = render_turntable(result.representation, n_frames=1, resolution=64)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    save_png(picture[0], picture_file)
+    if keep_features:
+        np.save(features_file, features.detach().numpy().astype(np.float16))
+    record.write_text(json.dumps({"settings": _settings_used(config), "row": row}, indent=1))
+    return {"row": row, "features": features, "picture": picture}
 
 
 def run_variant(name: str, prompts: list[str], args, prior, evaluator) -> tuple[dict, list[np.ndarray]]:
     rows, pictures, diversity = [], [], []
     for index, prompt in enumerate(prompts):
-        seeds = range(args.seeds) if index < args.diversity_prompts else range(1)
+        diverse = index < args.diversity_prompts
         features = []
-        for seed in seeds:
-            config = GenerateConfig(prompt=prompt, guidance=name, seed=seed,
-                                    out=str(Path(args.out) / name / f"{prompt.replace(' ', '_')}_s{seed}"))
+        for seed in range(args.seeds) if diverse else range(1):
+            run_name = f"{prompt.replace(' ', '_')}_s{seed}"
+            config = GenerateConfig(prompt=prompt, guidance=name, seed=seed, out=str(Path(args.out) / name / run_name))
             if args.steps:
                 config.steps = args.steps
             for assignment in args.set:
                 config = apply_override(config, assignment)
-            run = run_once(config, prior, evaluator)
+            run = run_once(config, prior, evaluator, Path(args.ledger) / name / f"{run_name}.json", diverse)
             features.append(run["features"])
             if seed == 0:
                 rows.append(run["row"])
@@ -168,7 +182,9 @@ def main() -> None:
     parser.add_argument("--diversity-prompts", type=int, default=6)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int)
-    parser.add_argument("--out", default="runs/guidance_table")
+    parser.add_argument("--out", default="runs/guidance_table", help="run folders (checkpoints, turntables)")
+    parser.add_argument("--ledger", default=str(Path(__file__).parent / "results" / "guidance_table"),
+                        help="records of finished runs, read back instead of re-running (commit them)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override applied to every run (e.g. sds.guidance_scale=20)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 when another job runs)")
