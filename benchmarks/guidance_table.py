@@ -3,6 +3,7 @@
     python benchmarks/guidance_table.py [--guidance sds,vsd,...] [--limit N] [--kinds a,b] [--diversity-prompts N]
                                         [--seeds 3] [--steps N] [--out runs/guidance_table] [--set key=value ...]
                                         [--ledger benchmarks/results/guidance_table] [--threads 2]
+                                        [--recorded-only]   # the table so far, from the ledger alone
 
 Every finished run leaves a small record in `--ledger` (committed with the repository, so a table
 that takes more core-hours than one session resumes on a new machine): its settings, its scored row,
@@ -10,7 +11,8 @@ its front view (PNG) and, for diversity runs, its evaluator features (float16 .n
 record matches its settings is read back instead of re-run, and two processes with `--threads 1`
 and disjoint `--guidance` lists can fill one ledger side by side (a last run with every variant
 then only reads the records back and writes the grid and the table). Run folders (checkpoints,
-turntables) go to `--out`.
+turntables) go to `--out`. `--recorded-only` runs nothing: it summarises the recorded runs (column
+`prompts` counts them; 28 when a variant is complete) and leaves blank cells in the grid.
 
 Per variant: the suite of `benchmarks/text_to_3d.py` (seed 0) scored by the evaluator (kind/colour
 accuracy over 8 azimuths x 2 elevations, Janus rate on fronted kinds, Chamfer distance), plus
@@ -48,7 +50,7 @@ from sds3d.turntable import image_grid, render_turntable, save_png
 
 from text_to_3d import suite
 
-COLUMNS = ("guidance", "kind_acc", "color_acc", "janus_rate", "chamfer", "diversity", "saturation", "seconds",
+COLUMNS = ("guidance", "prompts", "kind_acc", "color_acc", "janus_rate", "chamfer", "diversity", "saturation", "seconds",
            "unet_evals_per_step")
 
 
@@ -95,10 +97,12 @@ def _settings_used(config: GenerateConfig) -> dict:
             if key not in _BOOKKEEPING and (key not in GUIDANCE or key == config.guidance)}
 
 
-def run_once(config: GenerateConfig, prior, evaluator, record: Path, keep_features: bool) -> dict:
+def run_once(config: GenerateConfig, prior, evaluator, record: Path, keep_features: bool,
+             recorded_only: bool = False) -> dict | None:
     """One run, scored: {"row": {...}, "features": [V, D] evaluator features of its 16 renders (None
     unless `keep_features`), "picture": uint8 [1, 64, 64, 3] front view}. `record` (`<name>.json`,
-    `.png`, `.features.npy`) holds a finished run; it is read back when its settings match."""
+    `.png`, `.features.npy`) holds a finished run; it is read back when its settings match. None if
+    there is no such record and `recorded_only`."""
     from PIL import Image
 
     features_file, picture_file = record.with_suffix(".features.npy"), record.with_suffix(".png")
@@ -107,6 +111,8 @@ def run_once(config: GenerateConfig, prior, evaluator, record: Path, keep_featur
         if saved["settings"] == _settings_used(config):
             features = torch.from_numpy(np.load(features_file).astype(np.float32)) if keep_features else None
             return {"row": saved["row"], "features": features, "picture": np.asarray(Image.open(picture_file))[None]}
+    if recorded_only:
+        return None
     counter = UNetImageCounter(prior.unet)
     start = time.perf_counter()
     try:
@@ -130,7 +136,9 @@ def run_once(config: GenerateConfig, prior, evaluator, record: Path, keep_featur
     return {"row": row, "features": features, "picture": picture}
 
 
-def run_variant(name: str, prompts: list[str], args, prior, evaluator) -> tuple[dict, list[np.ndarray]]:
+def run_variant(name: str, prompts: list[str], args, prior, evaluator) -> tuple[dict | None, list[np.ndarray]]:
+    """(summary over the prompts with a seed-0 run, or None if there is none; front views [1, 64, 64, 3]
+    per prompt, blank where a run is missing)."""
     rows, pictures, diversity = [], [], []
     for index, prompt in enumerate(prompts):
         diverse = index < args.diversity_prompts
@@ -142,7 +150,12 @@ def run_variant(name: str, prompts: list[str], args, prior, evaluator) -> tuple[
                 config.steps = args.steps
             for assignment in args.set:
                 config = apply_override(config, assignment)
-            run = run_once(config, prior, evaluator, Path(args.ledger) / name / f"{run_name}.json", diverse)
+            run = run_once(config, prior, evaluator, Path(args.ledger) / name / f"{run_name}.json", diverse,
+                           args.recorded_only)
+            if run is None:
+                if seed == 0:
+                    pictures.append(np.full((1, 64, 64, 3), 255, dtype=np.uint8))
+                continue
             features.append(run["features"])
             if seed == 0:
                 rows.append(run["row"])
@@ -150,8 +163,10 @@ def run_variant(name: str, prompts: list[str], args, prior, evaluator) -> tuple[
                 print(json.dumps(run["row"]), flush=True)
         if len(features) > 1:
             diversity.append(pairwise_feature_distance(features))
+    if not rows:
+        return None, pictures
     janus = [r["janus_rate"] for r in rows if r["janus_rate"] is not None]
-    summary = {"guidance": name,
+    summary = {"guidance": name, "prompts": len(rows),
                "kind_acc": statistics.mean(r["kind_acc"] for r in rows),
                "color_acc": statistics.mean(r["color_acc"] for r in rows),
                "janus_rate": statistics.mean(janus) if janus else None,
@@ -161,6 +176,15 @@ def run_variant(name: str, prompts: list[str], args, prior, evaluator) -> tuple[
                "seconds": statistics.median(r["seconds"] for r in rows),
                "unet_evals_per_step": statistics.mean(r["unet_evals_per_step"] for r in rows)}
     return summary, pictures
+
+
+def label_tile(text: str, size: int = 64) -> np.ndarray:
+    """uint8 [1, size, size, 3]: `text` in black on white, the row label of the grid."""
+    from PIL import Image, ImageDraw
+
+    tile = Image.new("RGB", (size, size), "white")
+    ImageDraw.Draw(tile).text((4, size // 2 - 6), text, fill="black")
+    return np.asarray(tile)[None]
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -179,12 +203,13 @@ def main() -> None:
     parser.add_argument("--guidance", default=",".join(GUIDANCE), help="comma-separated variant names")
     parser.add_argument("--limit", type=int, help="first N prompts of the suite")
     parser.add_argument("--kinds", help="comma-separated subset of kinds (default: all 28)")
-    parser.add_argument("--diversity-prompts", type=int, default=6)
+    parser.add_argument("--diversity-prompts", type=int, default=3, help="first N prompts get --seeds seeds")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--out", default="runs/guidance_table", help="run folders (checkpoints, turntables)")
     parser.add_argument("--ledger", default=str(Path(__file__).parent / "results" / "guidance_table"),
                         help="records of finished runs, read back instead of re-running (commit them)")
+    parser.add_argument("--recorded-only", action="store_true", help="run nothing; summarise the ledger")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override applied to every run (e.g. sds.guidance_scale=20)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 when another job runs)")
@@ -201,12 +226,16 @@ def main() -> None:
     summaries, grid_rows = [], []
     for name in names:
         summary, pictures = run_variant(name, prompts, args, prior, evaluator)
+        if summary is None:
+            continue
         summaries.append(summary)
-        grid_rows.append(np.concatenate(pictures))
+        grid_rows.append(np.concatenate([label_tile(name)] + pictures))
         print(json.dumps({"summary": summary}), flush=True)
+    if not summaries:
+        raise SystemExit(f"no recorded runs for {', '.join(names)} in {args.ledger}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    save_png(image_grid(np.concatenate(grid_rows), columns=len(prompts)), out / "grid.png")
+    save_png(image_grid(np.concatenate(grid_rows), columns=len(prompts) + 1), out / "grid.png")
     (out / "table.md").write_text(markdown_table(summaries))
     print(json.dumps({"rows": summaries}))
 
