@@ -50,8 +50,8 @@ from sds3d.turntable import image_grid, render_turntable, save_png
 
 from text_to_3d import suite
 
-COLUMNS = ("guidance", "prompts", "kind_acc", "color_acc", "janus_rate", "chamfer", "diversity", "saturation", "seconds",
-           "unet_evals_per_step")
+COLUMNS = ("guidance", "prompts", "kind_acc", "color_acc", "janus_rate", "chamfer", "diversity", "saturation",
+           "seconds", "unet_evals_per_step")
 
 
 class UNetImageCounter:

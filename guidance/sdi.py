@@ -47,6 +47,8 @@ class SDIConfig:
     perp_neg: bool = False  # sdi.yaml: true (needs view-dependent prompts; doubles the cost)
     mean_reduction: bool = False
     grad_clip: Scheduled | None = None
+    # Factor on the representation's learning rates (`Guidance.representation_lr_scale`), as CSD's.
+    lr_scale: float = 1.0
 
 
 class SDI(Guidance):
@@ -62,6 +64,9 @@ class SDI(Guidance):
         per_eval = 4 if self.config.perp_neg else 2
         inversion = self.config.inversion_n_steps + 1 if self.config.enable_sdi else 0
         return per_eval * (inversion + 1)  # upper bound (t above the last grid point)
+
+    def representation_lr_scale(self) -> float:
+        return self.config.lr_scale
 
     def inversion_timesteps(self, t: int, delta: int) -> list[int]:
         """[clean start (negative), grid points < t, min(t + delta, T - 1)]."""

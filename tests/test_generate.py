@@ -132,10 +132,11 @@ def test_fixed_noise_follows_the_run_seed(tmp_path, name, attribute):
     assert torch.equal(noise(1, pinned=7), noise(2, pinned=7))
 
 
-@pytest.mark.parametrize("name", ["csd", "cds"])
+@pytest.mark.parametrize("name", ["csd", "cds", "sdi"])
 @pytest.mark.parametrize("lr_scale", [1.0, 0.25])
 def test_guidance_scales_the_representation_learning_rates(tmp_path, name, lr_scale):
-    """CSD and CDS ask for smaller steps (`lr_scale`); the run's optimisers, as checkpointed, use them."""
+    """CSD, CDS and SDI take a factor on the learning rates (`lr_scale`); the run's optimisers, as
+    checkpointed, use them."""
     config = tiny_config(tmp_path, guidance=name, steps=2, preview_every=0, checkpoint_every=0)
     getattr(config, name).lr_scale = lr_scale
     generate(config, prior=prior(), progress=False)
