@@ -42,6 +42,8 @@ class SDIConfig:
     inversion_n_steps: int = 10
     inversion_eta: float = 0.3
     inversion_steps_offset: int = 1  # SD scheduler `steps_offset`: grid 1, 101, ..., 901
+    # The final jump to t + delta while the UNet and alpha_t, sigma_t see t. False: delta = 0.
+    inversion_jump: bool = True
     timesteps: TimestepConfig = field(default_factory=lambda: TimestepConfig(
         kind="linear_anneal", min_step_percent=0.25, max_step_percent=0.98))
     perp_neg: bool = False  # sdi.yaml: true (needs view-dependent prompts; doubles the cost)
@@ -108,7 +110,9 @@ class SDI(Guidance):
         if noise is not None:
             x_t = self.prior.add_noise(y, noise, t)
         else:
-            if delta is None:  # one jump for the batch, as the reference
+            if not self.config.inversion_jump:
+                delta = 0
+            elif delta is None:  # one jump for the batch, as the reference
                 delta = int(torch.rand((), generator=generator).item() * self.prior.num_train_timesteps
                             // self.config.inversion_n_steps)
             x_t = torch.empty_like(y)

@@ -88,3 +88,19 @@ def test_call_anneals_t_and_backpropagates():
         out.loss.backward()
     assert ts == [980.0, 615.0, 250.0]
     assert torch.isfinite(rgb.grad).all() and rgb.grad.abs().sum() > 0
+
+
+def test_without_the_jump_the_inversion_stops_at_t():
+    """inversion_jump=False is delta = 0 (x_inv at level t, where the UNet and alpha_t, sigma_t evaluate
+    it); the reference's jump to t + delta changes the gradient."""
+    prior = GaussianToyPrior({"obj": 0.7, "": 0.0})
+    y = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(3))
+    p = batch(prior, 2)
+    t = torch.tensor([300, 700])
+    config = SDIConfig(inversion_eta=0.0)
+    no_jump = SDI(prior, SDIConfig(inversion_eta=0.0, inversion_jump=False))
+    grad = no_jump.gradient(y, t, None, p.cond, p.uncond, step=0, generator=torch.Generator().manual_seed(0))
+    assert no_jump.last_logs["delta_t"] == 0.0
+    torch.testing.assert_close(grad, SDI(prior, config).gradient(y, t, None, p.cond, p.uncond, step=0, delta=0))
+    jump = SDI(prior, config).gradient(y, t, None, p.cond, p.uncond, step=0, delta=40)
+    assert not torch.allclose(jump, grad, atol=1e-3)
