@@ -41,6 +41,9 @@ class DSDConfig:
     # perp-neg branch (1.0 here); on the plain threestudio branch it would be 2 eps_c - eps_u (2.0 here).
     guidance_scale: Scheduled = 7.5
     delta_guidance_scale: float = 1.0
+    # CFG of the DDIM path from z_T and of its noise eps_D* (card: the same 7.5, SD's sampling scale).
+    # None: guidance_scale.
+    path_guidance_scale: Scheduled | None = None
     n_ddim_steps: int = 10
     timesteps: TimestepConfig = field(default_factory=lambda: TimestepConfig(
         kind="sqrt_anneal", min_step_percent=0.32, max_step_percent=0.98))
@@ -51,6 +54,7 @@ class DSDConfig:
     perp_neg: bool = False  # dsd.yaml: true (needs view-dependent prompts; doubles the cost)
     grad_clip: Scheduled | None = None
     seed: int | None = None  # z_T = randn(latent shape) from this seed; None: the run's seed (0 alone)
+    lr_scale: float = 1.0  # factor on the representation's learning rates, as CSD's
 
 
 class DSD(Guidance):
@@ -70,6 +74,13 @@ class DSD(Guidance):
     def unet_evals_per_step(self) -> int:
         """Per view and step, once the grid states of the view's text are cached (without Perp-Neg)."""
         return 4 * (self.config.n_ddim_steps + 3) if self.config.perp_neg else 2 * (1 + 3)
+
+    def representation_lr_scale(self) -> float:
+        return self.config.lr_scale
+
+    def path_scale(self, step: int) -> float:
+        scale = self.config.path_guidance_scale
+        return scheduled_value(self.config.guidance_scale if scale is None else scale, step)
 
     def state_dict(self) -> dict:
         return {"z_T": self.z_T.clone()}
@@ -112,7 +123,7 @@ class DSD(Guidance):
         x = self.z_T.expand(len(cond), *self.z_T.shape[1:])
         if not above:  # t_delta = T - 1: no ODE step, the path point is z_T
             return x
-        scale = scheduled_value(self.config.guidance_scale, step)
+        scale = self.path_scale(step)
         if perp is None:  # the grid states, cached per text
             x = torch.cat([self._grid_state(len(above) - 1, cond[i:i + 1], uncond[i:i + 1], scale)
                            for i in range(len(cond))])
@@ -129,13 +140,13 @@ class DSD(Guidance):
                  uncond: TextEmbedding, step: int, perp: PerpNegPrompts | None = None) -> torch.Tensor:
         """g [B, ...] for latents y (not differentiated) and timesteps t, t_delta [B]; no randomness."""
         y = y.detach()
-        scale = scheduled_value(self.config.guidance_scale, step)
+        scale, path_scale = scheduled_value(self.config.guidance_scale, step), self.path_scale(step)
         eps_star = torch.empty_like(y)
         for value, idx in timestep_groups(t_delta):
             idx = idx.to(y.device)
             sub_perp = None if perp is None else perp[idx]
             x_path = self.ode_path(value, cond[idx], uncond[idx], step, sub_perp)
-            eps_star[idx] = guided_eps(self.prior, x_path, t_delta[idx], cond[idx], uncond[idx], scale, sub_perp)
+            eps_star[idx] = guided_eps(self.prior, x_path, t_delta[idx], cond[idx], uncond[idx], path_scale, sub_perp)
         eps_delta = guided_eps(self.prior, self.prior.add_noise(y, eps_star, t_delta), t_delta, cond, uncond,
                                self.config.delta_guidance_scale, perp)
         eps_t = guided_eps(self.prior, self.prior.add_noise(y, eps_star, t), t, cond, uncond, scale, perp)

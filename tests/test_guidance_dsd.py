@@ -71,6 +71,25 @@ def test_path_point_at_t_max_is_z_T_and_path_cost():
     assert (y[1] - x[1]).abs().max() > 1e-3
 
 
+
+def test_path_guidance_scale_drives_the_path_and_its_noise_only():
+    """path_guidance_scale sets the CFG of the DDIM path and of eps_D*; eps_t keeps guidance_scale."""
+    prior = GaussianMixtureToyPrior(*MODES, s0=0.1, weights={"obj": 0.8})
+    split = DSD(prior, DSDConfig(seed=2, guidance_scale=7.5, path_guidance_scale=1.5))
+    path_only = DSD(prior, DSDConfig(seed=2, guidance_scale=1.5))
+    same = DSD(prior, DSDConfig(seed=2, guidance_scale=7.5))
+    p = batch(prior, 2)
+    torch.testing.assert_close(split.ode_path(450, p.cond, p.uncond, 0), path_only.ode_path(450, p.cond, p.uncond, 0))
+    assert (split.ode_path(450, p.cond, p.uncond, 0) - same.ode_path(450, p.cond, p.uncond, 0)).abs().max() > 1e-3
+    # eps_t at 7.5 on the path's noise at 1.5, by hand
+    y = torch.randn(2, 2, 1, 1, generator=torch.Generator().manual_seed(0))
+    t, t_delta = torch.tensor([400, 400]), torch.tensor([450, 450])
+    eps_star = guided_eps(prior, path_only.ode_path(450, p.cond, p.uncond, 0), t_delta, p.cond, p.uncond, 1.5)
+    eps_delta = guided_eps(prior, prior.add_noise(y, eps_star, t_delta), t_delta, p.cond, p.uncond, 1.0)
+    eps_t = guided_eps(prior, prior.add_noise(y, eps_star, t), t, p.cond, p.uncond, 7.5)
+    sigma = prior.alpha_sigma(t, y.ndim)[1]
+    torch.testing.assert_close(split.gradient(y, t, t_delta, p.cond, p.uncond, step=0), sigma**2 * (eps_t - eps_delta))
+
 def test_delta_timesteps_jitter_upwards():
     prior = GaussianMixtureToyPrior(*MODES, s0=0.1)
     dsd = DSD(prior, total_steps=10000)
