@@ -11,7 +11,8 @@ its front view (PNG) and, for diversity runs, its evaluator features (float16 .n
 record matches its settings is read back instead of re-run, and two processes with `--threads 1`
 and disjoint `--guidance` lists can fill one ledger side by side (a last run with every variant
 then only reads the records back and writes the grid and the table). Run folders (checkpoints,
-turntables) go to `--out`. `--recorded-only` runs nothing: it summarises the recorded runs (column
+turntables) go to `--out`. A record is named by variant, prompt and seed only, so give runs with
+`--set` or `--steps` their own `--ledger`. `--recorded-only` runs nothing: it summarises the recorded runs (column
 `prompts` counts them; 28 when a variant is complete) and leaves blank cells in the grid.
 
 Per variant: the suite of `benchmarks/text_to_3d.py` (seed 0) scored by the evaluator (kind/colour
