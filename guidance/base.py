@@ -58,8 +58,9 @@ class Guidance(ABC):
 
     def representation_lr_scale(self) -> float:
         """Factor on the representation's learning rates; a variant whose gradient is a cleaner signal
-        than SDS's (Adam normalises its size, not its noise) may want smaller steps."""
-        return 1.0
+        than SDS's (Adam normalises its size, not its noise) may want smaller steps: its config's
+        `lr_scale` field, 1.0 without one."""
+        return float(getattr(getattr(self, "config", None), "lr_scale", 1.0))
 
     # Variants with state (LoRA, fixed noise) override these so runs can be resumed.
     def state_dict(self) -> dict:

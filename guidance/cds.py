@@ -65,9 +65,6 @@ class CDS(Guidance):
     def unet_evals_per_step(self) -> int:
         return 4
 
-    def representation_lr_scale(self) -> float:
-        return self.config.lr_scale
-
     def state_dict(self) -> dict:
         return {"noise": self.noise.clone()}
 

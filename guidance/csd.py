@@ -67,9 +67,6 @@ class CSD(NoisedRenderGuidance):
     def unet_evals_per_step(self) -> int:
         return 3 if _ever_nonzero(self.config.negative_scale) else 2
 
-    def representation_lr_scale(self) -> float:
-        return self.config.lr_scale
-
     def scales(self, step: int) -> tuple[float, float, float, float]:
         c = self.config
         return tuple(scheduled_value(v, step) for v in (c.cond_scale, c.negative_scale, c.null_scale, c.noise_scale))

@@ -75,9 +75,6 @@ class DSD(Guidance):
         """Per view and step, once the grid states of the view's text are cached (without Perp-Neg)."""
         return 4 * (self.config.n_ddim_steps + 3) if self.config.perp_neg else 2 * (1 + 3)
 
-    def representation_lr_scale(self) -> float:
-        return self.config.lr_scale
-
     def path_scale(self, step: int) -> float:
         scale = self.config.path_guidance_scale
         return scheduled_value(self.config.guidance_scale if scale is None else scale, step)

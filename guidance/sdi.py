@@ -67,9 +67,6 @@ class SDI(Guidance):
         inversion = self.config.inversion_n_steps + 1 if self.config.enable_sdi else 0
         return per_eval * (inversion + 1)  # upper bound (t above the last grid point)
 
-    def representation_lr_scale(self) -> float:
-        return self.config.lr_scale
-
     def inversion_timesteps(self, t: int, delta: int) -> list[int]:
         """[clean start (negative), grid points < t, min(t + delta, T - 1)]."""
         T, n = self.prior.num_train_timesteps, self.config.inversion_n_steps

@@ -71,7 +71,6 @@ def test_path_point_at_t_max_is_z_T_and_path_cost():
     assert (y[1] - x[1]).abs().max() > 1e-3
 
 
-
 def test_path_guidance_scale_drives_the_path_and_its_noise_only():
     """path_guidance_scale sets the CFG of the DDIM path and of eps_D*; eps_t keeps guidance_scale."""
     prior = GaussianMixtureToyPrior(*MODES, s0=0.1, weights={"obj": 0.8})
@@ -89,6 +88,7 @@ def test_path_guidance_scale_drives_the_path_and_its_noise_only():
     eps_t = guided_eps(prior, prior.add_noise(y, eps_star, t), t, p.cond, p.uncond, 7.5)
     sigma = prior.alpha_sigma(t, y.ndim)[1]
     torch.testing.assert_close(split.gradient(y, t, t_delta, p.cond, p.uncond, step=0), sigma**2 * (eps_t - eps_delta))
+
 
 def test_delta_timesteps_jitter_upwards():
     prior = GaussianMixtureToyPrior(*MODES, s0=0.1)
