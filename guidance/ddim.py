@@ -6,7 +6,9 @@ sqrt(1 - abar_t) eps with abar = `prior.alphas_cumprod`.
 - `ddim_step(x, eps, abar_from, abar_to)`: the deterministic (eta = 0) DDIM update
   x_to = sqrt(abar_to) x0_hat + sqrt(1 - abar_to) eps, x0_hat = (x - sqrt(1 - abar_from) eps) / sqrt(abar_from).
   The same formula denoises (abar_to > abar_from) and inverts (abar_to < abar_from), as
-  diffusers' DDIMScheduler.step and DDIMInverseScheduler.step do.
+  diffusers' DDIMScheduler.step and DDIMInverseScheduler.step do, including their `clip_sample`
+  (x0_hat clipped to [-r, r], r = `prior.clip_sample_range`). Pixel-space priors need it: without
+  it, 10-50-step DDIM with the embedded prior gives no recognisable object (BENCHMARKS).
 - `ddim_variance(abar_t, abar_prev)`: DDIM's sigma_t^2 / eta^2 (diffusers `_get_variance`).
 - batch helpers: `expand_text`, `timestep_groups`, `prior_latent_shape`.
 """
@@ -29,9 +31,15 @@ def predicted_x0(x: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor) -> to
     return (x - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
 
 
-def ddim_step(x: torch.Tensor, eps: torch.Tensor, abar_from: torch.Tensor, abar_to: torch.Tensor) -> torch.Tensor:
-    """Deterministic DDIM move of x from noise level abar_from to abar_to using the eps prediction."""
-    return abar_to.sqrt() * predicted_x0(x, eps, abar_from) + (1 - abar_to).sqrt() * eps
+def ddim_step(x: torch.Tensor, eps: torch.Tensor, abar_from: torch.Tensor, abar_to: torch.Tensor,
+              clip_range: float | None = None) -> torch.Tensor:
+    """Deterministic DDIM move of x from noise level abar_from to abar_to using the eps prediction;
+    with `clip_range` r the predicted x0 is clipped to [-r, r] first (eps is kept), as diffusers'
+    DDIMScheduler / DDIMInverseScheduler do with `clip_sample` (pass `prior.clip_sample_range`)."""
+    x0 = predicted_x0(x, eps, abar_from)
+    if clip_range is not None:
+        x0 = x0.clamp(-clip_range, clip_range)
+    return abar_to.sqrt() * x0 + (1 - abar_to).sqrt() * eps
 
 
 def ddim_variance(abar_t: torch.Tensor, abar_prev: torch.Tensor) -> torch.Tensor:

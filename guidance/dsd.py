@@ -95,7 +95,8 @@ class DSD(Guidance):
             x = states[-1]
             tt = torch.full((1,), cur, dtype=torch.long, device=x.device)
             eps = guided_eps(self.prior, x, tt, cond, uncond, scale)
-            states.append(ddim_step(x, eps, abar(self.prior, cur, x), abar(self.prior, nxt, x)))
+            states.append(ddim_step(x, eps, abar(self.prior, cur, x), abar(self.prior, nxt, x),
+                                    self.prior.clip_sample_range))
         return states[k]
 
     def delta_min(self, step: int) -> int:
@@ -128,10 +129,11 @@ class DSD(Guidance):
             for cur, nxt in zip(above[:-1], above[1:]):
                 tt = torch.full((x.shape[0],), cur, dtype=torch.long, device=x.device)
                 x = ddim_step(x, guided_eps(self.prior, x, tt, cond, uncond, scale, perp),
-                              abar(self.prior, cur, x), abar(self.prior, nxt, x))
+                              abar(self.prior, cur, x), abar(self.prior, nxt, x), self.prior.clip_sample_range)
         tt = torch.full((x.shape[0],), above[-1], dtype=torch.long, device=x.device)
         eps = guided_eps(self.prior, x, tt, cond, uncond, scale, perp)
-        return ddim_step(x, eps, abar(self.prior, above[-1], x), abar(self.prior, t_delta, x))
+        return ddim_step(x, eps, abar(self.prior, above[-1], x), abar(self.prior, t_delta, x),
+                         self.prior.clip_sample_range)
 
     def gradient(self, y: torch.Tensor, t: torch.Tensor, t_delta: torch.Tensor, cond: TextEmbedding,
                  uncond: TextEmbedding, step: int, perp: PerpNegPrompts | None = None) -> torch.Tensor:

@@ -143,7 +143,7 @@ class EmbeddedPrior(DiffusersUNetPrior):
     As a `DiffusersUNetPrior` it offers `unet_output` / `to_eps`, so VSD can put a LoRA on it."""
 
     def __init__(self, unet, scheduler, text_encoder=None, device: str | torch.device = "cpu"):
-        from .stable_diffusion import PromptCache
+        from .stable_diffusion import PromptCache, clip_sample_range_from_scheduler_config
         from .text_encoder import get_text_encoder
 
         self.device = torch.device(device)
@@ -151,6 +151,7 @@ class EmbeddedPrior(DiffusersUNetPrior):
         self.unet = unet.to(self.device).eval().requires_grad_(False)
         self.scheduler = scheduler
         self.scheduler_config = dict(scheduler.config)
+        self.clip_sample_range = clip_sample_range_from_scheduler_config(scheduler.config)  # 1.0
         self.prediction_type = scheduler.config.prediction_type
         self.text_encoder = text_encoder or get_text_encoder()
         self.resolution = int(unet.config.sample_size)

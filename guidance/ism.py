@@ -74,7 +74,8 @@ class ISM(Guidance):
         x = self.prior.add_noise(y, noise, torch.full((y.shape[0],), cur, dtype=torch.long, device=y.device))
         for _ in range(c.xs_inv_steps):
             nxt = min(cur + c.xs_delta_t, s)
-            x = ddim_step(x, self.null_eps(x, cur), abar(self.prior, cur, x), abar(self.prior, nxt, x))
+            x = ddim_step(x, self.null_eps(x, cur), abar(self.prior, cur, x), abar(self.prior, nxt, x),
+                          self.prior.clip_sample_range)
             cur = nxt
             if cur == s:
                 break
@@ -82,7 +83,7 @@ class ISM(Guidance):
 
     def target(self, x_s: torch.Tensor, eps_s: torch.Tensor, s: int, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_t, target eps): ISM steps x_s -> x_t with eps_s and targets eps_s."""
-        x_t = ddim_step(x_s, eps_s, abar(self.prior, s, x_s), abar(self.prior, t, x_s))
+        x_t = ddim_step(x_s, eps_s, abar(self.prior, s, x_s), abar(self.prior, t, x_s), self.prior.clip_sample_range)
         return x_t, eps_s
 
     def gradient(self, y: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, cond: TextEmbedding,

@@ -44,6 +44,9 @@ class DiffusionPrior(ABC):
 
     resolution: int  # renders are resized to this before `encode_images`
     device: torch.device
+    # DDIM steps (`guidance.ddim.ddim_step`) clip predicted x0 to [-r, r] as the prior's own sampler
+    # does (diffusers `clip_sample`); None: no clipping (latent priors such as Stable Diffusion).
+    clip_sample_range: float | None = None
 
     @property
     @abstractmethod

@@ -88,7 +88,7 @@ class SDI(Guidance):
             abar_nxt = abar(self.prior, nxt, y)
             t_eval = torch.full((y.shape[0],), max(cur, 0), dtype=torch.long, device=y.device)
             eps = guided_eps(self.prior, x, t_eval, cond, uncond, self.config.inversion_guidance_scale, perp)
-            x = ddim_step(x, eps, abar_cur, abar_nxt)
+            x = ddim_step(x, eps, abar_cur, abar_nxt, self.prior.clip_sample_range)
             if self.config.inversion_eta > 0:
                 xi = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
                 x = x + self.config.inversion_eta * xi * ddim_variance(abar_nxt, abar_cur).sqrt()

@@ -148,6 +148,20 @@ def alphas_cumprod_from_scheduler_config(config) -> tuple[torch.Tensor, str]:
     return scheduler.alphas_cumprod.detach().clone().float(), prediction_type
 
 
+def clip_sample_range_from_scheduler_config(config) -> float | None:
+    """The range r to which the config's DDIM sampler clips predicted x0 ([-r, r], diffusers
+    `clip_sample` / `clip_sample_range`, with diffusers' defaults for missing keys); None when it does
+    not clip (or thresholds dynamically instead, as DeepFloyd IF)."""
+    from diffusers import DDPMScheduler
+
+    config = dict(config)
+    config.pop("_class_name", None)
+    full = DDPMScheduler.from_config(config).config
+    if not full.clip_sample or full.thresholding:
+        return None
+    return float(full.clip_sample_range)
+
+
 class PromptCache:
     """Per-prompt cache of [L, C] float32 states: `get(prompts, encode_fn)` calls `encode_fn` once on
     the prompts not seen yet (deduplicated) and stacks the cached rows."""
@@ -247,6 +261,7 @@ class DiffusersUNetPrior(DiffusionPrior):
         abar, self.prediction_type = alphas_cumprod_from_scheduler_config(scheduler_config)
         self._alphas_cumprod = abar.to(self.device)
         self.scheduler_config = dict(scheduler_config)
+        self.clip_sample_range = clip_sample_range_from_scheduler_config(scheduler_config)
         # channels of the prior space; a learned-variance UNet (IF) outputs twice as many
         self.latent_channels = int(self.unet.config.in_channels)
         self._prompts = PromptCache()

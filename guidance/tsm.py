@@ -55,7 +55,7 @@ class TSM(ISM):
         mu = self.mu(s, t)
         if mu == s:
             return x_t, eps_s
-        x_mu = ddim_step(x_s, eps_s, abar(self.prior, s, x_s), abar(self.prior, mu, x_s))
+        x_mu = ddim_step(x_s, eps_s, abar(self.prior, s, x_s), abar(self.prior, mu, x_s), self.prior.clip_sample_range)
         return x_t, self.null_eps(x_mu, mu)
 
     def images(self, render) -> torch.Tensor:

