@@ -8,6 +8,8 @@ by `config.seed`) and reused for every view and step. In VE coordinates (sigma~ 
   eps_t = eps_hat^s(x_t, t),
   z_n = z_t + (sigma~_n - sigma~_t) eps_t   (PF-ODE Euler step = DDIM, eta = 0),
   x_n = z_n / sqrt(1 + sigma~_n^2),  eps_n = eps_hat^s(x_n, t_n),
+  (with `prior.clip_sample_range` r, as the embedded prior's DDIM sampler, x0_hat = z_t - sigma~_t eps_t
+  is clipped to [-r, r] in that step: z_n = clip(x0_hat) + sigma~_n eps_t; Stable Diffusion does not clip),
   g = w(t) (eps_t - eps_n)   (the reference writes target = y + w (eps_n - eps_t)), clamped to the clip.
 t_n is sqrt-annealed 700 -> 100 over the run (clamped to [sigma_min, sigma_max - end_gap]) and
 t = t_n + U{end_gap, ..., end_gap + perturb_factor - 1} (clamped to [sigma_min, sigma_max]).
@@ -90,6 +92,9 @@ class CDS(Guidance):
         z_t = y + ve_t * noise
         eps_t = guided_eps(self.prior, z_t / torch.sqrt(1 + ve_t**2), t, cond, uncond, scale)
         z_n = z_t + (ve_n - ve_t) * eps_t
+        if self.prior.clip_sample_range is not None:  # the sampler's clip of x0_hat = z_t - ve_t eps_t
+            x0 = z_t - ve_t * eps_t
+            z_n = z_n + x0.clamp(-self.prior.clip_sample_range, self.prior.clip_sample_range) - x0
         eps_n = guided_eps(self.prior, z_n / torch.sqrt(1 + ve_n**2), t_n, cond, uncond, scale)
         grad = sds_weight(self.config.weighting, alpha_t, sigma_t) * (eps_t - eps_n)
         clip = None if self.config.grad_clip is None else scheduled_value(self.config.grad_clip, step)

@@ -6,6 +6,8 @@ import torch
 from toy_priors import GaussianToyPrior
 
 from sds3d.guidance.cds import CDS, CDSConfig
+from sds3d.guidance.ddim import abar, ddim_step
+from sds3d.guidance.perp_neg import guided_eps
 from sds3d.prompts import PromptBatch
 from sds3d.types import RenderOutput
 
@@ -34,6 +36,25 @@ def test_same_inputs_give_bit_identical_gradients_and_tn_equal_t_gives_zero():
     assert torch.equal(g1, g2) and g1.abs().max() > 1e-3
     assert torch.equal(cds.gradient(y, t, t, p.cond, p.uncond, step=100), torch.zeros_like(y))
     assert cds.unet_evals_per_step() == 4
+
+
+def test_ode_step_is_the_shared_ddim_step_with_the_priors_clip():
+    """The PF-ODE step x_t -> x_n equals `ddim_step`, including a clipping prior's x0 clip."""
+    for clip in (None, 0.3):
+        prior = RecordingPrior({"obj": 0.7, "": 0.0})
+        prior.clip_sample_range = clip
+        cds = CDS(prior, CDSConfig(grad_clip=None, guidance_scale=3.0))
+        y = 2 * torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(1)) - 1
+        t, t_n = torch.tensor([800, 500]), torch.tensor([600, 200])
+        p = batch(prior, 2)
+        RecordingPrior.inputs = []
+        cds.gradient(y, t, t_n, p.cond, p.uncond, step=0)
+        x_t, x_n = RecordingPrior.inputs[0][0][:2], RecordingPrior.inputs[1][0][:2]  # [cond; uncond] batches
+        eps_t = guided_eps(prior, x_t, t, p.cond, p.uncond, 3.0)
+        expected = ddim_step(x_t, eps_t, abar(prior, t, y), abar(prior, t_n, y), clip)
+        torch.testing.assert_close(x_n, expected, rtol=1e-5, atol=1e-5)
+        if clip is not None:
+            assert (ddim_step(x_t, eps_t, abar(prior, t, y), abar(prior, t_n, y)) - expected).abs().max() > 1e-2
 
 
 def test_eps_star_is_shared_by_views_and_steps():
