@@ -9,6 +9,7 @@ sqrt(1 - abar_t) eps with abar = `prior.alphas_cumprod`.
   diffusers' DDIMScheduler.step and DDIMInverseScheduler.step do, including their `clip_sample`
   (x0_hat clipped to [-r, r], r = `prior.clip_sample_range`). Pixel-space priors need it: without
   it, 10-50-step DDIM with the embedded prior gives no recognisable object (BENCHMARKS).
+- `prior_ddim_step(prior, x, eps, t_from, t_to)`: the same between a prior's integer timesteps, with its clip.
 - `ddim_variance(abar_t, abar_prev)`: DDIM's sigma_t^2 / eta^2 (diffusers `_get_variance`).
 - batch helpers: `expand_text`, `timestep_groups`, `prior_latent_shape`.
 """
@@ -40,6 +41,11 @@ def ddim_step(x: torch.Tensor, eps: torch.Tensor, abar_from: torch.Tensor, abar_
     if clip_range is not None:
         x0 = x0.clamp(-clip_range, clip_range)
     return abar_to.sqrt() * x0 + (1 - abar_to).sqrt() * eps
+
+
+def prior_ddim_step(prior: DiffusionPrior, x: torch.Tensor, eps: torch.Tensor, t_from, t_to) -> torch.Tensor:
+    """`ddim_step` between integer timesteps of `prior`, with the prior's x0 clip."""
+    return ddim_step(x, eps, abar(prior, t_from, x), abar(prior, t_to, x), prior.clip_sample_range)
 
 
 def ddim_variance(abar_t: torch.Tensor, abar_prev: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .base import Guidance, GuidanceOutput, clip_gradient, images_from_render, target_trick_loss
-from .ddim import abar, ddim_step, prior_latent_shape, timestep_groups
+from .ddim import prior_ddim_step, prior_latent_shape, timestep_groups
 from .perp_neg import PerpNegPrompts, guided_eps, perp_neg_prompts
 from .prior import DiffusionPrior, TextEmbedding
 from .schedules import Scheduled, TimestepConfig, TimestepSchedule, scheduled_value
@@ -95,8 +95,7 @@ class DSD(Guidance):
             x = states[-1]
             tt = torch.full((1,), cur, dtype=torch.long, device=x.device)
             eps = guided_eps(self.prior, x, tt, cond, uncond, scale)
-            states.append(ddim_step(x, eps, abar(self.prior, cur, x), abar(self.prior, nxt, x),
-                                    self.prior.clip_sample_range))
+            states.append(prior_ddim_step(self.prior, x, eps, cur, nxt))
         return states[k]
 
     def delta_min(self, step: int) -> int:
@@ -128,12 +127,11 @@ class DSD(Guidance):
         else:
             for cur, nxt in zip(above[:-1], above[1:]):
                 tt = torch.full((x.shape[0],), cur, dtype=torch.long, device=x.device)
-                x = ddim_step(x, guided_eps(self.prior, x, tt, cond, uncond, scale, perp),
-                              abar(self.prior, cur, x), abar(self.prior, nxt, x), self.prior.clip_sample_range)
+                eps = guided_eps(self.prior, x, tt, cond, uncond, scale, perp)
+                x = prior_ddim_step(self.prior, x, eps, cur, nxt)
         tt = torch.full((x.shape[0],), above[-1], dtype=torch.long, device=x.device)
         eps = guided_eps(self.prior, x, tt, cond, uncond, scale, perp)
-        return ddim_step(x, eps, abar(self.prior, above[-1], x), abar(self.prior, t_delta, x),
-                         self.prior.clip_sample_range)
+        return prior_ddim_step(self.prior, x, eps, above[-1], t_delta)
 
     def gradient(self, y: torch.Tensor, t: torch.Tensor, t_delta: torch.Tensor, cond: TextEmbedding,
                  uncond: TextEmbedding, step: int, perp: PerpNegPrompts | None = None) -> torch.Tensor:

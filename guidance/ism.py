@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .base import Guidance, GuidanceOutput, clip_gradient, images_from_render, target_trick_loss
-from .ddim import abar, ddim_step, expand_text, timestep_groups
+from .ddim import expand_text, prior_ddim_step, timestep_groups
 from .perp_neg import PerpNegPrompts, guided_eps, perp_neg_prompts
 from .prior import DiffusionPrior, TextEmbedding
 from .schedules import Scheduled, TimestepConfig, TimestepSchedule, scheduled_value
@@ -74,8 +74,7 @@ class ISM(Guidance):
         x = self.prior.add_noise(y, noise, torch.full((y.shape[0],), cur, dtype=torch.long, device=y.device))
         for _ in range(c.xs_inv_steps):
             nxt = min(cur + c.xs_delta_t, s)
-            x = ddim_step(x, self.null_eps(x, cur), abar(self.prior, cur, x), abar(self.prior, nxt, x),
-                          self.prior.clip_sample_range)
+            x = prior_ddim_step(self.prior, x, self.null_eps(x, cur), cur, nxt)
             cur = nxt
             if cur == s:
                 break
@@ -83,7 +82,7 @@ class ISM(Guidance):
 
     def target(self, x_s: torch.Tensor, eps_s: torch.Tensor, s: int, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_t, target eps): ISM steps x_s -> x_t with eps_s and targets eps_s."""
-        x_t = ddim_step(x_s, eps_s, abar(self.prior, s, x_s), abar(self.prior, t, x_s), self.prior.clip_sample_range)
+        x_t = prior_ddim_step(self.prior, x_s, eps_s, s, t)
         return x_t, eps_s
 
     def gradient(self, y: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, cond: TextEmbedding,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import images_from_render
-from .ddim import abar, ddim_step
+from .ddim import prior_ddim_step
 from .ism import ISM, ISMConfig
 
 
@@ -55,7 +55,7 @@ class TSM(ISM):
         mu = self.mu(s, t)
         if mu == s:
             return x_t, eps_s
-        x_mu = ddim_step(x_s, eps_s, abar(self.prior, s, x_s), abar(self.prior, mu, x_s), self.prior.clip_sample_range)
+        x_mu = prior_ddim_step(self.prior, x_s, eps_s, s, mu)
         return x_t, self.null_eps(x_mu, mu)
 
     def images(self, render) -> torch.Tensor:
