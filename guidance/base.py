@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..representations.alpha_regularizers import alpha_entropy, alpha_sparsity
 from .prior import DiffusionPrior
+from .schedules import scheduled_value
 
 
 @dataclass
@@ -61,6 +63,18 @@ class Guidance(ABC):
         than SDS's (Adam normalises its size, not its noise) may want smaller steps: its config's
         `lr_scale` field, 1.0 without one."""
         return float(getattr(getattr(self, "config", None), "lr_scale", 1.0))
+
+    def alpha_regularizer_loss(self, alpha: torch.Tensor, step: int) -> torch.Tensor | None:
+        """Floater regularisers on the render's alpha [B, H, W, 1], weighted by the config's scheduled
+        `alpha_sparsity` and `alpha_entropy` (None without them, or when both are 0 at `step`).
+        Sum-reduced per view like the target trick, so a weight w pulls each pixel with w / B, on the
+        scale of g (for variants without a fresh-noise term, whose reference systems use them)."""
+        config = getattr(self, "config", None)
+        weights = [scheduled_value(getattr(config, name, 0.0), step) for name in ("alpha_sparsity", "alpha_entropy")]
+        if not any(weights):
+            return None
+        pixels = alpha.shape[1] * alpha.shape[2]
+        return pixels * (weights[0] * alpha_sparsity(alpha) + weights[1] * alpha_entropy(alpha))
 
     # Variants with state (LoRA, fixed noise) override these so runs can be resumed.
     def state_dict(self) -> dict:

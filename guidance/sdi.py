@@ -51,6 +51,10 @@ class SDIConfig:
     grad_clip: Scheduled | None = None
     # Factor on the representation's learning rates (`Guidance.representation_lr_scale`), as CSD's.
     lr_scale: float = 1.0
+    # Floater regularisers on the render's alpha (`Guidance.alpha_regularizer_loss`); the reference
+    # system uses threestudio's lambda_sparsity [0, 0.15, 0, 3000] and lambda_opaque 0.1 (NeRF, latent space).
+    alpha_sparsity: Scheduled = 0.0
+    alpha_entropy: Scheduled = 0.0
 
 
 class SDI(Guidance):

@@ -42,6 +42,7 @@ from torch.autograd import Function
 from ..cameras import Cameras
 from ..cuda.hash_grid import HashGridEncoding
 from ..types import RenderOutput
+from .alpha_regularizers import alpha_entropy, alpha_sparsity
 from .base import Representation
 from .occupancy_grid import OccupancyGrid
 from .volume_rendering import camera_rays, ray_box, render_weights, stratified_samples
@@ -301,11 +302,10 @@ class NeRF(Representation):
         background = background.to(device=device, dtype=alpha.dtype).reshape(-1, 1, 1, 3)
         rgb = out["rgb"].reshape(B, H, W, 3) + (1 - alpha) * background
         hit_rays = (out["alpha"] > 0).sum().clamp_min(1)
-        a = out["alpha"].clamp(1e-5, 1 - 1e-5)
         regularizers = {
             "orientation": sum(p["orientation"] for p in parts) / hit_rays,
-            "opacity": torch.sqrt(out["alpha"] ** 2 + 0.01).mean(),
-            "entropy": -(a * torch.log(a) + (1 - a) * torch.log(1 - a)).mean(),
+            "opacity": alpha_sparsity(out["alpha"]),
+            "entropy": alpha_entropy(out["alpha"]),
         }
         weights = {"orientation": c.orientation_weight, "opacity": c.opacity_weight, "entropy": c.entropy_weight}
         meta = {"regularizers": regularizers,

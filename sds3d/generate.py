@@ -242,6 +242,9 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
             loss = guided.loss
             if output.meta and "regularizer_loss" in output.meta:  # e.g. NeRF orientation / opacity terms
                 loss = loss + output.meta["regularizer_loss"]
+            alpha_loss = guidance.alpha_regularizer_loss(output.alpha, step)
+            if alpha_loss is not None:
+                loss = loss + alpha_loss
             loss.backward()
         with timer("optimizer"):
             for optimizer in optimizers.values():

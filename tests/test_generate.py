@@ -143,3 +143,19 @@ def test_guidance_scales_the_representation_learning_rates(tmp_path, name, lr_sc
     saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["optimizers"]
     assert saved["means"]["param_groups"][0]["lr"] == pytest.approx(config.gaussians.lr_means * lr_scale)
     assert saved["sh0"]["param_groups"][0]["lr"] == pytest.approx(config.gaussians.lr_sh0 * lr_scale)
+
+
+def test_alpha_regularizer_of_the_guidance_enters_the_loss(tmp_path):
+    """A strong `alpha_sparsity` (DSD's floater regulariser) pushes every Gaussian's opacity down at every
+    step: every logit drops by nearly Adam's bound (steps x lr); without it some rise."""
+    def run(weight):
+        config = tiny_config(tmp_path / str(weight), guidance="dsd", preview_every=0, checkpoint_every=0)
+        config.gaussians.densify = DensificationConfig(enabled=False)
+        config.dsd.alpha_sparsity = weight
+        return config, generate(config, prior=prior(), progress=False).representation.opacities.detach()
+
+    config, regularised = run(50.0)
+    initial = torch.logit(torch.tensor(config.gaussians.init_opacity))
+    adam_bound = config.steps * config.gaussians.lr_opacities  # the largest possible move of a logit
+    assert (initial - torch.logit(regularised)).min() > 0.9 * adam_bound
+    assert (torch.logit(run(0.0)[1]) - initial).max() > 0  # without it, some opacities rise
