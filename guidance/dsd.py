@@ -55,10 +55,12 @@ class DSDConfig:
     grad_clip: Scheduled | None = None
     seed: int | None = None  # z_T = randn(latent shape) from this seed; None: the run's seed (0 alone)
     lr_scale: float = 1.0  # factor on the representation's learning rates, as CSD's
-    # Floater regularisers on the render's alpha (`Guidance.alpha_regularizer_loss`); the reference
-    # system uses threestudio's lambda_sparsity [0, 0.15, 0, 3000] and lambda_opaque 0.1 (NeRF, latent space).
-    alpha_sparsity: Scheduled = 0.0
-    alpha_entropy: Scheduled = 0.0
+    # Floater regularisers on the render's alpha (`Guidance.alpha_regularizer_loss`), as the reference
+    # system's lambda_sparsity [0, 0.15, 0, 3000] and lambda_opaque 0.1 (NeRF; latent-space g). DSD has
+    # no fresh-noise term to clear the initial cloud: without them the chair probe is 0.56 (floaters,
+    # fog); 0.2 / 0.1: chair 1.00, airplane 0.31; 0.5 / 0.2: 0.69, 1.00 (BENCHMARKS.md, session 10).
+    alpha_sparsity: Scheduled = 0.5
+    alpha_entropy: Scheduled = 0.2
 
 
 class DSD(Guidance):

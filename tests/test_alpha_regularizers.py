@@ -33,7 +33,7 @@ def test_weighted_loss_pulls_each_pixel_with_weight_over_batch(cls, config_cls):
 
 def test_scheduled_weights_and_variants_without_them():
     prior, alpha = GaussianToyPrior({}), torch.rand(2, 4, 4, 1)
-    decaying = DSD(prior, DSDConfig(alpha_sparsity=(0, 0.4, 0.0, 10)), total_steps=20)
+    decaying = DSD(prior, DSDConfig(alpha_sparsity=(0, 0.4, 0.0, 10), alpha_entropy=0.0), total_steps=20)
     assert decaying.alpha_regularizer_loss(alpha, step=5) is not None
     torch.testing.assert_close(decaying.alpha_regularizer_loss(alpha, step=5), 0.2 * 16 * alpha_sparsity(alpha))
     assert decaying.alpha_regularizer_loss(alpha, step=10) is None  # both weights 0 from step 10 on
