@@ -22,12 +22,14 @@ accuracy over 8 azimuths x 2 elevations, Janus rate on fronted kinds, Chamfer di
   evaluator's penultimate features of each run's 16 evaluation renders, compared view by view
   between every pair of seeds as 1 - cosine similarity, averaged (0: identical assets);
 - saturation: mean HSV saturation, max(rgb)-min(rgb) over max(rgb), of foreground pixels
-  (alpha > 0.5) of the evaluation renders (SDS's over-saturation shows here);
+  (alpha > 0.5) of the evaluation renders (SDS's over-saturation shows here), and the same measure of
+  the true objects (meshes on the same cameras) as the reference, `ground_truth_saturation`;
 - seconds: median wall time per run; unet_evals_per_step: UNet images evaluated per rendered view
   per step, counted with a forward hook on the UNet (so LoRA and DDIM-path evaluations count).
 
 Writes `<out>/grid.png` (rows: variants; columns: prompts, front view) and `<out>/table.md`, and
-prints one JSON line per run, then the table as JSON last: {"rows": [{guidance, kind_acc, ...}]}.
+prints one JSON line per run, then the table as JSON last: {"rows": [{guidance, kind_acc, ...}],
+"ground_truth_saturation": ...}.
 """
 
 from __future__ import annotations
@@ -76,6 +78,21 @@ def saturation(rgb: torch.Tensor, alpha: torch.Tensor) -> float:
         return 0.0
     high, low = rgb.max(dim=-1).values, rgb.min(dim=-1).values
     return float(torch.where(high > 0, (high - low) / high.clamp_min(1e-8), torch.zeros_like(high)).mean())
+
+
+@torch.no_grad()
+def ground_truth_saturation(prompts: list[str]) -> float:
+    """`saturation` of the micro-world objects themselves (flat-shaded meshes on the evaluation
+    cameras), averaged over the prompts: the reference that says whether a variant over-saturates."""
+    from sds3d.cuda.mesh_rasterizer import render_trimesh
+    from sds3d.world import make_object, parse_prompt
+
+    values = []
+    for prompt in prompts:
+        kind, color, _ = parse_prompt(prompt)
+        output = render_trimesh(make_object(kind, color).mesh, evaluation_cameras())
+        values.append(saturation(output.rgb, output.alpha))
+    return statistics.mean(values)
 
 
 def pairwise_feature_distance(features: list[torch.Tensor]) -> float:
@@ -237,8 +254,9 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     save_png(image_grid(np.concatenate(grid_rows), columns=len(prompts) + 1), out / "grid.png")
-    (out / "table.md").write_text(markdown_table(summaries))
-    print(json.dumps({"rows": summaries}))
+    reference = ground_truth_saturation(prompts)
+    (out / "table.md").write_text(markdown_table(summaries) + f"\nGround-truth saturation: {reference:.3f}\n")
+    print(json.dumps({"rows": summaries, "ground_truth_saturation": reference}))
 
 
 if __name__ == "__main__":
