@@ -48,6 +48,13 @@ class CDSConfig:
     # fresh-noise term, and at x1 Gaussians fill the frame with fog (chair 0.00, airplane 0.63, snowman
     # 0.44); at 0.25 chair 0.81, airplane 0.94, snowman 0.63 (BENCHMARKS.md "Guidance table"; as CSD).
     lr_scale: float = 0.25
+    # Floater regularisers on the render's alpha (`Guidance.alpha_regularizer_loss`; consistency-coarse.yaml
+    # has none, its NeRF starts as a density blob, ours as a cloud of random-coloured Gaussians). Without
+    # them the table's first 20 prompts scored kind 0.356 amid floaters; chair / cube / mushroom /
+    # octahedron 0.25 / 0.00 / 0.00 / 0.00 -> 0.88 / 0.00 / 0.69 / 1.00 with 5 / 2 (g rms ~2, 4x DSD's;
+    # 0.5 / 0.2 and 2 / 0.8 left floaters). BENCHMARKS.md, session 10.
+    alpha_sparsity: Scheduled = 5.0
+    alpha_entropy: Scheduled = 2.0
 
 
 class CDS(Guidance):
