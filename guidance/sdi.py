@@ -53,6 +53,7 @@ class SDIConfig:
     lr_scale: float = 1.0
     # Floater regularisers on the render's alpha (`Guidance.alpha_regularizer_loss`); the reference
     # system uses threestudio's lambda_sparsity [0, 0.15, 0, 3000] and lambda_opaque 0.1 (NeRF, latent space).
+    # Off: they do not rescue SDI here (chair 0.31 with 0.5 / 0.2 and t <= 0.8; BENCHMARKS.md, session 10).
     alpha_sparsity: Scheduled = 0.0
     alpha_entropy: Scheduled = 0.0
 
