@@ -72,12 +72,12 @@ def main() -> None:
     resolution = prior.resolution
     cameras = orbit_cameras(15.0, torch.tensor(AZIMUTHS), 2.5, 40.0, resolution)
     rows = []
-    for name in names:
-        for prompt in suite(args.kinds):
-            kind, color, _ = parse_prompt(prompt)
-            truth = render_views(kind, color, [15.0] * 4, list(AZIMUTHS), [2.5] * 4, [40.0] * 4, resolution=resolution)
-            defaults = GenerateConfig(prompt=prompt)
-            prompts = PromptProcessor(prior, PromptConfig(prompt, defaults.negative_prompt, defaults.view_dependent))
+    for prompt in suite(args.kinds):
+        kind, color, _ = parse_prompt(prompt)
+        truth = render_views(kind, color, [15.0] * 4, list(AZIMUTHS), [2.5] * 4, [40.0] * 4, resolution=resolution)
+        defaults = GenerateConfig(prompt=prompt)
+        prompts = PromptProcessor(prior, PromptConfig(prompt, defaults.negative_prompt, defaults.view_dependent))
+        for name in names:
             for t in [int(v) for v in args.timesteps.split(",")]:
                 config = GenerateConfig(prompt=prompt, guidance=name)
                 for assignment in args.set:
