@@ -7,6 +7,7 @@ gsplat's (grow by 2D gradient, split large / duplicate small, prune transparent 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -51,7 +52,11 @@ class GaussianDensifier:
             return
         if params["means"].shape[0] >= self.config.max_gaussians:
             self.strategy.refine_stop_iter = min(self.strategy.refine_stop_iter, step)
+        count = params["means"].shape[0]
         self.strategy.step_post_backward(params, optimizers, self.state, step, meta, packed=False)
+        if count and not params["means"].shape[0]:
+            warnings.warn(f"step {step}: pruning removed every Gaussian (all opacities < prune_opa = "
+                          f"{self.config.prune_opa}); the asset is empty from here on", RuntimeWarning, stacklevel=2)
 
     def state_dict(self) -> dict:
         return {key: value.clone() if torch.is_tensor(value) else value for key, value in self.state.items()}

@@ -26,7 +26,7 @@ def save_gaussian_ply(path, gaussians: Gaussians) -> None:
     """Writes atomically (temporary file + rename) so a crash never leaves a truncated asset."""
     p = {k: v.detach().float().cpu() for k, v in gaussians.params.items()}
     n = p["means"].shape[0]
-    rest = p["shN"].transpose(1, 2).reshape(n, -1)
+    rest = p["shN"].transpose(1, 2).reshape(n, 3 * p["shN"].shape[1])  # explicit: n may be 0
     columns = [p["means"], torch.zeros(n, 3), p["sh0"][:, 0, :], rest, p["opacities"][:, None], p["scales"],
                p["quats"], p["features"]]
     data = torch.cat(columns, dim=1).numpy().astype("<f4")
@@ -92,7 +92,7 @@ def load_gaussian_ply(path, config: GaussiansConfig | None = None) -> Gaussians:
     with torch.no_grad():
         gaussians.params["sh0"].copy_(take("f_dc_", 3)[:, None, :])
         if n_rest:
-            gaussians.params["shN"].copy_(take("f_rest_", n_rest).reshape(count, 3, -1).transpose(1, 2))
+            gaussians.params["shN"].copy_(take("f_rest_", n_rest).reshape(count, 3, n_rest // 3).transpose(1, 2))
         gaussians.params["opacities"].copy_(torch.from_numpy(data[:, column["opacity"]].copy()))
         gaussians.params["scales"].copy_(take("scale_", 3))
         gaussians.params["quats"].copy_(take("rot_", 4))

@@ -114,6 +114,33 @@ def test_ply_round_trip_is_exact(tmp_path, generator, degree, features):
     np.testing.assert_array_equal(np.asarray(cloud.vertices, dtype=np.float32), gaussians.means.detach().numpy())
 
 
+def test_pruning_every_gaussian_warns_and_the_empty_asset_still_saves(tmp_path, generator):
+    """A run whose regularisers make every Gaussian transparent ends with an empty asset: the user is
+    told when it happens, and the empty asset saves, loads and renders as the background."""
+    config = GaussiansConfig(num_points=40, sh_degree=1, feature_dim=2, densify=DensificationConfig(
+        refine_start_iter=0, refine_every=1, refine_stop_iter=10, prune_opa=0.05))
+    gaussians = Gaussians.random_in_sphere(config, generator)
+    with torch.no_grad():
+        gaussians.params["opacities"].fill_(torch.logit(torch.tensor(0.01)))
+    optimizers = gaussians.make_optimizers()
+    cams = orbit_cameras([10, 40], [0, 120], 2.5, 40, 24)
+    out = gaussians.render(cams)
+    gaussians.before_backward(1, out)
+    out.rgb.sum().backward()
+    with pytest.warns(RuntimeWarning, match="removed every Gaussian"):
+        gaussians.after_step(1, out, optimizers)
+    assert len(gaussians) == 0
+    gaussians.save_ply(tmp_path / "empty.ply")
+    loaded = Gaussians.load_ply(tmp_path / "empty.ply")
+    assert (loaded.config.sh_degree, loaded.config.feature_dim) == (1, 2)
+    assert {name: tuple(p.shape) for name, p in loaded.params.items()} == {
+        name: tuple(p.shape) for name, p in gaussians.params.items()}
+    background = torch.tensor([0.2, 0.4, 0.6])
+    render = loaded.render(cams, background)
+    assert render.alpha.abs().max() == 0
+    torch.testing.assert_close(render.rgb, background.expand_as(render.rgb))
+
+
 def test_ply_rejects_other_files(tmp_path):
     mesh_path = tmp_path / "mesh.ply"
     trimesh.creation.box().export(mesh_path)
