@@ -42,7 +42,9 @@ class DSDConfig:
     guidance_scale: Scheduled = 7.5
     delta_guidance_scale: float = 1.0
     # CFG of the DDIM path from z_T and of its noise eps_D* (card: the same 7.5, SD's sampling scale).
-    # None: guidance_scale.
+    # None: guidance_scale. On the embedded prior a 10-step path at 7.5 ends on texture (its samples:
+    # kind 0.05; 1.2 over 50 steps: 0.90). That path without the sparsity term draws solids at the
+    # right size, but speckled (BENCHMARKS.md, session 11): the card's values stay until that is solved.
     path_guidance_scale: Scheduled | None = None
     n_ddim_steps: int = 10
     timesteps: TimestepConfig = field(default_factory=lambda: TimestepConfig(
