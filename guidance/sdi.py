@@ -40,7 +40,7 @@ class SDIConfig:
     enable_sdi: bool = True
     inversion_guidance_scale: float = -7.5
     # 25 steps pass the sharpness probe at every t on the chair (10 do not), yet the chair run still
-    # ends as a bucket (0.06) at 2.4x the cost (BENCHMARKS.md, session 11): the card's 10 stay.
+    # ends as a bucket (0.06), in 1,335 s against 941 s (BENCHMARKS.md, session 11): the card's 10 stay.
     inversion_n_steps: int = 10
     inversion_eta: float = 0.3
     inversion_steps_offset: int = 1  # SD scheduler `steps_offset`: grid 1, 101, ..., 901
