@@ -50,9 +50,9 @@ class GaussianDensifier:
     def after_step(self, params, optimizers, step: int, meta: dict | None) -> None:
         if self.strategy is None or meta is None or meta["means2d"].grad is None:
             return
-        if params["means"].shape[0] >= self.config.max_gaussians:
-            self.strategy.refine_stop_iter = min(self.strategy.refine_stop_iter, step)
         count = params["means"].shape[0]
+        if count >= self.config.max_gaussians:
+            self.strategy.refine_stop_iter = min(self.strategy.refine_stop_iter, step)
         self.strategy.step_post_backward(params, optimizers, self.state, step, meta, packed=False)
         if count and not params["means"].shape[0]:
             warnings.warn(f"step {step}: pruning removed every Gaussian (all opacities < prune_opa = "
