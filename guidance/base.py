@@ -76,6 +76,11 @@ class Guidance(ABC):
         pixels = alpha.shape[1] * alpha.shape[2]
         return pixels * (weights[0] * alpha_sparsity(alpha) + weights[1] * alpha_entropy(alpha))
 
+    def color_smoothness_weight(self, step: int) -> float:
+        """The config's scheduled `color_smoothness` (0 without one): the weight on the representation's
+        `color_smoothness_loss`, for variants whose update barely removes colour noise (fixed noise)."""
+        return scheduled_value(getattr(getattr(self, "config", None), "color_smoothness", 0.0), step)
+
     # Variants with state (LoRA, fixed noise) override these so runs can be resumed.
     def state_dict(self) -> dict:
         return {}

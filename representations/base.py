@@ -43,6 +43,12 @@ class Representation(nn.Module, ABC):
     def load_training_state(self, state: dict) -> None:
         """Restores what `training_state()` returned."""
 
+    def color_smoothness_loss(self, step: int) -> torch.Tensor | None:
+        """A differentiable penalty on colour differences between nearby parts (scalar), for
+        representations whose colours are independent parameters (Gaussians); None where colour comes
+        from a smooth field (NeRF, mesh texture field)."""
+        return None
+
     def stats(self) -> dict[str, int | float]:
         """A few numbers worth showing while optimising (e.g. {"gaussians": 5120})."""
         return {}

@@ -18,6 +18,7 @@ from ..cameras import Cameras
 from ..cuda.gaussian_rasterizer import rasterize_gaussians
 from ..types import RenderOutput
 from .base import Representation
+from .color_smoothness import color_smoothness, nearest_neighbours
 from .gaussian_densification import DensificationConfig, GaussianDensifier
 from .spherical_harmonics import C0, evaluate_sh, rgb_to_sh0
 
@@ -78,6 +79,8 @@ class Gaussians(Representation):
             "features": nn.Parameter(torch.zeros(n, self.config.feature_dim)),
         })
         self.densifier = GaussianDensifier(self.config.densify)
+        self._neighbours: torch.Tensor | None = None  # [N, k] for `color_smoothness_loss`, from step:
+        self._neighbours_step = 0
 
     # ----- construction ------------------------------------------------------------------------
 
@@ -181,13 +184,31 @@ class Gaussians(Representation):
         self.densifier.after_step(self.params, optimizers, step, output.meta)
 
     def training_state(self) -> dict:
-        return {"densifier": self.densifier.state_dict()}
+        neighbours = None if self._neighbours is None else self._neighbours.clone()
+        return {"densifier": self.densifier.state_dict(), "neighbours": neighbours,
+                "neighbours_step": self._neighbours_step}
 
     def load_training_state(self, state: dict) -> None:
         self.densifier.load_state_dict(state["densifier"])
+        self._neighbours = state.get("neighbours")
+        self._neighbours_step = state.get("neighbours_step", 0)
 
     def stats(self) -> dict[str, int]:
         return {"gaussians": len(self)}
+
+    # k nearest centres per Gaussian for `color_smoothness_loss`, recomputed when the count changes or
+    # once they are this many steps old
+    SMOOTHNESS_NEIGHBOURS = 8
+    SMOOTHNESS_REFRESH = 50
+
+    def color_smoothness_loss(self, step: int) -> torch.Tensor:
+        """Sum over Gaussians of the mean squared difference of base colour (sh0 as RGB) to their nearest
+        neighbours (`color_smoothness`); the neighbours follow densification and movement (see above)."""
+        if (self._neighbours is None or self._neighbours.shape[0] != len(self)
+                or not 0 <= step - self._neighbours_step < self.SMOOTHNESS_REFRESH):
+            self._neighbours = nearest_neighbours(self.means.detach(), self.SMOOTHNESS_NEIGHBOURS)
+            self._neighbours_step = step
+        return color_smoothness(self.params["sh0"][:, 0, :] * C0, self._neighbours)
 
     # ----- persistence ---------------------------------------------------------------------------
 

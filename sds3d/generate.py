@@ -245,6 +245,11 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
             alpha_loss = guidance.alpha_regularizer_loss(output.alpha, step)
             if alpha_loss is not None:
                 loss = loss + alpha_loss
+            smoothness = guidance.color_smoothness_weight(step)
+            if smoothness:
+                color_loss = representation.color_smoothness_loss(step)
+                if color_loss is not None:
+                    loss = loss + smoothness * color_loss
             loss.backward()
         with timer("optimizer"):
             for optimizer in optimizers.values():

@@ -159,3 +159,17 @@ def test_alpha_regularizer_of_the_guidance_enters_the_loss(tmp_path):
     adam_bound = config.steps * config.gaussians.lr_opacities  # the largest possible move of a logit
     assert (initial - torch.logit(regularised)).min() > 0.9 * adam_bound
     assert (torch.logit(run(0.0)[1]) - initial).max() > 0  # without it, some opacities rise
+
+
+def test_color_smoothness_of_the_guidance_enters_the_loss(tmp_path):
+    """CDS's `color_smoothness` weight pulls neighbouring Gaussians' colours together during a run."""
+    def spread(weight):
+        config = tiny_config(tmp_path / str(weight), guidance="cds", preview_every=0, checkpoint_every=0)
+        config.gaussians.densify = DensificationConfig(enabled=False)
+        config.cds.color_smoothness = weight
+        config.cds.lr_scale, config.gaussians.lr_sh0 = 1.0, 0.1  # Adam moves colours by at most 12 x 0.1
+        sh0 = generate(config, prior=prior(), progress=False).representation.params["sh0"].detach()
+        return sh0.std(0).mean().item()
+
+    smooth, free = spread(1000.0), spread(0.0)
+    assert smooth < 0.5 * free, (smooth, free)
