@@ -14,12 +14,6 @@ by `config.seed`) and reused for every view and step. In VE coordinates (sigma~ 
 t_n is sqrt-annealed 700 -> 100 over the run (clamped to [sigma_min, sigma_max - end_gap]) and
 t = t_n + U{end_gap, ..., end_gap + perturb_factor - 1} (clamped to [sigma_min, sigma_max]).
 No randomness inside `gradient`. Cost: 4 (two CFG evaluations).
-
-`noise="surface"` (ours, not the card's) replaces the image-space buffer by fixed 3D-consistent noise
-(`consistent_noise.ConsistentNoise`, CFD's noise, drawn once from `config.seed` and never refreshed):
-a surface point keeps its noise value in every view. The card's buffer gives every view the same
-image-space pattern, so across random cameras a surface point sees a different value each step; that
-is the inconsistency CFD's paper sets out to remove (BENCHMARKS.md, session 12).
 """
 
 from __future__ import annotations
@@ -29,7 +23,6 @@ from dataclasses import dataclass, field
 import torch
 
 from .base import Guidance, GuidanceOutput, clip_gradient, images_from_render, target_trick_loss
-from .consistent_noise import ConsistentNoise, ConsistentNoiseConfig
 from .ddim import prior_latent_shape
 from .perp_neg import guided_eps
 from .prior import DiffusionPrior, TextEmbedding
@@ -51,8 +44,6 @@ class CDSConfig:
     max_sigma_percent: float = 0.98
     grad_clip: Scheduled | None = (0, 2.0, 8.0, 3000)
     seed: int | None = None  # eps* = randn(latent shape) from this seed; None: the run's seed (0 alone)
-    noise: str = "image"  # "image": the card's one buffer; "surface": fixed 3D-consistent noise (module doc)
-    surface_noise: ConsistentNoiseConfig = field(default_factory=ConsistentNoiseConfig)
     # Factor on the representation's learning rates: with one fixed noise, CDS's gradient lacks SDS's
     # fresh-noise term, and at x1 Gaussians fill the frame with fog (chair 0.00, airplane 0.63, snowman
     # 0.44); at 0.25 chair 0.81, airplane 0.94, snowman 0.63 (BENCHMARKS.md "Guidance table"; as CSD).
@@ -84,33 +75,17 @@ class CDS(Guidance):
         T = prior.num_train_timesteps
         self.sigma_min = int(T * self.config.min_sigma_percent)
         self.sigma_max = int(T * self.config.max_sigma_percent)
-        if self.config.noise not in ("image", "surface"):
-            raise ValueError(f"CDS noise must be 'image' or 'surface', got {self.config.noise!r}")
-        seed = 0 if self.config.seed is None else self.config.seed
-        self.noise = torch.randn(prior_latent_shape(prior), generator=torch.Generator().manual_seed(seed)).to(prior.device)
-        self.surface_noise = ConsistentNoise(self.config.surface_noise)
-        self._surface_generator = torch.Generator().manual_seed(seed)  # draws its table on the first call
+        generator = torch.Generator().manual_seed(0 if self.config.seed is None else self.config.seed)
+        self.noise = torch.randn(prior_latent_shape(prior), generator=generator).to(prior.device)
 
     def unet_evals_per_step(self) -> int:
         return 4
 
     def state_dict(self) -> dict:
-        return {"noise": self.noise.clone(), "surface_noise": self.surface_noise.state_dict()}
+        return {"noise": self.noise.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         self.noise = state["noise"].to(self.prior.device).clone()
-        if "surface_noise" in state:
-            self.surface_noise.load_state_dict(state["surface_noise"])
-
-    def eps_star(self, render, cameras, y: torch.Tensor) -> torch.Tensor:
-        """The fixed noise for latents y [B, c, h, w]: the image buffer, or the surface noise of this render."""
-        if self.config.noise == "image":
-            return self.noise.expand_as(y)
-        if cameras is None or render.depth is None:
-            raise ValueError("CDS's surface noise needs the render's depth and alpha and its cameras")
-        noise = self.surface_noise(render.depth, render.alpha, cameras, tuple(y.shape[-2:]), y.shape[1],
-                                   self._surface_generator)
-        return noise.to(y.device, y.dtype)
 
     def timesteps(self, step: int, batch: int, generator: torch.Generator | None = None):
         """(t, t_n), each [batch]."""
@@ -142,7 +117,7 @@ class CDS(Guidance):
     def __call__(self, render, prompts, cameras, step: int, generator: torch.Generator | None = None) -> GuidanceOutput:
         y = self.prior.encode_images(images_from_render(render.rgb))
         t, t_n = (v.to(y.device) for v in self.timesteps(step, y.shape[0], generator))
-        grad = self.gradient(y, t, t_n, prompts.cond, prompts.uncond, step, self.eps_star(render, cameras, y))
+        grad = self.gradient(y, t, t_n, prompts.cond, prompts.uncond, step)
         return GuidanceOutput(loss=target_trick_loss(y, grad),
                               logs={"t": t.float().mean().item(), "t_n": t_n.float().mean().item(),
                                     "grad_norm": grad.norm().item()})

@@ -1,5 +1,5 @@
 """Exact analytic renders of a sphere and the pixel correspondences between two of its views, for
-tests of 3D-consistent noise (CFD, CDS's surface noise)."""
+tests of 3D-consistent noise (CFD)."""
 
 import torch
 

@@ -1,16 +1,11 @@
 """CDS against algorithm card 3a: no RNG inside the gradient, one eps* for every view and step,
-t_n = t gives g = 0, the timestep schedule, state round trip, and the 1-D VE Gaussian sign test; and
-our surface-noise option: fixed, shared by corresponding points of different views, resumable."""
+t_n = t gives g = 0, the timestep schedule, state round trip, and the 1-D VE Gaussian sign test."""
 
 import pytest
 import torch
-from sphere_renders import corresponding_pixels, sphere_render
 from toy_priors import GaussianToyPrior
 
-from sds3d.cameras import orbit_cameras
-
 from sds3d.guidance.cds import CDS, CDSConfig
-from sds3d.guidance.consistent_noise import ConsistentNoiseConfig
 from sds3d.guidance.ddim import abar, ddim_step
 from sds3d.guidance.perp_neg import guided_eps
 from sds3d.prompts import PromptBatch
@@ -142,40 +137,3 @@ def test_one_dimensional_sign_test():
     # the flipped sign diverges
     y, _ = descend(FlippedCDS, prior)
     assert (y - mu).abs().min() > 100
-
-
-def test_surface_noise_is_fixed_and_shared_by_corresponding_points_of_two_views():
-    """With noise="surface", eps* follows the surface: corresponding pixels of two views 2 degrees apart
-    get (nearly) the same value, where the card's image buffer gives them unrelated values; it is the
-    same on every call (never refreshed) and survives a state round trip."""
-    prior = GaussianToyPrior({"obj": 0.7, "": 0.0}, resolution=64)
-    cams = orbit_cameras(torch.tensor([10.0, 10.0]), torch.tensor([30.0, 32.0]), 2.5, 40.0, 64)
-    render = sphere_render(cams)
-    y = torch.zeros(2, 3, 64, 64)
-    pix0, pix1 = corresponding_pixels(cams, render)
-    assert len(pix0) > 200
-
-    def correlation(noise):
-        return torch.corrcoef(torch.stack([noise[0][:, pix0[:, 0], pix0[:, 1]].flatten(),
-                                           noise[1][:, pix1[:, 0], pix1[:, 1]].flatten()]))[0, 1]
-
-    surface = CDS(prior, CDSConfig(noise="surface", seed=5))
-    first = surface.eps_star(render, cams, y)
-    assert correlation(first) > 0.9
-    assert correlation(CDS(prior, CDSConfig(seed=5)).eps_star(render, cams, y)).abs() < 0.15
-    other = orbit_cameras(torch.tensor([40.0]), torch.tensor([200.0]), 2.5, 40.0, 64)
-    surface.eps_star(sphere_render(other), other, y[:1])  # another view in between changes nothing
-    assert torch.equal(surface.eps_star(render, cams, y), first)
-    resumed = CDS(prior, CDSConfig(noise="surface", seed=6))
-    resumed.load_state_dict(surface.state_dict())
-    assert torch.equal(resumed.eps_star(render, cams, y), first)
-    assert not torch.equal(CDS(prior, CDSConfig(noise="surface", seed=6)).eps_star(render, cams, y), first)
-
-
-def test_surface_noise_needs_depth_and_cameras_and_the_noise_name_is_checked():
-    prior = GaussianToyPrior({"obj": 0.7, "": 0.0})
-    with pytest.raises(ValueError, match="image.*surface"):
-        CDS(prior, CDSConfig(noise="volume"))
-    cds = CDS(prior, CDSConfig(noise="surface", surface_noise=ConsistentNoiseConfig(table_log2=10)))
-    with pytest.raises(ValueError, match="depth"):
-        cds(RenderOutput(rgb=torch.rand(1, 4, 4, 3), alpha=None, depth=None), batch(prior, 1), None, 0)
