@@ -79,8 +79,8 @@ class Gaussians(Representation):
             "features": nn.Parameter(torch.zeros(n, self.config.feature_dim)),
         })
         self.densifier = GaussianDensifier(self.config.densify)
-        self._neighbours: torch.Tensor | None = None  # [N, k] for `color_smoothness_loss`, from step:
-        self._neighbours_step = 0
+        self._neighbours: torch.Tensor | None = None  # [N, k] for `color_smoothness_loss`,
+        self._neighbours_step = 0  # computed at this step
 
     # ----- construction ------------------------------------------------------------------------
 

@@ -60,17 +60,19 @@ def test_same_seed_same_parameters(tmp_path):
     assert a["means"].shape != c["means"].shape or not torch.equal(a["means"], c["means"])
 
 
-def test_crash_and_resume_equals_uninterrupted(tmp_path):
-    reference = params(generate(tiny_config(tmp_path / "ref"), prior=prior(), progress=False))
+@pytest.mark.parametrize("guidance", ["sds", "cds"])  # CDS: fixed noise and Gaussians' colour neighbours
+def test_crash_and_resume_equals_uninterrupted(tmp_path, guidance):
+    reference = params(generate(tiny_config(tmp_path / "ref", guidance=guidance), prior=prior(), progress=False))
 
     def crash(step, logs, output):
         if step == 7:  # after the checkpoint at 5 steps
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        generate(tiny_config(tmp_path / "run"), prior=prior(), progress=False, callback=crash)
+        generate(tiny_config(tmp_path / "run", guidance=guidance), prior=prior(), progress=False, callback=crash)
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 5
-    resumed = params(generate(tiny_config(tmp_path / "run"), prior=prior(), progress=False, resume=True))
+    resumed = params(generate(tiny_config(tmp_path / "run", guidance=guidance), prior=prior(), progress=False,
+                              resume=True))
     assert_same(reference, resumed)
 
 
