@@ -98,3 +98,14 @@ def test_cli_two_stage_run_and_exports(tmp_path, capsys, monkeypatch):
     assert main(["export", str(tmp_path / "fine"), "--out", str(tmp_path / "fine.ply")]) == 2
     assert "not 3D Gaussians" in capsys.readouterr().err
     assert main(["generate", "a red mug", "--init-from", str(tmp_path / "nowhere"), *settings]) == 2
+
+
+@pytest.mark.parametrize("name", ["nerf", "mesh"])
+def test_cds_colour_smoothness_is_a_no_op_for_fields(tmp_path, name):
+    """CDS weights `color_smoothness`; NeRF and DMTet colours are fields and have no such term, so the
+    run goes ahead without it."""
+    config = small(tmp_path, name, guidance="cds")
+    assert config.cds.color_smoothness > 0
+    result = generate(config, prior=prior(), progress=False)
+    assert result.representation.color_smoothness_loss(0) is None
+    assert torch.isfinite(torch.tensor(result.metrics["final_loss"]))
