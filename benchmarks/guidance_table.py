@@ -29,7 +29,8 @@ accuracy over 8 azimuths x 2 elevations, Janus rate on fronted kinds, Chamfer di
 
 Writes `<out>/grid.png` (rows: variants; columns: prompts, front view) and `<out>/table.md`, and
 prints one JSON line per run, then the table as JSON last: {"rows": [{guidance, kind_acc, ...}],
-"ground_truth_saturation": ...}.
+"ground_truth_saturation": ..., "bar": {kind_acc_bar, met, not_met, incomplete, dsd_more_diverse_than_sds}}
+(the issue's bars: kind accuracy within 15 points of SDS's on complete rows, DSD more diverse than SDS).
 """
 
 from __future__ import annotations
@@ -214,6 +215,37 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bar_verdicts(rows: list[dict], n_prompts: int, margin: float = 0.15) -> dict:
+    """The issue's bars on the summary rows: kind accuracy within `margin` of SDS's, judged on complete
+    rows (`prompts` == n_prompts) only, and DSD's diversity above SDS's. Without a complete SDS row
+    there is no bar: {"kind_acc_bar": None, ...}."""
+    by_name = {row["guidance"]: row for row in rows}
+    sds = by_name.get("sds")
+    complete = [row for row in rows if row["prompts"] == n_prompts]
+    verdicts = {"kind_acc_bar": None, "met": [], "not_met": [],
+                "incomplete": [row["guidance"] for row in rows if row["prompts"] != n_prompts],
+                "dsd_more_diverse_than_sds": None}
+    if sds is None or sds["prompts"] != n_prompts:
+        return verdicts
+    verdicts["kind_acc_bar"] = sds["kind_acc"] - margin
+    for row in complete:
+        verdicts["met" if row["kind_acc"] >= verdicts["kind_acc_bar"] - 1e-9 else "not_met"].append(row["guidance"])
+    dsd = by_name.get("dsd")
+    if dsd is not None and dsd["diversity"] is not None and sds["diversity"] is not None:
+        verdicts["dsd_more_diverse_than_sds"] = dsd["diversity"] > sds["diversity"]
+    return verdicts
+
+
+def bar_text(verdicts: dict) -> str:
+    if verdicts["kind_acc_bar"] is None:
+        return "Bar: needs a complete SDS row.\n"
+    def names(key):
+        return ", ".join(verdicts[key]) or "none"
+    return (f"Bar (kind_acc >= {verdicts['kind_acc_bar']:.3f}, SDS's minus 0.15; complete rows): met by "
+            f"{names('met')}; not met by {names('not_met')}; incomplete: {names('incomplete')}. "
+            f"DSD more diverse than SDS: {verdicts['dsd_more_diverse_than_sds']}.\n")
+
+
 def main() -> None:
     from sds3d.world.evaluator import Evaluator
 
@@ -255,8 +287,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     save_png(image_grid(np.concatenate(grid_rows), columns=len(prompts) + 1), out / "grid.png")
     reference = ground_truth_saturation(prompts)
-    (out / "table.md").write_text(markdown_table(summaries) + f"\nGround-truth saturation: {reference:.3f}\n")
-    print(json.dumps({"rows": summaries, "ground_truth_saturation": reference}))
+    verdicts = bar_verdicts(summaries, len(prompts))
+    (out / "table.md").write_text(markdown_table(summaries) + f"\nGround-truth saturation: {reference:.3f}\n\n"
+                                  + bar_text(verdicts))
+    print(json.dumps({"rows": summaries, "ground_truth_saturation": reference, "bar": verdicts}))
 
 
 if __name__ == "__main__":
