@@ -41,12 +41,14 @@ class DSDConfig:
     # perp-neg branch (1.0 here); on the plain threestudio branch it would be 2 eps_c - eps_u (2.0 here).
     guidance_scale: Scheduled = 7.5
     delta_guidance_scale: float = 1.0
-    # CFG of the DDIM path from z_T and of its noise eps_D* (card: the same 7.5, SD's sampling scale).
-    # None: guidance_scale. On the embedded prior a 10-step path at 7.5 ends on texture (its samples:
-    # kind 0.05; 1.2 over 50 steps: 0.90). That path without the sparsity term draws solids at the
-    # right size, but speckled (BENCHMARKS.md, session 11): the card's values stay until that is solved.
-    path_guidance_scale: Scheduled | None = None
-    n_ddim_steps: int = 10
+    # CFG of the DDIM path from z_T and of its noise eps_D* (card: the same 7.5 over 10 steps, SD's
+    # sampling recipe; None: guidance_scale). On the embedded prior that path ends on texture (its
+    # samples: kind 0.05); 1.2 over 50 steps, the prior's own recipe, ends on objects (0.90). With the
+    # sparsity term off, that path draws solids at the right size, but speckled (session 11); with
+    # `color_smoothness` 2 the speckle goes: cube / cone / capsule 1.00 / 1.00 / 0.75 (BENCHMARKS.md,
+    # session 13; the card's path gave 0.00 on all three).
+    path_guidance_scale: Scheduled | None = 1.2
+    n_ddim_steps: int = 50
     timesteps: TimestepConfig = field(default_factory=lambda: TimestepConfig(
         kind="sqrt_anneal", min_step_percent=0.32, max_step_percent=0.98))
     plus_ratio: float = 0.1
@@ -60,9 +62,14 @@ class DSDConfig:
     # Floater regularisers on the render's alpha (`Guidance.alpha_regularizer_loss`), as the reference
     # system's lambda_sparsity [0, 0.15, 0, 3000] and lambda_opaque 0.1 (NeRF; latent-space g). DSD has
     # no fresh-noise term to clear the initial cloud: without them the chair probe is 0.56 (floaters,
-    # fog); 0.2 / 0.1: chair 1.00, airplane 0.31; 0.5 / 0.2: 0.69, 1.00 (BENCHMARKS.md, session 10).
-    alpha_sparsity: Scheduled = 0.5
+    # fog); 0.5 / 0.2: chair 0.69, airplane 1.00 (session 10). The sparsity term shrinks the solids the
+    # object path asks for (session 11), so it is off.
+    alpha_sparsity: Scheduled = 0.0
     alpha_entropy: Scheduled = 0.2
+    # Weight on the representation's `color_smoothness_loss` (Gaussians: RGB pulled towards the 8 nearest
+    # neighbours'), as CDS's: DSD's fixed-noise update barely removes colour noise (speckle probe,
+    # session 12). 12.5 averaged the cone into a grey blob (session 12); 2 keeps its colours.
+    color_smoothness: Scheduled = 2.0
 
 
 class DSD(Guidance):

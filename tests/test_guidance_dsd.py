@@ -47,7 +47,7 @@ def test_same_seed_and_timesteps_give_bit_identical_gradients():
 
 def test_path_point_at_t_max_is_z_T_and_path_cost():
     prior = GaussianMixtureToyPrior(*MODES, s0=0.1, weights={"other": 0.95})  # "other" prefers mode a
-    dsd = DSD(prior, DSDConfig(seed=1))
+    dsd = DSD(prior, DSDConfig(seed=1, n_ddim_steps=10, path_guidance_scale=None))  # the card's path
     p = batch(prior, 3)
     prior.calls = 0
     x = dsd.ode_path(999, p.cond, p.uncond, step=0)
@@ -79,8 +79,8 @@ def test_path_guidance_scale_drives_the_path_and_its_noise_only():
     """path_guidance_scale sets the CFG of the DDIM path and of eps_D*; eps_t keeps guidance_scale."""
     prior = GaussianMixtureToyPrior(*MODES, s0=0.1, weights={"obj": 0.8})
     split = DSD(prior, DSDConfig(seed=2, guidance_scale=7.5, path_guidance_scale=1.5))
-    path_only = DSD(prior, DSDConfig(seed=2, guidance_scale=1.5))
-    same = DSD(prior, DSDConfig(seed=2, guidance_scale=7.5))
+    path_only = DSD(prior, DSDConfig(seed=2, guidance_scale=1.5, path_guidance_scale=None))
+    same = DSD(prior, DSDConfig(seed=2, guidance_scale=7.5, path_guidance_scale=None))
     p = batch(prior, 2)
     torch.testing.assert_close(split.ode_path(450, p.cond, p.uncond, 0), path_only.ode_path(450, p.cond, p.uncond, 0))
     assert (split.ode_path(450, p.cond, p.uncond, 0) - same.ode_path(450, p.cond, p.uncond, 0)).abs().max() > 1e-3
