@@ -215,7 +215,10 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def bar_verdicts(rows: list[dict], n_prompts: int, margin: float = 0.15) -> dict:
+KIND_ACC_MARGIN = 0.15  # the issue's bar: kind accuracy within 15 points of SDS's
+
+
+def bar_verdicts(rows: list[dict], n_prompts: int, margin: float = KIND_ACC_MARGIN) -> dict:
     """The issue's bars on the summary rows: kind accuracy within `margin` of SDS's, judged on complete
     rows (`prompts` == n_prompts) only, and DSD's diversity above SDS's. Without a complete SDS row
     there is no bar: {"kind_acc_bar": None, ...}."""
@@ -241,7 +244,8 @@ def bar_text(verdicts: dict) -> str:
         return "Bar: needs a complete SDS row.\n"
     def names(key):
         return ", ".join(verdicts[key]) or "none"
-    return (f"Bar (kind_acc >= {verdicts['kind_acc_bar']:.3f}, SDS's minus 0.15; complete rows): met by "
+
+    return (f"Bar (kind_acc >= {verdicts['kind_acc_bar']:.3f}, SDS's minus {KIND_ACC_MARGIN}; complete rows): met by "
             f"{names('met')}; not met by {names('not_met')}; incomplete: {names('incomplete')}. "
             f"DSD more diverse than SDS: {verdicts['dsd_more_diverse_than_sds']}.\n")
 
