@@ -39,6 +39,9 @@ from sds3d.world.evaluator import Evaluator
 
 from text_to_3d import suite
 
+# CFD attaches its noise to the rendered surface (depth), which one flat image does not have.
+NEEDS_A_SURFACE = {"cfd"}
+
 
 def roughness(images: torch.Tensor) -> float:
     """rms of images [B, 3, H, W] in [0, 1] minus their 3x3 box blur (edges replicated)."""
@@ -77,12 +80,16 @@ def main() -> None:
     parser.add_argument("--out", default="runs/distill_2d")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    names = [n.strip() for n in args.guidance.split(",") if n.strip()]
+    if NEEDS_A_SURFACE & set(names):
+        parser.error(f"{', '.join(sorted(NEEDS_A_SURFACE & set(names)))}: its noise lives on a 3D surface; "
+                     "no image-only form")
     torch.set_num_threads(args.threads)
     prior, evaluator = load_prior("embedded"), Evaluator.load()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name in [n.strip() for n in args.guidance.split(",") if n.strip()]:
+    for name in names:
         pictures = []
         for prompt in suite(args.kinds):
             config = GenerateConfig(prompt=prompt, guidance=name, steps=args.steps)
