@@ -53,8 +53,9 @@ def roughness(images: torch.Tensor) -> float:
 def distill(config: GenerateConfig, prior, lr: float) -> torch.Tensor:
     """The image [1, 3, 32, 32] in [0, 1] after `config.steps` Adam steps on the variant's loss."""
     guidance = make_guidance(config, prior)
-    prompts = PromptProcessor(prior, PromptConfig(config.prompt, config.negative_prompt, config.view_dependent))
+    processor = PromptProcessor(prior, PromptConfig(config.prompt, config.negative_prompt, config.view_dependent))
     cameras = orbit_cameras(torch.tensor([15.0]), torch.tensor([0.0]), 2.5, 40.0, prior.resolution)
+    prompts = processor(cameras)  # one camera throughout: its view-dependent embeddings once
     generator = torch.Generator().manual_seed(config.seed)
     size = prior.resolution
     logits = (0.5 * torch.randn(1, size, size, 3, generator=generator)).requires_grad_()
@@ -63,7 +64,7 @@ def distill(config: GenerateConfig, prior, lr: float) -> torch.Tensor:
         rgb = torch.sigmoid(logits)
         alpha = torch.ones_like(rgb[..., :1])
         render = RenderOutput(rgb=rgb, alpha=alpha, depth=torch.zeros_like(alpha))
-        loss = guidance(render, prompts(cameras), cameras, step, generator).loss
+        loss = guidance(render, prompts, cameras, step, generator).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -6,8 +6,8 @@ Each run follows the DDIM (ODE) generation path of its own fixed seed latent z_T
 1. t is annealed deterministically: t% = 0.98 - (0.98 - 0.32) sqrt(step / N);
 2. t_D = t + floor(U * clamp(0.1 (t - t_min), 0, T - 1 - t)), clamped to [delta_min, T - 1]
    (delta_min = 1, and 10 once the (sqrt) progress exceeds 0.75);
-3. DDIM (eta = 0, CFG s_path; the card: s_path = s) from z_T over the grid linspace(T - 1, 0, n_ddim + 1) points above t_D, then
-   to t_D, giving x_path (x_path = z_T when t_D = T - 1);
+3. DDIM (eta = 0, CFG s_path; the card: s_path = s) from z_T over the grid linspace(T - 1, 0, n_ddim + 1)
+   points above t_D, then to t_D, giving x_path (x_path = z_T when t_D = T - 1);
 4. eps_D* = eps_hat^{s_path}(x_path, t_D);
 5. re-noise the current render with it: x'_D = alpha_D y + sigma_D eps_D*, x_t = alpha_t y + sigma_t eps_D*;
 6. eps_D = eps_hat^{s_D}(x'_D, t_D), eps_t = eps_hat^s(x_t, t);
