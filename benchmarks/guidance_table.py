@@ -11,7 +11,8 @@ its front view (PNG) and, for diversity runs, its evaluator features (float16 .n
 record matches its settings is read back instead of re-run, and two processes with `--threads 1`
 and disjoint `--guidance` lists can fill one ledger side by side (a last run with every variant
 then only reads the records back and writes the grid and the table). Run folders (checkpoints,
-turntables) go to `--out`. A record is named by variant, prompt and seed only, so give runs with
+turntables) go to `--out`; an interrupted run continues from its checkpoint (every 50 steps) when it
+is started again with the same settings. A record is named by variant, prompt and seed only, so give runs with
 `--set` or `--steps` their own `--ledger`. `--recorded-only` runs nothing: it summarises the recorded runs (column
 `prompts` counts them; 28 when a variant is complete) and leaves blank cells in the grid.
 
@@ -111,9 +112,25 @@ def _settings_used(config: GenerateConfig) -> dict:
     """The settings that determine a run's result: without bookkeeping fields and without the
     sections of the guidance variants it does not use (re-tuning one variant's defaults must not
     invalidate the recorded runs of the others)."""
-    settings = json.loads(json.dumps(asdict(config)))
+    return _result_settings(json.loads(json.dumps(asdict(config))))
+
+
+def _result_settings(settings: dict) -> dict:
+    """`_settings_used` of a config given as its JSON dict (as in a run folder's config.json)."""
     return {key: value for key, value in settings.items()
-            if key not in _BOOKKEEPING and (key not in GUIDANCE or key == config.guidance)}
+            if key not in _BOOKKEEPING and (key not in GUIDANCE or key == settings["guidance"])}
+
+
+def resume_point(config: GenerateConfig) -> tuple[int, float]:
+    """(step, seconds spent) of an unfinished run's checkpoint in `config.out` written with the same
+    settings, so an interrupted table run continues where it stopped; (0, 0.0) if there is none."""
+    out = Path(config.out)
+    if not (out / "checkpoint.pt").is_file() or not (out / "config.json").is_file():
+        return 0, 0.0
+    if _result_settings(json.loads((out / "config.json").read_text())) != _settings_used(config):
+        return 0, 0.0
+    state = torch.load(out / "checkpoint.pt", weights_only=False, map_location="cpu")
+    return (state["step"], state["elapsed"]) if state["step"] < config.steps else (0, 0.0)
 
 
 def run_once(config: GenerateConfig, prior, evaluator, record: Path, keep_features: bool,
@@ -132,20 +149,23 @@ def run_once(config: GenerateConfig, prior, evaluator, record: Path, keep_featur
             return {"row": saved["row"], "features": features, "picture": np.asarray(Image.open(picture_file))[None]}
     if recorded_only:
         return None
+    start_step, seconds_before = resume_point(config)
+    if start_step == 0:  # a checkpoint of other settings or a finished run must not be resumed later
+        (Path(config.out) / "checkpoint.pt").unlink(missing_ok=True)
     counter = UNetImageCounter(prior.unet)
     start = time.perf_counter()
     try:
-        result = generate(config, prior=prior, progress=False)
+        result = generate(config, prior=prior, resume=start_step > 0, progress=False)
     finally:
         counter.close()
-    seconds = time.perf_counter() - start
+    seconds = seconds_before + time.perf_counter() - start
     images, output = render_for_evaluator(result.representation, evaluation_cameras())
     features = evaluator.features(images) if keep_features else None
     scores = evaluate_asset(result.representation, config.prompt, evaluator)
     row = {"guidance": config.guidance, "prompt": config.prompt, "seed": config.seed,
            "kind_acc": scores["kind_acc"], "color_acc": scores["color_acc"], "janus_rate": scores["janus_rate"],
            "chamfer": scores["chamfer"], "saturation": saturation(output.rgb, output.alpha), "seconds": seconds,
-           "unet_evals_per_step": counter.images / (result.metrics["steps"] * config.views_per_step)}
+           "unet_evals_per_step": counter.images / ((result.metrics["steps"] - start_step) * config.views_per_step)}
     picture = render_turntable(result.representation, n_frames=1, resolution=64)
     record.parent.mkdir(parents=True, exist_ok=True)
     save_png(picture[0], picture_file)
