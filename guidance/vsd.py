@@ -16,8 +16,12 @@ alpha eps' - sigma y (v-prediction) or y ("sample"). L_phi never reaches the ren
 VSD loss (target trick on y) never reaches the LoRA.
 
 The view-independent prompt is the view-dependent text with its ", <view> view" suffix removed
-(`view_independent_texts`), encoded by `prior.encode_prompts` (cached). Nothing here depends on which
-particle or representation produced the render: with several particles, render any one per step.
+(`view_independent_texts`), encoded by `prior.encode_prompts` (cached).
+
+Particles (card 2): `particles` = n representations share this one LoRA. Nothing here depends on which
+particle produced the render; the generation loop (`sds3d.generate`) visits every particle once per
+step, each with its own random views, and each visit is one guidance call (one LoRA step on that
+particle's render).
 
 By default the LoRA sits on the prior's own UNet (no copy; it is active only while eps_phi is
 evaluated or trained). `separate_unet=True` deep-copies the UNet first: one more UNet in memory
@@ -76,6 +80,7 @@ class VSDConfig:
     camera_dropout: float = 0.1  # probability of c~ = 0 in L_phi
     camera_guidance_scale: float = 1.0  # s_c; 1 = camera-conditioned estimator, one UNet evaluation
     separate_unet: bool = False  # deep-copy the UNet for the estimator instead of sharing it
+    particles: int = 1  # representations trained together on this LoRA (official default 1; more = diversity)
 
 
 class VSD(Guidance):
@@ -86,6 +91,8 @@ class VSD(Guidance):
             raise TypeError(f"VSD needs a diffusers UNet prior (LoRA on its UNet); got {type(prior).__name__}")
         super().__init__(prior, total_steps)
         self.config = config or VSDConfig()
+        if self.config.particles < 1:
+            raise ValueError(f"VSD needs at least one particle, got particles={self.config.particles}")
         sds_weight(self.config.weighting, torch.ones(1), torch.ones(1))  # validate early
         self.schedule = TimestepSchedule(self.config.timesteps, prior.num_train_timesteps, total_steps)
         unet = copy.deepcopy(prior.unet) if self.config.separate_unet else prior.unet
@@ -94,11 +101,11 @@ class VSD(Guidance):
                                            weight_decay=self.config.lora_weight_decay)
 
     def unet_evals_per_step(self) -> int:
-        """CFG prior (2, or 1 at s = 1) + estimator (1, or 2 with camera CFG) + `lora_steps` training
-        evaluations (each a forward and a backward)."""
+        """Per particle: CFG prior (2, or 1 at s = 1) + estimator (1, or 2 with camera CFG) +
+        `lora_steps` training evaluations (each a forward and a backward); times the particle count."""
         pre = 1 if self.config.guidance_scale == 1 else 2
         phi = 1 if self.config.camera_guidance_scale == 1 else 2
-        return pre + phi + self.config.lora_steps
+        return self.config.particles * (pre + phi + self.config.lora_steps)
 
     # -- the two networks --------------------------------------------------------------------
 

@@ -3,12 +3,15 @@
 `generate(config)` writes a run directory:
     config.json         resolved config (re-run it as-is with `sds3d generate --config`)
     checkpoint.pt       atomic, every `checkpoint_every` steps; `resume=True` continues from it
-    previews/           step_XXXXX.png grids of fixed views
+    previews/           step_XXXXX.png grids of fixed views (one row per particle)
     asset.ply | .glb    the asset: 3D Gaussians (standard 3DGS layout), or for NeRF and mesh a
                         mesh with a baked UV texture
     turntable.gif       24 views around the object
     preview.png         8 of those views in a grid
     metrics.json        time, steps, final loss, where time went, evaluator scores when applicable
+With several VSD particles (`vsd.particles` = n), the files above hold particle 0 and
+    particle_<i>/       asset, turntable.gif and preview.png of particle i (1 <= i < n)
+    particles.png       8 turntable views per particle, one row each
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from tqdm.auto import tqdm
 from .background import Background
 from .cameras import CameraSampler, turntable_cameras
 from .config import save_json
+from .particle import Particle
 from .prompts import PromptConfig, PromptProcessor, validate_prompt
 from .representations import DMTet, DMTetConfig, Gaussians, GaussiansConfig, NeRF, NeRFConfig, Representation
 from .guidance.cds import CDSConfig
@@ -92,8 +96,9 @@ class GenerateConfig:
 @dataclass
 class RunResult:
     out: Path
-    representation: Representation
+    representation: Representation  # particle 0
     metrics: dict
+    particles: list[Representation]  # every particle, particle 0 first
 
 
 def make_guidance(config: GenerateConfig, prior):
@@ -132,17 +137,22 @@ def build_representation(config: GenerateConfig, generator: torch.Generator, ini
     return DMTet(config=section)
 
 
-def load_run(run_dir: str | Path) -> tuple[GenerateConfig, Representation]:
-    """A finished (or stopped) run's config and representation, restored from its checkpoint."""
+def load_run(run_dir: str | Path, particle: int = 0) -> tuple[GenerateConfig, Representation]:
+    """A finished (or stopped) run's config and representation (particle `particle` of a run with
+    several VSD particles), restored from its checkpoint."""
     from .config import load_json
 
     run = Path(run_dir)
     if not (run / "config.json").is_file() or not (run / "checkpoint.pt").is_file():
         raise FileNotFoundError(f"{run} is not a run directory (needs config.json and checkpoint.pt)")
     config = load_json(GenerateConfig, run / "config.json")
-    representation = build_representation(config, torch.Generator().manual_seed(config.seed), initialise=False)
     state = torch.load(run / "checkpoint.pt", weights_only=False, map_location="cpu")
-    representation.load_state_dict(state["representation"])
+    particle_states = [state, *state.get("particles", [])]
+    if not 0 <= particle < len(particle_states):
+        raise ValueError(f"{run} has {len(particle_states)} particle(s) (0..{len(particle_states) - 1}); "
+                         f"there is no particle {particle}")
+    representation = build_representation(config, torch.Generator().manual_seed(config.seed), initialise=False)
+    representation.load_state_dict(particle_states[particle]["representation"])
     return config, representation.eval()
 
 
@@ -171,14 +181,29 @@ class Timer:
         return _Phase()
 
 
+def particle_count(config: GenerateConfig) -> int:
+    """How many representations the run trains: the guidance section's `particles` (VSD), else 1."""
+    count = getattr(getattr(config, config.guidance, None), "particles", 1)
+    if count < 1:
+        raise ValueError(f"{config.guidance}.particles must be at least 1, got {count}")
+    return count
+
+
 def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = False, progress: bool = True,
              callback=None, should_stop=None) -> RunResult:
     """Run score distillation. `prior` / `guidance` objects may be passed instead of being built from
-    the config (tests, notebooks). `callback(step, logs, output)` is called every step;
-    `should_stop()` returning True ends the run early after a checkpoint (the result is kept)."""
+    the config (tests, notebooks). `callback(step, logs, output)` is called every step (with
+    particle 0's logs and render); `should_stop()` returning True ends the run early after a
+    checkpoint (the result is kept).
+
+    With n particles (VSD `particles`) a step visits every particle once: each renders its own random
+    views, is scored by the one guidance (whose LoRA thus trains on every particle) and takes its own
+    optimiser step. Each particle follows the same schedules as a one-particle run; a step costs n times
+    as much. Particle 0 is the run's asset; the others are written to `particle_<i>/`."""
     from .guidance.registry import load_prior, resolve_device
 
     config.prompt = validate_prompt(config.prompt)
+    n_particles = particle_count(config)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     save_json(config, out / "config.json")
@@ -188,26 +213,26 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     prior = prior if prior is not None else load_prior(config.prior, device)
     checkpoint_path = out / "checkpoint.pt"
     resuming = resume and checkpoint_path.exists()
-    representation = build_representation(config, generator, initialise=not resuming).to(device)
+    representations = [build_representation(config, generator, initialise=not resuming).to(device)
+                       for _ in range(n_particles)]
     if guidance is None:
         guidance = make_guidance(config, prior)
+    lr_scale = guidance.representation_lr_scale()
+    particles = [Particle.create(representation, lr_scale) for representation in representations]
     prompts = PromptProcessor(prior, PromptConfig(config.prompt, config.negative_prompt, config.view_dependent))
     sampler = CameraSampler(width=config.resolution, height=config.resolution, **vars(config.camera))
     background = Background(config.background).to(device)
-    optimizers = representation.make_optimizers(guidance.representation_lr_scale())
+    shared_optimizers = {}  # stepped after every particle's visit
     if config.background == "learned":
-        optimizers["background"] = torch.optim.Adam(background.parameters(), lr=1e-3)
+        shared_optimizers["background"] = torch.optim.Adam(background.parameters(), lr=1e-3)
 
     start_step, elapsed_before, timer = 0, 0.0, Timer()
     if resuming:
         state = torch.load(checkpoint_path, weights_only=False)
-        representation.load_state_dict(state["representation"])
-        optimizers = representation.make_optimizers(guidance.representation_lr_scale())
-        if config.background == "learned":
-            optimizers["background"] = torch.optim.Adam(background.parameters(), lr=1e-3)
-        for name, optimizer in optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
-        representation.load_training_state(state["training_state"])
+        for particle, particle_state in zip(particles, [state, *state.get("particles", [])], strict=True):
+            particle.load_state_dict(particle_state, lr_scale)
+        for name, optimizer in shared_optimizers.items():
+            optimizer.load_state_dict(state["shared_optimizers"][name])
         background.load_state_dict(state["background"])
         guidance.load_state_dict(state["guidance"])
         generator.set_state(state["generator"])
@@ -215,20 +240,17 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
         start_step, elapsed_before, timer.totals = state["step"], state["elapsed"], state["timings"]
 
     def save_checkpoint(step: int) -> None:
+        """Particle 0 at the top level (what `load_run` reads), the others under "particles"."""
         _atomic_torch_save({
-            "step": step, "representation": representation.state_dict(),
-            "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
-            "training_state": representation.training_state(), "background": background.state_dict(),
-            "guidance": guidance.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "step": step, **particles[0].state_dict(), "particles": [p.state_dict() for p in particles[1:]],
+            "shared_optimizers": {name: opt.state_dict() for name, opt in shared_optimizers.items()},
+            "background": background.state_dict(), "guidance": guidance.state_dict(),
+            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
             "elapsed": elapsed_before + time.perf_counter() - started, "timings": timer.totals}, checkpoint_path)
 
-    preview_cameras = turntable_cameras(4, elevation=15.0, width=64)
-    started = time.perf_counter()
-    logs: dict = {}
-    bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps, disable=not progress,
-               desc=config.prompt[:30], dynamic_ncols=True)
-    steps_done = start_step
-    for step in bar:
+    def optimise(particle: Particle, step: int):
+        """One render -> guidance -> backward -> optimiser step of one particle; -> (logs, render)."""
+        representation, optimizers = particle.representation, {**particle.optimizers, **shared_optimizers}
         with timer("render"):
             cameras = sampler.sample(config.views_per_step, generator).to(device)
             output = representation.render(cameras, background(cameras, generator).to(device))
@@ -254,15 +276,25 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
         with timer("optimizer"):
             for optimizer in optimizers.values():
                 optimizer.step()
-            representation.after_step(step, output, optimizers)
-        stats = representation.stats()
-        logs = {"loss": guided.loss.item(), **guided.logs, **stats}
-        bar.set_postfix(loss=f"{logs['loss']:.4f}", **stats, refresh=False)
+            representation.after_step(step, output, particle.optimizers)
+        return {"loss": guided.loss.item(), **guided.logs, **representation.stats()}, output
+
+    preview_cameras = turntable_cameras(4, elevation=15.0, width=64)
+    started = time.perf_counter()
+    logs: dict = {}
+    bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps, disable=not progress,
+               desc=config.prompt[:30], dynamic_ncols=True)
+    steps_done = start_step
+    for step in bar:
+        logs, output = optimise(particles[0], step)
+        for particle in particles[1:]:
+            optimise(particle, step)
+        bar.set_postfix(loss=f"{logs['loss']:.4f}", **particles[0].representation.stats(), refresh=False)
         if callback is not None:
             callback(step, logs, output)
         done = steps_done = step + 1
         if config.preview_every and (done % config.preview_every == 0 or done == config.steps):
-            _save_preview(representation, preview_cameras, out / "previews" / f"step_{done:05d}.png")
+            _save_preview(representations, preview_cameras, out / "previews" / f"step_{done:05d}.png")
         stop = should_stop is not None and should_stop()
         if stop or (config.checkpoint_every and done % config.checkpoint_every == 0) or done == config.steps:
             save_checkpoint(done)
@@ -271,28 +303,50 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     bar.close()
 
     seconds = elapsed_before + time.perf_counter() - started
-    metrics = finish_run(representation, config, out, seconds, logs, timer.totals, steps_done)
-    return RunResult(out=out, representation=representation, metrics=metrics)
+    metrics = finish_run(representations, config, out, seconds, logs, timer.totals, steps_done)
+    return RunResult(out=out, representation=representations[0], metrics=metrics, particles=representations)
 
 
 @torch.no_grad()
-def _save_preview(representation, cameras, path: Path) -> None:
+def _save_preview(representations: list[Representation], cameras, path: Path) -> None:
+    """A grid of fixed views: one row per particle."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    rgb = representation.render(cameras).rgb.clamp(0, 1)
+    rgb = torch.cat([representation.render(cameras).rgb.clamp(0, 1) for representation in representations])
     save_png(image_grid((rgb * 255 + 0.5).to(torch.uint8).cpu().numpy(), columns=len(cameras)), path)
 
 
-def finish_run(representation, config: GenerateConfig, out: Path, seconds: float, logs: dict, timings: dict,
-               steps_done: int) -> dict:
-    """Writes the asset, turntable, preview grid and metrics.json; returns the metrics."""
-    asset = representation.save_asset(out)
+def save_outputs(representation: Representation, config: GenerateConfig, directory: Path) -> tuple[Path, np.ndarray]:
+    """Writes one particle's asset, turntable.gif and preview.png; -> (asset path, turntable frames)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    asset = representation.save_asset(directory)
     frames = render_turntable(representation, config.turntable_frames, config.turntable_resolution)
-    save_animation(frames, out / "turntable.gif")
-    save_png(image_grid(frames[:: max(1, len(frames) // 8)][:8], columns=4), out / "preview.png")
+    save_animation(frames, directory / "turntable.gif")
+    save_png(image_grid(_eight(frames), columns=4), directory / "preview.png")
+    return asset, frames
+
+
+def _eight(frames: np.ndarray) -> np.ndarray:
+    """8 evenly spaced turntable frames [8, H, W, 3] (fewer if there are fewer)."""
+    return frames[:: max(1, len(frames) // 8)][:8]
+
+
+def finish_run(representations: list[Representation], config: GenerateConfig, out: Path, seconds: float, logs: dict,
+               timings: dict, steps_done: int) -> dict:
+    """Writes particle 0's outputs into `out`, every other particle's into `out/particle_<i>/` with
+    `particles.png` (one row of turntable views per particle), and metrics.json; returns the metrics."""
+    asset, frames = save_outputs(representations[0], config, out)
+    assets, rows = [asset], [_eight(frames)]
+    for index, representation in enumerate(representations[1:], start=1):
+        asset_i, frames_i = save_outputs(representation, config, out / f"particle_{index}")
+        assets.append(asset_i)
+        rows.append(_eight(frames_i))
+    if len(representations) > 1:
+        save_png(image_grid(np.concatenate(rows), columns=len(rows[0])), out / "particles.png")
     total_phase = sum(timings.values()) or 1.0
     metrics = {
         "prompt": config.prompt, "steps": steps_done, "seconds": round(seconds, 2),
-        "final_loss": logs.get("loss"), "asset": asset.name, **representation.stats(),
+        "final_loss": logs.get("loss"), "asset": asset.name, **representations[0].stats(),
+        "particles": len(representations), "particle_assets": [str(a.relative_to(out)) for a in assets],
         "time_breakdown": {k: round(v / total_phase, 3) for k, v in sorted(timings.items())},
         "seconds_per_step": round(total_phase / max(steps_done, 1), 4),
     }
