@@ -86,6 +86,12 @@ def cmd_generate(args) -> int:
             config = apply_override(config, assignment)
         except ValueError as error:
             raise UsageError(str(error)) from None
+    if args.particles is not None:
+        if config.guidance != "vsd":
+            raise UsageError(f"--particles needs --guidance vsd (particles share VSD's LoRA); got {config.guidance!r}")
+        if args.particles < 1:
+            raise UsageError(f"--particles must be at least 1, got {args.particles}")
+        config.vsd.particles = args.particles
     if config.representation not in REPRESENTATIONS:
         raise UsageError(f"unknown representation {config.representation!r}; choose one of {', '.join(REPRESENTATIONS)}")
     if config.guidance not in GUIDANCE:
@@ -102,28 +108,35 @@ def cmd_generate(args) -> int:
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error).splitlines()[0]) from None
     print(f"wrote {result.out}/{result.metrics['asset']}, turntable.gif, preview.png, metrics.json")
+    if len(result.particles) > 1:
+        print(f"wrote particles 1..{len(result.particles) - 1} to {result.out}/particle_<i>/, overview particles.png")
     print(json.dumps(result.metrics))
     return 0
 
 
-def _load_run(run_dir: str):
-    """-> (run directory, its GenerateConfig, its representation restored from the checkpoint)."""
+def _load_run(run_dir: str, particle: int = 0):
+    """-> (run directory, its GenerateConfig, its representation (that particle's) from the checkpoint)."""
     from .generate import load_run
 
     try:
-        config, representation = load_run(run_dir)
-    except FileNotFoundError as error:
+        config, representation = load_run(run_dir, particle)
+    except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from None
     return Path(run_dir), config, representation
+
+
+def _particle_dir(run: Path, particle: int) -> Path:
+    """Where a particle's files live: the run directory for particle 0, else run/particle_<i>/."""
+    return run if particle == 0 else run / f"particle_{particle}"
 
 
 def cmd_render(args) -> int:
     """Turntable of a finished run."""
     from .turntable import render_turntable, save_animation
 
-    run, _, asset = _load_run(args.run_dir)
+    run, _, asset = _load_run(args.run_dir, args.particle)
     frames = render_turntable(asset, args.frames, args.resolution, elevation=args.elevation)
-    out = save_animation(frames, Path(args.out) if args.out else run / f"turntable_{args.resolution}.gif")
+    out = save_animation(frames, Path(args.out) if args.out else _particle_dir(run, args.particle) / f"turntable_{args.resolution}.gif")
     print(f"wrote {out}")
     return 0
 
@@ -133,7 +146,7 @@ def cmd_export(args) -> int:
     mesh with a baked UV texture, .glb or .obj (+ .mtl + .png), from any representation."""
     from .representations import Gaussians
 
-    run, _, asset = _load_run(args.run_dir)
+    run, _, asset = _load_run(args.run_dir, args.particle)
     out = Path(args.out)
     suffix = out.suffix.lower()
     if suffix not in (".ply", ".glb", ".obj"):
@@ -158,11 +171,11 @@ def cmd_eval(args) -> int:
     """Evaluator scores and Chamfer distance of a finished run; JSON on the last line."""
     from .evaluate import evaluate_asset
 
-    run, config, asset = _load_run(args.run_dir)
+    run, config, asset = _load_run(args.run_dir, args.particle)
     scores = evaluate_asset(asset, config.prompt)
     if not scores:
         print(f"sds3d: prompt {config.prompt!r} names no micro-world object; nothing to score", file=sys.stderr)
-    (run / "eval.json").write_text(json.dumps(scores, indent=2))
+    (_particle_dir(run, args.particle) / "eval.json").write_text(json.dumps(scores, indent=2))
     print(json.dumps(scores))
     return 0
 
@@ -224,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prior", help="'embedded' (default) or a local diffusers Stable Diffusion folder")
     gen.add_argument("--steps", type=int)
     gen.add_argument("--seed", type=int)
+    gen.add_argument("--particles", type=int, metavar="N",
+                     help="VSD only: optimise N assets sharing one LoRA (particle_<i>/ and particles.png)")
     gen.add_argument("--device", help="auto | cpu | cuda")
     gen.add_argument("--out", help="run directory (default runs/<prompt>)")
     gen.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
@@ -235,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     render = commands.add_parser("render", help="turntable GIF of a finished run")
     render.add_argument("run_dir")
+    render.add_argument("--particle", type=int, default=0, metavar="I",
+                        help="which VSD particle of a run with several (default 0)")
     render.add_argument("--frames", type=int, default=36)
     render.add_argument("--resolution", type=int, default=256)
     render.add_argument("--elevation", type=float, default=15.0)
@@ -243,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="score a finished run on the micro-world (JSON)")
     evaluate.add_argument("run_dir")
+    evaluate.add_argument("--particle", type=int, default=0, metavar="I",
+                          help="which VSD particle of a run with several (default 0)")
     evaluate.set_defaults(func=cmd_eval)
 
     draw = commands.add_parser("sample", help="sample a grid PNG from the embedded prior")
@@ -261,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="export a finished run's asset (.ply for Gaussians; .glb or .obj textured mesh)")
     export.add_argument("run_dir")
+    export.add_argument("--particle", type=int, default=0, metavar="I",
+                        help="which VSD particle of a run with several (default 0)")
     export.add_argument("--out", required=True)
     export.set_defaults(func=cmd_export)
 
