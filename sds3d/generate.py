@@ -206,13 +206,18 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     n_particles = particle_count(config)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = out / "checkpoint.pt"
+    resuming = resume and checkpoint_path.exists()
+    state = torch.load(checkpoint_path, weights_only=False) if resuming else {}
+    particle_states = [state, *state.get("particles", [])]
+    if resuming and len(particle_states) != n_particles:  # checked before config.json is overwritten
+        raise ValueError(f"{checkpoint_path} holds {len(particle_states)} particle(s), the config asks for "
+                         f"{n_particles}; resume with the same number or start a new run directory")
     save_json(config, out / "config.json")
     device = resolve_device(config.device)
     generator = seed_everything(config.seed)
 
     prior = prior if prior is not None else load_prior(config.prior, device)
-    checkpoint_path = out / "checkpoint.pt"
-    resuming = resume and checkpoint_path.exists()
     representations = [build_representation(config, generator, initialise=not resuming).to(device)
                        for _ in range(n_particles)]
     if guidance is None:
@@ -228,11 +233,10 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
 
     start_step, elapsed_before, timer = 0, 0.0, Timer()
     if resuming:
-        state = torch.load(checkpoint_path, weights_only=False)
-        for particle, particle_state in zip(particles, [state, *state.get("particles", [])], strict=True):
+        for particle, particle_state in zip(particles, particle_states):
             particle.load_state_dict(particle_state, lr_scale)
-        for name, optimizer in shared_optimizers.items():
-            optimizer.load_state_dict(state["shared_optimizers"][name])
+        for name, optimizer in shared_optimizers.items():  # checkpoints before particles kept it in "optimizers"
+            optimizer.load_state_dict(state.get("shared_optimizers", state["optimizers"])[name])
         background.load_state_dict(state["background"])
         guidance.load_state_dict(state["guidance"])
         generator.set_state(state["generator"])

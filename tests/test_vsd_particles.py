@@ -7,6 +7,7 @@ import torch
 from tiny_pipelines import save_tiny_sd_pipeline
 
 from sds3d.cli import main
+from sds3d.config import load_json
 from sds3d.generate import GenerateConfig, generate, load_run, particle_count
 from sds3d.guidance.base import images_from_render
 from sds3d.guidance.stable_diffusion import StableDiffusionPrior
@@ -91,6 +92,9 @@ def test_crash_and_resume_equals_uninterrupted_for_every_particle_and_the_lora(t
         generate(config(tmp_path / "run"), prior=prior, progress=False, callback=crash)
     partial = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert partial["step"] == 3 and len(partial["particles"]) == 1
+    with pytest.raises(ValueError, match="holds 2 particle"):
+        generate(config(tmp_path / "run", particles=3), prior=prior, progress=False, resume=True)
+    assert load_json(GenerateConfig, tmp_path / "run" / "config.json").vsd.particles == 2  # left as it was
     resumed = generate(config(tmp_path / "run"), prior=prior, progress=False, resume=True)
     assert_same_particles(reference.particles, resumed.particles)
     resumed_lora = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["guidance"]
