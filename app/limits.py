@@ -12,3 +12,4 @@ class Limits:
     resolutions: tuple[int, ...] = (32, 64, 128)
     max_seed: int = 2**31 - 1
     max_guidance_scale: float = 1000.0
+    max_particles: int = 4  # VSD particles per run (each costs a full run's steps)

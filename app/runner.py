@@ -26,8 +26,10 @@ from .limits import Limits
 
 log = logging.getLogger(__name__)
 
-# files of a finished run offered for download (eval.json only when the prompt was scored)
-EXPORTS = ("asset.ply", "asset.glb", "turntable.gif", "preview.png", "metrics.json", "config.json", "eval.json")
+# files of a finished run offered for download (eval.json only when the prompt was scored; particles.png
+# and particle_<i>/ only with several VSD particles)
+EXPORTS = ("asset.ply", "asset.glb", "turntable.gif", "preview.png", "particles.png", "metrics.json", "config.json",
+           "eval.json")
 
 
 class InputError(ValueError):
@@ -48,6 +50,7 @@ class RunRequest:
     seed: int = 0
     guidance_scale: float | None = None
     resolution: int = 32
+    particles: int = 1  # VSD only: assets optimised together on one LoRA
 
 
 def default_guidance_scale(guidance: str) -> float | None:
@@ -118,8 +121,9 @@ class Run:
         return next((self.dir / name for name in ("asset.ply", "asset.glb") if (self.dir / name).is_file()), None)
 
     def files(self) -> list[Path]:
-        """The exported files that exist, in `EXPORTS` order."""
-        return [self.dir / name for name in EXPORTS if (self.dir / name).is_file()]
+        """The exported files that exist, in `EXPORTS` order, then the other particles' assets."""
+        particle_assets = sorted(self.dir.glob("particle_*/asset.*"), key=lambda path: int(path.parent.name[9:]))
+        return [self.dir / name for name in EXPORTS if (self.dir / name).is_file()] + particle_assets
 
     def _report(self, step: int, logs: dict, output) -> None:
         views = (output.rgb.detach().clamp(0, 1) * 255 + 0.5).to("cpu", torch.uint8).numpy()
@@ -194,6 +198,12 @@ class Runner:
         resolution = _integer(request.resolution, "Resolution")
         if resolution not in limits.resolutions:
             raise InputError(f"Resolution must be one of {', '.join(map(str, limits.resolutions))}, got {resolution}.")
+        particles = _integer(request.particles, "Particles")
+        if not 1 <= particles <= limits.max_particles:
+            raise InputError(f"Particles must be between 1 and {limits.max_particles}, got {particles}.")
+        if particles > 1 and request.guidance != "vsd":
+            raise InputError(f"Several particles need VSD guidance (they share its LoRA); {request.guidance} "
+                             f"trains one asset.")
         config = GenerateConfig(prompt=prompt, negative_prompt=negative, representation=request.representation,
                                 guidance=request.guidance, prior=self.priors[request.prior], steps=steps, seed=seed,
                                 resolution=resolution, device=self.device,
@@ -208,7 +218,7 @@ class Runner:
                                  f"got {scale:g}.")
             section = dataclasses.replace(section, guidance_scale=scale)
             config = dataclasses.replace(config, **{request.guidance: section})
-        return dataclasses.replace(config, vsd=dataclasses.replace(config.vsd, separate_unet=True))
+        return dataclasses.replace(config, vsd=dataclasses.replace(config.vsd, separate_unet=True, particles=particles))
 
     def start(self, request: RunRequest, owner: str) -> Run:
         """Validates `request`, creates its run directory and starts the worker thread. `owner`

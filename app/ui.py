@@ -35,7 +35,10 @@ def final_text(run: Run) -> str:
     if run.stop_requested.is_set() and snapshot.step < snapshot.total:
         return (f"**Stopped at step {snapshot.step}/{snapshot.total}** after {snapshot.elapsed:.0f} s; "
                 "the partial result is below.")
-    return f"**Done: {snapshot.total} steps** in {snapshot.elapsed:.0f} s."
+    particles = run.config.vsd.particles if run.config.guidance == "vsd" else 1
+    extra = (f" {particles} particles: particle 0 is shown; all are in the downloads (particles.png side by side)."
+             if particles > 1 else "")
+    return f"**Done: {snapshot.total} steps** in {snapshot.elapsed:.0f} s." + extra
 
 
 def scores_text(scores: dict) -> str:
@@ -60,10 +63,10 @@ def build_ui(runner: Runner, concurrency: int = 1, queue_size: int = 16) -> gr.B
     default_steps = min(GenerateConfig().steps, limits.max_steps)
 
     def generate(prompt, negative_prompt, representation, guidance, prior, steps, seed, guidance_scale, resolution,
-                 request: gr.Request, progress=gr.Progress()):
+                 particles, request: gr.Request, progress=gr.Progress()):
         try:
             run = runner.start(RunRequest(prompt, negative_prompt, representation, guidance, prior, steps, seed,
-                                          guidance_scale, resolution), owner=request.session_hash)
+                                          guidance_scale, resolution, particles), owner=request.session_hash)
         except InputError as error:
             raise gr.Error(str(error), print_exception=False) from None
         try:
@@ -121,6 +124,8 @@ def build_ui(runner: Runner, concurrency: int = 1, queue_size: int = 16) -> gr.B
                                                maximum=limits.max_guidance_scale)
                     resolution = gr.Dropdown(list(limits.resolutions), value=limits.resolutions[0],
                                              label="Render resolution during distillation")
+                    particles = gr.Slider(1, limits.max_particles, value=1, step=1, label="Particles (VSD)",
+                                          info="VSD only: several assets sharing one LoRA; each costs a full run")
             with gr.Column(scale=3):
                 status = gr.Markdown("Ready.", elem_id="status")
                 renders = gr.Image(label="Latest renders", interactive=False, height=160, elem_id="renders")
@@ -134,7 +139,8 @@ def build_ui(runner: Runner, concurrency: int = 1, queue_size: int = 16) -> gr.B
 
         guidance.change(guidance_changed, guidance, guidance_scale, queue=False)
         run_button.click(generate, [prompt, negative_prompt, representation, guidance, prior, steps, seed,
-                                    guidance_scale, resolution], [status, renders, model, turntable, scores, files],
+                                    guidance_scale, resolution, particles],
+                         [status, renders, model, turntable, scores, files],
                          concurrency_limit=concurrency, show_progress_on=[status], api_name="generate")
         stop_button.click(stop, None, None, queue=False, api_name="stop")
     demo.queue(max_size=queue_size)

@@ -45,6 +45,9 @@ def empty_runner(runner, tmp_path):
     (dict(prior="/etc"), "Unknown prior '/etc'; this server offers embedded."),
     (dict(guidance="csd", guidance_scale=7.5), "csd has no guidance scale; leave the field empty."),
     (dict(guidance_scale=0), "Guidance scale must be above 0 and at most 1000, got 0."),
+    (dict(guidance="vsd", particles=0), "Particles must be between 1 and 4, got 0."),
+    (dict(guidance="vsd", particles=5), "Particles must be between 1 and 4, got 5."),
+    (dict(particles=2), "Several particles need VSD guidance (they share its LoRA); sds trains one asset."),
 ])
 def test_requests_outside_the_limits_are_rejected_with_one_line(empty_runner, changes, message):
     request = RunRequest(**{"prompt": "a red mug", "steps": 5, **changes})
@@ -63,6 +66,8 @@ def test_config_takes_the_request_and_the_operators_output_settings(runner):
     assert (config.turntable_frames, config.turntable_resolution, config.prior) == (4, 32, "embedded")
     assert runner.config(RunRequest("a red mug", guidance="cds", steps=5)).cds.guidance_scale == (0, 101.0, 51.0, 3000)
     assert config.vsd.separate_unet  # VSD's LoRA must not land on the prior the runs share
+    assert config.vsd.particles == 1
+    assert runner.config(RunRequest("a red mug", guidance="vsd", steps=5, particles=3)).vsd.particles == 3
 
 
 def test_default_guidance_scale_is_the_variants_constant():
@@ -104,6 +109,17 @@ def test_simultaneous_runs_get_their_own_directories_and_results(runner):
         assert json.loads((run.dir / "eval.json").read_text()) == run.scores and run.scores["kind"] in ("mug", "cube")
     assert first.snapshot().step == 3 and second.snapshot().step == 4
     assert first.snapshot().renders.shape == (32, 4 * 32, 3)  # the step's 4 views side by side
+
+
+def test_vsd_particles_are_all_offered_for_download(runner):
+    run = runner.start(RunRequest("a red mug", guidance="vsd", steps=2, particles=2), owner="page-p")
+    _wait(run)
+    assert [str(p.relative_to(run.dir)) for p in run.files()] == [
+        "asset.ply", "turntable.gif", "preview.png", "particles.png", "metrics.json", "config.json", "eval.json",
+        "particle_1/asset.ply"]
+    from sds3d.app.ui import final_text
+
+    assert "2 particles" in final_text(run)
 
 
 def test_stop_ends_the_run_and_keeps_the_partial_result(runner):

@@ -173,7 +173,7 @@ def test_two_simultaneous_requests_get_separate_outputs(server, tmp_path):
     clients = [Client(url, verbose=False, download_files=str(tmp_path / f"client{i}"), analytics_enabled=False)
                for i in range(2)]
     jobs = [client.submit(r.prompt, r.negative_prompt, r.representation, r.guidance, r.prior, r.steps, r.seed,
-                          r.guidance_scale, r.resolution, api_name="/generate") for client, r in zip(clients, requests)]
+                          r.guidance_scale, r.resolution, r.particles, api_name="/generate") for client, r in zip(clients, requests)]
     results = [job.result(timeout=180) for job in jobs]
     prior = load_prior("embedded")
 
