@@ -127,7 +127,9 @@ def _load_run(run_dir: str, particle: int = 0):
 
 def _particle_dir(run: Path, particle: int) -> Path:
     """Where a particle's files live: the run directory for particle 0, else run/particle_<i>/."""
-    return run if particle == 0 else run / f"particle_{particle}"
+    directory = run if particle == 0 else run / f"particle_{particle}"
+    directory.mkdir(exist_ok=True)  # a crashed run has no particle folders yet
+    return directory
 
 
 def cmd_render(args) -> int:
@@ -136,7 +138,8 @@ def cmd_render(args) -> int:
 
     run, _, asset = _load_run(args.run_dir, args.particle)
     frames = render_turntable(asset, args.frames, args.resolution, elevation=args.elevation)
-    out = save_animation(frames, Path(args.out) if args.out else _particle_dir(run, args.particle) / f"turntable_{args.resolution}.gif")
+    default = _particle_dir(run, args.particle) / f"turntable_{args.resolution}.gif"
+    out = save_animation(frames, Path(args.out) if args.out else default)
     print(f"wrote {out}")
     return 0
 

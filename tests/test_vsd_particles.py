@@ -120,6 +120,8 @@ def test_outputs_and_loading_each_particle(tmp_path, prior, capsys):
     capsys.readouterr()
     assert main(["export", str(tmp_path), "--particle", "2", "--out", str(tmp_path / "p2.ply")]) == 0
     assert (tmp_path / "p2.ply").read_bytes() == (tmp_path / "particle_2" / "asset.ply").read_bytes()
+    assert main(["eval", str(tmp_path), "--particle", "1"]) == 0
+    assert (tmp_path / "particle_1" / "eval.json").is_file() and not (tmp_path / "eval.json").exists()
     assert main(["export", str(tmp_path), "--particle", "5", "--out", str(tmp_path / "p5.ply")]) == 2
     assert "no particle 5" in capsys.readouterr().err
     assert json.loads((tmp_path / "metrics.json").read_text())["particles"] == 3
