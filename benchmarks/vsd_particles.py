@@ -10,7 +10,9 @@ guidance table measures the diversity of seeds: the mean over pairs and views of
 evaluator's features. The comparison is the guidance table's recorded VSD runs of the same prompts,
 seeds 0..n-1 (read from its ledger, so it costs nothing here). An interrupted run continues from its
 checkpoint; a finished one is read back. Writes `<out>/grid.png` (per prompt: the particles' front
-views, then the seeds'), and prints one JSON line per prompt, then the summary as JSON last.
+views, then the seeds'), and prints one JSON line per prompt, then the summary as JSON last, with
+the cost ratio measured in this process: seconds per step of `--cost-steps` steps with n particles
+over the same with one (the first prompt; no previews or checkpoints).
 """
 
 from __future__ import annotations
@@ -44,6 +46,14 @@ def particle_run(prompt: str, n: int, steps: int, out: Path, prior) -> tuple[lis
     return [load_run(out, particle=i)[1] for i in range(n)], seconds
 
 
+def seconds_per_step(prompt: str, n: int, steps: int, out: Path, prior) -> float:
+    """Seconds per step of a short VSD run with n particles (no previews or checkpoints)."""
+    config = GenerateConfig(prompt=prompt, guidance="vsd", seed=0, steps=steps, out=str(out), preview_every=0,
+                            checkpoint_every=0, turntable_frames=1, turntable_resolution=16,
+                            vsd=VSDConfig(particles=n))
+    return generate(config, prior=prior, progress=False).metrics["seconds_per_step"]
+
+
 def recorded_seeds(ledger: Path, prompt: str, n: int) -> list[dict] | None:
     """The guidance table's VSD records of seeds 0..n-1: [{"row", "features" [V, D], "picture"}], or None."""
     records = []
@@ -66,6 +76,7 @@ def main() -> None:
     parser.add_argument("--particles", type=int, default=3)
     parser.add_argument("--steps", type=int, default=GenerateConfig.steps)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cost-steps", type=int, default=10, help="steps of the cost measurement (0: skip)")
     parser.add_argument("--out", default="runs/vsd_particles")
     parser.add_argument("--ledger", default=str(Path(__file__).parent / "results" / "guidance_table"))
     args = parser.parse_args()
@@ -103,6 +114,11 @@ def main() -> None:
             summary[f"{key}_color_acc"] = statistics.mean(a for row in rows for a in row[f"{key}_color_acc"])
             summary[f"{key}_diversity"] = statistics.mean(row[f"{key}_diversity"] for row in rows)
             summary[f"{key}_seconds"] = statistics.mean(row[f"{key}_seconds"] for row in rows)
+    if args.cost_steps:
+        prompt, cost_dir = suite(None)[0], Path(args.out) / "cost"
+        one = seconds_per_step(prompt, 1, args.cost_steps, cost_dir / "p1", prior)
+        many = seconds_per_step(prompt, args.particles, args.cost_steps, cost_dir / f"p{args.particles}", prior)
+        summary |= {"seconds_per_step_1": one, f"seconds_per_step_{args.particles}": many, "cost_ratio": many / one}
     columns = max(len(pictures) for pictures in grid)
     padded = [np.concatenate([p, np.full((columns - len(p), *p.shape[1:]), 255, np.uint8)]) for p in grid]
     Path(args.out).mkdir(parents=True, exist_ok=True)
