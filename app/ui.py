@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..generate import REPRESENTATIONS, GenerateConfig
+from ..generate import REPRESENTATIONS, GenerateConfig, particle_count
 from ..guidance.registry import GUIDANCE
 from ..world import canonical_caption
 from .runner import InputError, Run, Runner, RunRequest, Snapshot, default_guidance_scale
@@ -35,7 +35,7 @@ def final_text(run: Run) -> str:
     if run.stop_requested.is_set() and snapshot.step < snapshot.total:
         return (f"**Stopped at step {snapshot.step}/{snapshot.total}** after {snapshot.elapsed:.0f} s; "
                 "the partial result is below.")
-    particles = run.config.vsd.particles if run.config.guidance == "vsd" else 1
+    particles = particle_count(run.config)
     extra = (f" {particles} particles: particle 0 is shown; all are in the downloads (particles.png side by side)."
              if particles > 1 else "")
     return f"**Done: {snapshot.total} steps** in {snapshot.elapsed:.0f} s." + extra

@@ -89,8 +89,6 @@ def cmd_generate(args) -> int:
     if args.particles is not None:
         if config.guidance != "vsd":
             raise UsageError(f"--particles needs --guidance vsd (particles share VSD's LoRA); got {config.guidance!r}")
-        if args.particles < 1:
-            raise UsageError(f"--particles must be at least 1, got {args.particles}")
         config.vsd.particles = args.particles
     if config.representation not in REPRESENTATIONS:
         raise UsageError(f"unknown representation {config.representation!r}; choose one of {', '.join(REPRESENTATIONS)}")

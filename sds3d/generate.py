@@ -253,7 +253,7 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
             "elapsed": elapsed_before + time.perf_counter() - started, "timings": timer.totals}, checkpoint_path)
 
     def optimise(particle: Particle, step: int):
-        """One render -> guidance -> backward -> optimiser step of one particle; -> (logs, render)."""
+        """One render -> guidance -> backward -> optimiser step of one particle; -> (guidance logs, render)."""
         representation, optimizers = particle.representation, {**particle.optimizers, **shared_optimizers}
         with timer("render"):
             cameras = sampler.sample(config.views_per_step, generator).to(device)
@@ -281,7 +281,7 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
             for optimizer in optimizers.values():
                 optimizer.step()
             representation.after_step(step, output, particle.optimizers)
-        return {"loss": guided.loss.item(), **guided.logs, **representation.stats()}, output
+        return {"loss": guided.loss.item(), **guided.logs}, output
 
     preview_cameras = turntable_cameras(4, elevation=15.0, width=64)
     started = time.perf_counter()
@@ -293,7 +293,9 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
         logs, output = optimise(particles[0], step)
         for particle in particles[1:]:
             optimise(particle, step)
-        bar.set_postfix(loss=f"{logs['loss']:.4f}", **particles[0].representation.stats(), refresh=False)
+        stats = particles[0].representation.stats()
+        logs |= stats
+        bar.set_postfix(loss=f"{logs['loss']:.4f}", **stats, refresh=False)
         if callback is not None:
             callback(step, logs, output)
         done = steps_done = step + 1
