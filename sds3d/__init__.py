@@ -11,7 +11,9 @@ Public API (imported lazily so `import sds3d` stays cheap):
     result.representation.render(...)  # or runs/mug/asset.ply, turntable.gif, metrics.json
 """
 
+import sys
 from importlib import import_module
+from types import ModuleType
 
 __version__ = "0.1.0"
 
@@ -27,6 +29,19 @@ def __getattr__(name):
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'sds3d' has no attribute {name!r}")
+
+
+class _Package(ModuleType):
+    """Importing the submodule `sds3d.generate` binds the package attribute `generate`; keep it the
+    function of that name, so `from sds3d import generate` gives the function in every import order."""
+
+    def __setattr__(self, name, value):
+        if isinstance(value, ModuleType) and _EXPORTS.get(name) == value.__name__:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = sorted(_EXPORTS)
