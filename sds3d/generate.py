@@ -4,6 +4,8 @@
     config.json         resolved config (re-run it as-is with `sds3d generate --config`)
     checkpoint.pt       atomic, every `checkpoint_every` steps; `resume=True` continues from it
     previews/           step_XXXXX.png grids of fixed views (one row per particle)
+    metrics.csv         one row per step (loss, seconds, guidance logs), written as the run goes
+    loss.png            loss and seconds per step against the step; tensorboard/ with `tensorboard`
     asset.ply | .glb    the asset: 3D Gaussians (standard 3DGS layout), or for NeRF and mesh a
                         mesh with a baked UV texture
     turntable.gif       24 views around the object
@@ -30,6 +32,7 @@ from tqdm.auto import tqdm
 from .background import Background
 from .cameras import CameraSampler, turntable_cameras
 from .config import save_json
+from .monitor import RunMonitor
 from .particle import Particle
 from .prompts import PromptConfig, PromptProcessor, validate_prompt
 from .representations import DMTet, DMTetConfig, Gaussians, GaussiansConfig, NeRF, NeRFConfig, Representation
@@ -289,12 +292,14 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps, disable=not progress,
                desc=config.prompt[:30], dynamic_ncols=True)
     steps_done = start_step
+    monitor = RunMonitor(out, start_step)
     for step in bar:
         logs, output = optimise(particles[0], step)
         for particle in particles[1:]:
             optimise(particle, step)
         stats = particles[0].representation.stats()
         logs |= stats
+        monitor.log(step + 1, elapsed_before + time.perf_counter() - started, logs)
         bar.set_postfix(loss=f"{logs['loss']:.4f}", **stats, refresh=False)
         if callback is not None:
             callback(step, logs, output)
@@ -307,6 +312,7 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
         if stop:
             break
     bar.close()
+    monitor.close()
 
     seconds = elapsed_before + time.perf_counter() - started
     metrics = finish_run(representations, config, out, seconds, logs, timer.totals, steps_done)
