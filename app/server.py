@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--runs-dir", dest="runs_dir",
                         help="where each request gets its own run directory (default: a new temporary folder)")
     parser.add_argument("--prior", action="append", default=[], metavar="PATH_OR_HUB_ID",
-                        help="offer this diffusers Stable Diffusion prior besides 'embedded' (repeatable)")
+                        help="offer this prior besides 'embedded': a Stable Diffusion, DeepFloyd IF or "
+                             "embedded-prior folder, told apart by its files (repeatable)")
     parser.add_argument("--concurrency", type=int, default=1, help="runs executing at once (default 1)")
     parser.add_argument("--queue-size", dest="queue_size", type=int, default=16,
                         help="requests that may wait for a free slot (default 16)")

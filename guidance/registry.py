@@ -9,6 +9,7 @@ import torch
 from importlib import import_module
 
 from .prior import DiffusionPrior
+from .prior_type import is_local, prior_type
 
 # name -> (module, class); each variant's config is the section of the same name in GenerateConfig
 GUIDANCE = {
@@ -35,16 +36,19 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def load_prior(spec: str, device: str | torch.device = "cpu") -> DiffusionPrior:
-    """"embedded" -> the shipped micro-world prior; anything else is a diffusers Stable Diffusion
-    folder (or a hub id, which only works where weights can be downloaded)."""
+    """"embedded" -> the shipped micro-world prior; a folder or hub id -> the prior it holds, told
+    apart by `prior_type` (an embedded-prior export, Stable Diffusion or DeepFloyd IF stage I)."""
     device = resolve_device(device) if isinstance(device, str) else device
-    if spec == "embedded":
+    kind = prior_type(spec)
+    source = str(Path(spec).expanduser()) if is_local(spec) else spec
+    if kind == "embedded":
         from .embedded_prior import EmbeddedPrior
 
-        return EmbeddedPrior.load(device=device)
+        return EmbeddedPrior.load(None if spec == "embedded" else source, device=device)
+    if kind == "if":
+        from .deepfloyd_if import DeepFloydIFPrior
+
+        return DeepFloydIFPrior.from_pretrained(source, device=device)
     from .stable_diffusion import StableDiffusionPrior
 
-    looks_like_path = spec.startswith((".", "/", "~")) or Path(spec).expanduser().exists()
-    if looks_like_path and not Path(spec).expanduser().exists():
-        raise FileNotFoundError(f"prior path {spec} does not exist")
-    return StableDiffusionPrior.from_pretrained(str(Path(spec).expanduser()) if looks_like_path else spec, device=device)
+    return StableDiffusionPrior.from_pretrained(source, device=device)

@@ -235,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--init-from", dest="init_from", metavar="RUN_DIR",
                      help="start from a finished run's asset (e.g. --representation mesh --init-from runs/coarse)")
     gen.add_argument("--guidance", help="sds | vsd | cds | cfd | dsd | nfsd | sdi | ism | tsm | csd")
-    gen.add_argument("--prior", help="'embedded' (default) or a local diffusers Stable Diffusion folder")
+    gen.add_argument("--prior", help="'embedded' (default) or a model folder: Stable Diffusion, DeepFloyd IF "
+                                     "or an embedded-prior export (told apart by its files)")
     gen.add_argument("--steps", type=int)
     gen.add_argument("--seed", type=int)
     gen.add_argument("--particles", type=int, metavar="N",

@@ -66,7 +66,7 @@ class GenerateConfig:
     representation: str = "gaussians"  # gaussians | nerf | mesh
     init_from: str = ""  # a finished run directory whose asset initialises this one (coarse -> fine)
     guidance: str = "sds"
-    prior: str = "embedded"  # or a diffusers Stable Diffusion folder / hub id
+    prior: str = "embedded"  # or a Stable Diffusion, DeepFloyd IF or embedded-prior folder / hub id (prior_type)
     steps: int = 600
     seed: int = 0
     views_per_step: int = 4
