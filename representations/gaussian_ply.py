@@ -1,37 +1,68 @@
-"""PLY files in the standard 3DGS layout, readable by common splat viewers.
+"""3D Gaussians as files: the standard 3DGS PLY (read and written), `.splat` and the compressed PLY
+(written through `gsplat.exporter`).
 
-Vertex properties (float32, binary little-endian): x y z, nx ny nz (zeros), f_dc_0..2,
-f_rest_0..(3(K-1)-1) (channel-major: all red coefficients, then green, then blue), opacity (logit),
-scale_0..2 (log), rot_0..3 (quaternion w, x, y, z), then our optional feat_0..(D-1).
+3DGS PLY: one `vertex` element with float32 properties x y z, nx ny nz (zeros), f_dc_0..2,
+f_rest_0..(3 K - 1) with K = (d + 1)^2 - 1 (channel-major: the K red coefficients, then green, then
+blue), opacity (logit), scale_0..2 (log), rot_0..3 (quaternion w, x, y, z), then sds3d's optional
+feat_0..(D - 1). Written binary little-endian at the asset's SH degree or any degree 0-3 asked for
+(missing bands are zeros, extra ones dropped), so the original 3DGS loader reads it at degree 3.
+
+Orientation (`sds3d.axes`): files are written with `up` = "-y" by default, the convention of
+COLMAP-trained 3DGS scenes that SuperSplat, antimatter15/splat and gsplat.js (the web UI's viewer)
+show upright; "+z" keeps sds3d's world frame (gsplat's viewer), "+y" is glTF's. Positions,
+quaternions and SH coefficients of degree >= 1 are rotated together. The header records the choice
+(`comment sds3d up -y`), and reading undoes it; foreign files are taken as "-y" unless told.
+
+Reading (plyfile) accepts any SH degree 0-3, ASCII and either byte order, and ignores properties
+it does not know; a missing required property or a NaN / infinite value is a one-line ValueError
+naming the file and the property.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from sds3d.axes import UP_AXES, rotate_gaussians, world_to_file
+
 from .gaussians import Gaussians, GaussiansConfig
 
-
-def _property_names(n_rest: int, feature_dim: int) -> list[str]:
-    return (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
-            + [f"f_rest_{i}" for i in range(n_rest)] + ["opacity", "scale_0", "scale_1", "scale_2"]
-            + [f"rot_{i}" for i in range(4)] + [f"feat_{i}" for i in range(feature_dim)])
+REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
+            "rot_0", "rot_1", "rot_2", "rot_3")
+_UP_COMMENT = re.compile(r"^sds3d up (\S+)$")
 
 
-def save_gaussian_ply(path, gaussians: Gaussians) -> None:
-    """Writes atomically (temporary file + rename) so a crash never leaves a truncated asset."""
+def _in_file_frame(gaussians: Gaussians, up: str, sh_degree: int | None) -> dict[str, torch.Tensor]:
+    """The Gaussians' parameters (float32, CPU), rotated into the `up` convention, shN [N, K, 3]
+    padded with zeros or cut to `sh_degree` (None: the asset's)."""
     p = {k: v.detach().float().cpu() for k, v in gaussians.params.items()}
-    n = p["means"].shape[0]
-    rest = p["shN"].transpose(1, 2).reshape(n, 3 * p["shN"].shape[1])  # explicit: n may be 0
+    p["means"], p["quats"], p["shN"] = rotate_gaussians(p["means"], p["quats"], p["shN"], world_to_file(up))
+    if sh_degree is not None:
+        if not 0 <= sh_degree <= 3:
+            raise ValueError(f"SH degree must be 0, 1, 2 or 3, got {sh_degree}")
+        k = (sh_degree + 1) ** 2 - 1
+        shN = p["shN"][:, :k]
+        p["shN"] = torch.cat([shN, torch.zeros(len(shN), k - shN.shape[1], 3)], 1)
+    return p
+
+
+def save_gaussian_ply(path, gaussians: Gaussians, up: str = "-y", sh_degree: int | None = None) -> Path:
+    """Binary little-endian 3DGS PLY with `up` ("-y" | "+y" | "+z") and `sh_degree` (None: the
+    asset's); written atomically (temporary file + rename) so a crash never leaves a truncated file."""
+    p = _in_file_frame(gaussians, up, sh_degree)
+    n, k = p["means"].shape[0], p["shN"].shape[1]
+    rest = p["shN"].transpose(1, 2).reshape(n, 3 * k)  # channel-major; explicit shape: n may be 0
     columns = [p["means"], torch.zeros(n, 3), p["sh0"][:, 0, :], rest, p["opacities"][:, None], p["scales"],
                p["quats"], p["features"]]
+    names = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(3 * k)]
+             + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+             + [f"feat_{i}" for i in range(p["features"].shape[1])])
     data = torch.cat(columns, dim=1).numpy().astype("<f4")
-    names = _property_names(rest.shape[1], p["features"].shape[1])
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
+    header = ["ply", "format binary_little_endian 1.0", f"comment sds3d up {up}", f"element vertex {n}"]
     header += [f"property float {name}" for name in names] + ["end_header"]
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -39,63 +70,84 @@ def save_gaussian_ply(path, gaussians: Gaussians) -> None:
         f.write(("\n".join(header) + "\n").encode("ascii"))
         f.write(data.tobytes())
     tmp.replace(path)
+    return path
 
 
-def _read_header(f) -> tuple[int, list[str]]:
-    if f.readline().strip() != b"ply":
-        raise ValueError("not a PLY file")
-    count, names, fmt = None, [], None
-    while True:
-        line = f.readline()
-        if not line:
-            raise ValueError("PLY header has no end_header")
-        words = line.decode("ascii").split()
-        if not words:
-            continue
-        if words[0] == "format":
-            fmt = words[1]
-        elif words[:2] == ["element", "vertex"]:
-            count = int(words[2])
-        elif words[0] == "element":
-            raise ValueError(f"unexpected PLY element {words[1]!r}: a 3DGS file has only vertices")
-        elif words[0] == "property":
-            if words[1] != "float":
-                raise ValueError(f"3DGS PLY properties are float, got {words[1]} {words[-1]}")
-            names.append(words[2])
-        elif words[0] == "end_header":
-            break
-    if fmt != "binary_little_endian":
-        raise ValueError(f"only binary_little_endian 3DGS PLY files are supported, got {fmt}")
-    return count, names
+def save_gaussian_splat(path, gaussians: Gaussians, up: str = "-y") -> Path:
+    """`.splat` (antimatter15/splat: 32 bytes per splat, position and scale float32 x3, RGBA and
+    rotation uint8 x4; colour from the DC term only) or, for a name ending in `.compressed.ply`,
+    the compressed PLY of SuperSplat / PlayCanvas (8-bit chunks, SH kept), through gsplat.exporter."""
+    from gsplat.exporter import export_splats
+
+    path = Path(path)
+    compressed = path.name.lower().endswith(".compressed.ply")
+    if not compressed and path.suffix.lower() != ".splat":
+        raise ValueError(f"{path}: a splat file ends in .splat or .compressed.ply")
+    p = _in_file_frame(gaussians, up, None)
+    data = export_splats(p["means"], p["scales"], p["quats"], p["opacities"], p["sh0"], p["shN"],
+                         format="ply_compressed" if compressed else "splat")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path
 
 
-def load_gaussian_ply(path, config: GaussiansConfig | None = None) -> Gaussians:
-    """Inverse of `save_gaussian_ply`; the SH degree and feature size come from the file."""
-    with open(path, "rb") as f:
-        count, names = _read_header(f)
-        data = np.frombuffer(f.read(count * len(names) * 4), dtype="<f4").reshape(count, len(names))
-    column = {name: i for i, name in enumerate(names)}
-    missing = [k for k in ("x", "f_dc_0", "opacity", "scale_0", "rot_0") if k not in column]
-    if missing:
-        raise ValueError(f"{path}: not a 3DGS PLY, missing properties {missing}")
-    take = lambda prefix, n: torch.from_numpy(np.stack([data[:, column[f"{prefix}{i}"]] for i in range(n)], 1).copy())  # noqa: E731
-    n_rest = sum(name.startswith("f_rest_") for name in names)
-    feature_dim = sum(name.startswith("feat_") for name in names)
-    degree = round(math.sqrt(n_rest // 3 + 1)) - 1
-    if (degree + 1) ** 2 - 1 != n_rest // 3 or n_rest % 3:
-        raise ValueError(f"{path}: {n_rest} f_rest properties do not form a full SH degree")
+def _column(vertex, name: str, path) -> np.ndarray:
+    values = np.asarray(vertex[name], dtype=np.float32)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ValueError(f"{path}: property {name!r} is NaN or infinite in {int(bad.sum())} of {len(values)} splats")
+    return values
+
+
+def load_gaussian_ply(path, config: GaussiansConfig | None = None, up: str | None = None) -> Gaussians:
+    """A 3DGS PLY (any SH degree 0-3, ASCII or binary) -> Gaussians in the world frame; the SH degree
+    and feature size come from the file. `up`: the file's convention; None = the one its header
+    records (`save_gaussian_ply` writes it), else "-y"."""
+    from plyfile import PlyData, PlyParseError
+
+    try:
+        ply = PlyData.read(str(path))
+    except (PlyParseError, ValueError, UnicodeDecodeError, IndexError) as error:
+        raise ValueError(f"{path}: not a readable PLY file ({str(error).splitlines()[0]})") from None
+    if "vertex" not in ply:
+        raise ValueError(f"{path}: not a 3DGS PLY: no 'vertex' element")
+    vertex = ply["vertex"]
+    names = [prop.name for prop in vertex.properties]
+    for name in REQUIRED:
+        if name not in names:
+            raise ValueError(f"{path}: not a 3DGS PLY: no property {name!r}")
+    rest = sorted((n for n in names if re.fullmatch(r"f_rest_\d+", n)), key=lambda n: int(n[7:]))
+    features = sorted((n for n in names if re.fullmatch(r"feat_\d+", n)), key=lambda n: int(n[5:]))
+    degree = round(math.sqrt(len(rest) // 3 + 1)) - 1
+    if len(rest) not in (0, 9, 24, 45) or rest != [f"f_rest_{i}" for i in range(len(rest))]:
+        raise ValueError(f"{path}: {len(rest)} f_rest properties do not form SH degree 1, 2 or 3 (9, 24 or 45 of them)")
+    if up is None:
+        recorded = [m.group(1) for m in map(_UP_COMMENT.match, ply.comments) if m]
+        up = recorded[0] if recorded else "-y"
+    if up not in UP_AXES:
+        raise ValueError(f"{path}: unknown up axis {up!r}; choose one of {', '.join(UP_AXES)}")
+
+    def stack(columns: list[str]) -> torch.Tensor:  # [N, len(columns)]
+        values = [_column(vertex, c, path) for c in columns]
+        return torch.from_numpy(np.stack(values, 1) if values else np.zeros((len(vertex), 0), np.float32))
+
+    count, k = len(vertex), len(rest) // 3
+    means, quats = stack(["x", "y", "z"]), stack(["rot_0", "rot_1", "rot_2", "rot_3"])
+    shN = stack(rest).reshape(count, 3, k).transpose(1, 2)
+    means, quats, shN = rotate_gaussians(means, quats, shN, world_to_file(up).T)
     config = config or GaussiansConfig()
-    config.sh_degree, config.feature_dim = degree, feature_dim
-    means = torch.from_numpy(data[:, [column["x"], column["y"], column["z"]]].copy())
+    config.sh_degree, config.feature_dim = degree, len(features)
     gaussians = Gaussians(means, torch.zeros(count, 3), scales=torch.ones(count, 3), opacities=torch.full((count,), 0.5),
                           config=config)
     with torch.no_grad():
-        gaussians.params["sh0"].copy_(take("f_dc_", 3)[:, None, :])
-        if n_rest:
-            gaussians.params["shN"].copy_(take("f_rest_", n_rest).reshape(count, 3, n_rest // 3).transpose(1, 2))
-        gaussians.params["opacities"].copy_(torch.from_numpy(data[:, column["opacity"]].copy()))
-        gaussians.params["scales"].copy_(take("scale_", 3))
-        gaussians.params["quats"].copy_(take("rot_", 4))
-        if feature_dim:
-            gaussians.params["features"].copy_(take("feat_", feature_dim))
+        gaussians.params["sh0"].copy_(stack(["f_dc_0", "f_dc_1", "f_dc_2"])[:, None, :])
+        gaussians.params["shN"].copy_(shN)
+        gaussians.params["opacities"].copy_(stack(["opacity"])[:, 0])
+        gaussians.params["scales"].copy_(stack(["scale_0", "scale_1", "scale_2"]))
+        gaussians.params["quats"].copy_(quats)
+        gaussians.params["features"].copy_(stack(features))
     return gaussians
+
+
+__all__ = ["save_gaussian_ply", "save_gaussian_splat", "load_gaussian_ply", "REQUIRED"]

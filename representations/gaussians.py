@@ -217,16 +217,18 @@ class Gaussians(Representation):
         self.save_ply(path)
         return path
 
-    def save_ply(self, path) -> None:
+    def save_ply(self, path, up: str = "-y", sh_degree: int | None = None) -> Path:
+        """3DGS PLY (`gaussian_ply`): `up` "-y" (splat viewers) | "+y" | "+z"; `sh_degree` 0-3 or the asset's."""
         from .gaussian_ply import save_gaussian_ply
 
-        save_gaussian_ply(path, self)
+        return save_gaussian_ply(path, self, up, sh_degree)
 
     @classmethod
-    def load_ply(cls, path, config: GaussiansConfig | None = None) -> "Gaussians":
+    def load_ply(cls, path, config: GaussiansConfig | None = None, up: str | None = None) -> "Gaussians":
+        """Any 3DGS PLY (`gaussian_ply`); `up` None = as its header records, else "-y"."""
         from .gaussian_ply import load_gaussian_ply
 
-        return load_gaussian_ply(path, config)
+        return load_gaussian_ply(path, config, up)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Accepts a state dict with a different number of Gaussians (densification changes N)."""

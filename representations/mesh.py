@@ -118,10 +118,10 @@ class Mesh(Representation):
     @classmethod
     def load(cls, path, config: MeshConfig | None = None) -> "Mesh":
         """.obj (+ .mtl, texture), .glb/.gltf, .ply or anything else trimesh reads; a scene is
-        flattened into one mesh."""
-        import trimesh
+        flattened into one mesh; .glb/.gltf/.obj are +Y up (`sds3d.export.load_trimesh`)."""
+        from ..export import load_trimesh
 
-        return cls.from_trimesh(trimesh.load(path, force="mesh", process=False), config)
+        return cls.from_trimesh(load_trimesh(path), config)
 
     # ----- geometry and colour -------------------------------------------------------------------
 
@@ -193,7 +193,8 @@ class Mesh(Representation):
         return trimesh.Trimesh(vertices, faces, visual=visual, process=False)
 
     def save(self, path) -> Path:
-        """.glb, .ply, or .obj (a textured mesh also writes <stem>.mtl and <stem>.png beside it)."""
+        """.glb or .obj (+Y up; a textured .obj also writes <stem>.mtl and <stem>.png beside it), or
+        .ply (world frame, +z up)."""
         from ..export import save_trimesh
 
         return save_trimesh(self.to_trimesh(), path)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .axes import world_to_file
 from .cameras import Cameras
 from .cuda.mesh_rasterizer import fragments_from_face_ids, visibility
 
@@ -142,12 +143,20 @@ def surface_of(representation, resolution: int = 128, bound: float = 0.6, max_fa
     raise TypeError(f"cannot export a {type(representation).__name__}; use bake_textured_mesh with a colour function")
 
 
+# Mesh formats whose readers take +Y as up (glTF by its spec, OBJ by custom): written and read in
+# the "+y" convention of `sds3d.axes` (front +Z); other formats (.ply, .stl) keep the world frame.
+Y_UP_SUFFIXES = (".glb", ".gltf", ".obj")
+
+
 def save_trimesh(mesh, path) -> Path:
-    """Writes a trimesh.Trimesh by the suffix of `path`; a textured .obj also writes <stem>.mtl
-    and <stem>.png beside it."""
+    """Writes a trimesh.Trimesh (world frame) by the suffix of `path`: .glb / .gltf / .obj +Y up
+    (`Y_UP_SUFFIXES`); a textured .obj also writes <stem>.mtl and <stem>.png beside it."""
     import trimesh
 
     path = Path(path)
+    if path.suffix.lower() in Y_UP_SUFFIXES:
+        mesh = mesh.copy()
+        mesh.vertices = np.asarray(mesh.vertices) @ world_to_file("+y").numpy().T
     if path.suffix.lower() == ".obj" and mesh.visual.kind == "texture":
         mesh = mesh.copy()
         mesh.visual.material.name = path.stem
@@ -161,6 +170,17 @@ def save_trimesh(mesh, path) -> Path:
     return path
 
 
+def load_trimesh(path):
+    """Inverse of `save_trimesh`: a mesh file (a scene flattened into one trimesh.Trimesh) in the
+    world frame; .glb / .gltf / .obj are taken as +Y up, as their formats say."""
+    import trimesh
+
+    mesh = trimesh.load(path, force="mesh", process=False)
+    if Path(path).suffix.lower() in Y_UP_SUFFIXES:
+        mesh.vertices = np.asarray(mesh.vertices) @ world_to_file("+y").numpy()
+    return mesh
+
+
 def export_textured(representation, path, texture_size: int = 1024, padding: int = 8, resolution: int = 128,
                     bound: float = 0.6, max_faces: int = 20000) -> Path:
     """Export a Mesh, DMTet or Gaussians as a UV-textured mesh: .glb, or .obj (+ .mtl + .png)."""
@@ -170,5 +190,5 @@ def export_textured(representation, path, texture_size: int = 1024, padding: int
     return bake_textured_mesh(vertices, faces, color_fn, texture_size, padding).save(path)
 
 
-__all__ = ["unwrap", "dilate", "bake_texture", "decimate", "bake_textured_mesh", "surface_of", "save_trimesh",
-           "export_textured"]
+__all__ = ["unwrap", "dilate", "bake_texture", "decimate", "bake_textured_mesh", "surface_of", "Y_UP_SUFFIXES",
+           "save_trimesh", "load_trimesh", "export_textured"]
