@@ -22,6 +22,7 @@ from ..evaluate import evaluate_asset
 from ..generate import REPRESENTATIONS, GenerateConfig, generate
 from ..guidance.prior import DiffusionPrior
 from ..guidance.registry import GUIDANCE, load_prior, resolve_device
+from ..scope import scope_note
 from .limits import Limits
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class Run:
     finished: threading.Event = field(default_factory=threading.Event)  # set once the files are written
     scores: dict = field(default_factory=dict)
     error: str | None = None
+    note: str | None = None  # one line to show at the start, e.g. a prompt outside the embedded prior's world
     _snapshot: Snapshot | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _started: float = field(default_factory=time.perf_counter)
@@ -226,7 +228,8 @@ class Runner:
         config = self.config(request)
         run_dir = self.runs_dir / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(16)}"
         run_dir.mkdir()
-        run = Run(dir=run_dir, config=dataclasses.replace(config, out=str(run_dir)), prior=self._models[request.prior])
+        run = Run(dir=run_dir, config=dataclasses.replace(config, out=str(run_dir)), prior=self._models[request.prior],
+                  note=scope_note(config.prompt, self._models[request.prior]))
         with self._lock:
             previous = self._active.get(owner)
             if previous is not None:

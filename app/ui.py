@@ -69,6 +69,8 @@ def build_ui(runner: Runner, concurrency: int = 1, queue_size: int = 16) -> gr.B
                                           guidance_scale, resolution, particles), owner=request.session_hash)
         except InputError as error:
             raise gr.Error(str(error), print_exception=False) from None
+        if run.note:
+            gr.Warning(run.note)
         try:
             yield progress_text(run.snapshot()), None, None, None, "", None
             while not run.finished.wait(POLL_SECONDS):

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 
@@ -66,6 +67,8 @@ def cmd_generate(args) -> int:
     from .config import apply_override, load_json
     from .generate import REPRESENTATIONS, GenerateConfig, generate
     from .guidance.registry import GUIDANCE
+    from .monitor import quiet
+    from .scope import OutsideWorldWarning, scope_note
 
     if args.config:
         if not Path(args.config).is_file():
@@ -101,8 +104,15 @@ def cmd_generate(args) -> int:
     if config.prior != "embedded" and config.prior.startswith((".", "/", "~")) and not Path(config.prior).expanduser().exists():
         raise UsageError(f"prior path {config.prior} does not exist")
     config.out = str(_output_dir(args.out or (config.out if args.config else f"runs/{_slug(config.prompt)}")))
+    if args.quiet:
+        quiet()
     try:
-        result = generate(config, resume=args.resume, progress=not args.quiet)
+        note = scope_note(config.prompt, config.prior)
+        if note:
+            print(f"sds3d: note: {note}", file=sys.stderr)
+        with warnings.catch_warnings():  # the note above is the warning's one line
+            warnings.simplefilter("ignore", OutsideWorldWarning)
+            result = generate(config, resume=args.resume, progress=not args.quiet)
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error).splitlines()[0]) from None
     print(f"wrote {result.out}/{result.metrics['asset']}, turntable.gif, preview.png, metrics.json")
@@ -186,10 +196,14 @@ def cmd_sample(args) -> int:
     import numpy as np
 
     from .guidance.embedded_prior import sample
+    from .scope import scope_note
     from .turntable import image_grid, save_png
 
     if not args.prompt.strip():
         raise UsageError("the prompt is empty")
+    note = scope_note(args.prompt, "embedded")
+    if note:
+        print(f"sds3d: note: {note}", file=sys.stderr)
     try:
         images = sample([args.prompt], n=args.n, guidance_scale=args.guidance_scale,
                         view_guidance_scale=args.view_guidance_scale, steps=args.steps, seed=args.seed)
@@ -201,6 +215,14 @@ def cmd_sample(args) -> int:
     _output_dir(str(out.parent))
     save_png(grid, out)
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_world(args) -> int:
+    """The kinds and colours the embedded prior knows."""
+    from .scope import world_summary
+
+    print(world_summary())
     return 0
 
 
@@ -247,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--config", help="a config.json (e.g. from an earlier run) to start from")
     gen.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override any config field, e.g. --set sds.guidance_scale=30 (repeatable)")
-    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.add_argument("--quiet", action="store_true", help="no progress bars (model loading included)")
     gen.set_defaults(func=cmd_generate)
 
     render = commands.add_parser("render", help="turntable GIF of a finished run")
@@ -288,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_export)
 
     from .app.server import add_arguments
+
+    world = commands.add_parser("world", help="list the kinds and colours the embedded prior knows")
+    world.set_defaults(func=cmd_world)
 
     app = add_arguments(commands.add_parser("app", help="start the web UI (needs the app extra)"))
     app.set_defaults(func=cmd_app)

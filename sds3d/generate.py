@@ -32,9 +32,11 @@ from tqdm.auto import tqdm
 from .background import Background
 from .cameras import CameraSampler, turntable_cameras
 from .config import save_json
+from .errors import InputError, TrainingDiverged, load_checkpoint
 from .monitor import RunMonitor
 from .particle import Particle
 from .prompts import PromptConfig, PromptProcessor, validate_prompt
+from .scope import warn_outside_world
 from .representations import DMTet, DMTetConfig, Gaussians, GaussiansConfig, NeRF, NeRFConfig, Representation
 from .guidance.cds import CDSConfig
 from .guidance.cfd import CFDConfig
@@ -47,6 +49,7 @@ from .guidance.sds import SDSConfig
 from .guidance.tsm import TSMConfig
 from .guidance.vsd import VSDConfig
 from .turntable import image_grid, render_turntable, save_animation, save_png
+from .validation import check_resume, check_writable, validate_config
 
 REPRESENTATIONS = ("gaussians", "nerf", "mesh")  # "mesh" optimises a DMTet
 
@@ -142,21 +145,43 @@ def build_representation(config: GenerateConfig, generator: torch.Generator, ini
 
 def load_run(run_dir: str | Path, particle: int = 0) -> tuple[GenerateConfig, Representation]:
     """A finished (or stopped) run's config and representation (particle `particle` of a run with
-    several VSD particles), restored from its checkpoint."""
+    several VSD particles), restored from its checkpoint. The checkpoint is read without running
+    code (`load_checkpoint`); InputError (one line) for a folder that is not a run, a damaged or
+    foreign checkpoint, one that does not hold the config's representation, or non-finite values."""
     from .config import load_json
 
     run = Path(run_dir)
     if not (run / "config.json").is_file() or not (run / "checkpoint.pt").is_file():
-        raise FileNotFoundError(f"{run} is not a run directory (needs config.json and checkpoint.pt)")
+        raise InputError(f"{run} is not a run directory (needs config.json and checkpoint.pt)")
     config = load_json(GenerateConfig, run / "config.json")
-    state = torch.load(run / "checkpoint.pt", weights_only=False, map_location="cpu")
+    validate_config(replace(config, init_from=""))  # the coarse run it started from may be gone
+    state = load_checkpoint(run / "checkpoint.pt")
     particle_states = [state, *state.get("particles", [])]
     if not 0 <= particle < len(particle_states):
-        raise ValueError(f"{run} has {len(particle_states)} particle(s) (0..{len(particle_states) - 1}); "
+        raise InputError(f"{run} has {len(particle_states)} particle(s) (0..{len(particle_states) - 1}); "
                          f"there is no particle {particle}")
+    weights = particle_states[particle].get("representation")
+    if not isinstance(weights, dict):
+        raise InputError(f"{run / 'checkpoint.pt'}: not an sds3d run checkpoint (no representation weights)")
     representation = build_representation(config, torch.Generator().manual_seed(config.seed), initialise=False)
-    representation.load_state_dict(particle_states[particle]["representation"])
+    load_weights(representation, weights, run / "checkpoint.pt", config.representation)
     return config, representation.eval()
+
+
+def load_weights(representation: Representation, weights: dict, path: Path, name: str) -> None:
+    """`representation.load_state_dict(weights)`; InputError when they belong to another
+    representation or hold NaN / inf (a diverged run)."""
+    bad = next((key for key, value in weights.items()
+                if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()),
+               None)
+    if bad is not None:
+        raise InputError(f"{path}: non-finite values (NaN or inf) in {bad}; the run diverged, so there is no "
+                         f"asset to use; run it again with lower learning rates")
+    try:
+        representation.load_state_dict(weights)
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as error:
+        raise InputError(f"{path}: the checkpoint does not hold the {name} that config.json names "
+                         f"({str(error).splitlines()[0][:100]})") from None
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
@@ -221,6 +246,7 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     generator = seed_everything(config.seed)
 
     prior = prior if prior is not None else load_prior(config.prior, device)
+    warn_outside_world(config.prompt, prior)
     representations = [build_representation(config, generator, initialise=not resuming).to(device)
                        for _ in range(n_particles)]
     if guidance is None:
