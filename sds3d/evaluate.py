@@ -6,7 +6,10 @@
   there should be none;
 - Chamfer distance: surface points back-projected from rendered depth (alpha > 0.5) against points
   sampled on the ground-truth mesh, mean of both nearest-neighbour directions, in object units
-  (the object's largest extent is 1).
+  (the object's largest extent is 1);
+- shape accuracy, rank and margin (`sds3d.shape_accuracy`): whether the asset's 3D shape (a visual
+  hull, normalised, any yaw) is nearer the prompted kind's than any other kind's — a check that
+  the evaluator's 2D predictions cannot pass on colour and outline alone.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .cameras import Cameras, orbit_cameras
+from .shape_accuracy import shape_points, shape_scores
 from .views import view_bins
 
 EVAL_AZIMUTHS = tuple(range(0, 360, 45))
@@ -95,4 +99,5 @@ def evaluate_asset(representation, prompt: str, evaluator=None, chamfer_points: 
 
     truth = trimesh.sample.sample_surface(make_object(kind, color).mesh, chamfer_points, seed=seed)[0]
     scores["chamfer"] = chamfer_distance(backproject_depth(output, cameras), np.asarray(truth))
+    scores.update(shape_scores(shape_points(representation), kind))
     return scores

@@ -1,0 +1,161 @@
+"""Classifier-free shape accuracy: is the asset's 3D shape nearest to the prompted kind's?
+
+A 2D classifier can call a red blob "a red mug" from its colour and outline alone. This score looks
+at 3D shape only:
+
+1. Carve a visual hull from silhouettes (alpha > 0.5) seen from `shape_cameras` (8 azimuths at 4
+   elevations and one view from above) on a voxel grid; its boundary voxels are the shape's surface
+   points. Silhouettes, unlike points back-projected from expected depth, do not sink into fuzzy,
+   semi-transparent Gaussians.
+2. Normalise without rotating: subtract the centroid, divide by the RMS radius.
+3. Compare with every micro-world kind's ground truth, carved the same way from renders of its mesh
+   (so concavities that silhouettes cannot see are missing from both), by symmetric Chamfer
+   distance, minimised over a yaw rotation about the up axis (+z).
+
+`shape_acc` is 1 when the prompted kind is the nearest of all kinds; the rank (1 = nearest) and the
+margin (runner-up's distance minus the prompted kind's; > 0 when right) say by how much.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+
+from sds3d.cameras import Cameras, orbit_cameras
+
+SHAPE_ELEVATIONS = (-30.0, 0.0, 30.0, 60.0)
+SHAPE_AZIMUTHS = tuple(range(-180, 180, 45))
+TOP_ELEVATION = 85.0
+GRID = 48  # voxels per axis
+BOUND = 0.8  # the grid spans [-BOUND, BOUND]^3; micro-world objects fit in [-0.5, 0.5]^3
+YAWS = 24  # yaw search in steps of 15 degrees
+MAX_POINTS = 1000
+
+
+def shape_cameras(resolution: int = 64, radius: float = 2.5, fovy: float = 40.0) -> Cameras:
+    """33 orbit cameras: 8 azimuths x `SHAPE_ELEVATIONS` plus one from above."""
+    elevation = [e for e in SHAPE_ELEVATIONS for _ in SHAPE_AZIMUTHS] + [TOP_ELEVATION]
+    azimuth = [float(a) for _ in SHAPE_ELEVATIONS for a in SHAPE_AZIMUTHS] + [0.0]
+    return orbit_cameras(torch.tensor(elevation), torch.tensor(azimuth), radius, fovy, resolution)
+
+
+def _voxel_centres(grid: int = GRID, bound: float = BOUND) -> torch.Tensor:
+    axis = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid * 2 * bound - bound
+    return torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
+
+
+def visual_hull(alpha: torch.Tensor, cameras: Cameras, grid: int = GRID, bound: float = BOUND,
+                threshold: float = 0.5) -> torch.Tensor:
+    """Occupancy [grid, grid, grid] (bool, index order x, y, z) of the voxels whose centre projects
+    inside the silhouette (alpha > threshold) of every view that sees it; alpha [B, H, W, 1] or
+    [B, H, W]. A voxel projecting outside an image is not carved by that view."""
+    masks = (alpha.reshape(len(cameras), cameras.height, cameras.width) > threshold).cpu()
+    points = _voxel_centres(grid, bound)
+    homogeneous = torch.cat([points, torch.ones(len(points), 1)], dim=-1)
+    inside = torch.ones(len(points), dtype=torch.bool)
+    for b in range(len(cameras)):
+        cam = homogeneous @ cameras.viewmats[b].cpu().float().T
+        z = cam[:, 2].clamp(min=1e-6)
+        K = cameras.Ks[b].cpu().float()
+        u = torch.floor(K[0, 0] * cam[:, 0] / z + K[0, 2]).long()
+        v = torch.floor(K[1, 1] * cam[:, 1] / z + K[1, 2]).long()
+        seen = (cam[:, 2] > 0) & (u >= 0) & (u < cameras.width) & (v >= 0) & (v < cameras.height)
+        hit = torch.zeros(len(points), dtype=torch.bool)
+        hit[seen] = masks[b, v[seen], u[seen]]
+        inside &= hit | ~seen
+    return inside.reshape(grid, grid, grid)
+
+
+def surface_points(occupancy: torch.Tensor, bound: float = BOUND) -> np.ndarray:
+    """Centres [P, 3] of occupied voxels with at least one empty 6-neighbour (outside counts as empty)."""
+    grid = occupancy.shape[0]
+    padded = torch.nn.functional.pad(occupancy[None, None].float(), (1, 1, 1, 1, 1, 1))[0, 0]
+    full = padded[2:, 1:-1, 1:-1] * padded[:-2, 1:-1, 1:-1] * padded[1:-1, 2:, 1:-1] * padded[1:-1, :-2, 1:-1] \
+        * padded[1:-1, 1:-1, 2:] * padded[1:-1, 1:-1, :-2]
+    boundary = occupancy & (full < 0.5)
+    index = torch.nonzero(boundary).float()
+    return ((index + 0.5) / grid * 2 * bound - bound).numpy()
+
+
+def normalise(points: np.ndarray) -> np.ndarray:
+    """Rotation-free normalisation: centroid to the origin, RMS radius 1."""
+    centred = points - points.mean(axis=0)
+    return centred / max(float(np.sqrt((centred**2).sum(axis=1).mean())), 1e-8)
+
+
+def _subsample(points: np.ndarray, n: int = MAX_POINTS) -> np.ndarray:
+    if len(points) <= n:
+        return points
+    return points[np.random.default_rng(0).choice(len(points), n, replace=False)]
+
+
+@torch.no_grad()
+def shape_points(representation, cameras: Cameras | None = None) -> np.ndarray:
+    """Normalised surface points [P, 3] of a representation's visual hull (empty when nothing is
+    opaque enough to carve)."""
+    cameras = shape_cameras() if cameras is None else cameras
+    output = representation.render(cameras.to(representation_device(representation)))
+    points = surface_points(visual_hull(output.alpha, cameras))
+    return _subsample(normalise(points)) if len(points) >= 4 else np.zeros((0, 3))
+
+
+def representation_device(representation) -> torch.device:
+    parameters = list(representation.parameters()) if hasattr(representation, "parameters") else []
+    return parameters[0].device if parameters else torch.device("cpu")
+
+
+def mesh_shape_points(mesh) -> np.ndarray:
+    """`shape_points` of a trimesh (rendered with the mesh rasterizer from `shape_cameras`)."""
+    from sds3d.cuda.mesh_rasterizer import render_trimesh
+
+    cameras = shape_cameras()
+    output = render_trimesh(mesh, cameras)
+    return _subsample(normalise(surface_points(visual_hull(output.alpha, cameras))))
+
+
+@functools.lru_cache(maxsize=None)
+def reference_shapes() -> dict[str, np.ndarray]:
+    """Normalised hull surface points of every micro-world kind (colour does not matter)."""
+    from sds3d.world import COLORS, KINDS, make_object
+
+    color = next(iter(COLORS))
+    return {kind: mesh_shape_points(make_object(kind, color).mesh) for kind in KINDS}
+
+
+def yaw_chamfer(points: np.ndarray, reference: np.ndarray, yaws: int = YAWS) -> float:
+    """min over yaw of the symmetric mean nearest-neighbour distance between `points` rotated about
+    +z and `reference` (both [P, 3], already normalised)."""
+    from scipy.spatial import cKDTree
+
+    if len(points) == 0 or len(reference) == 0:
+        return float("inf")
+    tree_points, tree_reference = cKDTree(points), cKDTree(reference)
+    best = float("inf")
+    for k in range(yaws):
+        angle = 2 * math.pi * k / yaws
+        c, s = math.cos(angle), math.sin(angle)
+        rotation = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+        forward = tree_reference.query(points @ rotation.T)[0].mean()  # the asset rotated by +angle
+        backward = tree_points.query(reference @ rotation)[0].mean()  # = the reference by -angle
+        best = min(best, 0.5 * (forward + backward))
+    return best
+
+
+def rank_kinds(points: np.ndarray) -> list[tuple[str, float]]:
+    """(kind, yaw-minimised Chamfer) for every micro-world kind, nearest first."""
+    distances = {kind: yaw_chamfer(points, reference) for kind, reference in reference_shapes().items()}
+    return sorted(distances.items(), key=lambda item: item[1])
+
+
+def shape_scores(points: np.ndarray, kind: str) -> dict:
+    """{"shape_acc", "shape_rank", "shape_margin", "shape_nearest"} of normalised points for `kind`."""
+    ranking = rank_kinds(points)
+    names = [name for name, _ in ranking]
+    distance = dict(ranking)
+    runner_up = min(d for name, d in ranking if name != kind)
+    margin = runner_up - distance[kind]
+    return {"shape_acc": float(names[0] == kind), "shape_rank": names.index(kind) + 1,
+            "shape_margin": float(margin) if math.isfinite(margin) else None, "shape_nearest": names[0]}

@@ -1,0 +1,53 @@
+import math
+
+import numpy as np
+import torch
+import trimesh
+
+from sds3d.cuda.mesh_rasterizer import render_trimesh
+from sds3d.representations.convert import mesh_to_gaussians
+from sds3d.shape_accuracy import (BOUND, GRID, normalise, shape_cameras, shape_points, shape_scores, surface_points,
+                                  visual_hull, yaw_chamfer)
+from sds3d.world import make_object
+
+
+def test_visual_hull_of_a_sphere_contains_it_and_little_more():
+    radius = 0.4
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=radius)
+    cameras = shape_cameras()
+    occupancy = visual_hull(render_trimesh(sphere, cameras).alpha, cameras)
+    axis = (torch.arange(GRID) + 0.5) / GRID * 2 * BOUND - BOUND
+    r = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).norm(dim=-1)
+    assert occupancy[r < 0.9 * radius].all()  # silhouettes never carve the object itself
+    assert not occupancy[r > 1.25 * radius].any()  # 33 views bound it tightly
+    points = surface_points(occupancy)
+    assert np.abs(np.linalg.norm(points, axis=1) - radius).max() < 0.1
+
+
+def test_normalisation_removes_position_and_scale_only():
+    points = np.random.default_rng(0).normal(size=(300, 3)) * [1.0, 2.0, 0.5]
+    a, b = normalise(points), normalise(3.0 * points + [1.0, -2.0, 0.5])
+    np.testing.assert_allclose(a, b, atol=1e-9)
+    np.testing.assert_allclose(a.mean(axis=0), 0, atol=1e-12)
+    assert math.isclose(np.sqrt((a**2).sum(axis=1).mean()), 1.0)
+
+
+def test_yaw_search_finds_a_rotated_copy_but_not_a_tilted_one():
+    points = normalise(np.random.default_rng(1).uniform(-1, 1, size=(400, 3)) * [1.0, 0.3, 0.6])
+    yaw = math.radians(75)  # a multiple of the 15 degree search step
+    rz = np.array([[math.cos(yaw), -math.sin(yaw), 0], [math.sin(yaw), math.cos(yaw), 0], [0, 0, 1]])
+    assert yaw_chamfer(points @ rz.T, points) < 1e-6
+    tilt = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=float)  # lying on its side: not a yaw
+    assert yaw_chamfer(points @ tilt.T, points) > 0.05
+
+
+def test_ground_truth_gaussians_rank_their_own_kind_first_and_a_blob_is_not_a_mug():
+    generator = torch.Generator().manual_seed(0)
+    mug = make_object("mug", "red").mesh.copy()
+    mug.apply_transform(trimesh.transformations.rotation_matrix(math.radians(100), [0, 0, 1]))
+    mug.apply_scale(1.3)
+    scores = shape_scores(shape_points(mesh_to_gaussians(mug, 8000, generator=generator)), "mug")
+    assert scores["shape_acc"] == 1.0 and scores["shape_rank"] == 1 and scores["shape_margin"] > 0
+    blob = trimesh.creation.icosphere(subdivisions=3, radius=0.4)
+    scores = shape_scores(shape_points(mesh_to_gaussians(blob, 8000, generator=generator)), "mug")
+    assert scores["shape_acc"] == 0.0 and scores["shape_nearest"] == "sphere" and scores["shape_margin"] < 0
