@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 from .background import Background
 from .cameras import CameraSampler, turntable_cameras
 from .config import save_json
-from .errors import InputError, TrainingDiverged, load_checkpoint
+from .errors import InputError, load_checkpoint
+from .finite_guard import FiniteGuard, NonFiniteStep
 from .monitor import RunMonitor
 from .particle import Particle
 from .prompts import PromptConfig, PromptProcessor, validate_prompt
@@ -130,7 +131,7 @@ def build_representation(config: GenerateConfig, generator: torch.Generator, ini
     else freshly initialised (Gaussians in a ball, NeRF and DMTet as a sphere-like blob)."""
     name = config.representation
     if name not in REPRESENTATIONS:
-        raise ValueError(f"unknown representation {name!r}; choose one of {', '.join(REPRESENTATIONS)}")
+        raise InputError(f"unknown representation {name!r}; choose one of {', '.join(REPRESENTATIONS)}")
     section = getattr(config, name)
     if config.init_from and initialise:
         from .representations.convert import initialise_from
@@ -154,7 +155,6 @@ def load_run(run_dir: str | Path, particle: int = 0) -> tuple[GenerateConfig, Re
     if not (run / "config.json").is_file() or not (run / "checkpoint.pt").is_file():
         raise InputError(f"{run} is not a run directory (needs config.json and checkpoint.pt)")
     config = load_json(GenerateConfig, run / "config.json")
-    validate_config(replace(config, init_from=""))  # the coarse run it started from may be gone
     state = load_checkpoint(run / "checkpoint.pt")
     particle_states = [state, *state.get("particles", [])]
     if not 0 <= particle < len(particle_states):
@@ -230,19 +230,21 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     as much. Particle 0 is the run's asset; the others are written to `particle_<i>/`."""
     from .guidance.registry import load_prior, resolve_device
 
+    # Everything is checked before anything is written: a run that cannot start leaves `out` as it
+    # was, and config.json is written with the first checkpoint, so the two always belong together.
+    validate_config(config)
     config.prompt = validate_prompt(config.prompt)
     n_particles = particle_count(config)
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out / "checkpoint.pt"
     resuming = resume and checkpoint_path.exists()
-    state = torch.load(checkpoint_path, weights_only=False) if resuming else {}
+    state = check_resume(config, n_particles) if resuming else {}
     particle_states = [state, *state.get("particles", [])]
-    if resuming and len(particle_states) != n_particles:  # checked before config.json is overwritten
-        raise ValueError(f"{checkpoint_path} holds {len(particle_states)} particle(s), the config asks for "
-                         f"{n_particles}; resume with the same number or start a new run directory")
-    save_json(config, out / "config.json")
-    device = resolve_device(config.device)
+    check_writable(out)
+    try:
+        device = resolve_device(config.device)
+    except (ValueError, RuntimeError) as error:
+        raise InputError(str(error).splitlines()[0]) from None
     generator = seed_everything(config.seed)
 
     prior = prior if prior is not None else load_prior(config.prior, device)
@@ -263,6 +265,8 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     start_step, elapsed_before, timer = 0, 0.0, Timer()
     if resuming:
         for particle, particle_state in zip(particles, particle_states):
+            load_weights(particle.representation, particle_state["representation"], checkpoint_path,
+                         config.representation)
             particle.load_state_dict(particle_state, lr_scale)
         for name, optimizer in shared_optimizers.items():  # checkpoints before particles kept it in "optimizers"
             optimizer.load_state_dict(state.get("shared_optimizers", state["optimizers"])[name])
@@ -271,15 +275,20 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         start_step, elapsed_before, timer.totals = state["step"], state["elapsed"], state["timings"]
+    out.mkdir(parents=True, exist_ok=True)
+    guard = FiniteGuard(out, state.get("backoffs", 0), start_step if resuming else None)
 
     def save_checkpoint(step: int) -> None:
-        """Particle 0 at the top level (what `load_run` reads), the others under "particles"."""
+        """Particle 0 at the top level (what `load_run` reads), the others under "particles"; config.json
+        alongside (atomically, both)."""
         _atomic_torch_save({
             "step": step, **particles[0].state_dict(), "particles": [p.state_dict() for p in particles[1:]],
             "shared_optimizers": {name: opt.state_dict() for name, opt in shared_optimizers.items()},
             "background": background.state_dict(), "guidance": guidance.state_dict(),
-            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "backoffs": guard.backoffs,
             "elapsed": elapsed_before + time.perf_counter() - started, "timings": timer.totals}, checkpoint_path)
+        save_json(config, out / "config.json")
+        guard.last_checkpoint = step
 
     def optimise(particle: Particle, step: int):
         """One render -> guidance -> backward -> optimiser step of one particle; -> (guidance logs, render)."""
@@ -306,10 +315,12 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
                 if color_loss is not None:
                     loss = loss + smoothness * color_loss
             loss.backward()
+        guard.check_gradients(loss, optimizers)
         with timer("optimizer"):
             for optimizer in optimizers.values():
                 optimizer.step()
             representation.after_step(step, output, particle.optimizers)
+        guard.check_parameters(representation, step)
         return {"loss": guided.loss.item(), **guided.logs}, output
 
     preview_cameras = turntable_cameras(4, elevation=15.0, width=64)
@@ -320,9 +331,16 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     steps_done = start_step
     monitor = RunMonitor(out, start_step)
     for step in bar:
-        logs, output = optimise(particles[0], step)
-        for particle in particles[1:]:
-            optimise(particle, step)
+        try:
+            logs, output = optimise(particles[0], step)
+            for particle in particles[1:]:
+                optimise(particle, step)
+        except NonFiniteStep as problem:  # skipped; the first time the learning rates are halved, then it stops
+            guard.back_off(problem, step, [optimizer for particle in particles for optimizer in
+                                           particle.optimizers.values()] + list(shared_optimizers.values()))
+            bar.write(f"sds3d: step {step + 1}: {problem}; step skipped, learning rates halved")
+            steps_done = step + 1
+            continue
         stats = particles[0].representation.stats()
         logs |= stats
         monitor.log(step + 1, elapsed_before + time.perf_counter() - started, logs)
@@ -337,6 +355,8 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
             save_checkpoint(done)
         if stop:
             break
+    if guard.last_checkpoint != steps_done:  # the last step was skipped as non-finite
+        save_checkpoint(steps_done)
     bar.close()
     monitor.close()
 
@@ -354,7 +374,12 @@ def _save_preview(representations: list[Representation], cameras, path: Path) ->
 
 
 def save_outputs(representation: Representation, config: GenerateConfig, directory: Path) -> tuple[Path, np.ndarray]:
-    """Writes one particle's asset, turntable.gif and preview.png; -> (asset path, turntable frames)."""
+    """Writes one particle's asset, turntable.gif and preview.png; -> (asset path, turntable frames).
+    A representation holding NaN or inf is refused (InputError), never written."""
+    bad = next((name for name, value in representation.state_dict().items()
+                if value.is_floating_point() and not torch.isfinite(value).all()), None)
+    if bad is not None:
+        raise InputError(f"refusing to write a non-finite asset to {directory}: {bad} holds NaN or inf")
     directory.mkdir(parents=True, exist_ok=True)
     asset = representation.save_asset(directory)
     frames = render_turntable(representation, config.turntable_frames, config.turntable_resolution)

@@ -70,7 +70,7 @@ def test_crash_and_resume_equals_uninterrupted(tmp_path, guidance):
 
     with pytest.raises(KeyboardInterrupt):
         generate(tiny_config(tmp_path / "run", guidance=guidance), prior=prior(), progress=False, callback=crash)
-    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 5
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 5
     resumed = params(generate(tiny_config(tmp_path / "run", guidance=guidance), prior=prior(), progress=False,
                               resume=True))
     assert_same(reference, resumed)
@@ -81,7 +81,7 @@ def test_stop_keeps_the_partial_result(tmp_path):
     result = generate(tiny_config(tmp_path), prior=prior(), progress=False,
                       should_stop=lambda: len(calls) >= 4, callback=lambda s, l, o: calls.append(s))
     assert result.metrics["steps"] == 4 and (tmp_path / "asset.ply").exists()
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 4
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 4
 
 
 def test_config_overrides_and_errors(tmp_path):
@@ -142,7 +142,7 @@ def test_guidance_scales_the_representation_learning_rates(tmp_path, name, lr_sc
     config = tiny_config(tmp_path, guidance=name, steps=2, preview_every=0, checkpoint_every=0)
     getattr(config, name).lr_scale = lr_scale
     generate(config, prior=prior(), progress=False)
-    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["optimizers"]
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["optimizers"]
     assert saved["means"]["param_groups"][0]["lr"] == pytest.approx(config.gaussians.lr_means * lr_scale)
     assert saved["sh0"]["param_groups"][0]["lr"] == pytest.approx(config.gaussians.lr_sh0 * lr_scale)
 
