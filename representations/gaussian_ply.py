@@ -14,8 +14,8 @@ quaternions and SH coefficients of degree >= 1 are rotated together. The header 
 (`comment sds3d up -y`), and reading undoes it; foreign files are taken as "-y" unless told.
 
 Reading (plyfile) accepts any SH degree 0-3, ASCII and either byte order, and ignores properties
-it does not know; a missing required property or a NaN / infinite value is a one-line ValueError
-naming the file and the property.
+it does not know; a file that is not a 3DGS PLY, a missing required property or a NaN / infinite
+value is a one-line `InputError` (a ValueError) naming the file and the property.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from sds3d.axes import UP_AXES, rotate_gaussians, world_to_file
+from sds3d.errors import InputError
 
 from .gaussians import Gaussians, GaussiansConfig
 
@@ -96,7 +97,7 @@ def _column(vertex, name: str, path) -> np.ndarray:
     values = np.asarray(vertex[name], dtype=np.float32)
     bad = ~np.isfinite(values)
     if bad.any():
-        raise ValueError(f"{path}: property {name!r} is NaN or infinite in {int(bad.sum())} of {len(values)} splats")
+        raise InputError(f"{path}: property {name!r} is NaN or infinite in {int(bad.sum())} of {len(values)} splats")
     return values
 
 
@@ -109,24 +110,24 @@ def load_gaussian_ply(path, config: GaussiansConfig | None = None, up: str | Non
     try:
         ply = PlyData.read(str(path))
     except (PlyParseError, ValueError, UnicodeDecodeError, IndexError) as error:
-        raise ValueError(f"{path}: not a readable PLY file ({str(error).splitlines()[0]})") from None
+        raise InputError(f"{path}: not a readable PLY file ({str(error).splitlines()[0]})") from None
     if "vertex" not in ply:
-        raise ValueError(f"{path}: not a 3DGS PLY: no 'vertex' element")
+        raise InputError(f"{path}: not a 3DGS PLY: no 'vertex' element")
     vertex = ply["vertex"]
     names = [prop.name for prop in vertex.properties]
     for name in REQUIRED:
         if name not in names:
-            raise ValueError(f"{path}: not a 3DGS PLY: no property {name!r}")
+            raise InputError(f"{path}: not a 3DGS PLY: no property {name!r}")
     rest = sorted((n for n in names if re.fullmatch(r"f_rest_\d+", n)), key=lambda n: int(n[7:]))
     features = sorted((n for n in names if re.fullmatch(r"feat_\d+", n)), key=lambda n: int(n[5:]))
     degree = round(math.sqrt(len(rest) // 3 + 1)) - 1
     if len(rest) not in (0, 9, 24, 45) or rest != [f"f_rest_{i}" for i in range(len(rest))]:
-        raise ValueError(f"{path}: {len(rest)} f_rest properties do not form SH degree 1, 2 or 3 (9, 24 or 45 of them)")
+        raise InputError(f"{path}: {len(rest)} f_rest properties do not form SH degree 1, 2 or 3 (9, 24 or 45 of them)")
     if up is None:
         recorded = [m.group(1) for m in map(_UP_COMMENT.match, ply.comments) if m]
         up = recorded[0] if recorded else "-y"
     if up not in UP_AXES:
-        raise ValueError(f"{path}: unknown up axis {up!r}; choose one of {', '.join(UP_AXES)}")
+        raise InputError(f"{path}: unknown up axis {up!r}; choose one of {', '.join(UP_AXES)}")
 
     def stack(columns: list[str]) -> torch.Tensor:  # [N, len(columns)]
         values = [_column(vertex, c, path) for c in columns]

@@ -9,9 +9,11 @@ import time
 import warnings
 from pathlib import Path
 
+from .errors import InputError, first_line
 
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit code 2."""
+
+class UsageError(InputError):
+    """Bad command-line input: printed as one line, exit code 2."""
 
 
 def _output_dir(path: str) -> Path:
@@ -62,48 +64,46 @@ def _slug(text: str) -> str:
     return "_".join(words)[:60] or "run"
 
 
-def cmd_generate(args) -> int:
-    """Text -> 3D asset in a run directory (see sds3d.generate for its contents)."""
+def generate_config(args):
+    """The GenerateConfig that `sds3d generate` flags describe: defaults, or --config, or with --resume the
+    run's own config.json; then --preset, the flags and every --set in order. Nothing is written."""
     from .config import apply_override, load_json
-    from .generate import REPRESENTATIONS, GenerateConfig, generate
-    from .guidance.registry import GUIDANCE
-    from .monitor import quiet
-    from .scope import OutsideWorldWarning, scope_note
+    from .generate import GenerateConfig
+    from .presets import apply_preset
 
-    if args.config:
-        if not Path(args.config).is_file():
-            raise UsageError(f"config file {args.config} does not exist")
-        config = load_json(GenerateConfig, args.config)
-    else:
-        config = GenerateConfig()
-    if args.prompt is not None:
-        config.prompt = args.prompt
-    if not config.prompt.strip():
-        raise UsageError("the prompt is empty")
+    config = load_json(GenerateConfig, args.config) if args.config else GenerateConfig()
+    prompt = args.prompt if args.prompt is not None else config.prompt
+    out = Path(args.out or (config.out if args.config else f"runs/{_slug(prompt)}"))
+    if args.resume and not args.config and (out / "config.json").is_file():
+        config = load_json(GenerateConfig, out / "config.json")  # flags below may only extend it (steps, ...)
+        prompt = args.prompt if args.prompt is not None else config.prompt
+    if not " ".join(prompt.split()):
+        raise UsageError("the prompt is empty; give a text such as \"a red mug\"")
+    for preset in args.preset or []:
+        config = apply_preset(config, preset)
+    config.prompt, config.out = prompt, str(out)
     for name in ("negative_prompt", "representation", "init_from", "guidance", "prior", "steps", "seed", "device"):
         value = getattr(args, name)
         if value is not None:
             setattr(config, name, value)
     for assignment in args.set or []:
-        try:
-            config = apply_override(config, assignment)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
+        config = apply_override(config, assignment)
     if args.particles is not None:
         if config.guidance != "vsd":
             raise UsageError(f"--particles needs --guidance vsd (particles share VSD's LoRA); got {config.guidance!r}")
         config.vsd.particles = args.particles
-    if config.representation not in REPRESENTATIONS:
-        raise UsageError(f"unknown representation {config.representation!r}; choose one of {', '.join(REPRESENTATIONS)}")
-    if config.guidance not in GUIDANCE:
-        raise UsageError(f"unknown guidance {config.guidance!r}; choose one of {', '.join(sorted(GUIDANCE))}")
-    if config.init_from and not (Path(config.init_from) / "checkpoint.pt").is_file():
-        raise UsageError(f"--init-from {config.init_from} is not a run directory (no checkpoint.pt)")
-    if config.steps <= 0:
-        raise UsageError(f"--steps must be positive, got {config.steps}")
-    if config.prior != "embedded" and config.prior.startswith((".", "/", "~")) and not Path(config.prior).expanduser().exists():
-        raise UsageError(f"prior path {config.prior} does not exist")
-    config.out = str(_output_dir(args.out or (config.out if args.config else f"runs/{_slug(config.prompt)}")))
+    return config
+
+
+def cmd_generate(args) -> int:
+    """Text -> 3D asset in a run directory (see sds3d.generate for its contents)."""
+    from .generate import generate
+    from .monitor import quiet
+    from .scope import OutsideWorldWarning, scope_note
+    from .validation import validate_config
+
+    config = generate_config(args)
+    validate_config(config)
     if args.quiet:
         quiet()
     try:
@@ -152,28 +152,42 @@ def cmd_render(args) -> int:
     return 0
 
 
+# choices of `sds3d export`, spelled out so that parsing imports no torch: sds3d.axes.UP_AXES and
+# sds3d.representations.convert.SURFACE_METHODS (tests/test_export_cli.py keeps them equal)
+EXPORT_UP_AXES = ("-y", "+y", "+z")
+EXPORT_METHODS = ("marching-cubes", "poisson", "tsdf")
+
+
 def cmd_export(args) -> int:
-    """Export a run's asset; the format follows the output suffix: .ply (3D Gaussians only), or a
-    mesh with a baked UV texture, .glb or .obj (+ .mtl + .png), from any representation."""
+    """Export a run's asset; the format follows the output suffix: for 3D Gaussians .ply (3DGS),
+    .splat or .compressed.ply; from any representation a mesh with a baked UV texture, .glb or .obj
+    (+ .mtl + .png), +Y up."""
     from .representations import Gaussians
 
     run, _, asset = _load_run(args.run_dir, args.particle)
     out = Path(args.out)
-    suffix = out.suffix.lower()
-    if suffix not in (".ply", ".glb", ".obj"):
-        raise UsageError(f"unsupported export format {out.suffix or '(none)'!r}; use .ply, .glb or .obj")
-    if suffix == ".ply" and not isinstance(asset, Gaussians):
+    name = out.name.lower()
+    splat = name.endswith((".splat", ".compressed.ply"))
+    if not (splat or out.suffix.lower() in (".ply", ".glb", ".obj")):
+        raise UsageError(f"unsupported export format {out.suffix or '(none)'!r}; use .ply, .splat, .compressed.ply, "
+                         ".glb or .obj")
+    if out.suffix.lower() in (".ply", ".splat") and not isinstance(asset, Gaussians):
         raise UsageError(f"{run} holds a {type(asset).__name__}, not 3D Gaussians; export .glb or .obj")
     _output_dir(str(out.parent))
-    if suffix == ".ply":
-        asset.save_ply(out)
-    else:
-        from .export import export_textured
+    try:
+        if splat:
+            from .representations.gaussian_ply import save_gaussian_splat
 
-        try:
-            export_textured(asset, out)
-        except ImportError as error:
-            raise UsageError(str(error)) from None
+            save_gaussian_splat(out, asset, up=args.up)
+        elif out.suffix.lower() == ".ply":
+            asset.save_ply(out, up=args.up, sh_degree=args.sh_degree)
+        else:
+            from .export import export_textured
+
+            export_textured(asset, out, texture_size=args.texture_size, resolution=args.resolution,
+                            max_faces=args.max_faces, method=args.method)
+    except (ImportError, ValueError) as error:
+        raise UsageError(str(error).splitlines()[0]) from None
     print(f"wrote {out}")
     return 0
 
@@ -302,11 +316,25 @@ def build_parser() -> argparse.ArgumentParser:
     draw.add_argument("--out", default="samples.png")
     draw.set_defaults(func=cmd_sample)
 
-    export = commands.add_parser("export", help="export a finished run's asset (.ply for Gaussians; .glb or .obj textured mesh)")
+    export = commands.add_parser("export", help="export a finished run's asset (.ply, .splat or .compressed.ply "
+                                 "for Gaussians; .glb or .obj textured mesh)")
     export.add_argument("run_dir")
     export.add_argument("--particle", type=int, default=0, metavar="I",
                         help="which VSD particle of a run with several (default 0)")
     export.add_argument("--out", required=True)
+    splats = export.add_argument_group("3D Gaussians (.ply, .splat, .compressed.ply)")
+    splats.add_argument("--up", choices=EXPORT_UP_AXES, default="-y",
+                        help="up axis in the file: -y (default; SuperSplat, antimatter15/splat, gsplat.js), "
+                             "+y (glTF-style), +z (sds3d's world; gsplat's viewer)")
+    splats.add_argument("--sh-degree", dest="sh_degree", type=int, choices=(0, 1, 2, 3),
+                        help=".ply SH layout (default: the asset's); 3 for the original 3DGS loader")
+    meshes = export.add_argument_group("textured mesh (.glb, .obj)")
+    meshes.add_argument("--method", choices=EXPORT_METHODS, default="marching-cubes",
+                        help="how Gaussians become a surface: marching cubes of their density (default), or "
+                             "Poisson reconstruction / TSDF fusion of rendered depth (open3d)")
+    meshes.add_argument("--texture-size", dest="texture_size", type=int, default=1024)
+    meshes.add_argument("--max-faces", dest="max_faces", type=int, default=20000, help="decimation target")
+    meshes.add_argument("--resolution", type=int, default=128, help="meshing grid cells a side (NeRF, Gaussians)")
     export.set_defaults(func=cmd_export)
 
     from .app.server import add_arguments
@@ -323,8 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except UsageError as error:
-        print(f"sds3d: error: {error}", file=sys.stderr)
+    except InputError as error:  # UsageError included
+        print(f"sds3d: error: {first_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sds3d: interrupted", file=sys.stderr)

@@ -3,7 +3,8 @@ OBJ + MTL + PNG.
 
 1. Surface and colour: a `Mesh` as it is (colour = its vertex colours or texture at each face's
    barycentrics); a `DMTet`'s extracted mesh with its colour field; `Gaussians` through
-   `gaussians_surface` with the colour of the nearest Gaussians; or any (vertices, faces,
+   `gaussians_surface` (marching cubes of their density), `poisson_surface` or `tsdf_surface`
+   (open3d, from rendered depth) with the colour of the nearest Gaussians; or any (vertices, faces,
    colour function) given to `bake_textured_mesh`. A surface whose colour comes from 3D points is
    first decimated to `max_faces` (fast-simplification) so that the unwrap stays fast.
 2. UV unwrap with xatlas (charts packed `padding // 2` texels apart).
@@ -13,7 +14,9 @@ OBJ + MTL + PNG.
 4. Dilation: empty texels take the mean of their filled 3x3 neighbours, ring by ring, so bilinear
    lookups at chart borders never mix in the empty background; what is left gets the mean colour.
 
-Requires xatlas (and fast-simplification, pymcubes for Gaussians), all in the `mesh` extra.
+Files are written +Y up with the front towards +Z, as glTF says (`sds3d.axes`), and read back into
+the world frame by `load_trimesh`. Requires xatlas (and fast-simplification, pymcubes or open3d
+for Gaussians), all in the `mesh` extra.
 """
 
 from __future__ import annotations
@@ -111,14 +114,23 @@ def bake_textured_mesh(vertices: torch.Tensor, faces: torch.Tensor, color_fn: Co
     return Mesh(vertices.detach().float()[vertex_map], uv_faces, uvs=uvs, texture=texture, config=config)
 
 
-def surface_of(representation, resolution: int = 128, bound: float = 0.6, max_faces: int = 20000):
+def surface_of(representation, resolution: int = 128, bound: float = 0.6, max_faces: int = 20000,
+               method: str = "marching-cubes"):
     """-> (vertices [V, 3], faces [F, 3], colour_fn) of a Mesh, DMTet, NeRF or Gaussians (see the
-    module docstring); NeRF and Gaussians are meshed on a `resolution` grid over [-bound, bound]^3."""
-    from .representations.convert import DENSITY_SMOOTHING, gaussian_colors_at, gaussians_surface, to_mesh
+    module docstring); NeRF and Gaussians are meshed on a `resolution` grid over [-bound, bound]^3,
+    Gaussians by `method` (`SURFACE_METHODS`): marching cubes of their density, or open3d's
+    Poisson reconstruction or TSDF fusion of their rendered depth (`poisson_surface`, `tsdf_surface`)."""
+    from .representations.convert import (DENSITY_SMOOTHING, SURFACE_METHODS, gaussian_colors_at, gaussians_surface,
+                                          poisson_surface, to_mesh, tsdf_surface)
     from .representations.dmtet import DMTet
     from .representations.gaussians import Gaussians
     from .representations.mesh import Mesh
     from .representations.nerf import NeRF
+
+    if method not in SURFACE_METHODS:
+        raise ValueError(f"unknown meshing method {method!r}; choose one of {', '.join(SURFACE_METHODS)}")
+    if method != "marching-cubes" and not isinstance(representation, Gaussians):
+        raise ValueError(f"--method {method} meshes 3D Gaussians; a {type(representation).__name__} uses marching-cubes")
 
     if isinstance(representation, Mesh):
         return (representation.vertices.detach(), representation.faces,
@@ -133,7 +145,8 @@ def surface_of(representation, resolution: int = 128, bound: float = 0.6, max_fa
         vertices, faces = decimate(mesh.vertices.detach(), mesh.faces, max_faces)
         return vertices, faces, lambda points, face, bary: representation.albedo(points)
     if isinstance(representation, Gaussians):
-        vertices, faces = decimate(*gaussians_surface(representation, resolution, bound), max_faces)
+        surface = {"marching-cubes": gaussians_surface, "poisson": poisson_surface, "tsdf": tsdf_surface}[method]
+        vertices, faces = decimate(*surface(representation, resolution, bound), max_faces)
         min_scale = DENSITY_SMOOTHING * 2 * bound / resolution
 
         def color_fn(points, face, bary):
@@ -182,11 +195,12 @@ def load_trimesh(path):
 
 
 def export_textured(representation, path, texture_size: int = 1024, padding: int = 8, resolution: int = 128,
-                    bound: float = 0.6, max_faces: int = 20000) -> Path:
-    """Export a Mesh, DMTet or Gaussians as a UV-textured mesh: .glb, or .obj (+ .mtl + .png)."""
+                    bound: float = 0.6, max_faces: int = 20000, method: str = "marching-cubes") -> Path:
+    """Export a Mesh, DMTet, NeRF or Gaussians as a UV-textured mesh, +Y up: .glb, or .obj (+ .mtl +
+    .png). Gaussians are meshed by `method` ("marching-cubes" | "poisson" | "tsdf", `surface_of`)."""
     if Path(path).suffix.lower() not in (".glb", ".obj"):
         raise ValueError(f"textured export writes .glb or .obj, got {Path(path).suffix or '(none)'!r}")
-    vertices, faces, color_fn = surface_of(representation, resolution, bound, max_faces)
+    vertices, faces, color_fn = surface_of(representation, resolution, bound, max_faces, method)
     return bake_textured_mesh(vertices, faces, color_fn, texture_size, padding).save(path)
 
 
