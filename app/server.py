@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..guidance.prior_type import PRIOR_TYPES, prior_type
 from .limits import Limits
 
 
@@ -69,7 +70,9 @@ def launch(args: argparse.Namespace) -> None:
     except ImportError as error:
         raise ValueError(f"the web UI needs gradio ({error}); install it with: pip install -e \".[app]\"") from None
     runner = build_runner(args)
-    print(f"sds3d app: runs go to {runner.runs_dir}; priors on offer: {', '.join(runner.priors)}", flush=True)
+    offered = ", ".join(name if spec == "embedded" else f"{name} ({PRIOR_TYPES[prior_type(spec)]})"
+                        for name, spec in runner.priors.items())
+    print(f"sds3d app: runs go to {runner.runs_dir}; priors on offer: {offered}", flush=True)
     demo = build_ui(runner, concurrency=args.concurrency, queue_size=args.queue_size)
     serve(demo, args.host, args.port, share=args.share, allowed_paths=served_paths(runner.runs_dir))
 

@@ -151,6 +151,12 @@ def build_ui(runner: Runner, concurrency: int = 1, queue_size: int = 16) -> gr.B
 
 def serve(demo: gr.Blocks, host: str, port: int, share: bool = False, allowed_paths: list[str] = (),
           block: bool = True) -> None:
-    """Starts the server; `block=False` returns once it listens (tests), else it runs until Ctrl+C."""
+    """Starts the server; `block=False` returns once it listens (tests), else it says where it listens
+    (and how to share it, in command-line terms rather than gradio's) and runs until Ctrl+C."""
     demo.launch(server_name=host, server_port=port, share=share, ssr_mode=False, footer_links=[], css=CSS,
-                allowed_paths=list(allowed_paths), prevent_thread_lock=not block, quiet=not block)
+                allowed_paths=list(allowed_paths), prevent_thread_lock=True, quiet=True)
+    if block:
+        print(f"* Running on local URL:  {demo.local_url}", flush=True)
+        if not share:
+            print("* To create a public link, add --share: sds3d app --share", flush=True)
+        demo.block_thread()
