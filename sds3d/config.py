@@ -56,7 +56,12 @@ def apply_override(config, assignment: str):
     return _replace_path(config, path.strip().split("."), value, path.strip(), raw)
 
 
-def _replace_path(config, keys: list[str], value, full: str, raw: str):
+def set_field(config, path: str, value):
+    """A new config with dotted field `path` set to `value` (JSON-like: lists become tuples), type-checked."""
+    return _replace_path(config, path.split("."), value, path, value)
+
+
+def _replace_path(config, keys: list[str], value, full: str, raw):
     names = {f.name for f in dataclasses.fields(config)}
     if keys[0] not in names:
         raise InputError(f"unknown config key {full!r} ({type(config).__name__} has: {', '.join(sorted(names))})")
