@@ -82,7 +82,8 @@ def generate_config(args):
     for preset in args.preset or []:
         config = apply_preset(config, preset)
     config.prompt, config.out = prompt, str(out)
-    for name in ("negative_prompt", "representation", "init_from", "guidance", "prior", "steps", "seed", "device"):
+    for name in ("negative_prompt", "representation", "init_from", "guidance", "prior", "steps", "seed", "device",
+                 "turntable_format"):
         value = getattr(args, name)
         if value is not None:
             setattr(config, name, value)
@@ -115,7 +116,7 @@ def cmd_generate(args) -> int:
             result = generate(config, resume=args.resume, progress=not args.quiet)
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error).splitlines()[0]) from None
-    print(f"wrote {result.out}/{result.metrics['asset']}, turntable.gif, preview.png, metrics.json")
+    print(f"wrote {result.out}/{result.metrics['asset']}, turntable.{config.turntable_format}, preview.png, metrics.json")
     if len(result.particles) > 1:
         print(f"wrote particles 1..{len(result.particles) - 1} to {result.out}/particle_<i>/, overview particles.png")
     print(json.dumps(result.metrics))
@@ -146,8 +147,11 @@ def cmd_render(args) -> int:
 
     run, _, asset = _load_run(args.run_dir, args.particle)
     frames = render_turntable(asset, args.frames, args.resolution, elevation=args.elevation)
-    default = _particle_dir(run, args.particle) / f"turntable_{args.resolution}.gif"
-    out = save_animation(frames, Path(args.out) if args.out else default)
+    default = _particle_dir(run, args.particle) / f"turntable_{args.resolution}.{args.format}"
+    try:
+        out = save_animation(frames, Path(args.out) if args.out else default)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     print(f"wrote {out}")
     return 0
 
@@ -284,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override any config field, e.g. --set sds.guidance_scale=30 (repeatable)")
     gen.add_argument("--quiet", action="store_true", help="no progress bars (model loading included)")
+    gen.add_argument("--turntable-format", dest="turntable_format", choices=("gif", "mp4"),
+                     help="turntable.gif or turntable.mp4 (H.264)")
     gen.set_defaults(func=cmd_generate)
 
     render = commands.add_parser("render", help="turntable GIF of a finished run")
@@ -293,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--frames", type=int, default=36)
     render.add_argument("--resolution", type=int, default=256)
     render.add_argument("--elevation", type=float, default=15.0)
+    render.add_argument("--format", choices=("gif", "mp4"), default="gif", help="when --out is not given")
     render.add_argument("--out")
     render.set_defaults(func=cmd_render)
 

@@ -8,7 +8,7 @@
     loss.png            loss and seconds per step against the step; tensorboard/ with `tensorboard`
     asset.ply | .glb    the asset: 3D Gaussians (standard 3DGS layout), or for NeRF and mesh a
                         mesh with a baked UV texture
-    turntable.gif       24 views around the object
+    turntable.gif       24 views around the object (turntable.mp4 with turntable_format "mp4")
     preview.png         8 of those views in a grid
     metrics.json        time, steps, final loss, where time went, evaluator scores when applicable
 With several VSD particles (`vsd.particles` = n), the files above hold particle 0 and
@@ -49,7 +49,7 @@ from .guidance.sdi import SDIConfig
 from .guidance.sds import SDSConfig
 from .guidance.tsm import TSMConfig
 from .guidance.vsd import VSDConfig
-from .turntable import image_grid, render_turntable, save_animation, save_png
+from .turntable import ANIMATION_FORMATS, image_grid, render_turntable, save_animation, save_png
 from .validation import check_resume, check_writable, validate_config
 
 REPRESENTATIONS = ("gaussians", "nerf", "mesh")  # "mesh" optimises a DMTet
@@ -83,6 +83,7 @@ class GenerateConfig:
     checkpoint_every: int = 50
     turntable_frames: int = 24
     turntable_resolution: int = 128
+    turntable_format: str = "gif"  # gif | mp4 (H.264 through imageio-ffmpeg)
     camera: CameraConfig = field(default_factory=CameraConfig)
     gaussians: GaussiansConfig = field(default_factory=GaussiansConfig)
     nerf: NeRFConfig = field(default_factory=NeRFConfig)
@@ -234,6 +235,9 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     # was, and config.json is written with the first checkpoint, so the two always belong together.
     validate_config(config)
     config.prompt = validate_prompt(config.prompt)
+    if config.turntable_format not in ANIMATION_FORMATS:
+        raise ValueError(f"turntable_format must be one of {', '.join(ANIMATION_FORMATS)}, "
+                         f"got {config.turntable_format!r}")
     n_particles = particle_count(config)
     out = Path(config.out)
     checkpoint_path = out / "checkpoint.pt"
@@ -383,7 +387,7 @@ def save_outputs(representation: Representation, config: GenerateConfig, directo
     directory.mkdir(parents=True, exist_ok=True)
     asset = representation.save_asset(directory)
     frames = render_turntable(representation, config.turntable_frames, config.turntable_resolution)
-    save_animation(frames, directory / "turntable.gif")
+    save_animation(frames, directory / f"turntable.{config.turntable_format}")
     save_png(image_grid(_eight(frames), columns=4), directory / "preview.png")
     return asset, frames
 

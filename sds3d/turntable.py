@@ -9,6 +9,8 @@ import torch
 
 from .cameras import turntable_cameras
 
+ANIMATION_FORMATS = ("gif", "mp4")
+
 
 @torch.no_grad()
 def render_turntable(representation, n_frames: int = 24, resolution: int = 128, elevation: float = 15.0,
@@ -34,14 +36,22 @@ def image_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
 
 
 def save_animation(frames: np.ndarray, path, fps: int = 12) -> Path:
-    """Writes a looping GIF (or MP4 when the suffix is .mp4 and an ffmpeg plugin is available)."""
+    """Writes a looping GIF, or an H.264 MP4 (through imageio-ffmpeg), by the suffix of `path`."""
     import imageio.v3 as iio
 
     path = Path(path)
-    if path.suffix == ".gif":
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in ANIMATION_FORMATS:
+        raise ValueError(f"turntables are written as {' or '.join(ANIMATION_FORMATS)}, not {suffix or '(no suffix)'!r}")
+    if suffix == "gif":
         iio.imwrite(path, frames, duration=1000 / fps, loop=0)
-    else:
-        iio.imwrite(path, frames, fps=fps)
+        return path
+    try:
+        import imageio_ffmpeg  # noqa: F401  (the plugin imageio uses for MP4)
+    except ImportError:
+        raise ValueError("MP4 turntables need imageio-ffmpeg: pip install imageio-ffmpeg") from None
+    iio.imwrite(path, frames, extension=".mp4", plugin="FFMPEG", fps=fps, codec="libx264",
+                pixelformat="yuv420p", macro_block_size=2)
     return path
 
 

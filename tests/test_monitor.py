@@ -1,4 +1,5 @@
-"""Run monitoring: metrics.csv as the run goes, no duplicate rows after a resume, loss.png, TensorBoard."""
+"""Run monitoring and media: metrics.csv as the run goes (no duplicate rows after a resume), loss.png,
+TensorBoard, MP4 turntables."""
 
 import numpy as np
 import pytest
@@ -84,3 +85,22 @@ def test_tensorboard_events_when_installed(tmp_path):
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert [event.step for event in events.Scalars("loss")] == [1, 2, 3, 4]
+
+
+def test_mp4_turntables(tmp_path, capsys):
+    import imageio.v3 as iio
+
+    from sds3d.cli import main
+
+    config = tiny_config(tmp_path, steps=1)
+    config.turntable_format = "mp4"
+    generate(config, prior=prior(), progress=False)
+    assert iio.imread(tmp_path / "turntable.mp4").shape == (2, 16, 16, 3)
+    assert not (tmp_path / "turntable.gif").exists()
+    assert main(["render", str(tmp_path), "--frames", "3", "--resolution", "32", "--format", "mp4"]) == 0
+    assert iio.imread(tmp_path / "turntable_32.mp4").shape == (3, 32, 32, 3)
+    assert main(["render", str(tmp_path), "--frames", "3", "--resolution", "32", "--out", str(tmp_path / "t.avi")]) == 2
+    assert "not 'avi'" in capsys.readouterr().err
+    config.turntable_format = "webm"
+    with pytest.raises(ValueError, match="turntable_format must be one of gif, mp4"):
+        generate(config, prior=prior(), progress=False)
