@@ -32,6 +32,26 @@ from .axes import world_to_file
 from .cameras import Cameras
 from .cuda.mesh_rasterizer import fragments_from_face_ids, visibility
 
+# the `mesh` extra's modules a run needs -> their pip names (open3d only for `--method poisson|tsdf`)
+MESH_TOOLS = {"xatlas": "xatlas", "fast_simplification": "fast-simplification", "mcubes": "pymcubes"}
+
+
+def require_mesh_tools(representation: str, init_from: bool = False) -> None:
+    """InputError (one line) naming the `mesh` extra when a run of `representation` ("nerf" | "mesh"
+    write a textured asset.glb; NeRF is meshed by marching cubes, and so is any run's source when
+    `init_from`) would need a package of it that is not installed; checked before training."""
+    import importlib.util
+
+    from .errors import InputError
+
+    needed = {"nerf": ["xatlas", "fast_simplification", "mcubes"], "mesh": ["xatlas", "fast_simplification"]}
+    modules = needed.get(representation, []) + (["mcubes"] if init_from else [])
+    missing = sorted({MESH_TOOLS[m] for m in modules if importlib.util.find_spec(m) is None})
+    if missing:
+        raise InputError(f"a {representation} run{' started --init-from a run' if init_from else ''} needs the mesh "
+                         f"extra: pip install 'sds3d[mesh]' (missing: {', '.join(missing)})")
+
+
 # colour_fn(points [N, 3], face_ids [N], bary [N, 3]) -> rgb [N, 3] in [0, 1]
 ColorFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -195,14 +215,27 @@ def load_trimesh(path):
 
 
 def export_textured(representation, path, texture_size: int = 1024, padding: int = 8, resolution: int = 128,
-                    bound: float = 0.6, max_faces: int = 20000, method: str = "marching-cubes") -> Path:
+                    bound: float = 0.6, max_faces: int = 20000, method: str = "marching-cubes",
+                    progress: bool = False) -> Path:
     """Export a Mesh, DMTet, NeRF or Gaussians as a UV-textured mesh, +Y up: .glb, or .obj (+ .mtl +
-    .png). Gaussians are meshed by `method` ("marching-cubes" | "poisson" | "tsdf", `surface_of`)."""
+    .png). Gaussians are meshed by `method` ("marching-cubes" | "poisson" | "tsdf", `surface_of`).
+    `progress` shows a bar over the stages (surface, UV unwrap and texture bake, write)."""
+    from tqdm.auto import tqdm
+
     if Path(path).suffix.lower() not in (".glb", ".obj"):
         raise ValueError(f"textured export writes .glb or .obj, got {Path(path).suffix or '(none)'!r}")
-    vertices, faces, color_fn = surface_of(representation, resolution, bound, max_faces, method)
-    return bake_textured_mesh(vertices, faces, color_fn, texture_size, padding).save(path)
+    with tqdm(total=3, desc=f"export {Path(path).name}", disable=not progress, leave=False) as bar:
+        bar.set_postfix_str("surface")
+        vertices, faces, color_fn = surface_of(representation, resolution, bound, max_faces, method)
+        bar.update()
+        bar.set_postfix_str(f"UV unwrap and {texture_size}px texture bake")
+        mesh = bake_textured_mesh(vertices, faces, color_fn, texture_size, padding)
+        bar.update()
+        bar.set_postfix_str("write")
+        out = mesh.save(path)
+        bar.update()
+    return out
 
 
-__all__ = ["unwrap", "dilate", "bake_texture", "decimate", "bake_textured_mesh", "surface_of", "Y_UP_SUFFIXES",
+__all__ = ["MESH_TOOLS", "require_mesh_tools", "unwrap", "dilate", "bake_texture", "decimate", "bake_textured_mesh", "surface_of", "Y_UP_SUFFIXES",
            "save_trimesh", "load_trimesh", "export_textured"]

@@ -164,6 +164,9 @@ def validate_config(config) -> None:
                              f"checkpoint.pt)")
         if run.resolve() == Path(config.out).resolve():
             raise InputError(f"init_from {config.init_from} is the run's own output folder; pick a new --out")
+    from .export import require_mesh_tools
+
+    require_mesh_tools(config.representation, bool(config.init_from))
 
 
 def _check_prior(spec: str) -> None:

@@ -11,7 +11,14 @@ from sds3d.cli import EXPORT_METHODS, EXPORT_UP_AXES, main
 from sds3d.config import save_json
 from sds3d.generate import GenerateConfig
 from sds3d.representations import Gaussians, GaussiansConfig
-from sds3d.representations.convert import SURFACE_METHODS
+from sds3d.representations.convert import SURFACE_METHODS, import_open3d
+
+
+def _open3d_or_skip():
+    try:
+        import_open3d()
+    except ImportError as error:
+        pytest.skip(str(error))
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +62,7 @@ def test_splat_and_compressed_ply(gaussian_run, tmp_path):
 @pytest.mark.parametrize("method", ["marching-cubes", "poisson", "tsdf"])
 def test_glb_by_each_meshing_method_is_upright_and_closed_enough(gaussian_run, tmp_path, method):
     if method != "marching-cubes":
-        pytest.importorskip("open3d")
+        _open3d_or_skip()
     out = tmp_path / "post.glb"
     assert main(["export", str(gaussian_run), "--out", str(out), "--method", method, "--texture-size", "64",
                  "--max-faces", "1500", "--resolution", "64"]) == 0
@@ -75,3 +82,35 @@ def test_bad_export_options_are_one_line_errors(gaussian_run, tmp_path, capsys):
     assert "unsupported export format '.fbx'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["export", str(gaussian_run), "--out", str(tmp_path / "post.glb"), "--method", "alpha-shapes"])
+
+
+def test_open3d_that_cannot_load_names_the_fix(gaussian_run, tmp_path, capsys, monkeypatch):
+    import importlib
+
+    real = importlib.import_module
+
+    def broken(name, *args):
+        if name == "open3d":
+            raise ImportError("libusb-1.0.so.0: cannot open shared object file: No such file or directory")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    assert main(["export", str(gaussian_run), "--out", str(tmp_path / "post.glb"), "--method", "tsdf"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert err == "sds3d: error: open3d cannot load libusb-1.0.so.0: apt-get install libusb-1.0-0"
+
+
+@pytest.mark.parametrize("representation,missing", [("nerf", "xatlas"), ("mesh", "fast-simplification")])
+def test_nerf_and_mesh_runs_without_the_mesh_extra_fail_before_training(tmp_path, capsys, monkeypatch,
+                                                                        representation, missing):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    module = {"xatlas": "xatlas", "fast-simplification": "fast_simplification"}[missing]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))
+    out = tmp_path / "run"
+    assert main(["generate", "a red mug", "--representation", representation, "--steps", "1", "--out", str(out),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install 'sds3d[mesh]'" in err and f"missing: {missing}" in err
+    assert not (out / "checkpoint.pt").exists()
