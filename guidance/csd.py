@@ -75,7 +75,7 @@ class CSD(NoisedRenderGuidance):
                  uncond: TextEmbedding, step: int, negative: TextEmbedding | None = None) -> torch.Tensor:
         """g [B, ...] for latents y (not differentiated), timesteps t [B] and noise eps."""
         a, b, c, d = self.scales(step)
-        negative = expand_text(self.negative if negative is None else negative, y.shape[0])
+        negative = expand_text(self.negative if negative is None else negative, y.shape[0], cond.camera)
         x_t = self.prior.add_noise(y.detach(), noise, t)
         texts = [cond, uncond] + ([negative] if b != 0 else [])
         with torch.no_grad():

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .prior import DiffusionPrior, TextEmbedding
+from .prior import DiffusionPrior, TextEmbedding, expand_embedding
 
 
 def abar(prior: DiffusionPrior, t, like: torch.Tensor) -> torch.Tensor:
@@ -54,14 +54,10 @@ def ddim_variance(abar_t: torch.Tensor, abar_prev: torch.Tensor) -> torch.Tensor
     return (1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)
 
 
-def expand_text(text: TextEmbedding, batch: int) -> TextEmbedding:
-    """One embedding [1, L, C] -> [batch, L, C] (a batch of the right size is returned unchanged)."""
-    if len(text) == batch:
-        return text
-    if len(text) != 1:
-        raise ValueError(f"cannot expand {len(text)} text embeddings to a batch of {batch}")
-    mask = None if text.mask is None else text.mask.expand(batch, *text.mask.shape[1:])
-    return TextEmbedding(text.hidden.expand(batch, *text.hidden.shape[1:]), mask)
+def expand_text(text: TextEmbedding, batch: int, camera: torch.Tensor | None = None) -> TextEmbedding:
+    """One embedding [1, L, C] -> [batch, L, C] (a batch of the right size is returned unchanged),
+    for the views whose camera features are `camera` [batch, D] when the prior wants them."""
+    return expand_embedding(text, batch).with_camera(camera)
 
 
 def timestep_groups(t: torch.Tensor) -> list[tuple[int, torch.Tensor]]:

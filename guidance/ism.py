@@ -61,27 +61,31 @@ class ISM(Guidance):
     def delta_t(self, step: int) -> int:
         return int(math.ceil(scheduled_value(self.config.delta_t, step)))
 
-    def null_eps(self, x: torch.Tensor, t: int) -> torch.Tensor:
+    def null_eps(self, x: torch.Tensor, t: int, camera: torch.Tensor | None = None) -> torch.Tensor:
+        """eps(x; inversion prompt) at level t; `camera` [B, D] for camera-conditioned priors."""
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
         with torch.no_grad():
-            return self.prior.predict_noise(x, tt, expand_text(self.null, x.shape[0]))
+            return self.prior.predict_noise(x, tt, expand_text(self.null, x.shape[0], camera))
 
     @torch.no_grad()
-    def invert_to(self, y: torch.Tensor, noise: torch.Tensor, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def invert_to(self, y: torch.Tensor, noise: torch.Tensor, s: int,
+                  camera: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Steps 1-3: (x_s, eps_null(x_s, s))."""
         c = self.config
         cur = max(s - c.xs_delta_t * c.xs_inv_steps, 0)
         x = self.prior.add_noise(y, noise, torch.full((y.shape[0],), cur, dtype=torch.long, device=y.device))
         for _ in range(c.xs_inv_steps):
             nxt = min(cur + c.xs_delta_t, s)
-            x = prior_ddim_step(self.prior, x, self.null_eps(x, cur), cur, nxt)
+            x = prior_ddim_step(self.prior, x, self.null_eps(x, cur, camera), cur, nxt)
             cur = nxt
             if cur == s:
                 break
-        return x, self.null_eps(x, s)
+        return x, self.null_eps(x, s, camera)
 
-    def target(self, x_s: torch.Tensor, eps_s: torch.Tensor, s: int, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x_t, target eps): ISM steps x_s -> x_t with eps_s and targets eps_s."""
+    def target(self, x_s: torch.Tensor, eps_s: torch.Tensor, s: int, t: int,
+               camera: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_t, target eps): ISM steps x_s -> x_t with eps_s and targets eps_s (`camera`: the views'
+        features, for subclasses that evaluate the prior again)."""
         x_t = prior_ddim_step(self.prior, x_s, eps_s, s, t)
         return x_t, eps_s
 
@@ -96,8 +100,9 @@ class ISM(Guidance):
             for value, idx in timestep_groups(t):
                 idx = idx.to(y.device)
                 s = max(value - self.delta_t(step), 0)
-                x_s, eps_s = self.invert_to(y[idx], noise[idx], s)
-                x_t[idx], target[idx] = self.target(x_s, eps_s, s, value)
+                camera = None if cond.camera is None else cond.camera[idx]
+                x_s, eps_s = self.invert_to(y[idx], noise[idx], s, camera)
+                x_t[idx], target[idx] = self.target(x_s, eps_s, s, value, camera)
         eps_hat = guided_eps(self.prior, x_t, t, cond, uncond, scheduled_value(self.config.guidance_scale, step), perp)
         alpha, sigma = self.prior.alpha_sigma(t, y.ndim)
         grad = sigma / alpha * (eps_hat - target)

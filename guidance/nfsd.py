@@ -52,7 +52,7 @@ class NFSD(NoisedRenderGuidance):
                  uncond: TextEmbedding, step: int, negative: TextEmbedding | None = None) -> torch.Tensor:
         """g [B, ...] for latents y (not differentiated), timesteps t [B] and noise eps."""
         batch = y.shape[0]
-        negative = expand_text(self.negative if negative is None else negative, batch)
+        negative = expand_text(self.negative if negative is None else negative, batch, cond.camera)
         x_t = self.prior.add_noise(y.detach(), noise, t)
         with torch.no_grad():
             eps = self.prior.predict_noise(torch.cat([x_t] * 3), torch.cat([t] * 3),

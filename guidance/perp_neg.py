@@ -101,8 +101,12 @@ def _mix(a: TextEmbedding, b: TextEmbedding, r: float) -> TextEmbedding:
 
 def perp_neg_prompts(prior: DiffusionPrior, prompts, cameras) -> PerpNegPrompts:
     """Perp-Neg embeddings for a `PromptBatch` made by `sds3d.prompts.PromptProcessor` with
-    view-dependent prompts ("<prompt>, <view> view") and cameras with azimuths."""
+    view-dependent prompts ("<prompt>, <view> view") and cameras with azimuths. None for a
+    camera-conditioned prior: it is told each view's camera, which Perp-Neg's view words stand in for."""
     from sds3d.views import VIEW_WORDS
+
+    if prior.camera_conditioned:
+        return None
 
     if cameras is None or cameras.azimuth is None:
         raise ValueError("Perp-Neg needs cameras with azimuths (orbit cameras)")

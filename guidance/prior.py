@@ -18,25 +18,57 @@ import torch
 
 @dataclass
 class TextEmbedding:
-    """Encoded prompts: hidden states [B, L, C] and an optional attention mask [B, L]."""
+    """The conditioning of a prior call: encoded prompts, hidden states [B, L, C], an optional
+    attention mask [B, L], and for camera-conditioned priors the cameras' features [B, D]
+    (`sds3d.cameras.cameras_features`). Classifier-free guidance drops the text, never the camera,
+    so conditional and unconditional embeddings of a view carry the same camera."""
 
     hidden: torch.Tensor
     mask: torch.Tensor | None = None
+    camera: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.hidden.shape[0]
 
     def __getitem__(self, index) -> "TextEmbedding":
-        return TextEmbedding(self.hidden[index], None if self.mask is None else self.mask[index])
+        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        return TextEmbedding(self.hidden[index], pick(self.mask), pick(self.camera))
 
     @staticmethod
     def cat(embeddings: list["TextEmbedding"]) -> "TextEmbedding":
-        masks = [e.mask for e in embeddings]
-        mask = None if any(m is None for m in masks) else torch.cat(masks)
-        return TextEmbedding(torch.cat([e.hidden for e in embeddings]), mask)
+        def joined(name: str):
+            parts = [getattr(e, name) for e in embeddings]
+            if all(p is None for p in parts):
+                return None
+            if any(p is None for p in parts):
+                if name == "camera":
+                    raise ValueError("cannot batch embeddings with and without cameras")
+                return None
+            return torch.cat(parts)
+
+        return TextEmbedding(torch.cat([e.hidden for e in embeddings]), joined("mask"), joined("camera"))
 
     def to(self, device) -> "TextEmbedding":
-        return TextEmbedding(self.hidden.to(device), None if self.mask is None else self.mask.to(device))
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return TextEmbedding(self.hidden.to(device), move(self.mask), move(self.camera))
+
+    def with_camera(self, camera: torch.Tensor | None) -> "TextEmbedding":
+        """The same text for the views whose camera features are `camera` [B, D] (a single text is
+        repeated B times); None returns the text unchanged."""
+        if camera is None:
+            return self
+        text = self if len(self) == len(camera) else expand_embedding(self, len(camera))
+        return TextEmbedding(text.hidden, text.mask, camera)
+
+
+def expand_embedding(text: TextEmbedding, batch: int) -> TextEmbedding:
+    """One embedding -> `batch` copies (a batch of the right size is returned unchanged)."""
+    if len(text) == batch:
+        return text
+    if len(text) != 1:
+        raise ValueError(f"cannot expand {len(text)} text embeddings to a batch of {batch}")
+    grow = lambda t: None if t is None else t.expand(batch, *t.shape[1:])  # noqa: E731
+    return TextEmbedding(grow(text.hidden), grow(text.mask), grow(text.camera))
 
 
 class DiffusionPrior(ABC):
@@ -47,6 +79,9 @@ class DiffusionPrior(ABC):
     # DDIM steps (`guidance.ddim.ddim_step`) clip predicted x0 to [-r, r] as the prior's own sampler
     # does (diffusers `clip_sample`); None: no clipping (latent priors such as Stable Diffusion).
     clip_sample_range: float | None = None
+    # True for priors conditioned on the camera (embedded prior v2): every call's TextEmbedding then
+    # carries camera features and prompts carry no view words; False: view words only.
+    camera_conditioned: bool = False
 
     @property
     @abstractmethod

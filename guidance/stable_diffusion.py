@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .prior import DiffusionPrior, TextEmbedding
+from .prior import DiffusionPrior, TextEmbedding, expand_embedding
 
 SD_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -233,12 +233,9 @@ def _timesteps(t: torch.Tensor | int, batch: int, device: torch.device) -> torch
 
 
 def _text_for_batch(text: TextEmbedding, batch: int) -> TextEmbedding:
-    if len(text) == batch:
-        return text
-    if len(text) == 1:
-        return TextEmbedding(text.hidden.expand(batch, *text.hidden.shape[1:]),
-                             None if text.mask is None else text.mask.expand(batch, *text.mask.shape[1:]))
-    raise ValueError(f"got {len(text)} text embeddings for a batch of {batch}")
+    if len(text) not in (1, batch):
+        raise ValueError(f"got {len(text)} text embeddings for a batch of {batch}")
+    return expand_embedding(text, batch)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -281,6 +278,15 @@ class DiffusersUNetPrior(DiffusionPrior):
     def clear_prompt_cache(self) -> None:
         self._prompts.clear()
 
+    def check_camera(self, text: TextEmbedding) -> None:
+        """One-line ValueError when a camera-conditioned prior gets no cameras or a text-only one gets some."""
+        if self.camera_conditioned and text.camera is None:
+            raise ValueError(f"the {self.kind} prior is camera-conditioned and needs each view's camera "
+                             "(pass orbit cameras; view words do not replace them)")
+        if not self.camera_conditioned and text.camera is not None:
+            raise ValueError(f"the {self.kind} prior takes no camera (a text-only prior such as embedded v1): "
+                             "it is told the view by view words")
+
     def to_eps(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Convert a raw UNet output (this prior's prediction type) to eps; differentiable, so LoRA
         UNets (VSD) can reuse it."""
@@ -296,6 +302,9 @@ class DiffusersUNetPrior(DiffusionPrior):
         batch = x_t.shape[0]
         t = _timesteps(t, batch, self.device)
         text = _text_for_batch(text, batch)
+        self.check_camera(text)
+        if text.camera is not None:
+            unet_kwargs["class_labels"] = text.camera.to(self.device, unet.dtype)
         out = unet(x_t.to(self.device, unet.dtype), t, encoder_hidden_states=text.hidden.to(self.device, unet.dtype),
                    **unet_kwargs).sample
         return out[:, : self.latent_channels].float()

