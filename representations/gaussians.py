@@ -212,7 +212,7 @@ class Gaussians(Representation):
 
     # ----- persistence ---------------------------------------------------------------------------
 
-    def save_asset(self, directory) -> Path:
+    def save_asset(self, directory, progress: bool = False) -> Path:
         path = Path(directory) / "asset.ply"
         self.save_ply(path)
         return path

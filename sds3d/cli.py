@@ -189,7 +189,7 @@ def cmd_export(args) -> int:
             from .export import export_textured
 
             export_textured(asset, out, texture_size=args.texture_size, resolution=args.resolution,
-                            max_faces=args.max_faces, method=args.method)
+                            max_faces=args.max_faces, method=args.method, progress=not args.quiet)
     except (ImportError, ValueError) as error:
         raise UsageError(str(error).splitlines()[0]) from None
     print(f"wrote {out}")
@@ -342,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     meshes.add_argument("--texture-size", dest="texture_size", type=int, default=1024)
     meshes.add_argument("--max-faces", dest="max_faces", type=int, default=20000, help="decimation target")
     meshes.add_argument("--resolution", type=int, default=128, help="meshing grid cells a side (NeRF, Gaussians)")
+    export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(func=cmd_export)
 
     from .app.server import add_arguments

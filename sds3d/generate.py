@@ -365,7 +365,7 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     monitor.close()
 
     seconds = elapsed_before + time.perf_counter() - started
-    metrics = finish_run(representations, config, out, seconds, logs, timer.totals, steps_done)
+    metrics = finish_run(representations, config, out, seconds, logs, timer.totals, steps_done, progress)
     return RunResult(out=out, representation=representations[0], metrics=metrics, particles=representations)
 
 
@@ -377,7 +377,8 @@ def _save_preview(representations: list[Representation], cameras, path: Path) ->
     save_png(image_grid((rgb * 255 + 0.5).to(torch.uint8).cpu().numpy(), columns=len(cameras)), path)
 
 
-def save_outputs(representation: Representation, config: GenerateConfig, directory: Path) -> tuple[Path, np.ndarray]:
+def save_outputs(representation: Representation, config: GenerateConfig, directory: Path,
+                 progress: bool = False) -> tuple[Path, np.ndarray]:
     """Writes one particle's asset, turntable.gif and preview.png; -> (asset path, turntable frames).
     A representation holding NaN or inf is refused (InputError), never written."""
     bad = next((name for name, value in representation.state_dict().items()
@@ -385,7 +386,7 @@ def save_outputs(representation: Representation, config: GenerateConfig, directo
     if bad is not None:
         raise InputError(f"refusing to write a non-finite asset to {directory}: {bad} holds NaN or inf")
     directory.mkdir(parents=True, exist_ok=True)
-    asset = representation.save_asset(directory)
+    asset = representation.save_asset(directory, progress=progress)
     frames = render_turntable(representation, config.turntable_frames, config.turntable_resolution)
     save_animation(frames, directory / f"turntable.{config.turntable_format}")
     save_png(image_grid(_eight(frames), columns=4), directory / "preview.png")
@@ -398,13 +399,13 @@ def _eight(frames: np.ndarray) -> np.ndarray:
 
 
 def finish_run(representations: list[Representation], config: GenerateConfig, out: Path, seconds: float, logs: dict,
-               timings: dict, steps_done: int) -> dict:
+               timings: dict, steps_done: int, progress: bool = False) -> dict:
     """Writes particle 0's outputs into `out`, every other particle's into `out/particle_<i>/` with
     `particles.png` (one row of turntable views per particle), and metrics.json; returns the metrics."""
-    asset, frames = save_outputs(representations[0], config, out)
+    asset, frames = save_outputs(representations[0], config, out, progress)
     assets, rows = [asset], [_eight(frames)]
     for index, representation in enumerate(representations[1:], start=1):
-        asset_i, frames_i = save_outputs(representation, config, out / f"particle_{index}")
+        asset_i, frames_i = save_outputs(representation, config, out / f"particle_{index}", progress)
         assets.append(asset_i)
         rows.append(_eight(frames_i))
     if len(representations) > 1:

@@ -104,3 +104,20 @@ def test_mp4_turntables(tmp_path, capsys):
     config.turntable_format = "webm"
     with pytest.raises(ValueError, match="turntable_format must be one of gif, mp4"):
         generate(config, prior=prior(), progress=False)
+
+
+def test_export_and_the_end_of_run_bake_show_progress(tmp_path, capsys, monkeypatch):
+    from sds3d.cli import main
+    from sds3d.representations import DMTet, DMTetConfig
+
+    generate(tiny_config(tmp_path, steps=1), prior=prior(), progress=False)
+    fast = ["--resolution", "24", "--texture-size", "64", "--max-faces", "500"]
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "a.glb"), *fast]) == 0
+    err = capsys.readouterr().err
+    assert "export a.glb" in err and "texture bake" in err and "write" in err
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "b.glb"), *fast, "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    calls = []  # what a NeRF or mesh run ends with, without baking a 1024-texel texture here
+    monkeypatch.setattr("sds3d.export.export_textured", lambda *args, **kwargs: calls.append(kwargs))
+    DMTet(config=DMTetConfig(resolution=8)).save_asset(tmp_path, progress=True)
+    assert calls == [{"progress": True}]
