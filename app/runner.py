@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import secrets
 import threading
 import time
@@ -23,18 +24,21 @@ from ..generate import REPRESENTATIONS, GenerateConfig, generate
 from ..guidance.prior import DiffusionPrior
 from ..guidance.registry import GUIDANCE, load_prior, resolve_device
 from ..scope import scope_note
+from sds3d.config import to_dict
+from sds3d.errors import InputError
+from sds3d.validation import validate_config
+
 from .limits import Limits
 
 log = logging.getLogger(__name__)
 
 # files of a finished run offered for download (eval.json only when the prompt was scored; particles.png
 # and particle_<i>/ only with several VSD particles)
-EXPORTS = ("asset.ply", "asset.glb", "turntable.gif", "preview.png", "particles.png", "metrics.json", "config.json",
-           "eval.json")
+EXPORTS = ("asset.ply", "asset.glb", "turntable.gif", "preview.png", "particles.png", "metrics.json", "metrics.csv",
+           "loss.png", "config.json", "eval.json")
 
 
-class InputError(ValueError):
-    """A request outside the limits; the message is shown to the user as is."""
+# A request outside the limits raises sds3d.errors.InputError; the message is shown to the user as is.
 
 
 @dataclass
@@ -99,6 +103,7 @@ class Run:
     dir: Path
     config: GenerateConfig
     prior: DiffusionPrior  # shared with the other runs of the same prior (read-only for them)
+    prior_name: str = "embedded"  # the prior's name on the page (its allow-list key), never a server path
     stop_requested: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)  # set once the files are written
     scores: dict = field(default_factory=dict)
@@ -123,9 +128,20 @@ class Run:
         return next((self.dir / name for name in ("asset.ply", "asset.glb") if (self.dir / name).is_file()), None)
 
     def files(self) -> list[Path]:
-        """The exported files that exist, in `EXPORTS` order, then the other particles' assets."""
+        """The exported files that exist, in `EXPORTS` order, then the other particles' assets. config.json
+        is the shareable copy (`share/config.json`), which holds no server path."""
         particle_assets = sorted(self.dir.glob("particle_*/asset.*"), key=lambda path: int(path.parent.name[9:]))
-        return [self.dir / name for name in EXPORTS if (self.dir / name).is_file()] + particle_assets
+        paths = [self.dir / ("share/config.json" if name == "config.json" else name) for name in EXPORTS]
+        return [path for path in paths if path.is_file()] + particle_assets
+
+    def write_shared_config(self) -> Path:
+        """`share/config.json`: the run's config as the user may re-run it, without the server's paths (the
+        run directory becomes the default `out`, the prior its name on the page)."""
+        data = to_dict(dataclasses.replace(self.config, out=GenerateConfig.out, prior=self.prior_name))
+        path = self.dir / "share" / "config.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(data, indent=2))
+        return path
 
     def _report(self, step: int, logs: dict, output) -> None:
         views = (output.rgb.detach().clamp(0, 1) * 255 + 0.5).to("cpu", torch.uint8).numpy()
@@ -141,6 +157,7 @@ class Run:
         try:
             result = generate(self.config, prior=self.prior, progress=False, callback=self._report,
                               should_stop=self.stop_requested.is_set)
+            self.write_shared_config()
             self.scores = evaluate_asset(result.representation, self.config.prompt)
             if self.scores:
                 (self.dir / "eval.json").write_text(json.dumps(self.scores, indent=2))
@@ -211,7 +228,7 @@ class Runner:
                                 resolution=resolution, device=self.device,
                                 turntable_frames=self.turntable_frames, turntable_resolution=self.turntable_resolution)
         if request.guidance_scale is not None:
-            scale = float(request.guidance_scale)
+            scale = _finite(request.guidance_scale, "Guidance scale")
             section = getattr(config, request.guidance)
             if not hasattr(section, "guidance_scale"):
                 raise InputError(f"{request.guidance} has no guidance scale; leave the field empty.")
@@ -220,7 +237,9 @@ class Runner:
                                  f"got {scale:g}.")
             section = dataclasses.replace(section, guidance_scale=scale)
             config = dataclasses.replace(config, **{request.guidance: section})
-        return dataclasses.replace(config, vsd=dataclasses.replace(config.vsd, separate_unet=True, particles=particles))
+        config = dataclasses.replace(config, vsd=dataclasses.replace(config.vsd, separate_unet=True, particles=particles))
+        validate_config(config)  # anything the limits above do not cover (e.g. control characters in a prompt)
+        return config
 
     def start(self, request: RunRequest, owner: str) -> Run:
         """Validates `request`, creates its run directory and starts the worker thread. `owner`
@@ -229,6 +248,7 @@ class Runner:
         run_dir = self.runs_dir / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(16)}"
         run_dir.mkdir()
         run = Run(dir=run_dir, config=dataclasses.replace(config, out=str(run_dir)), prior=self._models[request.prior],
+                  prior_name=request.prior,
                   note=scope_note(config.prompt, self._models[request.prior]))
         with self._lock:
             previous = self._active.get(owner)
@@ -254,6 +274,16 @@ class Runner:
             if self._active.get(owner) is run:
                 del self._active[owner]
         run.finished.set()
+
+
+def _finite(value, label: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{label} must be a number, got {value!r}.") from None
+    if not math.isfinite(number):
+        raise InputError(f"{label} must be a finite number, got {value!r}.")
+    return number
 
 
 def _integer(value, label: str) -> int:

@@ -255,8 +255,53 @@ def cmd_app(args) -> int:
     return 0
 
 
+def cmd_config(args) -> int:
+    """Every config field (or those under a section) with its type, default and description; or the presets."""
+    from .config_docs import field_table
+    from .generate import GenerateConfig
+    from .presets import load_preset, preset_names
+
+    if args.presets:
+        for name in preset_names():
+            preset = load_preset(name)
+            print(f"{name}: {preset['description']}\n    sets {json.dumps(preset['set'])}")
+        return 0
+    rows = [row for row in field_table(GenerateConfig())
+            if not args.section or row[0] == args.section or row[0].startswith(args.section + ".")]
+    if not rows:
+        raise UsageError(f"no config field or section {args.section!r}; `sds3d config` lists them")
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for path, kind, default, description in rows:
+        default = default if len(default) <= 40 else default[:37] + "..."
+        print(f"{path:<{widths[0]}}  {kind:<{widths[1]}}  {default}  # {description}")
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line and exit code 2, like every other error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _ConfigDefaults(argparse.HelpFormatter):
+    """`generate --help` shows each flag's default from GenerateConfig (imported only to print help)."""
+
+    def _get_help_string(self, action):
+        from .generate import GenerateConfig
+
+        defaults = {**vars(GenerateConfig()), "particles": GenerateConfig().vsd.particles}
+        text = action.help or ""
+        if action.dest in defaults and "default" not in text:
+            text += f" (default: {json.dumps(defaults[action.dest])})"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sds3d", description="Text-to-3D by score distillation, CPU-first.")
+    from . import __version__
+
+    parser = _Parser(prog="sds3d", description="Text-to-3D by score distillation, CPU-first.")
+    parser.add_argument("--version", action="version", version=f"sds3d {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="render a micro-world object as 3D Gaussians (turntable + PLY)")
     demo.add_argument("--kind", default="mug")
@@ -268,23 +313,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo")
     demo.set_defaults(func=cmd_demo)
 
-    gen = commands.add_parser("generate", help="text to 3D asset by score distillation")
+    gen = commands.add_parser("generate", help="text to 3D asset by score distillation", formatter_class=_ConfigDefaults,
+                              description="Text to 3D asset by score distillation. Flags override the config "
+                                          "(defaults, --config or --preset); `sds3d config` lists every field.")
     gen.add_argument("prompt", nargs="?", help='e.g. "a red mug" (may come from --config instead)')
-    gen.add_argument("--negative-prompt", dest="negative_prompt")
-    gen.add_argument("--representation", help="gaussians (default) | nerf | mesh (DMTet)")
+    gen.add_argument("--negative-prompt", dest="negative_prompt", help="what the asset should not look like")
+    gen.add_argument("--representation", help="gaussians | nerf | mesh (DMTet)")
     gen.add_argument("--init-from", dest="init_from", metavar="RUN_DIR",
                      help="start from a finished run's asset (e.g. --representation mesh --init-from runs/coarse)")
     gen.add_argument("--guidance", help="sds | vsd | cds | cfd | dsd | nfsd | sdi | ism | tsm | csd")
     gen.add_argument("--prior", help="'embedded' (default) or a model folder: Stable Diffusion, DeepFloyd IF "
                                      "or an embedded-prior export (told apart by its files)")
-    gen.add_argument("--steps", type=int)
-    gen.add_argument("--seed", type=int)
+    gen.add_argument("--steps", type=int, help="optimisation steps")
+    gen.add_argument("--seed", type=int, help="random seed (0 to 2^64-1)")
     gen.add_argument("--particles", type=int, metavar="N",
                      help="VSD only: optimise N assets sharing one LoRA (particle_<i>/ and particles.png)")
     gen.add_argument("--device", help="auto | cpu | cuda")
     gen.add_argument("--out", help="run directory (default runs/<prompt>)")
     gen.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     gen.add_argument("--config", help="a config.json (e.g. from an earlier run) to start from")
+    gen.add_argument("--preset", action="append", metavar="NAME",
+                     help="apply a shipped recipe before the flags, e.g. magic3d-coarse, magic3d-fine, vsd-particles, "
+                          "csd-sd-refine (`sds3d config --presets` lists them)")
     gen.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override any config field, e.g. --set sds.guidance_scale=30 (repeatable)")
     gen.add_argument("--quiet", action="store_true", help="no progress bars (model loading included)")
@@ -349,6 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     world = commands.add_parser("world", help="list the kinds and colours the embedded prior knows")
     world.set_defaults(func=cmd_world)
+
+    config = commands.add_parser("config", help="list every config field: type, default, description")
+    config.add_argument("section", nargs="?", help="only this field or section, e.g. sds or gaussians.densify")
+    config.add_argument("--presets", action="store_true", help="list the presets and what they set")
+    config.set_defaults(func=cmd_config)
 
     app = add_arguments(commands.add_parser("app", help="start the web UI (needs the app extra)"))
     app.set_defaults(func=cmd_app)

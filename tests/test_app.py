@@ -106,6 +106,8 @@ def test_simultaneous_runs_get_their_own_directories_and_results(runner):
         assert json.loads((run.dir / "metrics.json").read_text())["steps"] == steps
         assert [p.name for p in run.files()] == ["asset.ply", "turntable.gif", "preview.png", "metrics.json",
                                                  "config.json", "eval.json"]
+        shared = (run.dir / "share" / "config.json").read_text()  # the download: no server path in it
+        assert str(runner.runs_dir) not in shared and json.loads(shared)["prompt"] == prompt
         assert json.loads((run.dir / "eval.json").read_text()) == run.scores and run.scores["kind"] in ("mug", "cube")
     assert first.snapshot().step == 3 and second.snapshot().step == 4
     assert first.snapshot().renders.shape == (32, 4 * 32, 3)  # the step's 4 views side by side
@@ -115,8 +117,8 @@ def test_vsd_particles_are_all_offered_for_download(runner):
     run = runner.start(RunRequest("a red mug", guidance="vsd", steps=2, particles=2), owner="page-p")
     _wait(run)
     assert [str(p.relative_to(run.dir)) for p in run.files()] == [
-        "asset.ply", "turntable.gif", "preview.png", "particles.png", "metrics.json", "config.json", "eval.json",
-        "particle_1/asset.ply"]
+        "asset.ply", "turntable.gif", "preview.png", "particles.png", "metrics.json", "share/config.json",
+        "eval.json", "particle_1/asset.ply"]
     from sds3d.app.ui import final_text
 
     assert "2 particles" in final_text(run)
