@@ -129,7 +129,7 @@ def resume_point(config: GenerateConfig) -> tuple[int, float]:
         return 0, 0.0
     if _result_settings(json.loads((out / "config.json").read_text())) != _settings_used(config):
         return 0, 0.0
-    state = torch.load(out / "checkpoint.pt", weights_only=False, map_location="cpu")
+    state = torch.load(out / "checkpoint.pt", weights_only=True, map_location="cpu")
     return (state["step"], state["elapsed"]) if state["step"] < config.steps else (0, 0.0)
 
 

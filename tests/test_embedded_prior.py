@@ -123,8 +123,8 @@ def test_train_resume_export_roundtrip(tmp_path, monkeypatch):
         main(["--out", str(tmp_path / "b"), "--export-only", "--export", str(tmp_path / "prior")])
     finally:
         torch.set_num_threads(threads)
-    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     assert a["step"] == b["step"] == 4
     for key in a["unet"]:
         assert torch.equal(a["unet"][key], b["unet"][key]), key
@@ -163,7 +163,7 @@ def test_a_constant_run_can_switch_to_wsd_on_resume(tmp_path, monkeypatch):
         torch.set_num_threads(threads)
     lrs = [float(r.split(",")[2]) for r in (tmp_path / "a" / "loss.csv").read_text().strip().splitlines()[1:]]
     assert lrs[1] == lrs[2] and lrs[3] == pytest.approx(0.55 * lrs[2])  # decays over the last 2 of 4 steps
-    assert torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["config"]["lr_schedule"] == "wsd"
+    assert torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["config"]["lr_schedule"] == "wsd"
 
 
 def test_init_from_starts_a_new_run_from_the_source_ema(tmp_path, monkeypatch):

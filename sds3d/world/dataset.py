@@ -223,7 +223,7 @@ def load_or_render(name: str, n: int, seed: int, directory: str | Path | None = 
     path = directory / f"{name}-n{n}-s{seed}-r{RESOLUTION}-v{FORMAT_VERSION}.pt"
     kinds, colors, views = labels()
     if path.exists():
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=True)
         if state.get("kinds") == kinds and state.get("colors") == colors and state.get("views") == views:
             return WorldDataset.from_state(state)
     t0 = time.time()

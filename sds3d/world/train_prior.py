@@ -415,7 +415,7 @@ def main(argv=None) -> None:
             if args.export_only:
                 raise SystemExit(f"no checkpoint at {ckpt} to export")
         else:
-            state = torch.load(ckpt, weights_only=False)
+            state = torch.load(ckpt, weights_only=True)
     if state is not None:
         cfg = dict(state["config"])
         cfg["steps"] = args.steps if not args.export_only else cfg["steps"]  # allow extending a run
@@ -480,7 +480,7 @@ def load_source_run(run_dir: Path) -> dict:
     ckpt = Path(run_dir) / "checkpoint.pt"
     if not ckpt.exists():
         raise SystemExit(f"--init-from {run_dir}: no checkpoint.pt there")
-    return torch.load(ckpt, weights_only=False)
+    return torch.load(ckpt, weights_only=True)
 
 
 def command_for(cfg: dict, out: Path) -> str:
