@@ -105,7 +105,7 @@ def test_simultaneous_runs_get_their_own_directories_and_results(runner):
         assert (config["prompt"], config["seed"], config["out"]) == (prompt, seed, str(run.dir))
         assert json.loads((run.dir / "metrics.json").read_text())["steps"] == steps
         assert [p.name for p in run.files()] == ["asset.ply", "turntable.gif", "preview.png", "metrics.json",
-                                                 "config.json", "eval.json"]
+                                                 "metrics.csv", "loss.png", "config.json", "eval.json"]
         shared = (run.dir / "share" / "config.json").read_text()  # the download: no server path in it
         assert str(runner.runs_dir) not in shared and json.loads(shared)["prompt"] == prompt
         assert json.loads((run.dir / "eval.json").read_text()) == run.scores and run.scores["kind"] in ("mug", "cube")
@@ -117,8 +117,8 @@ def test_vsd_particles_are_all_offered_for_download(runner):
     run = runner.start(RunRequest("a red mug", guidance="vsd", steps=2, particles=2), owner="page-p")
     _wait(run)
     assert [str(p.relative_to(run.dir)) for p in run.files()] == [
-        "asset.ply", "turntable.gif", "preview.png", "particles.png", "metrics.json", "share/config.json",
-        "eval.json", "particle_1/asset.ply"]
+        "asset.ply", "turntable.gif", "preview.png", "particles.png", "metrics.json", "metrics.csv", "loss.png",
+        "share/config.json", "eval.json", "particle_1/asset.ply"]
     from sds3d.app.ui import final_text
 
     assert "2 particles" in final_text(run)
@@ -135,7 +135,8 @@ def test_stop_ends_the_run_and_keeps_the_partial_result(runner):
     _wait(run)
     steps = json.loads((run.dir / "metrics.json").read_text())["steps"]
     assert 2 <= steps < 50 and run.snapshot().step == steps
-    assert [p.name for p in run.files()] == ["asset.ply", "turntable.gif", "preview.png", "metrics.json", "config.json"]
+    assert [p.name for p in run.files()] == ["asset.ply", "turntable.gif", "preview.png", "metrics.json", "metrics.csv",
+                                             "loss.png", "config.json"]
     assert run.scores == {}  # "a dragon" is no micro-world prompt
     assert not runner.stop("page")  # finished runs are forgotten
 
@@ -185,7 +186,7 @@ def test_runs_outside_cwd_and_temp_must_be_listed_for_gradio(tmp_path, monkeypat
     (["--prior", "/no/such/sd"], "prior folder /no/such/sd does not exist"),
     (["--runs-dir", "/proc/sds3d"], "cannot create runs directory /proc/sds3d"),
     (["--port", "0"], "--port must be positive, got 0"),
-    (["--prior", "{tmp}"], "cannot load a prior: prior path {tmp} is not a Stable Diffusion pipeline folder"),
+    (["--prior", "{tmp}"], "cannot load a prior: cannot tell which prior {tmp} holds"),
 ])
 def test_bad_app_flags_are_one_line_errors(capsys, tmp_path, monkeypatch, argv, message):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
