@@ -118,10 +118,23 @@ class Mesh(Representation):
     @classmethod
     def load(cls, path, config: MeshConfig | None = None) -> "Mesh":
         """.obj (+ .mtl, texture), .glb/.gltf, .ply or anything else trimesh reads; a scene is
-        flattened into one mesh; .glb/.gltf/.obj are +Y up (`sds3d.export.load_trimesh`)."""
+        flattened into one mesh; .glb/.gltf/.obj are +Y up (`sds3d.export.load_trimesh`). InputError
+        (one line) for a missing, unreadable or empty file, or one with NaN / infinite positions."""
+        from sds3d.errors import InputError, first_line
+
         from ..export import load_trimesh
 
-        return cls.from_trimesh(load_trimesh(path), config)
+        if not Path(path).is_file():
+            raise InputError(f"{path}: no such mesh file")
+        try:
+            mesh = load_trimesh(path)
+        except Exception as error:  # trimesh raises many types (ValueError, JSONDecodeError, KeyError, ...)
+            raise InputError(f"{path}: not a readable mesh file ({first_line(error)[:100]})") from None
+        if len(mesh.faces) == 0:
+            raise InputError(f"{path}: holds no triangles (empty, or not a mesh file)")
+        if not np.isfinite(np.asarray(mesh.vertices)).all():
+            raise InputError(f"{path}: vertex positions are NaN or infinite")
+        return cls.from_trimesh(mesh, config)
 
     # ----- geometry and colour -------------------------------------------------------------------
 

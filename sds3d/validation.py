@@ -68,9 +68,8 @@ RANGES: dict[str, tuple] = {
     "*.grad_clip": _at_least(0),
     "*.pixel_grad_clip": _at_least(0),
     "*_percent": _between(0, 1),
-    "*.lr_*": _at_least(0),
-    "*.lora_lr": _at_least(0),
-    "*.lr_scale": _at_least(0),
+    "*.lr_*": _between(0, 1e6),  # far beyond any useful rate; larger ones overflow Adam's float32 step
+    "*.lora_lr": _between(0, 1e6),
 }
 # dotted-path pattern -> the strings a field may hold (the module constants the code checks against)
 CHOICES: dict[str, tuple[str, ...]] = {
