@@ -411,7 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a usage mistake (one line, code 2)
+        return done.code
     try:
         return args.func(args)
     except InputError as error:  # UsageError included

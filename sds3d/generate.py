@@ -50,7 +50,7 @@ from .guidance.sds import SDSConfig
 from .guidance.tsm import TSMConfig
 from .guidance.vsd import VSDConfig
 from .turntable import ANIMATION_FORMATS, image_grid, render_turntable, save_animation, save_png
-from .validation import check_resume, check_writable, validate_config
+from .validation import check_finite_weights, check_resume, check_writable, validate_config
 
 REPRESENTATIONS = ("gaussians", "nerf", "mesh")  # "mesh" optimises a DMTet
 
@@ -172,12 +172,7 @@ def load_run(run_dir: str | Path, particle: int = 0) -> tuple[GenerateConfig, Re
 def load_weights(representation: Representation, weights: dict, path: Path, name: str) -> None:
     """`representation.load_state_dict(weights)`; InputError when they belong to another
     representation or hold NaN / inf (a diverged run)."""
-    bad = next((key for key, value in weights.items()
-                if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()),
-               None)
-    if bad is not None:
-        raise InputError(f"{path}: non-finite values (NaN or inf) in {bad}; the run diverged, so there is no "
-                         f"asset to use; run it again with lower learning rates")
+    check_finite_weights(weights, path)
     try:
         representation.load_state_dict(weights)
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as error:

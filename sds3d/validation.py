@@ -213,6 +213,8 @@ def check_resume(config, n_particles: int) -> dict:
     missing = [key for key in CHECKPOINT_KEYS if key not in state]
     if missing:
         raise InputError(f"{out / 'checkpoint.pt'}: not an sds3d run checkpoint (no {', '.join(missing[:3])})")
+    for particle in [state, *state.get("particles", [])]:
+        check_finite_weights(particle.get("representation", {}), out / "checkpoint.pt")
     held = 1 + len(state.get("particles", []))
     if held != n_particles:
         raise InputError(f"{out / 'checkpoint.pt'} holds {held} particle(s), the config asks for {n_particles}; "
@@ -236,3 +238,15 @@ def check_writable(out: Path) -> None:
     existing = next(parent for parent in (out, *out.absolute().parents) if parent.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"cannot write to output directory {out}: {existing} is not writable")
+
+
+def check_finite_weights(weights: dict, path: Path) -> None:
+    """InputError naming the first floating-point tensor of `weights` that holds NaN or inf."""
+    import torch
+
+    bad = next((key for key, value in weights.items()
+                if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()),
+               None)
+    if bad is not None:
+        raise InputError(f"{path}: non-finite values (NaN or inf) in {bad}; the run diverged, so there is no "
+                         f"asset to use; run it again with lower learning rates")
