@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -238,6 +239,8 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     checkpoint_path = out / "checkpoint.pt"
     resuming = resume and checkpoint_path.exists()
     state = check_resume(config, n_particles) if resuming else {}
+    if config.init_from and not resuming:
+        load_run(config.init_from)  # a damaged or foreign coarse run is refused before the prior loads
     particle_states = [state, *state.get("particles", [])]
     check_writable(out)
     try:
@@ -337,7 +340,7 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
         except NonFiniteStep as problem:  # skipped; the first time the learning rates are halved, then it stops
             guard.back_off(problem, step, [optimizer for particle in particles for optimizer in
                                            particle.optimizers.values()] + list(shared_optimizers.values()))
-            bar.write(f"sds3d: step {step + 1}: {problem}; step skipped, learning rates halved")
+            bar.write(f"sds3d: step {step + 1}: {problem}; step skipped, learning rates halved", file=sys.stderr)
             steps_done = step + 1
             continue
         stats = particles[0].representation.stats()
