@@ -8,8 +8,12 @@ classifier-free guidance in the diffusers convention; the default S is the libra
 `SAMPLING_GUIDANCE_SCALE`), the evaluator's kind and colour predictions
 are compared with the prompt; for kinds with a front, prompts with a view word ("front view",
 "side view", "back view", guided compositionally on the view phrase with `--view-guidance-scale`,
-default `SAMPLING_VIEW_GUIDANCE_SCALE`; S_V = S is plain CFG) check the view. Writes a sample grid (`--grid`) and prints JSON last:
-kind_acc, color_acc, view_word_acc, per-kind accuracies, seconds.
+default `SAMPLING_VIEW_GUIDANCE_SCALE`; S_V = S is plain CFG) check the view. A camera-conditioned
+prior (v2) is sampled at known orbit cameras instead: every sample gets a random camera, and the
+fronted kinds' prompts, without view words, are drawn at cameras clearly inside the front, side or
+back bin (20 degrees from its centre at most, elevation 5-30); the evaluator's view head against the
+camera's true bin is `view_camera_acc`. Writes a sample grid (`--grid`) and prints JSON last:
+kind_acc, color_acc, view_word_acc (v1) or view_camera_acc (v2), per-kind accuracies, seconds.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from tqdm import tqdm
 
 def main() -> None:
     from sds3d.guidance.embedded_prior import (SAMPLING_GUIDANCE_SCALE, SAMPLING_VIEW_GUIDANCE_SCALE,
-                                               load_embedded_prior, sample)
+                                               is_camera_conditioned, load_embedded_prior, sample)
     from sds3d.guidance.text_encoder import get_text_encoder
     from sds3d.turntable import image_grid, save_png
     from sds3d.world import COLORS, KINDS, canonical_caption, fronted_kinds
@@ -53,14 +57,17 @@ def main() -> None:
             color = palette[(i + j * 3) % len(palette)]
             prompts.append(canonical_caption(kind, color))
             labels.append((kind, color, None))
+    with_camera = is_camera_conditioned(unet)
     for i, kind in enumerate(fronted_kinds()):
         for view in ("front", "side", "back"):
             color = palette[i % len(palette)]
-            prompts.append(canonical_caption(kind, color, view))
+            prompts.append(canonical_caption(kind, color, None if with_camera else view))
             labels.append((kind, color, view))
+    cameras = sample_cameras(labels, args.samples, np.random.default_rng(args.seed)) if with_camera else None
     images = torch.cat([sample(prompts[s:s + 8], n=args.samples, guidance_scale=args.guidance_scale,
                                view_guidance_scale=args.view_guidance_scale, steps=args.steps,
-                               seed=args.seed + s, unet=unet, scheduler=scheduler, text_encoder=encoder)
+                               seed=args.seed + s, unet=unet, scheduler=scheduler, text_encoder=encoder,
+                               cameras=None if cameras is None else cameras[s * args.samples:(s + 8) * args.samples])
                         for s in tqdm(range(0, len(prompts), 8), desc="sampling", unit="batch of 8 prompts")])
     predicted = evaluator.predict(images)
     expanded = [label for label in labels for _ in range(args.samples)]  # sample() repeats each prompt n times
@@ -71,7 +78,7 @@ def main() -> None:
     per_kind = {kind: float(np.mean([r[1] == kind for r in plain if r[0][0] == kind])) for kind in sorted(KINDS)}
     result = {"kind_acc": float(np.mean([r[1] == r[0][0] for r in plain])),
               "color_acc": float(np.mean([r[2] == r[0][1] for r in plain])),
-              "view_word_acc": float(np.mean([r[3] == r[0][2] for r in viewed])),
+              ("view_camera_acc" if with_camera else "view_word_acc"): float(np.mean([r[3] == r[0][2] for r in viewed])),
               "per_kind": per_kind, "samples": len(rows), "guidance_scale": args.guidance_scale,
               "view_guidance_scale": args.view_guidance_scale,
               "seconds": round(time.perf_counter() - start, 1)}
@@ -80,6 +87,30 @@ def main() -> None:
                       columns=args.colors * args.samples)
     save_png(np.kron(grid, np.ones((2, 2, 1), dtype=np.uint8)), args.grid)
     print(json.dumps(result))
+
+
+BIN_CENTRES = {"front": 0.0, "side": 90.0, "back": 180.0}
+
+
+def sample_cameras(labels, samples: int, rng: np.random.Generator):
+    """One orbit camera per sample (labels repeated `samples` times, as `sample` orders them): random
+    in the training ranges without a view label; inside the labelled bin otherwise (either side for
+    "side"), at most 20 degrees from its centre, elevation 5-30."""
+    from sds3d.cameras import orbit_cameras
+
+    elevation, azimuth = [], []
+    for _, _, view in (label for label in labels for _ in range(samples)):
+        if view is None:
+            elevation.append(rng.uniform(-10, 60))
+            azimuth.append(rng.uniform(-180, 180))
+        else:
+            elevation.append(rng.uniform(5, 30))
+            centre = BIN_CENTRES[view] * (rng.choice([-1, 1]) if view == "side" else 1)
+            azimuth.append((centre + rng.uniform(-20, 20) + 180) % 360 - 180)
+    n = len(elevation)
+    return orbit_cameras(torch.tensor(elevation, dtype=torch.float32), torch.tensor(azimuth, dtype=torch.float32),
+                         torch.as_tensor(rng.uniform(2.2, 2.8, n), dtype=torch.float32),
+                         torch.as_tensor(rng.uniform(35, 45, n), dtype=torch.float32), 32)
 
 
 if __name__ == "__main__":

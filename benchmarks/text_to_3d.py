@@ -7,8 +7,10 @@
 
 Prompts: every micro-world kind once (28), colours cycled, seed 0, default settings. Prints one
 line per prompt, writes a picture grid (`<out>/grid.png`: 4 views per prompt), and ends with JSON:
-{"mean": {kind_acc, color_acc, janus_rate, chamfer, seconds}, "prompts": [{prompt, ...}, ...]}.
-Janus rate is averaged over fronted kinds only.
+{"mean": {kind_acc, color_acc, janus_rate, shape_acc, chamfer, seconds}, "prompts": [{prompt, ...}, ...]}.
+Janus rate is averaged over fronted kinds only; shape accuracy (`sds3d.shape_accuracy`, classifier-free)
+is whether the asset's 3D shape is nearest its own kind's among all 28, with its rank per prompt.
+`--prior DIR` runs the suite with another prior folder (e.g. the text-only v1 beside v2).
 """
 
 from __future__ import annotations
@@ -68,18 +70,19 @@ def main():
     parser.add_argument("--init-from-suite", metavar="DIR",
                         help="an earlier suite's --out: each prompt starts from its run there (e.g. mesh from nerf)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--prior", default="embedded", help="prior: embedded (default) or a prior folder")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     prompts = suite(args.kinds)[: args.limit]
     from sds3d.guidance.registry import load_prior
     from sds3d.world.evaluator import Evaluator
 
-    prior, evaluator = load_prior("embedded"), Evaluator.load()
+    prior, evaluator = load_prior(args.prior), Evaluator.load()
     rows, pictures = [], []
     for prompt in prompts:
         run_name = prompt.replace(" ", "_")
         config = GenerateConfig(prompt=prompt, representation=args.representation, guidance=args.guidance,
-                                seed=args.seed, out=str(Path(args.out) / run_name))
+                                seed=args.seed, out=str(Path(args.out) / run_name), prior=args.prior)
         if args.init_from_suite:
             config.init_from = str(Path(args.init_from_suite) / run_name)
         if args.steps:
@@ -92,7 +95,9 @@ def main():
             representation, metrics = result.representation, result.metrics
         scores = evaluate_asset(representation, prompt, evaluator)
         row = {"prompt": prompt, "kind_acc": scores["kind_acc"], "color_acc": scores["color_acc"],
-               "janus_rate": scores["janus_rate"], "chamfer": round(scores["chamfer"], 4),
+               "janus_rate": scores["janus_rate"], "shape_acc": scores["shape_acc"],
+               "shape_rank": scores["shape_rank"], "shape_nearest": scores["shape_nearest"],
+               "chamfer": round(scores["chamfer"], 4),
                "seconds": round(metrics["seconds"], 1), "time_breakdown": metrics["time_breakdown"]}
         rows.append(row)
         pictures.append(render_turntable(representation, n_frames=4, resolution=64))
@@ -101,6 +106,7 @@ def main():
     mean = {"kind_acc": statistics.mean(r["kind_acc"] for r in rows),
             "color_acc": statistics.mean(r["color_acc"] for r in rows),
             "janus_rate": statistics.mean(janus) if janus else None,
+            "shape_acc": statistics.mean(r["shape_acc"] for r in rows),
             "chamfer": statistics.mean(r["chamfer"] for r in rows),
             "seconds": statistics.median(r["seconds"] for r in rows)}
     save_png(image_grid(np.concatenate(pictures), columns=8), Path(args.out) / "grid.png")

@@ -26,6 +26,7 @@ Liu et al. 2023, "Zero-1-to-3: Zero-shot One Image to 3D Object", arXiv:2303.113
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -37,6 +38,7 @@ from .prior import cfg_combine
 from .stable_diffusion import DiffusersUNetPrior
 
 EMBEDDED_PRIOR_DIR = ASSETS_DIR / "prior"
+_TOLD_TEXT_ONLY: set[str] = set()  # folders already reported as text-only priors
 RESOLUTION = 32
 
 
@@ -201,8 +203,16 @@ class EmbeddedPrior(DiffusersUNetPrior):
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> "EmbeddedPrior":
+        """The prior in `path` (the shipped one by default). A folder without a camera projection is
+        a text-only (v1) prior: said once per folder, on stderr."""
         unet, scheduler = load_embedded_prior(path, device=device)
-        return cls(unet, scheduler, device=device)
+        prior = cls(unet, scheduler, device=device)
+        folder = str(embedded_prior_dir(path).resolve())
+        if not prior.camera_conditioned and folder not in _TOLD_TEXT_ONLY:
+            _TOLD_TEXT_ONLY.add(folder)
+            print(f"note: the embedded prior in {folder} has no camera conditioning: treated as v1 "
+                  "(views told by view words)", file=sys.stderr)
+        return prior
 
     def _encode_uncached(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         # Trained without an attention mask (Stable Diffusion convention): the UNet never sees it.

