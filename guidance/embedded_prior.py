@@ -203,12 +203,12 @@ class EmbeddedPrior(DiffusersUNetPrior):
 
     @classmethod
     def load(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> "EmbeddedPrior":
-        """The prior in `path` (the shipped one by default). A folder without a camera projection is
-        a text-only (v1) prior: said once per folder, on stderr."""
+        """The prior in `path` (the shipped one by default). A folder given by path without a camera
+        projection is a text-only (v1) prior: said once per folder, on stderr."""
         unet, scheduler = load_embedded_prior(path, device=device)
         prior = cls(unet, scheduler, device=device)
         folder = str(embedded_prior_dir(path).resolve())
-        if not prior.camera_conditioned and folder not in _TOLD_TEXT_ONLY:
+        if path is not None and not prior.camera_conditioned and folder not in _TOLD_TEXT_ONLY:
             _TOLD_TEXT_ONLY.add(folder)
             print(f"note: the embedded prior in {folder} has no camera conditioning: treated as v1 "
                   "(views told by view words)", file=sys.stderr)
