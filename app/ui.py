@@ -14,7 +14,7 @@ POLL_SECONDS = 0.5  # how often a running job's snapshot is sent to the page
 EXAMPLES = (("mug", "red"), ("chair", "blue"), ("snowman", "white"), ("rocket", "orange"), ("house", "yellow"),
             ("tree", "green"), ("car", "purple"), ("lamp", "pink"))
 SCORE_LABELS = (("kind_acc", "kind accuracy"), ("color_acc", "colour accuracy"), ("janus_rate", "Janus rate"),
-                ("chamfer", "Chamfer distance"))
+                ("chamfer", "Chamfer distance"), ("shape_acc", "shape accuracy (3D, classifier-free)"))
 
 
 def example_prompts() -> list[str]:
@@ -48,7 +48,9 @@ def scores_text(scores: dict) -> str:
     rows = "\n".join(f"| {label} | {'—' if scores[key] is None else f'{scores[key]:.3f}'} |"
                      for key, label in SCORE_LABELS)
     title = f"Evaluator scores for a **{scores['color']} {scores['kind']}** (16 views):"
-    return f"{title}\n\n| score | value |\n|---|---|\n{rows}"
+    nearest = (f"\n\nNearest 3D shape: **{scores['shape_nearest'].replace('_', ' ')}** (rank of the prompted kind: "
+               f"{scores['shape_rank']} of 28)." if "shape_nearest" in scores else "")
+    return f"{title}\n\n| score | value |\n|---|---|\n{rows}{nearest}"
 
 
 def _enlarge(image, size: int = 128):

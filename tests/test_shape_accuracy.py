@@ -51,3 +51,13 @@ def test_ground_truth_gaussians_rank_their_own_kind_first_and_a_blob_is_not_a_mu
     blob = trimesh.creation.icosphere(subdivisions=3, radius=0.4)
     scores = shape_scores(shape_points(mesh_to_gaussians(blob, 8000, generator=generator)), "mug")
     assert scores["shape_acc"] == 0.0 and scores["shape_nearest"] == "sphere" and scores["shape_margin"] < 0
+
+
+def test_the_web_ui_score_table_shows_shape_accuracy_and_the_nearest_shape():
+    from sds3d.app.ui import scores_text
+
+    text = scores_text({"kind": "mug", "color": "red", "kind_acc": 1.0, "color_acc": 1.0, "janus_rate": 0.0,
+                        "chamfer": 0.05, "shape_acc": 0.0, "shape_rank": 3, "shape_nearest": "pine_tree",
+                        "shape_margin": -0.01})
+    assert "| shape accuracy (3D, classifier-free) | 0.000 |" in text
+    assert "Nearest 3D shape: **pine tree** (rank of the prompted kind: 3 of 28)" in text
