@@ -214,6 +214,7 @@ def cmd_sample(args) -> int:
     import numpy as np
 
     from .guidance.embedded_prior import sample
+    from .monitor import quiet
     from .scope import scope_note
     from .turntable import image_grid, save_png
 
@@ -222,6 +223,8 @@ def cmd_sample(args) -> int:
     note = scope_note(args.prompt, "embedded")
     if note:
         print(f"sds3d: note: {note}", file=sys.stderr)
+    if args.quiet:
+        quiet()
     try:
         images = sample([args.prompt], n=args.n, guidance_scale=args.guidance_scale,
                         view_guidance_scale=args.view_guidance_scale, steps=args.steps, seed=args.seed)
@@ -371,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     draw.add_argument("--seed", type=int, default=0)
     draw.add_argument("--zoom", type=int, default=4, help="pixel repeat for viewing 32x32 samples")
     draw.add_argument("--out", default="samples.png")
+    draw.add_argument("--quiet", action="store_true", help="no progress bars (model loading)")
     draw.set_defaults(func=cmd_sample)
 
     export = commands.add_parser("export", help="export a finished run's asset (.ply, .splat or .compressed.ply "

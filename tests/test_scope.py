@@ -83,3 +83,10 @@ def test_the_web_ui_shows_the_note(tmp_path, embedded, monkeypatch):
     for run in (outside, inside):
         assert run.finished.wait(120) and run.error is None
     assert outside.note == scope_note("a dragon", "embedded") and inside.note is None
+
+
+def test_sample_quiet_silences_model_loading(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr("sds3d.monitor.quiet", lambda: calls.append("quiet"))
+    assert main(["sample", "a red cube", "--n", "1", "--steps", "2", "--out", str(tmp_path / "s.png"), "--quiet"]) == 0
+    assert calls == ["quiet"] and (tmp_path / "s.png").is_file()
