@@ -1,5 +1,5 @@
-"""One line per config field for `sds3d config`: the comment on the field's line in its dataclass,
-else the text below (by "Class.field", then by field name, which several sections share)."""
+"""One line per config field for `sds3d config`: the text below for "Class.field", else the comment
+on the field's line in its dataclass, else the text below for the field name (which several sections share)."""
 
 from __future__ import annotations
 
@@ -87,6 +87,7 @@ DESCRIPTIONS = {
     "lr_deform": "learning rate of the vertex deformations",
     "lr_color": "learning rate of the colour field",
     # guidance
+    "SDSConfig.guidance_scale": "classifier-free guidance scale, diffusers convention (20 suits the embedded prior)",
     "guidance_scale": "classifier-free guidance scale (a number or a schedule)",
     "grad_clip": "clip of the guidance gradient (null: none; a number or a schedule)",
     "lr_scale": "factor on the representation's learning rates",
@@ -142,7 +143,7 @@ def _line_comments(cls) -> dict[str, str]:
 
 
 def describe(cls, name: str) -> str | None:
-    return _line_comments(cls).get(name) or DESCRIPTIONS.get(f"{cls.__name__}.{name}") or DESCRIPTIONS.get(name)
+    return DESCRIPTIONS.get(f"{cls.__name__}.{name}") or _line_comments(cls).get(name) or DESCRIPTIONS.get(name)
 
 
 def field_table(config) -> list[tuple[str, str, str, str]]:
