@@ -1,14 +1,14 @@
 """VSD particles against VSD seeds: one run with n particles sharing one LoRA, or n independent runs?
 
     python benchmarks/vsd_particles.py [--prompts 3] [--particles 3] [--steps 600] [--threads 2]
-                                       [--out runs/vsd_particles] [--ledger benchmarks/results/guidance_table]
+                                       [--out runs/vsd_particles] [--results benchmarks/results/guidance_table]
 
 For the first `--prompts` prompts of the micro-world suite (the guidance table's diversity prompts),
 one VSD run (seed 0, defaults otherwise) with `--particles` particles. Each particle is scored by the
 evaluator (kind and colour accuracy over 16 views), and the particles' diversity is measured as the
 guidance table measures the diversity of seeds: the mean over pairs and views of 1 - cos between the
 evaluator's features. The comparison is the guidance table's recorded VSD runs of the same prompts,
-seeds 0..n-1 (read from its ledger, so it costs nothing here). An interrupted run continues from its
+seeds 0..n-1 (read from its committed results, so it costs nothing here). An interrupted run continues from its
 checkpoint; a finished one is read back. Writes `<out>/grid.png` (per prompt: the particles' front
 views, then the seeds'), and prints one JSON line per prompt, then the summary as JSON last, with
 the cost ratio measured in this process: seconds per step of `--cost-steps` steps with n particles
@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from sds3d.evaluate import evaluate_asset, evaluation_cameras, render_for_evaluator
 from sds3d.generate import GenerateConfig, generate, load_run
@@ -32,7 +31,7 @@ from sds3d.guidance.registry import load_prior
 from sds3d.guidance.vsd import VSDConfig
 from sds3d.turntable import image_grid, render_turntable, save_png
 
-from guidance_table import pairwise_feature_distance
+from guidance_table import RESULTS, Ledger, pairwise_feature_distance, run_id
 from text_to_3d import suite
 
 
@@ -54,18 +53,13 @@ def seconds_per_step(prompt: str, n: int, steps: int, out: Path, prior) -> float
     return generate(config, prior=prior, progress=False).metrics["seconds_per_step"]
 
 
-def recorded_seeds(ledger: Path, prompt: str, n: int) -> list[dict] | None:
-    """The guidance table's VSD records of seeds 0..n-1: [{"row", "features" [V, D], "picture"}], or None."""
-    records = []
-    for seed in range(n):
-        record = ledger / "vsd" / f"{prompt.replace(' ', '_')}_s{seed}.json"
-        features = record.with_suffix(".features.npy")
-        if not record.is_file() or not features.is_file():
-            return None
-        records.append({"row": json.loads(record.read_text())["row"],
-                        "features": torch.from_numpy(np.load(features).astype(np.float32)),
-                        "picture": np.asarray(Image.open(record.with_suffix(".png")))})
-    return records
+def recorded_seeds(results: Ledger, prompt: str, n: int) -> list[dict] | None:
+    """The guidance table's VSD runs of seeds 0..n-1: [{"row", "features" [V, D], "picture"}], or None."""
+    keys = [run_id("vsd", prompt, seed) for seed in range(n)]
+    if any(key not in results.runs or results.features(key) is None for key in keys):
+        return None
+    return [{"row": results.runs[key], "features": results.features(key), "picture": results.picture(key)}
+            for key in keys]
 
 
 def main() -> None:
@@ -78,12 +72,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cost-steps", type=int, default=10, help="steps of the cost measurement (0: skip)")
     parser.add_argument("--out", default="runs/vsd_particles")
-    parser.add_argument("--ledger", default=str(Path(__file__).parent / "results" / "guidance_table"))
+    parser.add_argument("--results", default=str(RESULTS), help="the guidance table's committed results")
     args = parser.parse_args()
     if args.particles < 2:
         parser.error("--particles must be at least 2 to measure diversity")
     torch.set_num_threads(args.threads)
-    prior, evaluator = load_prior("embedded"), Evaluator.load()
+    prior, evaluator, results = load_prior("embedded"), Evaluator.load(), Ledger(args.results)
     rows, grid = [], []
     for prompt in suite(None)[: args.prompts]:
         folder = Path(args.out) / f"{prompt.replace(' ', '_')}_p{args.particles}_steps{args.steps}"
@@ -97,7 +91,7 @@ def main() -> None:
         row = {"prompt": prompt, "particles_kind_acc": [s["kind_acc"] for s in scores],
                "particles_color_acc": [s["color_acc"] for s in scores],
                "particles_diversity": pairwise_feature_distance(features), "particles_seconds": seconds}
-        seeds = recorded_seeds(Path(args.ledger), prompt, args.particles) if args.steps == GenerateConfig.steps else None
+        seeds = recorded_seeds(results, prompt, args.particles) if args.steps == GenerateConfig.steps else None
         if seeds is not None:
             row |= {"seeds_kind_acc": [s["row"]["kind_acc"] for s in seeds],
                     "seeds_color_acc": [s["row"]["color_acc"] for s in seeds],

@@ -29,7 +29,7 @@ def test_resume_point_of_a_stopped_run_and_only_for_its_settings(tmp_path):
 
     step, seconds = resume_point(config)
     assert step == 3 and seconds > 0
-    bookkeeping = dataclasses.replace(config, checkpoint_every=50, turntable_frames=36)
+    bookkeeping = dataclasses.replace(config, checkpoint_every=50, turntable_frames=36, turntable_format="mp4")
     assert resume_point(bookkeeping)[0] == 3
     other_variant = dataclasses.replace(config, dsd=dataclasses.replace(config.dsd, alpha_sparsity=0.5))
     assert resume_point(other_variant)[0] == 3  # a section the run does not use
