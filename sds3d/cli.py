@@ -123,6 +123,35 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    """Every line of a prompts file a run (see sds3d.batch), on Ray or in this process; JSON summary last."""
+    from .batch import default_threads, print_notes, read_prompts, run_batch, summary
+    from .config import apply_override, load_json
+    from .generate import GenerateConfig
+    from .monitor import quiet
+    from .presets import apply_preset
+
+    config = load_json(GenerateConfig, args.config) if args.config else GenerateConfig()
+    for preset in args.preset or []:
+        config = apply_preset(config, preset)
+    for assignment in args.set or []:
+        config = apply_override(config, assignment)
+    items = read_prompts(args.prompts, args.out, config)
+    print_notes(items)
+    if args.quiet:
+        quiet()
+    start = time.perf_counter()
+    records = run_batch(items, args.out, args.workers, args.threads_per_run or default_threads(args.workers),
+                        args.address, progress=not args.quiet)
+    result = summary(records, time.perf_counter() - start)
+    out = Path(args.out)
+    print(f"wrote {out / 'batch.jsonl'}, {out / 'contact_sheet.png'} and {len(records)} run folders")
+    if result["failed"]:
+        print(f"sds3d: {result['failed']} of {len(records)} runs failed; batch.jsonl says why", file=sys.stderr)
+    print(json.dumps(result))
+    return 1 if result["failed"] else 0
+
+
 def _load_run(run_dir: str, particle: int = 0):
     """-> (run directory, its GenerateConfig, its representation (that particle's) from the checkpoint)."""
     from .generate import load_run
@@ -344,6 +373,25 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--turntable-format", dest="turntable_format", choices=("gif", "mp4"),
                      help="turntable.gif or turntable.mp4 (H.264)")
     gen.set_defaults(func=cmd_generate)
+
+    batch = commands.add_parser("batch", help="one run per line of a prompts file, on Ray or in this process",
+                                description="One run per line of PROMPTS.txt (a prompt a line) or PROMPTS.jsonl "
+                                            "(a JSON object a line: \"prompt\" and config fields), each in "
+                                            "DIR/<prompt>/; DIR/batch.jsonl and DIR/contact_sheet.png sum them up. "
+                                            "Finished runs are skipped, interrupted ones continue.")
+    batch.add_argument("prompts", help="PROMPTS.txt or PROMPTS.jsonl")
+    batch.add_argument("--out", required=True, metavar="DIR",
+                       help="the batch folder (on a cluster: shared by every node)")
+    batch.add_argument("--workers", type=int, default=1, metavar="N", help="runs at once (default 1; more need Ray)")
+    batch.add_argument("--threads-per-run", dest="threads_per_run", type=int, metavar="T",
+                       help="torch threads of each run (default: this machine's cores / N)")
+    batch.add_argument("--address", help="a Ray cluster, e.g. ray://head:10001 or auto (default: local Ray)")
+    batch.add_argument("--config", help="a config.json every line starts from")
+    batch.add_argument("--preset", action="append", metavar="NAME", help="a shipped recipe for every line")
+    batch.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a field for every line (repeatable)")
+    batch.add_argument("--quiet", action="store_true", help="no progress bar")
+    batch.set_defaults(func=cmd_batch)
 
     render = commands.add_parser("render", help="turntable GIF of a finished run")
     render.add_argument("run_dir")
