@@ -56,7 +56,7 @@ class RunMonitor:
 
     def log(self, step: int, seconds: float, logs: dict) -> None:
         row = {"step": step, "seconds": round(seconds, 4)}
-        row |= {key: float(value) for key, value in logs.items() if _is_number(value)}
+        row |= {key: value if isinstance(value, int) else float(value) for key, value in logs.items() if _is_number(value)}
         self.rows.append(row)
         if set(row) - set(self.columns):  # a new column (first row, or a log that appears later)
             self.columns = [*FIRST_COLUMNS, *(k for k in dict.fromkeys([*self.columns, *row]) if k not in FIRST_COLUMNS)]
@@ -81,7 +81,7 @@ class RunMonitor:
 
 def _is_number(value) -> bool:
     try:
-        return math.isfinite(float(value)) and getattr(value, "ndim", 0) == 0
+        return not isinstance(value, bool) and math.isfinite(float(value)) and getattr(value, "ndim", 0) == 0
     except (TypeError, ValueError):
         return False
 

@@ -58,7 +58,7 @@ def test_a_resumed_run_has_each_step_once(tmp_path):
 
 def test_a_log_that_appears_later_adds_a_column(tmp_path):
     monitor = RunMonitor(tmp_path)
-    monitor.log(1, 0.5, {"loss": 2.0, "note": "not a number"})
+    monitor.log(1, 0.5, {"loss": 2.0, "note": "not a number", "skipped": True})
     monitor.log(2, 1.0, {"loss": 1.0, "grad_norm": 3.0})
     monitor.close()
     assert read_metrics(tmp_path / "metrics.csv") == [{"step": 1, "seconds": 0.5, "loss": 2.0},
