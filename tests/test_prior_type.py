@@ -64,3 +64,11 @@ def test_cli_generates_with_a_deepfloyd_if_folder(if_folder, tmp_path, capsys):
                  "turntable_frames=2", "--set", "turntable_resolution=16", "--set", "gaussians.num_points=100"]) == 0
     assert (tmp_path / "asset.ply").is_file()
     assert json.loads((tmp_path / "config.json").read_text())["prior"] == str(if_folder)
+
+
+def test_the_web_ui_offers_a_deepfloyd_if_folder(if_folder, tmp_path):
+    from sds3d.app.runner import Runner, prior_choices
+
+    runner = Runner(tmp_path, prior_choices([str(if_folder)]))
+    assert list(runner.priors) == ["embedded", "pipeline"]
+    assert isinstance(runner._models["pipeline"], DeepFloydIFPrior)
