@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
     batch.set_defaults(func=cmd_batch)
 
-    render = commands.add_parser("render", help="turntable GIF of a finished run")
+    render = commands.add_parser("render", help="turntable GIF (or MP4) of a finished run")
     render.add_argument("run_dir")
     render.add_argument("--particle", type=int, default=0, metavar="I",
                         help="which VSD particle of a run with several (default 0)")
