@@ -68,6 +68,11 @@ def test_the_readme_has_code_blocks_and_every_slow_one_is_there():
         assert sum(line in code for _, code in BLOCKS) == 1, f"{line!r} is no longer in exactly one README block"
 
 
+def test_every_picture_and_linked_file_exists():
+    for target in re.findall(r"\]\(([^)#:]+)\)", README):
+        assert (ROOT / target).exists(), target
+
+
 def test_the_embedded_prior_table_is_the_world():
     from sds3d.world import COLORS, KINDS
 
