@@ -41,8 +41,21 @@ DEFAULTS = dict(
     ema_decay=0.999, caption_dropout=0.1, view_caption_prob=0.5, snr_gamma=5.0, grad_clip=1.0,
     data_size=60000, seed=0, data_seed=None, block_out_channels=(32, 64, 96), layers_per_block=1,
     head_dim=32, norm_num_groups=16, beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000,
-    ckpt_minutes=5.0, log_every=10, threads=2, camera_dim=0, autocast="auto",
+    ckpt_minutes=5.0, log_every=10, threads=2, camera_dim=0, autocast="auto", camera_lr_scale=20.0,
 )
+
+
+def parameter_groups(unet, cfg: dict) -> list[dict]:
+    """One AdamW group, plus for a camera-conditioned UNet the camera projection apart at
+    `camera_lr_scale` times the learning rate: it starts at zero, where its gradients are so small
+    that Adam's steps at the base rate barely move it (measured: after 700 steps at 2e-4 its output
+    was 3% of the timestep embedding's norm and the samples ignored the camera)."""
+    if not cfg.get("camera_dim"):
+        return [{"params": list(unet.parameters())}]
+    camera = list(unet.class_embedding.parameters())
+    ids = {id(p) for p in camera}
+    rest = [p for p in unet.parameters() if id(p) not in ids]
+    return [{"params": rest}, {"params": camera, "lr_scale": cfg.get("camera_lr_scale", 1.0)}]
 
 
 def build_unet(block_out_channels=(32, 64, 96), layers_per_block=1, head_dim=32, norm_num_groups=16,
@@ -134,7 +147,7 @@ class Trainer:
         self.scheduler = build_scheduler(cfg["beta_schedule"], cfg["num_train_timesteps"])
         self.ema = EMAModel(self.unet.parameters(), decay=cfg["ema_decay"], use_ema_warmup=False,
                             model_cls=type(self.unet), model_config=self.unet.config)
-        self.optimizer = torch.optim.AdamW(self.unet.parameters(), lr=cfg["lr"], betas=(0.9, 0.999),
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.unet, cfg), lr=cfg["lr"], betas=(0.9, 0.999),
                                            weight_decay=cfg["weight_decay"])
         self.text_encoder = get_text_encoder()
         self.np_rng = np.random.default_rng(cfg["seed"])
@@ -206,7 +219,7 @@ class Trainer:
         x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
         lr = lr_at(self.step, cfg)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         self.unet.train()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             eps = self.unet(x_t, t, encoder_hidden_states=hidden, class_labels=camera).sample
@@ -407,7 +420,7 @@ def parse_args(argv=None):
                 "norm_num_groups", "num_train_timesteps", "log_every", "threads", "camera_dim"):
         p.add_argument("--" + key.replace("_", "-"), type=int, default=DEFAULTS[key])
     for key in ("lr", "weight_decay", "ema_decay", "caption_dropout", "view_caption_prob", "snr_gamma",
-                "grad_clip", "ckpt_minutes"):
+                "grad_clip", "ckpt_minutes", "camera_lr_scale"):
         p.add_argument("--" + key.replace("_", "-"), type=float, default=DEFAULTS[key])
     p.add_argument("--data-seed", type=int, default=None, help="render seed (default: SEEDS['prior'])")
     p.add_argument("--lr-schedule", choices=("constant", "cosine", "wsd"), default=None,
