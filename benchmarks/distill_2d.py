@@ -1,7 +1,7 @@
 """Score distillation on one image, no 3D: does a guidance variant's update, applied straight to a
 32x32 front view, end at the prompt? Seconds to minutes per prompt. Without the multi-view averaging of
-a 3D run it is stricter than 3D: ISM and TSM texture one image and still pass in 3D (BENCHMARKS.md,
-session 14), so a failure here is a lead, not a verdict.
+a 3D run it is stricter than 3D: ISM and TSM texture one image and still pass in 3D
+(docs/notes/2026-12-05-guidance-probes.md#sdi-on-one-image-and-the-dsd-row), so a failure here is a lead, not a verdict.
 
     python benchmarks/distill_2d.py [--guidance sds,sdi] [--kinds chair,cube] [--steps 300] [--lr 0.05]
                                     [--set key=value ...] [--label NAME] [--out runs/distill_2d] [--threads 1]

@@ -19,7 +19,7 @@ class GuidanceOutput:
 
 
 def target_trick_loss(y: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """The target trick: a loss whose value is 0.5 * sum(g^2) / B (that of the card's
+    """The target trick: a loss whose value is 0.5 * sum(g^2) / B (that of DreamFusion's
     0.5 * sum((y - stopgrad(y - g))^2) / B) and whose gradient is dL/dy = g / B (B = y.shape[0]).
 
     Written as sum(y * stopgrad(g / B)) + constant so the gradient is g / B bit for bit: the literal

@@ -1,4 +1,4 @@
-"""Consistency Distillation Sampling (Consistent3D, Wu et al. 2024), algorithm card 3a, as
+"""Consistency Distillation Sampling (Consistent3D, Wu et al. 2024), as
 sail-sg/Consistent3D `stable_diffusion_guidance.py::compute_grad_consistency` (share_noise=True,
 recon_std_rescale=0) with `configs/consistency-coarse.yaml`.
 
@@ -14,6 +14,9 @@ by `config.seed`) and reused for every view and step. In VE coordinates (sigma~ 
 t_n is sqrt-annealed 700 -> 100 over the run (clamped to [sigma_min, sigma_max - end_gap]) and
 t = t_n + U{end_gap, ..., end_gap + perturb_factor - 1} (clamped to [sigma_min, sigma_max]).
 No randomness inside `gradient`. Cost: 4 (two CFG evaluations).
+
+Reference: "Consistent3D: Towards Consistent High-Fidelity Text-to-3D Generation with Deterministic
+Sampling Prior", Wu, Zhou, Yi, Yuan, Zhang, 2024, arXiv:2401.09050.
 """
 
 from __future__ import annotations
@@ -44,23 +47,20 @@ class CDSConfig:
     max_sigma_percent: float = 0.98
     grad_clip: Scheduled | None = (0, 2.0, 8.0, 3000)
     seed: int | None = None  # eps* = randn(latent shape) from this seed; None: the run's seed (0 alone)
-    # Factor on the representation's learning rates: with one fixed noise, CDS's gradient lacks SDS's
-    # fresh-noise term, and at x1 Gaussians fill the frame with fog (chair 0.00, airplane 0.63, snowman
-    # 0.44); at 0.25 chair 0.81, airplane 0.94, snowman 0.63 (BENCHMARKS.md "Guidance table"; as CSD).
+    # Factor on the representation's learning rates: with one fixed noise CDS's gradient lacks SDS's
+    # fresh-noise term, so at x1 Adam's steps fill the frame with fog, as CSD's do
+    # (docs/notes/2026-11-22-guidance-probes.md#cds-needs-smaller-steps-too).
     lr_scale: float = 0.25
-    # Floater regularisers on the render's alpha (`Guidance.alpha_regularizer_loss`; consistency-coarse.yaml
-    # has none, its NeRF starts as a density blob, ours as a cloud of random-coloured Gaussians). Without
-    # them the table's first 20 prompts scored kind 0.356 amid floaters; chair / cube / mushroom /
-    # octahedron 0.25 / 0.00 / 0.00 / 0.00 -> 0.88 / 0.00 / 0.69 / 1.00 with 5 / 2 (g rms ~2, 4x DSD's;
-    # 0.5 / 0.2 and 2 / 0.8 left floaters). BENCHMARKS.md, session 10.
-    # Session 12: with `color_smoothness` the speckle is gone and S 5 / E 2 shrank the solids; S 2 / E 0.8
-    # then gave capsule / cactus / cube 0.19 / 1.00 / 0.00 against 0.12 / 0.31 / 0.00 before.
+    # Floater regularisers on the render's alpha (`Guidance.alpha_regularizer_loss`): the reference starts
+    # from a NeRF density blob and has none, ours from random-coloured Gaussians whose floaters CDS's fixed
+    # noise never clears; with colour smoothness on, 2 / 0.8 keeps the solids that 5 / 2 shrank
+    # (docs/notes/2026-12-05-guidance-table.md#cds-in-the-table-the-floaters-of-the-initial-cloud).
     alpha_sparsity: Scheduled = 2.0
     alpha_entropy: Scheduled = 0.8
     # Weight on the representation's `color_smoothness_loss` (Gaussians: RGB differences to the 8 nearest
-    # neighbours; NeRF and mesh colours are smooth fields and have none). CDS barely removes colour noise
-    # (`sharpness_probe.py --perturbation speckle`: restore / push 0.2-0.4, SDS's 2-6), so Gaussians end
-    # speckled in every colour without it (BENCHMARKS.md, session 12).
+    # neighbours; NeRF and mesh colours are smooth fields and have none): CDS barely removes colour noise,
+    # so Gaussians end speckled in every colour without it
+    # (docs/notes/2026-12-05-guidance-probes.md#why-the-fixed-noise-variants-end-speckled-and-colour-smoothness-for-cds).
     color_smoothness: Scheduled = 12.5
 
 

@@ -1,4 +1,4 @@
-"""Consistent Flow Distillation, algorithm card 3b.
+"""Consistent Flow Distillation (Yan et al. 2025).
 
 g = w(t) (eps_hat^s(x_t, t) - eps),  x_t = alpha_t y + sigma_t eps,  w = sigma_t / alpha_t,
 eps = sqrt_beta eps_3D + sqrt(1 - sqrt_beta^2) eps_rand.
@@ -7,12 +7,15 @@ eps_3D is 3D-consistent noise computed from the render's depth and alpha and the
 (`consistent_noise.ConsistentNoise`, our rasteriser-free version of CFD's triplane noise texture),
 at the prior's resolution (latents for SD, pixels for a pixel prior). With sqrt_beta = 0 this is SDS
 with w = sigma/alpha. The timestep is deterministic and decreasing: t% = t_max - (t_max - t_min) p,
-p piecewise linear through `anneal_progress` at `anneal_fractions` of the run (the card's
+p piecewise linear through `anneal_progress` at `anneal_fractions` of the run (the paper's
 (0, 0.3, 0.6, 0.8) at steps (0, 2.5k, 12.5k, 25k) of a 25k-step run). After every call the noise
 state gets the SDE refresh N <- sqrt(1 - gamma) N + sqrt(gamma) xi, gamma following
-`refresh_gamma` = (start fraction, gamma_start, gamma_end, end fraction) of the run (the card's
-0.01 -> 1e-4 over steps 5k-10k of 25k). CFG uses the diffusers convention: the card's s = 70
+`refresh_gamma` = (start fraction, gamma_start, gamma_end, end fraction) of the run (the paper's
+0.01 -> 1e-4 over steps 5k-10k of 25k). CFG uses the diffusers convention: the paper's s = 70
 (threestudio) is 71 here; the long negative prompt belongs in the PromptBatch's uncond.
+
+Reference: "Consistent Flow Distillation for Text-to-3D Generation", Yan, Chen, Wang, 2025,
+arXiv:2501.05445.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """3D-consistent Gaussian noise from a render's depth and alpha (no rasteriser needed).
 
-Our adaptation of CFD's triplane noise texture (algorithm card 3b), keeping its two properties:
+Our adaptation of CFD's triplane noise texture (Yan et al. 2025, arXiv:2501.05445), keeping its two properties:
 every noise pixel is exactly N(0, 1), and corresponding surface points in different views share
 noise values. It works from any representation's `RenderOutput` (expected camera-z `depth`,
 `alpha`) and `Cameras`:

@@ -1,4 +1,4 @@
-"""Classifier Score Distillation (Yu et al.), algorithm card 6, in the triple-guidance form of
+"""Classifier Score Distillation (Yu et al. 2023), in the triple-guidance form of
 CVMI-Lab/Classifier-Score-Distillation `stable_diffusion_triple_guidance.py`:
 
     g = w(t) [a eps(x_t; y) + b eps(x_t; y_neg) + c eps(x_t; null) + d eps],  w = 1 - abar_t,
@@ -8,6 +8,9 @@ with x_t = alpha_t y + sigma_t eps and scheduled a, b, c, d (`cond_scale`, `unco
 g = w (eps_c - eps_null).
 `null` is `prompts.uncond` (the empty prompt); y_neg is `config.negative_prompt` encoded with the
 prior. Cost: 3 (cond, neg, null), 2 when b is 0 throughout.
+
+Reference: "Text-to-3D with Classifier Score Distillation", Yu, Guo, Li, Liang, Zhang, Qi, 2023,
+arXiv:2310.19415.
 """
 
 from __future__ import annotations
@@ -26,10 +29,9 @@ CSD_NEGATIVE_PROMPT = "oversaturated color, ugly, tiling, low quality, noisy"
 
 @dataclass
 class CSDConfig:
-    # Defaults re-tuned for generation from scratch with the embedded prior: plain CSD (a, b, c, d) =
-    # (1, 0, -1, 0) over t in [0.02, 0.98]. The card's Stable-Diffusion refinement recipe
-    # (`CSDConfig.sd_refine()`: negative prompt, t <= 0.5) starts from a coarse asset; from scratch on
-    # the embedded prior it fails (house: kind 0.00 vs 1.00 plain, BENCHMARKS.md "Guidance variants").
+    # Plain CSD (a, b, c, d) = (1, 0, -1, 0) over t in [0.02, 0.98], for generation from scratch: the
+    # reference's Stable-Diffusion refinement recipe (`CSDConfig.sd_refine()`) starts from a coarse asset
+    # and fails from scratch on the embedded prior (docs/notes/2026-11-22-guidance-probes.md#probes-on-one-prompt).
     cond_scale: Scheduled = 1.0  # a
     negative_scale: Scheduled = 0.0  # b, on eps(y_neg)
     null_scale: Scheduled = -1.0  # c, on eps(null)
@@ -37,10 +39,9 @@ class CSDConfig:
     negative_prompt: str = CSD_NEGATIVE_PROMPT
     timesteps: TimestepConfig = field(default_factory=TimestepConfig)  # U[0.02, 0.98]
     grad_clip: Scheduled | None = None
-    # Factor on the representation's learning rates. CSD's gradient lacks SDS's (eps_u - eps) noise, so
-    # under Adam (which normalises size, not noise) the same learning rates take much larger effective
-    # steps: at 1.0 Gaussians fill with speckle and fog (suite kind accuracy 0.71 vs SDS 0.99); at 0.25
-    # the suite reaches 0.90 (BENCHMARKS.md "Guidance table").
+    # Factor on the representation's learning rates: CSD's gradient lacks SDS's (eps_u - eps) noise, so
+    # under Adam the same learning rates take much larger effective steps and fill Gaussians with speckle
+    # (docs/notes/2026-11-22-guidance-probes.md#csd-needs-smaller-steps).
     lr_scale: float = 0.25
 
     @classmethod

@@ -8,10 +8,13 @@ sqrt(1 - abar_t) eps with abar = `prior.alphas_cumprod`.
   The same formula denoises (abar_to > abar_from) and inverts (abar_to < abar_from), as
   diffusers' DDIMScheduler.step and DDIMInverseScheduler.step do, including their `clip_sample`
   (x0_hat clipped to [-r, r], r = `prior.clip_sample_range`). Pixel-space priors need it: without
-  it, 10-50-step DDIM with the embedded prior gives no recognisable object (BENCHMARKS).
+  it, 10-50-step DDIM with the embedded prior gives no recognisable object
+  (docs/notes/2026-12-04-ddim-clip.md#the-ddim-steps-did-not-clip-x0).
 - `prior_ddim_step(prior, x, eps, t_from, t_to)`: the same between a prior's integer timesteps, with its clip.
 - `ddim_variance(abar_t, abar_prev)`: DDIM's sigma_t^2 / eta^2 (diffusers `_get_variance`).
 - batch helpers: `expand_text`, `timestep_groups`, `prior_latent_shape`.
+
+Reference: "Denoising Diffusion Implicit Models", Song, Meng, Ermon, 2020, arXiv:2010.02502.
 """
 
 from __future__ import annotations

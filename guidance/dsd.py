@@ -1,4 +1,4 @@
-"""Diverse Score Distillation (Xu et al. 2024), algorithm card 4, as BillyXYB/Diverse-Score-Distillation
+"""Diverse Score Distillation (Xu et al. 2024), as BillyXYB/Diverse-Score-Distillation
 `stable_diffusion_dsd_guidance.py::compute_grad_dsd` with `configs/dsd.yaml`.
 
 Each run follows the DDIM (ODE) generation path of its own fixed seed latent z_T (drawn once from
@@ -6,18 +6,20 @@ Each run follows the DDIM (ODE) generation path of its own fixed seed latent z_T
 1. t is annealed deterministically: t% = 0.98 - (0.98 - 0.32) sqrt(step / N);
 2. t_D = t + floor(U * clamp(0.1 (t - t_min), 0, T - 1 - t)), clamped to [delta_min, T - 1]
    (delta_min = 1, and 10 once the (sqrt) progress exceeds 0.75);
-3. DDIM (eta = 0, CFG s_path; the card: s_path = s) from z_T over the grid linspace(T - 1, 0, n_ddim + 1)
+3. DDIM (eta = 0, CFG s_path; the reference: s_path = s) from z_T over the grid linspace(T - 1, 0, n_ddim + 1)
    points above t_D, then to t_D, giving x_path (x_path = z_T when t_D = T - 1);
 4. eps_D* = eps_hat^{s_path}(x_path, t_D);
 5. re-noise the current render with it: x'_D = alpha_D y + sigma_D eps_D*, x_t = alpha_t y + sigma_t eps_D*;
 6. eps_D = eps_hat^{s_D}(x'_D, t_D), eps_t = eps_hat^s(x_t, t);
 7. g = (1 - abar_t) (eps_t - eps_D).
 Cost: (grid points above t_D, <= n_ddim) + 3 CFG evaluations, i.e. <= 2 (n_ddim + 3) items (26 with
-the card's 10 steps, 52 with Perp-Neg). The path's states at the grid points depend only on z_T, the text and s_path,
+the reference's 10 steps, 52 with Perp-Neg). The path's states at the grid points depend only on z_T, the text and s_path,
 not on the render, so they are computed once per (text, scale) and cached; a step then costs one DDIM
 step from the last grid point above t_D, plus the 3 evaluations: 2 x 4 = 8 items (the same path
 and gradient as without the cache).
 Perp-Neg's view-interpolated texts change with every camera, so with Perp-Neg the path is not cached.
+
+Reference: "Diverse Score Distillation", Xu, Srinivasa, Liu, Tulsiani, 2024, arXiv:2412.06780.
 """
 
 from __future__ import annotations
@@ -41,12 +43,10 @@ class DSDConfig:
     # perp-neg branch (1.0 here); on the plain threestudio branch it would be 2 eps_c - eps_u (2.0 here).
     guidance_scale: Scheduled = 7.5
     delta_guidance_scale: float = 1.0
-    # CFG of the DDIM path from z_T and of its noise eps_D* (card: the same 7.5 over 10 steps, SD's
-    # sampling recipe; None: guidance_scale). On the embedded prior that path ends on texture (its
-    # samples: kind 0.05); 1.2 over 50 steps, the prior's own recipe, ends on objects (0.90). With the
-    # sparsity term off, that path draws solids at the right size, but speckled (session 11); with
-    # `color_smoothness` 2 the speckle goes: cube / cone / capsule 1.00 / 1.00 / 0.75 (BENCHMARKS.md,
-    # session 13; the card's path gave 0.00 on all three).
+    # CFG of the DDIM path from z_T and of its noise eps_D* (None: guidance_scale, the reference's 7.5 over
+    # 10 steps): 1.2 over 50 steps is the embedded prior's own sampling recipe, whose path ends on an
+    # object where 7.5 ends on texture
+    # (docs/notes/2026-12-05-guidance-probes.md#dsds-path-its-regularisers-and-sdis-inversion).
     path_guidance_scale: Scheduled | None = 1.2
     n_ddim_steps: int = 50
     timesteps: TimestepConfig = field(default_factory=lambda: TimestepConfig(
@@ -60,15 +60,16 @@ class DSDConfig:
     seed: int | None = None  # z_T = randn(latent shape) from this seed; None: the run's seed (0 alone)
     lr_scale: float = 1.0  # factor on the representation's learning rates, as CSD's
     # Floater regularisers on the render's alpha (`Guidance.alpha_regularizer_loss`), as the reference
-    # system's lambda_sparsity [0, 0.15, 0, 3000] and lambda_opaque 0.1 (NeRF; latent-space g). DSD has
-    # no fresh-noise term to clear the initial cloud: without them the chair probe is 0.56 (floaters,
-    # fog); 0.5 / 0.2: chair 0.69, airplane 1.00 (session 10). The sparsity term shrinks the solids the
-    # object path asks for (session 11), so it is off.
+    # system's lambda_sparsity and lambda_opaque: DSD has no fresh-noise term to clear the initial cloud
+    # (docs/notes/2026-12-04-ddim-clip.md#dsd-with-alpha-regularisers); sparsity is off because it only
+    # trades oversized objects for shrunken ones
+    # (docs/notes/2026-12-05-guidance-probes.md#dsds-alpha-sparsity-on-the-large-prompts).
     alpha_sparsity: Scheduled = 0.0
     alpha_entropy: Scheduled = 0.2
     # Weight on the representation's `color_smoothness_loss` (Gaussians: RGB pulled towards the 8 nearest
-    # neighbours'), as CDS's: DSD's fixed-noise update barely removes colour noise (speckle probe,
-    # session 12). 12.5 averaged the cone into a grey blob (session 12); 2 keeps its colours.
+    # neighbours'), as CDS's: DSD's fixed-noise update barely removes colour noise, and 2 clears the speckle
+    # where CDS's 12.5 averages objects into grey blobs
+    # (docs/notes/2026-12-05-guidance-probes.md#why-the-fixed-noise-variants-end-speckled-and-colour-smoothness-for-cds).
     color_smoothness: Scheduled = 2.0
 
 

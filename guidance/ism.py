@@ -1,4 +1,4 @@
-"""Interval Score Matching (LucidDreamer, Liang et al. 2024), algorithm card 6, as
+"""Interval Score Matching (LucidDreamer, Liang et al. 2024), as
 EnVision-Research/LucidDreamer `guidance/sd_utils.py::train_step_perpneg` / `add_noise_with_cfg`
 with the defaults of `arguments/__init__.py`:
 
@@ -14,6 +14,9 @@ anneals 100 -> 80 over the same steps; one t per batch, as the reference.
 LucidDreamer indexes a 1000-step DDIM grid with steps_offset 1 (its timestep is index + 1) and scales
 the loss by `lambda_guidance`; both are left out here (the loss weight belongs to the caller).
 Cost: ceil(s / xs_delta_t) (<= xs_inv_steps) + 1 unconditional items + 2 (CFG; 4 with Perp-Neg).
+
+Reference: "LucidDreamer: Towards High-Fidelity Text-to-3D Generation via Interval Score Matching",
+Liang, Yang, Lin, Li, Xu, Chen, 2023, arXiv:2311.11284.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Noise-Free Score Distillation (Katzir et al., ICLR'24), algorithm card 6 (paper-level: no official
+"""Noise-Free Score Distillation (Katzir et al., ICLR'24) (paper-level: no official
 code was found; source: the paper and orenkatzir.github.io/nfsd).
 
 g = w(t) (delta_D + s delta_C), x_t = alpha_t y + sigma_t eps, with no "- eps" term:
@@ -7,6 +7,9 @@ g = w(t) (delta_D + s delta_C), x_t = alpha_t y + sigma_t eps, with no "- eps" t
           = eps(x_t; null) - eps(x_t; p_neg)        otherwise
 `null` is `prompts.uncond` (the empty prompt); p_neg is `config.negative_prompt`, encoded with the
 prior. For t < 200, g = w eps_hat^s (diffusers CFG), i.e. SDS(s) + w eps. Cost: 3 (cond, null, neg).
+
+Reference: "Noise-Free Score Distillation", Katzir, Patashnik, Cohen-Or, Lischinski, 2023,
+arXiv:2310.17590.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ class NFSDConfig:
     guidance_scale: Scheduled = 7.5  # s on delta_C; at t < 200 this is exactly diffusers-form CFG s
     negative_prompt: str = NFSD_NEGATIVE_PROMPT
     small_t: int = 200  # delta_D = eps(null) below this timestep (paper-level constant)
-    weighting: str = "sds"  # w(t) as in SDS (paper-level; the card leaves w unspecified)
+    weighting: str = "sds"  # w(t) as in SDS (paper-level; the paper leaves w unspecified)
     timesteps: TimestepConfig = field(default_factory=TimestepConfig)  # U[0.02, 0.98] (paper-level)
     grad_clip: Scheduled | None = None
 

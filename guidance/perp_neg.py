@@ -23,6 +23,9 @@ Per-view positive prompt and weights (azimuth a in degrees, shifted to [-180, 18
   [side, front] with weights [-f_sb(r), -f_fsb(r)];
 with f(r) = a exp(-b r) + c and (a, b, c): f_fs = f_sf = (4, 0.5, -2.426), f_sb = (1, 0.5, -0.606),
 f_fsb = (1, 0.5, 0.967). Cost: 2 + K = 4 UNet items per guided evaluation instead of 2.
+
+Reference: "Re-imagine the Negative Prompt Algorithm: Transform 2D Diffusion into 3D, alleviate Janus
+problem and Beyond", Armandpour, Sadeghian, Zheng, Sadeghian, Zhou, 2023, arXiv:2304.04968.
 """
 
 from __future__ import annotations

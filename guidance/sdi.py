@@ -1,4 +1,4 @@
-"""Score Distillation via Reparametrized DDIM (SDI, Lukoianov et al. 2024), algorithm card 6, as
+"""Score Distillation via Reparametrized DDIM (SDI, Lukoianov et al. 2024), as
 threestudio `models/guidance/stable_diffusion_sdi_guidance.py` with `configs/sdi.yaml`.
 
 Instead of a random eps, x_t comes from DDIM-inverting the render y:
@@ -17,6 +17,9 @@ Reduction: threestudio uses 0.5 * mse(y, x0_hat, mean) / B, i.e. g / (B c h w); 
 sum-reduced like SDS unless `mean_reduction` (a pure learning-rate factor).
 Deviation: the reference calls the UNet at the negative timestep -T/n + offset for the first step;
 the prior interface needs t in [0, T), so that evaluation uses t = 0 (abar_0 is used either way).
+
+Reference: "Score Distillation via Reparametrized DDIM", Lukoianov, Sáez de Ocáriz Borde, Greenewald,
+Guizilini, Bagautdinov, Sitzmann, Solomon, 2024, arXiv:2405.15891.
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ class SDIConfig:
     guidance_scale: Scheduled = 7.5
     enable_sdi: bool = True
     inversion_guidance_scale: float = -7.5
-    # 25 steps pass the sharpness probe at every t on the chair (10 do not), yet the chair run still
-    # ends as a bucket (0.06), in 1,335 s against 941 s (BENCHMARKS.md, session 11): the card's 10 stay.
+    # DDIM inversion steps, the reference's 10: 25 pass the sharpness probe on the chair and still draw a
+    # bucket, at 1.4x the cost (docs/notes/2026-12-05-guidance-probes.md#dsds-path-its-regularisers-and-sdis-inversion).
     inversion_n_steps: int = 10
     inversion_eta: float = 0.3
     inversion_steps_offset: int = 1  # SD scheduler `steps_offset`: grid 1, 101, ..., 901
@@ -55,7 +58,7 @@ class SDIConfig:
     lr_scale: float = 1.0
     # Floater regularisers on the render's alpha (`Guidance.alpha_regularizer_loss`); the reference
     # system uses threestudio's lambda_sparsity [0, 0.15, 0, 3000] and lambda_opaque 0.1 (NeRF, latent space).
-    # Off: they do not rescue SDI here (chair 0.31 with 0.5 / 0.2 and t <= 0.8; BENCHMARKS.md, session 10).
+    # Off: they do not rescue SDI on the embedded prior (docs/notes/2026-12-05-guidance-probes.md#sdi-on-the-chair).
     alpha_sparsity: Scheduled = 0.0
     alpha_entropy: Scheduled = 0.0
 

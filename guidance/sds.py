@@ -1,8 +1,11 @@
-"""Score Distillation Sampling (DreamFusion), exactly as algorithm card 1.
+"""Score Distillation Sampling (DreamFusion), exactly as the paper defines it.
 
 g = w(t) (eps_hat^s(x_t, t, y_view) - eps), with eps ~ N(0, I) fresh every step, x_t = alpha_t y +
 sigma_t eps, CFG in the diffusers convention, and the target trick so that dL/dy = g / B.
 Weightings w(t): "sds" = 1 - abar_t = sigma_t^2, "uniform" = 1, "fantasia3d" = alpha_t sigma_t^2.
+
+Reference: "DreamFusion: Text-to-3D using 2D Diffusion", Poole, Jain, Barron, Mildenhall, 2022,
+arXiv:2209.14988.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Trajectory Score Matching (Dreamer XL, Miao et al. 2024), algorithm card 6, as xingy038/Dreamer-XL
+"""Trajectory Score Matching (Dreamer XL, Miao et al. 2024), as xingy038/Dreamer-XL
 `guidance/sd_utils.py::train_step` (and `train.py::_hook` for the optional pixel-wise clipping).
 
 Like ISM (see `ism.py`), but from the same x_s two DDIM inversion paths start: x_s -> x_t (fed to the
@@ -12,6 +12,9 @@ eps_null(x_s, s) and one unused step mu -> t); here ISM + 1.
 
 Optional `pixel_grad_clip` (Dreamer-XL `clip_value` 0.05): a backward hook on the rendered image
 rescales each pixel's gradient vector by min over channels of min(1, c / |dL/dI|), keeping its direction.
+
+Reference: "Dreamer XL: Towards High-Resolution Text-to-3D Generation via Trajectory Score Matching",
+Miao, Duan, Ojha, Song, Shah, Long, Ranjan, 2024, arXiv:2405.11252.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Variational Score Distillation (ProlificDreamer), algorithm card 2.
+"""Variational Score Distillation (ProlificDreamer).
 
 g = w(t) (eps_pre^s(x_t, t, y_view) - eps_phi(x_t, t, y, c)),  w = 1 - abar_t,  s = 7.5 (diffusers),
 
@@ -18,7 +18,7 @@ VSD loss (target trick on y) never reaches the LoRA.
 The view-independent prompt is the view-dependent text with its ", <view> view" suffix removed
 (`view_independent_texts`), encoded by `prior.encode_prompts` (cached).
 
-Particles (card 2): `particles` = n representations share this one LoRA. Nothing here depends on which
+Particles (the paper's n particles): `particles` = n representations share this one LoRA. Nothing here depends on which
 particle produced the render; the generation loop (`sds3d.generate`) visits every particle once per
 step, each with its own random views, and each visit is one guidance call (one LoRA step on that
 particle's render).
@@ -26,6 +26,9 @@ particle's render).
 By default the LoRA sits on the prior's own UNet (no copy; it is active only while eps_phi is
 evaluated or trained). `separate_unet=True` deep-copies the UNet first: one more UNet in memory
 (3.4 GB for SD 2.1 in fp32), in exchange for leaving the prior's modules untouched.
+
+Reference: "ProlificDreamer: High-Fidelity and Diverse Text-to-3D Generation with Variational Score
+Distillation", Wang, Lu, Wang, Bao, Li, Su, Zhu, 2023, arXiv:2305.16213.
 """
 
 from __future__ import annotations

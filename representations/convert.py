@@ -438,7 +438,7 @@ def distill(source: Representation, target: Representation, steps: int, sampler:
             generator: torch.Generator | None = None,
             callback: Callable[[int, float], None] | None = None) -> list[float]:
     """Fit `target` to `source` by rendering both from the same random orbit cameras (PVD's final
-    stage, algorithm card 8: the teacher's rendered RGB is the ground truth; representations of
+    stage: the teacher's rendered RGB is the ground truth; representations of
     different kinds share no intermediate features, so only images are compared).
 
     Per step: B = batch_size cameras from `sampler`, one random background colour (so coverage is

@@ -1,6 +1,6 @@
 """One representation under optimisation together with its optimisers.
 
-A run trains one particle, or with VSD `particles = n` of them sharing one LoRA (algorithm card 2).
+A run trains one particle, or with VSD `particles = n` of them sharing one LoRA (ProlificDreamer's particles).
 Each particle has its own Adam per parameter group, so particles never share optimiser moments.
 """
 

@@ -1,4 +1,4 @@
-"""CDS against algorithm card 3a: no RNG inside the gradient, one eps* for every view and step,
+"""CDS (arXiv:2401.09050): no RNG inside the gradient, one eps* for every view and step,
 t_n = t gives g = 0, the timestep schedule, state round trip, and the 1-D VE Gaussian sign test."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""CFD and its 3D-consistent noise against algorithm card 3b, on analytic sphere renders."""
+"""CFD (arXiv:2501.05445) and its 3D-consistent noise, on analytic sphere renders."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""CSD against algorithm card 6: a + b + c = 0 makes g invariant to a constant added to every branch;
+"""CSD (arXiv:2310.19415): a + b + c = 0 makes g invariant to a constant added to every branch;
 identical conditions give g = 0; plain CSD is w (eps_c - eps_null)."""
 
 import torch

@@ -1,4 +1,4 @@
-"""DSD against algorithm card 4: bit-identical g for the same seed, t and t_D; the path point at t = 999
+"""DSD (arXiv:2412.06780): bit-identical g for the same seed, t and t_D; the path point at t = 999
 is z_T; the t_D jitter; state round trip; and the 2-D bimodal playground (seeds pick modes, SDS does not)."""
 
 import pytest
@@ -47,7 +47,7 @@ def test_same_seed_and_timesteps_give_bit_identical_gradients():
 
 def test_path_point_at_t_max_is_z_T_and_path_cost():
     prior = GaussianMixtureToyPrior(*MODES, s0=0.1, weights={"other": 0.95})  # "other" prefers mode a
-    dsd = DSD(prior, DSDConfig(seed=1, n_ddim_steps=10, path_guidance_scale=None))  # the card's path
+    dsd = DSD(prior, DSDConfig(seed=1, n_ddim_steps=10, path_guidance_scale=None))  # the reference's path
     p = batch(prior, 3)
     prior.calls = 0
     x = dsd.ode_path(999, p.cond, p.uncond, step=0)
@@ -58,7 +58,7 @@ def test_path_point_at_t_max_is_z_T_and_path_cost():
     prior.calls = 0
     assert torch.equal(dsd.ode_path(450, p.cond, p.uncond, step=0), x) and prior.calls == 2 * 3  # cached grid
     assert dsd.unet_evals_per_step() == 2 * (1 + 3)
-    # the cached path equals DDIM run step by step over the card's grid
+    # the cached path equals DDIM run step by step over the reference's grid
     reference = dsd.z_T.expand(3, -1, -1, -1)
     times = [999, 899, 799, 699, 599, 499, 450]
     for cur, nxt in zip(times[:-1], times[1:]):

@@ -1,4 +1,4 @@
-"""ISM and TSM against algorithm card 6: ISM's `sds` switch is SDS with w = sigma / alpha; TSM with
+"""ISM and TSM (arXiv:2311.11284, arXiv:2405.11252): ISM's `sds` switch is SDS with w = sigma / alpha; TSM with
 gamma = 1 is exactly ISM; the DDIM inversion is exact for a prior that knows the clean image; costs;
 TSM's pixel-wise clipping hook."""
 

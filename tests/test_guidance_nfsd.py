@@ -1,4 +1,4 @@
-"""NFSD against algorithm card 6: t < 200 gives SDS_df(s) + w eps; t >= 200 with p_neg = "" gives CSD."""
+"""NFSD (arXiv:2310.17590): t < 200 gives SDS_df(s) + w eps; t >= 200 with p_neg = "" gives CSD."""
 
 import torch
 from toy_priors import GaussianToyPrior

@@ -1,4 +1,4 @@
-"""SDI against algorithm card 6: enable_sdi=False is SDS with w = sigma / alpha; the inversion grid,
+"""SDI (arXiv:2405.15891): enable_sdi=False is SDS with w = sigma / alpha; the inversion grid,
 its cost, determinism at eta = 0, and exactness for a prior that knows the clean image."""
 
 import torch

@@ -1,4 +1,4 @@
-"""VSD (ProlificDreamer) against algorithm card 2, on tiny random Stable-Diffusion pipelines."""
+"""VSD (ProlificDreamer, arXiv:2305.16213) on tiny random Stable-Diffusion pipelines."""
 
 import io
 

@@ -1,4 +1,4 @@
-"""SDS against algorithm card 1: target trick, CFG convention, the exact-denoiser Gaussian toy."""
+"""SDS (DreamFusion, arXiv:2209.14988): target trick, CFG convention, the exact-denoiser Gaussian toy."""
 
 import pytest
 import torch
@@ -24,7 +24,7 @@ def test_target_trick_gives_g_over_b_exactly():
     loss = target_trick_loss(y, grad)
     loss.backward()
     assert torch.equal(y.grad, grad / 3)
-    literal = 0.5 * ((y - (y - grad).detach()) ** 2).sum() / 3  # the card's formula
+    literal = 0.5 * ((y - (y - grad).detach()) ** 2).sum() / 3  # the paper's formula
     torch.testing.assert_close(loss, literal)
 
 

@@ -1,4 +1,4 @@
-"""VSD particles (card 2): n representations optimised together, one shared LoRA, in the generation loop."""
+"""VSD particles (ProlificDreamer's): n representations optimised together, one shared LoRA, in the generation loop."""
 
 import json
 

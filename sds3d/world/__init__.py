@@ -2,7 +2,7 @@
 
 Objects are built from trimesh primitives in the canonical frame (+z up, front facing +x, centred,
 largest extent 1). They supply training renders for the embedded prior and ground truth for
-evaluating text-to-3D results; see docs/DESIGN.md, "Priors and the embedded micro-world".
+evaluating text-to-3D results.
 """
 
 from ..views import VIEW_BINS, VIEW_WORDS
