@@ -75,6 +75,7 @@ def test_world_lists_the_kinds_and_colours(capsys):
         assert f"\n  {name} " in out
 
 
+@pytest.mark.filterwarnings("ignore::sds3d.scope.OutsideWorldWarning")  # the library's, in the worker thread
 def test_the_web_ui_shows_the_note(tmp_path, embedded, monkeypatch):
     monkeypatch.setattr("sds3d.app.runner.load_prior", lambda spec, device: embedded)
     runner = Runner(tmp_path, limits=Limits(max_steps=5), turntable_frames=2, turntable_resolution=16)
