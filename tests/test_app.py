@@ -195,5 +195,6 @@ def test_bad_app_flags_are_one_line_errors(capsys, tmp_path, monkeypatch, argv, 
     message = message.format(tmp=tmp_path)
     last = capsys.readouterr().err.strip().splitlines()[-1]  # (loading a prior may draw a progress bar first)
     assert last.startswith("sds3d: error: ") and message in last
-    assert list((tmp_path / "temp").iterdir()) == []  # no runs folder is left behind
+    left = [p.name for p in (tmp_path / "temp").iterdir() if not p.name.startswith("torchinductor_")]
+    assert left == []  # no runs folder is left behind (torch's own compile cache may appear there)
 
