@@ -31,8 +31,9 @@ def target_trick_loss(y: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
 
 
 def clip_gradient(grad: torch.Tensor, clip: float | None) -> torch.Tensor:
-    """nan/inf -> 0, then elementwise clamp to [-clip, clip] when `clip` is set."""
-    grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+    """Elementwise clamp to [-clip, clip] when `clip` is set. NaN stays NaN (and an unclipped inf
+    stays inf): a non-finite guidance is never hidden as zero, so the loop's finite guard skips the
+    step and then stops the run with one line."""
     return grad if clip is None else grad.clamp(-clip, clip)
 
 

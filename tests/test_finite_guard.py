@@ -62,3 +62,23 @@ def test_a_non_finite_asset_is_never_written(tmp_path):
     with pytest.raises(InputError, match="refusing to write a non-finite asset"):
         save_outputs(gaussians, tiny_config(tmp_path), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+class NaNPrior(type(prior())):
+    """A prior whose noise prediction turns NaN from its `bad_call`-th call on (a broken model)."""
+
+    def __init__(self, bad_call: int):
+        super().__init__({"": 0.0}, default_mean=0.6, resolution=16)
+        self.calls, self.bad_call = 0, bad_call
+
+    def predict_noise(self, x_t, t, text):
+        self.calls += 1
+        eps = super().predict_noise(x_t, t, text)
+        return eps * float("nan") if self.calls >= self.bad_call else eps
+
+
+def test_a_prior_that_predicts_nan_stops_the_run_instead_of_training_nothing(tmp_path):
+    config = tiny_config(tmp_path, checkpoint_every=1, preview_every=0)
+    with pytest.raises(TrainingDiverged, match="training diverged at step"):
+        generate(config, prior=NaNPrior(bad_call=3), progress=False)
+    assert not (tmp_path / "asset.ply").exists()

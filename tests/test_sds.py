@@ -101,10 +101,11 @@ def test_guidance_pushes_towards_the_conditional_mean():
     assert g_high < g_low < 0  # descent moves y up towards 0.9, more strongly with guidance
 
 
-def test_nan_guard_and_clipping():
+def test_clipping_clamps_and_never_hides_a_non_finite_guidance():
     grad = torch.tensor([float("nan"), float("inf"), -5.0, 0.5])
-    assert clip_gradient(grad, None).tolist() == [0.0, 0.0, -5.0, 0.5]
-    assert clip_gradient(grad, 2.0).tolist() == [0.0, 0.0, -2.0, 0.5]
+    unclipped, clipped = clip_gradient(grad, None), clip_gradient(grad, 2.0)
+    assert unclipped[0].isnan() and unclipped[1:].tolist() == [float("inf"), -5.0, 0.5]
+    assert clipped[0].isnan() and clipped[1:].tolist() == [2.0, -2.0, 0.5]
 
 
 def test_timesteps_follow_configured_range_and_unknown_weighting_fails():
