@@ -50,7 +50,7 @@ from .guidance.sdi import SDIConfig
 from .guidance.sds import SDSConfig
 from .guidance.tsm import TSMConfig
 from .guidance.vsd import VSDConfig
-from .turntable import ANIMATION_FORMATS, image_grid, render_turntable, save_animation, save_png
+from .turntable import image_grid, render_turntable, save_animation, save_png
 from .validation import check_finite_weights, check_resume, check_writable, validate_config
 
 REPRESENTATIONS = ("gaussians", "nerf", "mesh")  # "mesh" optimises a DMTet
@@ -231,9 +231,6 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     # was, and config.json is written with the first checkpoint, so the two always belong together.
     validate_config(config)
     config.prompt = validate_prompt(config.prompt)
-    if config.turntable_format not in ANIMATION_FORMATS:
-        raise ValueError(f"turntable_format must be one of {', '.join(ANIMATION_FORMATS)}, "
-                         f"got {config.turntable_format!r}")
     n_particles = particle_count(config)
     out = Path(config.out)
     checkpoint_path = out / "checkpoint.pt"

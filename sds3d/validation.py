@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .config import check_value
 from .errors import InputError
+from .turntable import ANIMATION_FORMATS
 
 MAX_PROMPT_CHARS = 300  # as `validate_prompt` and the web UI
 MAX_SEED = 2**64 - 1  # torch.manual_seed's range
@@ -81,6 +82,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "nerf.density_activation": ("softplus", "trunc_exp"),
     "mesh.backend": ("auto", "native", "reference"),
     "mesh.color_encoding": ("hash_grid", "fourier"),
+    "turntable_format": ANIMATION_FORMATS,
 }
 # fields whose value is a schedule [start_step, start_value, end_value, end_step]: the range applies to the values
 SCHEDULE_STEPS = (0, 3)
