@@ -102,7 +102,7 @@ def test_mp4_turntables(tmp_path, capsys):
     assert main(["render", str(tmp_path), "--frames", "3", "--resolution", "32", "--out", str(tmp_path / "t.avi")]) == 2
     assert "not 'avi'" in capsys.readouterr().err
     config.turntable_format = "webm"
-    with pytest.raises(ValueError, match="turntable_format must be one of gif, mp4"):
+    with pytest.raises(ValueError, match="unknown turntable_format 'webm'; choose one of gif, mp4"):
         generate(config, prior=prior(), progress=False)
 
 
