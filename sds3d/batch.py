@@ -32,8 +32,12 @@ import sys
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import InputError, first_line
+
+if TYPE_CHECKING:
+    from .generate import GenerateConfig
 
 RETRIES = 3  # Ray re-runs a task this many times when its worker process dies
 EXTRA = "pip install 'sds3d[batch]'"
@@ -46,7 +50,7 @@ class BatchItem:
 
     line: int
     name: str
-    config: object  # GenerateConfig
+    config: GenerateConfig
 
 
 def read_prompts(path: str | Path, out: str | Path, base=None) -> list[BatchItem]:
@@ -162,9 +166,9 @@ def run_one(config, threads: int, prior=None) -> dict:
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    out = Path(config.out)
-    resumed_from = _checkpoint_step(out / "checkpoint.pt")
+    out, resumed_from = Path(config.out), 0
     try:
+        resumed_from = _checkpoint_step(out / "checkpoint.pt")
         metrics = finished(config)
         status = "skipped" if metrics is not None else "done"
         if metrics is None:
@@ -248,10 +252,12 @@ def run_batch(items: list[BatchItem], out: str | Path, workers: int = 1, threads
         raise InputError(f"--workers and --threads-per-run must be at least 1, got {workers} and {threads}")
     use_ray = ray_available() if use_ray is None else use_ray
     if (workers > 1 or address) and not use_ray:
-        raise InputError(f"{'--address' if address else f'--workers {workers}'} needs Ray, which is not installed: "
-                         f"{EXTRA} (or run with --workers 1, in this process)")
+        raise InputError(f"{'--address' if address else f'--workers {workers}'} needs Ray: {EXTRA} (or run with "
+                         f"--workers 1, in this process)")
     if use_ray and prior is not None:
         raise InputError("a loaded prior can only be shared in this process; Ray workers load config.prior themselves")
+    if use_ray and address:
+        _check_reachable(address)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     records = {item.line: {"line": item.line, "prompt": item.config.prompt, "run": item.name, "status": "pending"}
@@ -302,14 +308,13 @@ def _ray_results(items: list[BatchItem], workers: int, threads: int, address: st
 
     if not items:
         return
-    try:
-        if address:
-            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
-        else:
-            ray.init(num_cpus=workers * threads, include_dashboard=False, logging_level=logging.ERROR,
-                     log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        raise InputError(f"cannot start Ray{f' at {address}' if address else ''}: {first_line(error)}") from None
+    started = not ray.is_initialized()  # a caller's own Ray session is used, and left running
+    if started:
+        where = {"address": address} if address else {"num_cpus": workers * threads, "include_dashboard": False}
+        try:
+            ray.init(**where, logging_level=logging.ERROR, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise InputError(f"cannot start Ray{f' at {address}' if address else ''}: {first_line(error)}") from None
     try:
         task = ray.remote(run_one).options(num_cpus=threads, max_retries=RETRIES)
         waiting, running = list(items), {}
@@ -325,7 +330,23 @@ def _ray_results(items: list[BatchItem], workers: int, threads: int, address: st
                 record = {"status": "failed", "error": f"{type(error).__name__}: {first_line(error)[:200]}"}
             yield item, record
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
+
+
+def _check_reachable(address: str, seconds: float = 10.0) -> None:
+    """A `host:port` or `ray://host:port` address must accept a connection (Ray itself would wait for
+    minutes); InputError otherwise. Other forms ("auto") are left to Ray."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+    except OSError as error:
+        raise InputError(f"cannot reach Ray at {address}: {error.strerror or error}; start it there with "
+                         f"`ray start --head` or check --address") from None
 
 
 def write_manifest(records: dict[int, dict], out: Path) -> Path:

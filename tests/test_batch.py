@@ -95,6 +95,15 @@ def test_without_ray_more_workers_name_the_extra(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "out" / "a_red_mug").exists()
 
 
+def test_an_unreachable_cluster_is_one_line_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(batch, "ray_available", lambda: True)  # the address is checked before Ray is imported
+    prompts = write(tmp_path / "p.txt", "a red mug")
+    assert main(["batch", str(prompts), "--out", str(tmp_path / "out"), "--address", "ray://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot reach Ray at ray://127.0.0.1:1" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_in_process_batch_manifest_sheet_skip_and_resume(tmp_path):
     """Runs equal lone `generate` runs bit for bit; a second batch skips them; an interrupted run
     continues from its checkpoint to the same asset."""
@@ -111,7 +120,8 @@ def test_in_process_batch_manifest_sheet_skip_and_resume(tmp_path):
     assert records[0]["scores"]["kind"] == "mug" and 0 <= records[0]["scores"]["kind_acc"] <= 1
     assert records[1]["scores"] == {}  # a teapot is not a micro-world object
     assert json.loads((tmp_path / "out" / "a_red_mug" / "eval.json").read_text()) == records[0]["scores"]
-    alone = generate(replace(items[0].config, out=str(tmp_path / "alone")), prior=toy_prior(), progress=False)
+    alone_prior = toy_prior()
+    alone = generate(replace(items[0].config, out=str(tmp_path / "alone")), prior=alone_prior, progress=False)
     asset = (tmp_path / "out" / records[0]["asset"]).read_bytes()
     assert asset == (alone.out / "asset.ply").read_bytes() == (tmp_path / "out" / records[2]["asset"]).read_bytes()
     assert Image.open(tmp_path / "out" / "contact_sheet.png").size == (2 * batch.TILE, 2 * (batch.TILE + 14))
@@ -127,9 +137,11 @@ def test_in_process_batch_manifest_sheet_skip_and_resume(tmp_path):
     calls = []
     generate(interrupted, prior=toy_prior(), progress=False, callback=lambda *_: calls.append(1),
              should_stop=lambda: len(calls) >= 5)  # stops after step 5 with a checkpoint
+    resumed_prior = toy_prior()
     (resumed,) = run_batch(read_prompts(write(tmp_path / "one.txt", "a red mug"), tmp_path / "cut", tiny_base()),
-                           tmp_path / "cut", use_ray=False, prior=toy_prior(), progress=False)
+                           tmp_path / "cut", use_ray=False, prior=resumed_prior, progress=False)
     assert resumed["status"] == "done" and resumed["resumed_from"] == 5 and resumed["steps"] == 8
+    assert resumed_prior.calls * 8 == alone_prior.calls * 3  # only steps 6 to 8 were computed
     assert (tmp_path / "cut" / "a_red_mug" / "asset.ply").read_bytes() == asset
 
 
