@@ -4,9 +4,10 @@ A 2D classifier can call a red blob "a red mug" from its colour and outline alon
 at 3D shape only:
 
 1. Carve a visual hull from silhouettes (alpha > 0.5) seen from `shape_cameras` (8 azimuths at 4
-   elevations and one view from above) on a voxel grid; its boundary voxels are the shape's surface
-   points. Silhouettes, unlike points back-projected from expected depth, do not sink into fuzzy,
-   semi-transparent Gaussians.
+   elevations and one view from above) on a voxel grid and keep its largest 6-connected component
+   (floaters are real 3D Gaussians, so carving alone keeps them; every ground-truth kind is one
+   component); its boundary voxels are the shape's surface points. Silhouettes, unlike points
+   back-projected from expected depth, do not sink into fuzzy, semi-transparent Gaussians.
 2. Normalise without rotating: subtract the centroid, divide by the RMS radius.
 3. Compare with every micro-world kind's ground truth, carved the same way from renders of its mesh
    (so concavities that silhouettes cannot see are missing from both), by symmetric Chamfer
@@ -69,6 +70,17 @@ def visual_hull(alpha: torch.Tensor, cameras: Cameras, grid: int = GRID, bound: 
     return inside.reshape(grid, grid, grid)
 
 
+def largest_component(occupancy: torch.Tensor) -> torch.Tensor:
+    """The largest 6-connected component of a boolean voxel grid (empty stays empty)."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(occupancy.cpu().numpy())
+    if count <= 1:
+        return occupancy
+    sizes = np.bincount(labels.ravel())[1:]
+    return torch.from_numpy(labels == int(np.argmax(sizes)) + 1)
+
+
 def surface_points(occupancy: torch.Tensor, bound: float = BOUND) -> np.ndarray:
     """Centres [P, 3] of occupied voxels with at least one empty 6-neighbour (outside counts as empty)."""
     grid = occupancy.shape[0]
@@ -98,7 +110,7 @@ def shape_points(representation, cameras: Cameras | None = None) -> np.ndarray:
     opaque enough to carve)."""
     cameras = shape_cameras() if cameras is None else cameras
     output = representation.render(cameras.to(representation_device(representation)))
-    points = surface_points(visual_hull(output.alpha, cameras))
+    points = surface_points(largest_component(visual_hull(output.alpha, cameras)))
     return _subsample(normalise(points)) if len(points) >= 4 else np.zeros((0, 3))
 
 
@@ -113,7 +125,7 @@ def mesh_shape_points(mesh) -> np.ndarray:
 
     cameras = shape_cameras()
     output = render_trimesh(mesh, cameras)
-    return _subsample(normalise(surface_points(visual_hull(output.alpha, cameras))))
+    return _subsample(normalise(surface_points(largest_component(visual_hull(output.alpha, cameras)))))
 
 
 @functools.lru_cache(maxsize=None)

@@ -6,7 +6,7 @@ import trimesh
 
 from sds3d.cuda.mesh_rasterizer import render_trimesh
 from sds3d.representations.convert import mesh_to_gaussians
-from sds3d.shape_accuracy import (BOUND, GRID, normalise, shape_cameras, shape_points, shape_scores, surface_points,
+from sds3d.shape_accuracy import (BOUND, GRID, largest_component, normalise, shape_cameras, shape_points, shape_scores, surface_points,
                                   visual_hull, yaw_chamfer)
 from sds3d.world import make_object
 
@@ -61,3 +61,12 @@ def test_the_web_ui_score_table_shows_shape_accuracy_and_the_nearest_shape():
                         "shape_margin": -0.01})
     assert "| shape accuracy (3D, classifier-free) | 0.000 |" in text
     assert "Nearest 3D shape: **pine tree** (rank of the prompted kind: 3 of 28)" in text
+
+
+def test_floaters_are_dropped_and_the_body_kept():
+    occupancy = torch.zeros(12, 12, 12, dtype=torch.bool)
+    occupancy[2:7, 2:7, 2:7] = True  # the body, 125 voxels
+    occupancy[9:11, 9:11, 9:11] = True  # a detached floater, 8 voxels
+    occupancy[7, 4, 4] = True  # touching the body: part of it
+    kept = largest_component(occupancy)
+    assert int(kept.sum()) == 126 and not kept[9:11, 9:11, 9:11].any() and kept[7, 4, 4]
