@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 
+import contextlib
 import os
 import re
 import threading
@@ -43,6 +44,7 @@ from .prior import DiffusionPrior, TextEmbedding, expand_embedding
 
 SD_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+PRECISIONS = ("auto", "fp32", "bf16")  # `DiffusersUNetPrior.set_precision`
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -238,6 +240,30 @@ def _text_for_batch(text: TextEmbedding, batch: int) -> TextEmbedding:
     return expand_embedding(text, batch)
 
 
+@contextlib.contextmanager
+def _cpu_autocast(unet, dtype: torch.dtype):
+    """CPU autocast to `dtype` around a UNet call, with its output convolution (`conv_out`) kept in
+    float32: rounding eps to bf16 costs the SDS gradient more precision than the rest of the UNet does,
+    since classifier-free guidance multiplies the small difference of two eps by its scale."""
+    def to_float32(module, args):
+        module._float32_scope = torch.autocast("cpu", enabled=False)
+        module._float32_scope.__enter__()
+        return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+    def restore(module, args, output):
+        module.__dict__.pop("_float32_scope").__exit__(None, None, None)
+
+    output_layer = getattr(unet, "conv_out", None)
+    hooks = [] if output_layer is None else [output_layer.register_forward_pre_hook(to_float32),
+                                             output_layer.register_forward_hook(restore)]
+    try:
+        with torch.autocast("cpu", dtype=dtype):
+            yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 # ----------------------------------------------------------------------------------------------
 # the part every diffusers UNet prior shares (noise prediction, schedule, prompt cache)
 # ----------------------------------------------------------------------------------------------
@@ -247,6 +273,7 @@ class DiffusersUNetPrior(DiffusionPrior):
     Subclasses provide the image space (`encode_images` / `decode_latents`) and `_encode_uncached`."""
 
     kind = "diffusers"
+    autocast_dtype: torch.dtype | None = None  # the UNet's CPU autocast dtype (`set_precision`); None runs it as loaded
 
     def _setup(self, unet, text_encoder, tokenizer, scheduler_config, device, dtype) -> None:
         self.device = resolve_device(device)
@@ -293,6 +320,18 @@ class DiffusersUNetPrior(DiffusionPrior):
         alpha, sigma = self.alpha_sigma(_timesteps(t, x_t.shape[0], self.device), x_t.ndim)
         return model_output_to_eps(model_output, x_t, alpha, sigma, self.prediction_type)
 
+    def set_precision(self, precision: str) -> None:
+        """How the UNet runs on the CPU: "fp32" as loaded, "bf16" under bf16 autocast, "auto" bf16 where
+        the CPU has native bf16 instructions (`sds3d.hardware.fast_bf16`), else fp32. Outputs stay
+        float32. A UNet not on the CPU (fp16 on CUDA) or not loaded in float32 keeps its dtype."""
+        from sds3d.hardware import fast_bf16
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown prior precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        bf16 = precision == "bf16" or (precision == "auto" and fast_bf16())
+        on_cpu_fp32 = self.device.type == "cpu" and self.unet.dtype == torch.float32
+        self.autocast_dtype = torch.bfloat16 if bf16 and on_cpu_fp32 else None
+
     def unet_output(self, x_t: torch.Tensor, t: torch.Tensor, text: TextEmbedding, unet=None,
                     **unet_kwargs) -> torch.Tensor:
         """Raw UNet output (float32, first `latent_channels` channels, i.e. without a learned
@@ -305,8 +344,9 @@ class DiffusersUNetPrior(DiffusionPrior):
         self.check_camera(text)
         if text.camera is not None:
             unet_kwargs["class_labels"] = text.camera.to(self.device, unet.dtype)
-        out = unet(x_t.to(self.device, unet.dtype), t, encoder_hidden_states=text.hidden.to(self.device, unet.dtype),
-                   **unet_kwargs).sample
+        with contextlib.nullcontext() if self.autocast_dtype is None else _cpu_autocast(unet, self.autocast_dtype):
+            out = unet(x_t.to(self.device, unet.dtype), t,
+                       encoder_hidden_states=text.hidden.to(self.device, unet.dtype), **unet_kwargs).sample
         return out[:, : self.latent_channels].float()
 
     @torch.no_grad()

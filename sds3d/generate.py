@@ -48,6 +48,7 @@ from .guidance.ism import ISMConfig
 from .guidance.nfsd import NFSDConfig
 from .guidance.sdi import SDIConfig
 from .guidance.sds import SDSConfig
+from .guidance.stable_diffusion import DiffusersUNetPrior
 from .guidance.tsm import TSMConfig
 from .guidance.vsd import VSDConfig
 from .turntable import image_grid, render_turntable, save_animation, save_png
@@ -72,6 +73,7 @@ class GenerateConfig:
     init_from: str = ""  # a finished run directory whose asset initialises this one (coarse -> fine)
     guidance: str = "sds"
     prior: str = "embedded"  # or a Stable Diffusion, DeepFloyd IF or embedded-prior folder / hub id (prior_type)
+    prior_precision: str = "fp32"  # auto | fp32 | bf16 (prior UNet under CPU autocast); auto = bf16 on AVX512-BF16/AMX
     steps: int = 600
     seed: int = 0
     views_per_step: int = 4
@@ -247,6 +249,8 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     generator = seed_everything(config.seed)
 
     prior = prior if prior is not None else load_prior(config.prior, device)
+    if isinstance(prior, DiffusersUNetPrior):
+        prior.set_precision(config.prior_precision)
     warn_outside_world(config.prompt, prior)
     representations = [build_representation(config, generator, initialise=not resuming).to(device)
                        for _ in range(n_particles)]

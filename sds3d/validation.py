@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .config import check_value
 from .errors import InputError
+from .guidance.stable_diffusion import PRECISIONS
 from .turntable import ANIMATION_FORMATS
 
 MAX_PROMPT_CHARS = 300  # as `validate_prompt` and the web UI
@@ -83,6 +84,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "mesh.backend": ("auto", "native", "reference"),
     "mesh.color_encoding": ("hash_grid", "fourier"),
     "turntable_format": ANIMATION_FORMATS,
+    "prior_precision": PRECISIONS,
 }
 # fields whose value is a schedule [start_step, start_value, end_value, end_step]: the range applies to the values
 SCHEDULE_STEPS = (0, 3)
