@@ -3,7 +3,14 @@
 // reverse order as in 3DGS. Conventions follow gsplat.rasterization: world->camera `viewmats`
 // (OpenCV), pixel intrinsics `Ks`, activated scales and opacities, quaternions (w, x, y, z),
 // pixel centres at (x + 0.5, y + 0.5). The PyTorch twin is cuda/_torch_gaussians.py.
-#include <torch/extension.h>
+
+// Only the headers this file needs (not <torch/extension.h>): the first build takes half as long.
+#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+#include <torch/csrc/utils/pybind.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -59,16 +66,16 @@ Mat3 camera_covariance(const Camera& cam, const Mat3& M) {
 // Projection
 // ---------------------------------------------------------------------------------------------
 
-std::vector<torch::Tensor> project_forward(torch::Tensor means, torch::Tensor quats, torch::Tensor scales,
-                                           torch::Tensor opacities, torch::Tensor viewmats, torch::Tensor Ks,
+std::vector<at::Tensor> project_forward(at::Tensor means, at::Tensor quats, at::Tensor scales,
+                                           at::Tensor opacities, at::Tensor viewmats, at::Tensor Ks,
                                            int64_t width, int64_t height, double near_plane, double far_plane,
                                            double eps2d) {
   const int64_t N = means.size(0), C = viewmats.size(0);
   auto opts = means.options();
-  auto means2d = torch::zeros({C, N, 2}, opts);
-  auto conics = torch::zeros({C, N, 3}, opts);
-  auto depths = torch::zeros({C, N}, opts);
-  auto radii = torch::zeros({C, N, 2}, opts.dtype(torch::kInt32));
+  auto means2d = at::zeros({C, N, 2}, opts);
+  auto conics = at::zeros({C, N, 3}, opts);
+  auto depths = at::zeros({C, N}, opts);
+  auto radii = at::zeros({C, N, 2}, opts.dtype(at::kInt));
   const float *pm = means.data_ptr<float>(), *pq = quats.data_ptr<float>(), *ps = scales.data_ptr<float>();
   const float *po = opacities.data_ptr<float>(), *pv = viewmats.data_ptr<float>(), *pk = Ks.data_ptr<float>();
   float *out_m = means2d.data_ptr<float>(), *out_c = conics.data_ptr<float>(), *out_d = depths.data_ptr<float>();
@@ -107,12 +114,12 @@ std::vector<torch::Tensor> project_forward(torch::Tensor means, torch::Tensor qu
   return {means2d, conics, depths, radii};
 }
 
-std::vector<torch::Tensor> project_backward(torch::Tensor means, torch::Tensor quats, torch::Tensor scales,
-                                            torch::Tensor viewmats, torch::Tensor Ks, int64_t width, int64_t height,
-                                            torch::Tensor conics, torch::Tensor radii, torch::Tensor v_means2d,
-                                            torch::Tensor v_conics, torch::Tensor v_depths) {
+std::vector<at::Tensor> project_backward(at::Tensor means, at::Tensor quats, at::Tensor scales,
+                                            at::Tensor viewmats, at::Tensor Ks, int64_t width, int64_t height,
+                                            at::Tensor conics, at::Tensor radii, at::Tensor v_means2d,
+                                            at::Tensor v_conics, at::Tensor v_depths) {
   const int64_t N = means.size(0), C = viewmats.size(0);
-  auto v_means = torch::zeros_like(means), v_quats = torch::zeros_like(quats), v_scales = torch::zeros_like(scales);
+  auto v_means = at::zeros_like(means), v_quats = at::zeros_like(quats), v_scales = at::zeros_like(scales);
   const float *pm = means.data_ptr<float>(), *pq = quats.data_ptr<float>(), *ps = scales.data_ptr<float>();
   const float *pv = viewmats.data_ptr<float>(), *pk = Ks.data_ptr<float>(), *pc = conics.data_ptr<float>();
   const int32_t* pr = radii.data_ptr<int32_t>();
@@ -212,7 +219,7 @@ std::vector<torch::Tensor> project_backward(torch::Tensor means, torch::Tensor q
 
 // Per camera: Gaussians sorted by depth (ties by index), appended to every tile their box touches.
 // Returns tile_offsets [C, T + 1] (into the flat list) and the flat list of Gaussian ids.
-std::vector<torch::Tensor> bin_tiles(torch::Tensor means2d, torch::Tensor radii, torch::Tensor depths,
+std::vector<at::Tensor> bin_tiles(at::Tensor means2d, at::Tensor radii, at::Tensor depths,
                                      int64_t width, int64_t height, int64_t tile_size) {
   const int64_t C = means2d.size(0), N = means2d.size(1);
   const int64_t tiles_x = (width + tile_size - 1) / tile_size, tiles_y = (height + tile_size - 1) / tile_size;
@@ -258,13 +265,13 @@ std::vector<torch::Tensor> bin_tiles(torch::Tensor means2d, torch::Tensor radii,
     }
   }
   int64_t total = 0;
-  auto tile_offsets = torch::empty({C, T + 1}, torch::dtype(torch::kInt64));
+  auto tile_offsets = at::empty({C, T + 1}, at::dtype(at::kLong));
   int64_t* pto = tile_offsets.data_ptr<int64_t>();
   for (int64_t c = 0; c < C; ++c) {
     for (int64_t t = 0; t <= T; ++t) pto[c * (T + 1) + t] = total + offsets[c][t];
     total += offsets[c][T];
   }
-  auto flat_ids = torch::empty({total}, torch::dtype(torch::kInt32));
+  auto flat_ids = at::empty({total}, at::dtype(at::kInt));
   int32_t* pf = flat_ids.data_ptr<int32_t>();
   for (int64_t c = 0; c < C; ++c)
     std::copy(lists[c].begin(), lists[c].end(), pf + pto[c * (T + 1)]);
@@ -283,16 +290,16 @@ inline void pixel_span(float mean, int32_t radius, int64_t tile_lo, int64_t tile
 // [C, N] (the antialiased mode scales them view by view).
 // Returns render [C, H, W, D], alphas [C, H, W, 1], last_ids [C, H, W] (end of the contributors in
 // the flat list, for the backward pass).
-std::vector<torch::Tensor> rasterize_forward(torch::Tensor means2d, torch::Tensor conics, torch::Tensor colors,
-                                             torch::Tensor opacities, torch::Tensor radii,
-                                             torch::Tensor tile_offsets, torch::Tensor flat_ids, int64_t width,
+std::vector<at::Tensor> rasterize_forward(at::Tensor means2d, at::Tensor conics, at::Tensor colors,
+                                             at::Tensor opacities, at::Tensor radii,
+                                             at::Tensor tile_offsets, at::Tensor flat_ids, int64_t width,
                                              int64_t height, int64_t tile_size) {
   const int64_t C = means2d.size(0), N = means2d.size(1), D = colors.size(2);
   const int64_t tiles_x = (width + tile_size - 1) / tile_size, tiles_y = (height + tile_size - 1) / tile_size;
   const int64_t T = tiles_x * tiles_y;
-  auto render = torch::zeros({C, height, width, D}, means2d.options());
-  auto alphas = torch::zeros({C, height, width, 1}, means2d.options());
-  auto last_ids = torch::zeros({C, height, width}, torch::dtype(torch::kInt64));
+  auto render = at::zeros({C, height, width, D}, means2d.options());
+  auto alphas = at::zeros({C, height, width, 1}, means2d.options());
+  auto last_ids = at::zeros({C, height, width}, at::dtype(at::kLong));
   const float *pm = means2d.data_ptr<float>(), *pc = conics.data_ptr<float>(), *pcol = colors.data_ptr<float>();
   const float* po = opacities.data_ptr<float>();
   const int32_t* pr = radii.data_ptr<int32_t>();
@@ -363,18 +370,18 @@ std::vector<torch::Tensor> rasterize_forward(torch::Tensor means2d, torch::Tenso
 
 // Gradients w.r.t. means2d [C, N, 2], conics [C, N, 3], colors [C, N, D] and opacities [C, N]:
 // Gaussians are revisited back to front, each pixel recovering its transmittance by division.
-std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tensor conics, torch::Tensor colors,
-                                              torch::Tensor opacities, torch::Tensor radii,
-                                              torch::Tensor tile_offsets, torch::Tensor flat_ids,
-                                              torch::Tensor alphas, torch::Tensor last_ids, torch::Tensor v_render,
-                                              torch::Tensor v_alphas, int64_t width, int64_t height,
+std::vector<at::Tensor> rasterize_backward(at::Tensor means2d, at::Tensor conics, at::Tensor colors,
+                                              at::Tensor opacities, at::Tensor radii,
+                                              at::Tensor tile_offsets, at::Tensor flat_ids,
+                                              at::Tensor alphas, at::Tensor last_ids, at::Tensor v_render,
+                                              at::Tensor v_alphas, int64_t width, int64_t height,
                                               int64_t tile_size) {
   const int64_t C = means2d.size(0), N = means2d.size(1), D = colors.size(2);
   const int64_t tiles_x = (width + tile_size - 1) / tile_size, tiles_y = (height + tile_size - 1) / tile_size;
   const int64_t T = tiles_x * tiles_y;
   const int threads = omp_get_max_threads();
   const int64_t stride = 6 + D;  // per (camera, Gaussian): mean2d(2), conic(3), opacity(1), colour(D)
-  auto buffers = torch::zeros({threads, C * N * stride}, means2d.options());
+  auto buffers = at::zeros({threads, C * N * stride}, means2d.options());
   const float *pm = means2d.data_ptr<float>(), *pc = conics.data_ptr<float>(), *pcol = colors.data_ptr<float>();
   const float *po = opacities.data_ptr<float>(), *pa = alphas.data_ptr<float>();
   const float *gr = v_render.data_ptr<float>(), *ga = v_alphas.data_ptr<float>();

@@ -1,0 +1,70 @@
+"""Native kernel builds: one folder per install and source version, the first build announced on
+stderr, and a one-line warning naming the fix when there is no C++ compiler."""
+
+import shutil
+import warnings
+
+import pytest
+import torch
+
+from sds3d.cuda import build
+
+load_uncached = build.load_extension.__wrapped__  # load_extension without its per-process cache
+
+
+def test_no_compiler_is_one_warning_line_naming_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("SDS3D_BUILD_DIR", str(tmp_path / "builds"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert load_uncached("gaussian_raster") is None
+    (warning,) = caught
+    message = str(warning.message)
+    assert warning.category is RuntimeWarning and "\n" not in message
+    assert "no C++ compiler found" in message and "~850x slower" in message and "apt-get install g++" in message
+    assert not (tmp_path / "builds").exists() or not any((tmp_path / "builds").iterdir())
+
+
+def test_build_key_follows_sources_torch_and_install(monkeypatch, tmp_path):
+    sources = [build.CSRC / "gaussian_raster.cpp"]
+    key = build.build_key(sources)
+    assert key == build.build_key(sources) and len(key) == 16
+    monkeypatch.setattr(torch, "__version__", torch.__version__ + "+other")
+    assert build.build_key(sources) != key
+    monkeypatch.undo()
+    other_install = tmp_path / "csrc"  # the same sources in another install
+    shutil.copytree(build.CSRC, other_install)
+    monkeypatch.setattr(build, "CSRC", other_install)
+    copied = [other_install / "gaussian_raster.cpp"]
+    moved = build.build_key(copied)
+    assert moved != key
+    (other_install / "gaussian_math.h").write_text((other_install / "gaussian_math.h").read_text() + "\n// edit\n")
+    assert build.build_key(copied) not in (key, moved)
+
+
+def test_the_first_build_is_announced_once(monkeypatch, tmp_path, capsys):
+    import torch.utils.cpp_extension as cpp_extension
+
+    built = []
+
+    def fake_load(name, build_directory, **kwargs):  # stands in for the compiler: writes the library
+        built.append(build_directory)
+        (tmp_path / build_directory / f"{name}{cpp_extension.LIB_EXT}").write_bytes(b"")
+        return name
+
+    monkeypatch.setattr(cpp_extension, "load", fake_load)
+    monkeypatch.setenv("SDS3D_BUILD_DIR", str(tmp_path))
+    monkeypatch.setattr(build, "compiler", lambda: "/usr/bin/c++")
+    assert load_uncached("gaussian_raster") == "sds3d_gaussian_raster"
+    first = capsys.readouterr().err
+    assert first.startswith("sds3d: compiling the CPU Gaussian rasterizer, once per install (~30 s)...\n")
+    assert "compiled gaussian_raster in" in first and len(first.splitlines()) == 2
+    assert load_uncached("gaussian_raster") == "sds3d_gaussian_raster"
+    assert capsys.readouterr().err == ""  # already built: nothing said
+    key = build.build_key([build.CSRC / "gaussian_raster.cpp"])
+    assert built[0] == built[1] == str(tmp_path / f"gaussian_raster-{key}")
+
+
+@pytest.mark.skipif(build.compiler() is None, reason="no C++ compiler here")
+def test_the_kernels_build_and_load():
+    assert build.load_extension("gaussian_raster") is not None
