@@ -11,7 +11,7 @@ backward, optimiser, densification (Gaussians' statistics and growth, taken out 
 optimiser) and other (the loop's own work: progress bar, metrics.csv, checkpoints, previews). The
 UNet alone is timed on the loop's batch (views x 2 for classifier-free guidance) in fp32, under bf16
 autocast and channels-last, alternating; its FLOPs per call come from `torch.utils.flop_counter`
-(convolutions and matrix products), and its GFLOP/s are set against torch.mm's rate on 1024x1024
+(convolutions, matrix products and attention), and its GFLOP/s are set against torch.mm's rate on 1024x1024
 matrices in fp32 and bf16 on the same threads. Microbenchmarks report the best of `--repeats`
 alternating rounds, which tracks what the machine can do when it is shared. `text_encodings` counts
 the text-encoder calls of each run (the prompt cache should make it a handful).
@@ -74,10 +74,16 @@ def unet_inputs(prior, views: int):
 
 
 def unet_flops(prior, views: int) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
+    """FLOPs of one UNet call on the loop's batch; the CPU's flash attention, which torch's counter
+    leaves out, is counted with torch's formula for the other attention kernels."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+    def attention(query, key, value, *args, out_shape=None, **kwargs):
+        return sdpa_flop_count(query, key, value)
+
+    cpu_attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: attention}
     x, t, text = unet_inputs(prior, views)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    with FlopCounterMode(display=False, custom_mapping=cpu_attention) as counter, torch.no_grad():
         prior.unet_output(x, t, text)
     return counter.get_total_flops()
 
