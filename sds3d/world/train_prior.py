@@ -42,7 +42,12 @@ DEFAULTS = dict(
     data_size=60000, seed=0, data_seed=None, block_out_channels=(32, 64, 96), layers_per_block=1,
     head_dim=32, norm_num_groups=16, beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000,
     ckpt_minutes=5.0, log_every=10, threads=2, camera_dim=0, autocast="auto", camera_lr_scale=20.0,
+    high_t_prob=0.0,
 )
+# `high_t_prob`: the fraction of a batch whose timesteps are drawn from [HIGH_T_FROM * T, T) instead of
+# [0, T). The view changes the epsilon loss by about 4% at t = 700 and 0.5% at t = 100 (view words
+# swapped front <-> back on the v1 prior), so a camera input learns mostly from noisy timesteps.
+HIGH_T_FROM = 0.4
 
 
 def parameter_groups(unet, cfg: dict) -> list[dict]:
@@ -215,6 +220,10 @@ class Trainer:
             camera = camera_features(data.elevation[idx], data.azimuth[idx], data.radius[idx], data.fovy[idx])
         noise = torch.randn(x0.shape, generator=self.gen)
         t = torch.randint(0, cfg["num_train_timesteps"], (B,), generator=self.gen)
+        if cfg.get("high_t_prob"):  # more samples where the view decides the layout (see DEFAULTS)
+            T = cfg["num_train_timesteps"]
+            high = torch.randint(int(HIGH_T_FROM * T), T, (B,), generator=self.gen)
+            t = torch.where(torch.rand(B, generator=self.gen) < cfg["high_t_prob"], high, t)
         abar = self.alphas_cumprod[t].reshape(B, 1, 1, 1)
         x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
         lr = lr_at(self.step, cfg)
@@ -420,7 +429,7 @@ def parse_args(argv=None):
                 "norm_num_groups", "num_train_timesteps", "log_every", "threads", "camera_dim"):
         p.add_argument("--" + key.replace("_", "-"), type=int, default=DEFAULTS[key])
     for key in ("lr", "weight_decay", "ema_decay", "caption_dropout", "view_caption_prob", "snr_gamma",
-                "grad_clip", "ckpt_minutes", "camera_lr_scale"):
+                "grad_clip", "ckpt_minutes", "camera_lr_scale", "high_t_prob"):
         p.add_argument("--" + key.replace("_", "-"), type=float, default=DEFAULTS[key])
     p.add_argument("--data-seed", type=int, default=None, help="render seed (default: SEEDS['prior'])")
     p.add_argument("--lr-schedule", choices=("constant", "cosine", "wsd"), default=None,
