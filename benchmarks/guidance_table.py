@@ -62,8 +62,8 @@ from sds3d.turntable import image_grid, render_turntable, save_png
 from text_to_3d import suite
 
 RESULTS = Path(__file__).parent / "results" / "guidance_table"
-COLUMNS = ("guidance", "prompts", "kind_acc", "color_acc", "janus_rate", "chamfer", "diversity", "saturation",
-           "seconds", "unet_evals_per_step")
+COLUMNS = ("guidance", "prompts", "kind_acc", "color_acc", "janus_rate", "shape_acc", "chamfer", "diversity",
+           "saturation", "seconds", "unet_evals_per_step")
 TILE = 64  # front views and grid cells are TILE x TILE
 
 
@@ -305,7 +305,7 @@ def run_once(config: GenerateConfig, prior, evaluator, ledger: Ledger, keep_feat
     scores = evaluate_asset(result.representation, config.prompt, evaluator)
     row = {"guidance": config.guidance, "prompt": config.prompt, "seed": config.seed,
            "kind_acc": scores["kind_acc"], "color_acc": scores["color_acc"], "janus_rate": scores["janus_rate"],
-           "chamfer": scores["chamfer"], "saturation": saturation(output.rgb, output.alpha), "seconds": seconds,
+           "shape_acc": scores["shape_acc"], "chamfer": scores["chamfer"], "saturation": saturation(output.rgb, output.alpha), "seconds": seconds,
            "unet_evals_per_step": counter.images / ((result.metrics["steps"] - start_step) * config.views_per_step)}
     picture = render_turntable(result.representation, n_frames=1, resolution=TILE)[0]
     run = ledger.record(config, row, picture, features)
@@ -348,10 +348,13 @@ def summarise(name: str, runs: list[dict]) -> dict | None:
             features_by_prompt.setdefault(run["run"]["prompt"], []).append(run["features"])
     diversity = [pairwise_feature_distance(features) for features in features_by_prompt.values() if len(features) > 1]
     janus = [r["janus_rate"] for r in rows if r["janus_rate"] is not None]
+    # runs recorded before shape accuracy existed kept no asset to rescore: no mean over a part of the rows
+    shape = [r.get("shape_acc") for r in rows]
     return {"guidance": name, "prompts": len(rows),
             "kind_acc": statistics.mean(r["kind_acc"] for r in rows),
             "color_acc": statistics.mean(r["color_acc"] for r in rows),
             "janus_rate": statistics.mean(janus) if janus else None,
+            "shape_acc": None if None in shape else statistics.mean(shape),
             "chamfer": statistics.mean(r["chamfer"] for r in rows),
             "diversity": statistics.mean(diversity) if diversity else None,
             "saturation": statistics.mean(r["saturation"] for r in rows),
