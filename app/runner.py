@@ -10,22 +10,25 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import secrets
 import threading
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..evaluate import evaluate_asset
-from ..generate import REPRESENTATIONS, GenerateConfig, generate
-from ..guidance.prior import DiffusionPrior
-from ..guidance.registry import GUIDANCE, load_prior, resolve_device
-from ..scope import scope_note
 from sds3d.config import to_dict
 from sds3d.errors import InputError
+from sds3d.evaluate import evaluate_asset
+from sds3d.export import bake_textured_mesh, surface_of
+from sds3d.generate import REPRESENTATIONS, GenerateConfig, generate, load_run
+from sds3d.guidance.prior import DiffusionPrior
+from sds3d.guidance.registry import GUIDANCE, load_prior, resolve_device
+from sds3d.scope import scope_note
 from sds3d.validation import validate_config
 
 from .limits import Limits
@@ -33,9 +36,10 @@ from .limits import Limits
 log = logging.getLogger(__name__)
 
 # files of a finished run offered for download (eval.json only when the prompt was scored; particles.png
-# and particle_<i>/ only with several VSD particles)
-EXPORTS = ("asset.ply", "asset.glb", "turntable.gif", "preview.png", "particles.png", "metrics.json", "metrics.csv",
-           "loss.png", "config.json", "eval.json")
+# and particle_<i>/ only with several VSD particles; asset.glb of Gaussians and asset_obj.zip once asked for)
+EXPORTS = ("asset.ply", "asset.glb", "asset_obj.zip", "turntable.gif", "preview.png", "particles.png", "metrics.json",
+           "metrics.csv", "loss.png", "config.json", "eval.json")
+OBJ_FILES = ("asset.obj", "asset.mtl", "asset.png")  # what asset_obj.zip holds
 
 
 # A request outside the limits raises sds3d.errors.InputError; the message is shown to the user as is.
@@ -111,6 +115,7 @@ class Run:
     note: str | None = None  # one line to show at the start, e.g. a prompt outside the embedded prior's world
     _snapshot: Snapshot | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _mesh_lock: threading.Lock = field(default_factory=threading.Lock)
     _started: float = field(default_factory=time.perf_counter)
     _first_step: tuple[int, float] | None = None  # (step, time) of the first report
 
@@ -133,6 +138,33 @@ class Run:
         particle_assets = sorted(self.dir.glob("particle_*/asset.*"), key=lambda path: int(path.parent.name[9:]))
         paths = [self.dir / ("share/config.json" if name == "config.json" else name) for name in EXPORTS]
         return [path for path in paths if path.is_file()] + particle_assets
+
+    def export_meshes(self, texture_size: int = 1024, resolution: int = 128, max_faces: int = 20000) -> list[Path]:
+        """A textured mesh of the finished run's asset (particle 0), made as `sds3d export` makes it by
+        default (Gaussians: marching cubes of their density): `asset.glb` (a NeRF or mesh run's own is
+        kept) and `asset_obj.zip` (`OBJ_FILES`), both +Y up; made once -> `files()`. InputError while
+        the run is going, when it has no asset, or when the server lacks the mesh tools."""
+        if not self.finished.is_set():
+            raise InputError("The run is still going; make the mesh once it is done.")
+        if self.asset() is None:
+            raise InputError("This run has no asset to make a mesh of.")
+        archive, glb, work = self.dir / "asset_obj.zip", self.dir / "asset.glb", self.dir / "mesh"
+        with self._mesh_lock:
+            if not archive.is_file():
+                work.mkdir(exist_ok=True)
+                _, asset = load_run(self.dir)
+                try:
+                    mesh = bake_textured_mesh(*surface_of(asset, resolution, max_faces=max_faces), texture_size)
+                except ImportError as error:
+                    raise InputError(f"This server cannot make meshes: {error}") from None
+                mesh.save(work / "asset.obj")
+                with zipfile.ZipFile(work / archive.name, "w", zipfile.ZIP_DEFLATED) as zipped:
+                    for name in OBJ_FILES:
+                        zipped.write(work / name, name)
+                if not glb.is_file():
+                    os.replace(mesh.save(work / glb.name), glb)
+                os.replace(work / archive.name, archive)  # last: its presence means both are complete
+        return self.files()
 
     def write_shared_config(self) -> Path:
         """`share/config.json`: the run's config as the user may re-run it, without the server's paths (the

@@ -8,7 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..guidance.prior_type import PRIOR_TYPES, prior_type
+from sds3d.guidance.prior_type import PRIOR_TYPES, prior_type
+
 from .limits import Limits
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..generate import REPRESENTATIONS, GenerateConfig, particle_count
-from ..guidance.registry import GUIDANCE
-from ..world import canonical_caption
+from sds3d.generate import REPRESENTATIONS, GenerateConfig, particle_count
+from sds3d.guidance.registry import GUIDANCE
+from sds3d.world import canonical_caption
+
 from .runner import InputError, Run, Runner, RunRequest, Snapshot, default_guidance_scale
 
 CSS = "#turntable img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
@@ -74,12 +75,12 @@ def build_ui(runner: Runner, concurrency: int = 1, queue_size: int = 16) -> gr.B
         if run.note:
             gr.Warning(run.note)
         try:
-            yield progress_text(run.snapshot()), None, None, None, "", None
+            yield progress_text(run.snapshot()), None, None, None, "", None, run
             while not run.finished.wait(POLL_SECONDS):
                 snapshot = run.snapshot()
                 progress((snapshot.step, snapshot.total), desc=progress_text(snapshot).replace("**", ""))
                 renders = None if snapshot.renders is None else _enlarge(snapshot.renders)
-                yield progress_text(snapshot), renders, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                yield progress_text(snapshot), renders, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         finally:
             if not run.finished.is_set():  # the page went away mid-run (closed tab, lost connection)
                 run.stop()
@@ -87,7 +88,15 @@ def build_ui(runner: Runner, concurrency: int = 1, queue_size: int = 16) -> gr.B
             raise gr.Error(run.error, print_exception=False)
         asset = run.asset()
         yield (final_text(run), gr.skip(), asset and str(asset), str(run.dir / "turntable.gif"),
-               scores_text(run.scores), [str(path) for path in run.files()])
+               scores_text(run.scores), [str(path) for path in run.files()], gr.skip())
+
+    def make_mesh(run: Run | None):
+        if run is None:
+            raise gr.Error("Generate an asset first; the mesh is made from it.", print_exception=False)
+        try:
+            return [str(path) for path in run.export_meshes()]
+        except InputError as error:
+            raise gr.Error(str(error), print_exception=False) from None
 
     def stop(request: gr.Request):
         if runner.stop(request.session_hash):
@@ -140,12 +149,18 @@ def build_ui(runner: Runner, concurrency: int = 1, queue_size: int = 16) -> gr.B
                                          elem_id="turntable")
                 scores = gr.Markdown("", elem_id="scores")
                 files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
+                mesh_button = gr.Button("Make a mesh: GLB and OBJ downloads", elem_id="mesh")
+        last_run = gr.State(None)  # the page's latest Run, kept on the server
 
         guidance.change(guidance_changed, guidance, guidance_scale, queue=False)
         run_button.click(generate, [prompt, negative_prompt, representation, guidance, prior, steps, seed,
                                     guidance_scale, resolution, particles],
-                         [status, renders, model, turntable, scores, files],
-                         concurrency_limit=concurrency, show_progress_on=[status], api_name="generate")
+                         [status, renders, model, turntable, scores, files, last_run],
+                         concurrency_limit=concurrency, concurrency_id="work", show_progress_on=[status],
+                         api_name="generate")
+        # meshing takes seconds and memory like a run does, so it shares the runs' slots
+        mesh_button.click(make_mesh, last_run, files, concurrency_limit=concurrency, concurrency_id="work",
+                          api_name="mesh")
         stop_button.click(stop, None, None, queue=False, api_name="stop")
     demo.queue(max_size=queue_size)
     return demo

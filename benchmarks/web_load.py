@@ -152,7 +152,8 @@ def summary(alone: list[Outcome], together: list[Outcome]) -> dict:
 
 
 def benchmark(users: int = 8, concurrency: int = 2, queue_size: int = 4, steps: int = 3,
-              workdir: Path | None = None, prompts: list[str] | None = None) -> tuple[dict, list[Outcome], list[Outcome]]:
+              workdir: Path | None = None,
+              prompts: list[str] | None = None) -> tuple[dict, list[Outcome], list[Outcome]]:
     """Both phases against a fresh `sds3d app` subprocess -> (summary with timing and memory, solo
     outcomes, load outcomes)."""
     workdir = Path(workdir or tempfile.mkdtemp(prefix="sds3d-web-load-"))

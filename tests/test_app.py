@@ -4,12 +4,15 @@ import argparse
 import json
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from sds3d.app.limits import Limits
-from sds3d.app.runner import InputError, Runner, RunRequest, default_guidance_scale, prior_choices
+from sds3d.app.runner import OBJ_FILES, InputError, Run, Runner, RunRequest, default_guidance_scale, prior_choices
 from sds3d.app.server import add_arguments, build_runner, served_paths
 from sds3d.cli import build_parser, main
 from sds3d.guidance.sds import SDSConfig
@@ -146,6 +149,49 @@ def test_a_new_request_from_the_same_page_stops_its_previous_run(runner):
     second = runner.start(RunRequest("a red mug", steps=2), owner="page")
     _wait(first), _wait(second)
     assert first.stop_requested.is_set() and json.loads((first.dir / "metrics.json").read_text())["steps"] < 50
+
+
+def test_a_gaussian_run_offers_its_mesh_as_glb_and_obj_upright(runner, tmp_path):
+    trimesh = pytest.importorskip("trimesh")
+    pytest.importorskip("xatlas")
+    from test_export_orientation import FILE_AXES, _assert_up_and_front, _signpost
+
+    from sds3d.representations import Gaussians, GaussiansConfig
+
+    run = runner.start(RunRequest("a signpost", steps=2), owner="page-m")
+    _wait(run)
+    # the run's asset becomes a signpost: a post along the world's up (+z), its sign towards the front (+x)
+    signpost = Gaussians.from_mesh(_signpost(), 4000, GaussiansConfig(init_opacity=0.9))
+    with torch.no_grad():
+        signpost.params["scales"].clamp_(max=float(np.log(0.02)))
+    state = torch.load(run.dir / "checkpoint.pt", weights_only=True)
+    torch.save({**state, "representation": signpost.state_dict()}, run.dir / "checkpoint.pt")
+
+    files = run.export_meshes(texture_size=64, resolution=48, max_faces=800)
+    assert [p.name for p in files] == ["asset.ply", "asset.glb", "asset_obj.zip", "turntable.gif", "preview.png",
+                                       "metrics.json", "metrics.csv", "loss.png", "config.json"]
+    assert run.asset().name == "asset.ply"  # the 3D viewer keeps showing the splats
+    glb = trimesh.load(run.dir / "asset.glb", force="mesh")
+    assert glb.visual.kind == "texture"
+    _assert_up_and_front(np.asarray(glb.vertices), *FILE_AXES["+y"])
+    with zipfile.ZipFile(run.dir / "asset_obj.zip") as archive:
+        assert sorted(archive.namelist()) == sorted(OBJ_FILES)
+        archive.extractall(tmp_path / "obj")
+    obj = trimesh.load(tmp_path / "obj" / "asset.obj", force="mesh")
+    assert obj.visual.kind == "texture"
+    _assert_up_and_front(np.asarray(obj.vertices), *FILE_AXES["+y"])
+    made = (run.dir / "asset.glb").stat().st_mtime_ns
+    assert run.export_meshes() == files and (run.dir / "asset.glb").stat().st_mtime_ns == made  # made once
+
+
+def test_a_mesh_needs_a_finished_run_with_an_asset(runner, tmp_path):
+    run = Run(dir=tmp_path, config=runner.config(RunRequest("a red mug", steps=2)), prior=None)
+    with pytest.raises(InputError, match="^The run is still going; make the mesh once it is done.$"):
+        run.export_meshes()
+    run.finished.set()
+    with pytest.raises(InputError, match="^This run has no asset to make a mesh of.$"):
+        run.export_meshes()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_failing_run_reports_one_line(runner, monkeypatch):

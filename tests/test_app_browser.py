@@ -174,6 +174,10 @@ def test_two_simultaneous_requests_get_separate_outputs(server, tmp_path):
                for i in range(2)]
     jobs = [client.submit(r.prompt, r.negative_prompt, r.representation, r.guidance, r.prior, r.steps, r.seed,
                           r.guidance_scale, r.resolution, r.particles, api_name="/generate") for client, r in zip(clients, requests)]
+    running = []  # runs started (their directory exists) and not finished (no metrics.json yet), over time
+    while not all(job.done() for job in jobs):
+        running.append(sum(not (d / "metrics.json").exists() for d in set(runner.runs_dir.iterdir()) - before))
+        time.sleep(0.05)
     results = [job.result(timeout=180) for job in jobs]
     prior = load_prior("embedded")
 
@@ -181,9 +185,7 @@ def test_two_simultaneous_requests_get_separate_outputs(server, tmp_path):
     assert len(run_dirs) == 2
     by_prompt = {json.loads((d / "config.json").read_text())["prompt"]: d for d in run_dirs}
     first, second = by_prompt["a red mug"], by_prompt["a blue cube"]
-    # they ran at the same time: each started before the other finished
-    assert (first / "config.json").stat().st_mtime < (second / "metrics.json").stat().st_mtime
-    assert (second / "config.json").stat().st_mtime < (first / "metrics.json").stat().st_mtime
+    assert max(running) == 2  # they ran at the same time
     for request, (status, _, model, turntable, scores, files), run_dir in zip(requests, results, (first, second)):
         assert status.startswith("**Done: 8 steps**") and Path(model).name == "asset.ply"
         assert Path(turntable).name == "turntable.gif" and f"**{request.prompt.removeprefix('a ')}**" in scores
@@ -193,3 +195,25 @@ def test_two_simultaneous_requests_get_separate_outputs(server, tmp_path):
         config.out = str(tmp_path / f"reference_seed{request.seed}")
         generate(config, prior=prior, progress=False)  # the same request run alone gives the same asset
         assert (Path(config.out) / "asset.ply").read_bytes() == Path(model).read_bytes()
+
+
+@pytest.mark.slow
+def test_a_gaussian_run_offers_a_mesh_on_demand(server, tmp_path):
+    import trimesh
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    url, runner = server
+    client = Client(url, verbose=False, download_files=str(tmp_path), analytics_enabled=False)
+    with pytest.raises(AppError, match="Generate an asset first; the mesh is made from it."):
+        client.predict(api_name="/mesh")
+    before = set(runner.runs_dir.iterdir())
+    *_, files = client.predict("a red mug", "", "gaussians", "sds", "embedded", 5, 0, None, 32, 1, api_name="/generate")
+    assert "asset.glb" not in {Path(f).name for f in files}
+    files = client.predict(api_name="/mesh")  # the same page: its latest run
+    (run_dir,) = set(runner.runs_dir.iterdir()) - before
+    assert [Path(f).name for f in files[:3]] == ["asset.ply", "asset.glb", "asset_obj.zip"]
+    for name, path in zip(("asset.glb", "asset_obj.zip"), files[1:3]):
+        assert Path(path).read_bytes() == (run_dir / name).read_bytes()
+    mesh = trimesh.load(files[1], force="mesh")
+    assert mesh.visual.kind == "texture" and len(mesh.faces) > 100
