@@ -82,7 +82,7 @@ def load_extension(name: str):
         build_dir.mkdir(parents=True, exist_ok=True)
         fresh = not (build_dir / f"sds3d_{name}{LIB_EXT}").exists()
         if fresh:
-            _say(f"sds3d: compiling {what}, once per install (~30 s)...")
+            _say(f"sds3d: compiling {what}, once per install (~20 s)...")
         started = time.perf_counter()
         module = load(name=f"sds3d_{name}", sources=[str(s) for s in sources], extra_include_paths=[str(CSRC)],
                       extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS), build_directory=str(build_dir),

@@ -57,7 +57,7 @@ def test_the_first_build_is_announced_once(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(build, "compiler", lambda: "/usr/bin/c++")
     assert load_uncached("gaussian_raster") == "sds3d_gaussian_raster"
     first = capsys.readouterr().err
-    assert first.startswith("sds3d: compiling the CPU Gaussian rasterizer, once per install (~30 s)...\n")
+    assert first.startswith("sds3d: compiling the CPU Gaussian rasterizer, once per install (~20 s)...\n")
     assert "compiled gaussian_raster in" in first and len(first.splitlines()) == 2
     assert load_uncached("gaussian_raster") == "sds3d_gaussian_raster"
     assert capsys.readouterr().err == ""  # already built: nothing said
