@@ -12,8 +12,8 @@ optimiser) and other (the loop's own work: progress bar, metrics.csv, checkpoint
 UNet alone is timed on the loop's batch (views x 2 for classifier-free guidance) in fp32, under bf16
 autocast and channels-last, alternating; its FLOPs per call come from `torch.utils.flop_counter`
 (convolutions, matrix products and attention), and its GFLOP/s are set against torch.mm's rate on 1024x1024
-matrices in fp32 and bf16 on the same threads. Microbenchmarks report the best of `--repeats`
-alternating rounds, which tracks what the machine can do when it is shared. `text_encodings` counts
+matrices in fp32 and bf16 on the same threads. Both report their fastest single call (UNet: over
+`--repeats` alternating rounds of 3 calls), which tracks what the machine can do when it is shared. `text_encodings` counts
 the text-encoder calls of each run (the prompt cache should make it a handful).
 
 `--parallel` times short runs in subprocesses instead: one with 2 threads, then two with 1 thread
@@ -48,16 +48,15 @@ PROMPT = "a red mug"
 LOOP_PHASES = ("render", "prior", "backward", "optimizer")
 
 
-def matmul_gflops(dtype: torch.dtype, size: int = 1024, repeats: int = 7) -> float:
-    """torch.mm's best rate on size x size matrices (GFLOP/s)."""
+def matmul_gflops(dtype: torch.dtype, size: int = 1024, repeats: int = 40) -> float:
+    """torch.mm's best rate on size x size matrices (GFLOP/s), over `repeats` single products."""
     a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
     a @ b
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        for _ in range(5):
-            a @ b
-        best = min(best, (time.perf_counter() - start) / 5)
+        a @ b
+        best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
 
 
@@ -110,10 +109,10 @@ def unet_microbenchmark(prior, views: int, repeats: int) -> dict[str, float]:
                 with channels_last(prior) if last else contextlib.nullcontext():
                     inputs = x.contiguous(memory_format=torch.channels_last) if last else x
                     prior.unet_output(inputs, t, text)
-                    start = time.perf_counter()
                     for _ in range(3):
+                        start = time.perf_counter()
                         prior.unet_output(inputs, t, text)
-                    best[name] = min(best[name], (time.perf_counter() - start) / 3)
+                        best[name] = min(best[name], time.perf_counter() - start)
     prior.set_precision("fp32")
     return best
 
