@@ -1,9 +1,9 @@
 """Where a step's time goes: the generation loop profiled phase by phase, the prior's UNet against
 this machine's matmul rate, and each speed-up measured on its own against today's defaults.
 
-    python benchmarks/step_profile.py                       # 600-step runs of the presets baseline and fast
+    python benchmarks/step_profile.py             # 600-step runs of the presets baseline and fast
     python benchmarks/step_profile.py --steps 100 --threads 2
-    python benchmarks/step_profile.py --parallel            # one 2-thread run against two 1-thread runs at once
+    python benchmarks/step_profile.py --parallel  # one 2-thread run against two 1-thread runs at once
 
 Two loop runs of "a red mug" in this process, `--preset baseline` (today's defaults, pinned) and
 `--preset fast`, each timed per phase after `--warmup` steps: prior (its UNet apart), render,
@@ -11,10 +11,11 @@ backward, optimiser, densification (Gaussians' statistics and growth, taken out 
 optimiser) and other (the loop's own work: progress bar, metrics.csv, checkpoints, previews). The
 UNet alone is timed on the loop's batch (views x 2 for classifier-free guidance) in fp32, under bf16
 autocast and channels-last, alternating; its FLOPs per call come from `torch.utils.flop_counter`
-(convolutions, matrix products and attention), and its GFLOP/s are set against torch.mm's rate on 1024x1024
-matrices in fp32 and bf16 on the same threads. Both report their fastest single call (UNet: over
-`--repeats` alternating rounds of 3 calls), which tracks what the machine can do when it is shared. `text_encodings` counts
-the text-encoder calls of each run (the prompt cache should make it a handful).
+(convolutions, matrix products and attention), and its GFLOP/s are set against torch.mm's rate on
+1024x1024 matrices in fp32 and bf16 on the same threads. Both report their fastest single call
+(UNet: over `--repeats` alternating rounds of 3 calls), which tracks what the machine can do when it
+is shared. `text_encodings` counts the text-encoder calls of each run (the prompt cache should make
+it a handful).
 
 `--parallel` times short runs in subprocesses instead: one with 2 threads, then two with 1 thread
 side by side, and reports steps per second of the whole machine for both, over each process's wall
