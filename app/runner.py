@@ -6,6 +6,7 @@ Nothing here imports gradio; `sds3d.app.ui` turns `InputError` into `gr.Error`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -209,10 +210,15 @@ class Runner:
     The priors on offer are loaded here, once, before any run starts, and shared by the runs: diffusers
     and transformers load models by patching `torch.nn.Module` for the whole process, which would
     corrupt the modules a concurrent run creates. VSD, which trains a LoRA on the UNet, gets its own
-    copy of the UNet (`vsd.separate_unet`), so the shared prior is only read."""
+    copy of the UNet (`vsd.separate_unet`), so the shared prior is only read.
+
+    `slots` (None: no limit) bounds the runs and meshings executing at once. The page's queue bounds
+    them too, but it frees a slot as soon as a page goes away, while its stopped run still finishes
+    the step, the turntable and the scores; a run or meshing waits here until a slot is free."""
 
     def __init__(self, runs_dir: str | Path, priors: dict[str, str] | None = None, limits: Limits = Limits(),
-                 turntable_frames: int = 24, turntable_resolution: int = 128, device: str = "auto"):
+                 turntable_frames: int = 24, turntable_resolution: int = 128, device: str = "auto",
+                 slots: int | None = None):
         self.runs_dir = Path(runs_dir).resolve()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.priors = priors or {"embedded": "embedded"}
@@ -221,6 +227,7 @@ class Runner:
         self.turntable_frames = turntable_frames
         self.turntable_resolution = turntable_resolution
         self.device = device
+        self.slots = threading.BoundedSemaphore(slots) if slots else contextlib.nullcontext()
         self._active: dict[str, Run] = {}
         self._lock = threading.Lock()
 
@@ -300,8 +307,17 @@ class Runner:
         run.stop()
         return True
 
+    def mesh(self, run: Run) -> list[Path]:
+        """`run.export_meshes()` in one of the slots."""
+        with self.slots:
+            return run.export_meshes()
+
     def _work(self, run: Run, owner: str) -> None:
-        run.execute()
+        with self.slots:
+            if run.stop_requested.is_set():  # its page went away, or sent another request, while it waited
+                run.error = "Stopped before it started."
+            else:
+                run.execute()
         with self._lock:
             if self._active.get(owner) is run:
                 del self._active[owner]

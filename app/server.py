@@ -49,7 +49,8 @@ def build_runner(args: argparse.Namespace):
     if not os.access(runs_dir, os.W_OK):
         raise ValueError(f"cannot write to runs directory {runs_dir}")
     try:
-        return Runner(runs_dir, priors, Limits(max_steps=args.max_steps), device=args.device)
+        return Runner(runs_dir, priors, Limits(max_steps=args.max_steps), device=args.device,
+                      slots=args.concurrency)
     except (OSError, ValueError) as error:
         if made is not None:
             made.rmdir()

@@ -94,7 +94,7 @@ def build_ui(runner: Runner, concurrency: int = 1, queue_size: int = 16) -> gr.B
         if run is None:
             raise gr.Error("Generate an asset first; the mesh is made from it.", print_exception=False)
         try:
-            return [str(path) for path in run.export_meshes()]
+            return [str(path) for path in runner.mesh(run)]
         except InputError as error:
             raise gr.Error(str(error), print_exception=False) from None
 

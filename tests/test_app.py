@@ -3,6 +3,7 @@
 import argparse
 import json
 import tempfile
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -194,6 +195,27 @@ def test_a_mesh_needs_a_finished_run_with_an_asset(runner, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def _wait_for_step(run, step: int) -> None:
+    deadline = time.monotonic() + 120
+    while run.snapshot().step < step and not run.finished.is_set():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_runs_beyond_the_slots_wait_and_a_stopped_one_never_starts(runner, monkeypatch):
+    monkeypatch.setattr(runner, "slots", threading.BoundedSemaphore(1))
+    first = runner.start(RunRequest("a dragon", steps=50), owner="page-a")
+    _wait_for_step(first, 2)
+    second = runner.start(RunRequest("a dragon", steps=2), owner="page-b")
+    third = runner.start(RunRequest("a dragon", steps=2), owner="page-c")
+    time.sleep(0.5)
+    assert list(second.dir.iterdir()) == list(third.dir.iterdir()) == []  # waiting: nothing written yet
+    assert runner.stop("page-c") and runner.stop("page-a")
+    _wait(first), _wait(second)
+    assert third.finished.wait(60) and third.error == "Stopped before it started."
+    assert list(third.dir.iterdir()) == [] and json.loads((second.dir / "metrics.json").read_text())["steps"] == 2
+
+
 def test_a_failing_run_reports_one_line(runner, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory\nmore detail")
@@ -209,8 +231,9 @@ def _args(*argv):
 
 
 def test_server_flags(tmp_path, monkeypatch):
-    runner = build_runner(_args("--runs-dir", str(tmp_path / "runs"), "--max-steps", "40"))
+    runner = build_runner(_args("--runs-dir", str(tmp_path / "runs"), "--max-steps", "40", "--concurrency", "2"))
     assert runner.runs_dir == (tmp_path / "runs").resolve() and runner.limits.max_steps == 40
+    assert [runner.slots.acquire(blocking=False) for _ in range(3)] == [True, True, False]  # --concurrency slots
     assert list(runner.priors) == ["embedded"]
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the default runs folder is made
     args = add_arguments(argparse.ArgumentParser()).parse_args([])
