@@ -37,7 +37,7 @@ def check(alone, together, queue_size: int, concurrency: int, steps: int) -> Non
 
 
 def test_three_users_one_slot_one_queue_place(tmp_path):
-    runner = Runner(tmp_path / "runs", turntable_frames=4, turntable_resolution=32)
+    runner = Runner(tmp_path / "runs", turntable_frames=4, turntable_resolution=32, slots=1)  # as `sds3d app` does
     demo = build_ui(runner, concurrency=1, queue_size=1)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
