@@ -25,3 +25,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_folder(tmp_path_factory):
+    """A tiny random Stable Diffusion pipeline saved in the diffusers layout (shared by the session)."""
+    from tiny_pipelines import save_tiny_sd_pipeline
+
+    return save_tiny_sd_pipeline(tmp_path_factory.mktemp("tiny_sd"))
+
+
+@pytest.fixture(scope="session")
+def tiny_if_folder(tmp_path_factory):
+    """A tiny random DeepFloyd IF stage-I pipeline saved in the diffusers layout."""
+    from tiny_pipelines import save_tiny_if_pipeline
+
+    return save_tiny_if_pipeline(tmp_path_factory.mktemp("tiny_if"))

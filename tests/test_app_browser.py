@@ -119,9 +119,9 @@ def test_prompt_to_3d_viewer_and_downloads(browser, server, tmp_path):
     _wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#renders img[src]"), 60, "the live renders")
     _wait_for(lambda: f"Done: {PAGE_STEPS} steps" in _status(browser), 600, "the end of the run")
 
-    files = _wait_for(lambda: len(_downloads(browser)) == 6 and _downloads(browser), 30, "six downloads")
-    assert list(files) == ["asset.ply", "turntable.gif", "preview.png", "metrics.json",
-                                                      "config.json", "eval.json"]
+    files = _wait_for(lambda: len(_downloads(browser)) == 8 and _downloads(browser), 30, "eight downloads")
+    assert list(files) == ["asset.ply", "turntable.gif", "preview.png", "metrics.json", "metrics.csv", "loss.png",
+                           "config.json", "eval.json"]
     with urllib.request.urlopen(next(iter(files.values()))) as response:
         assert response.read() == (run_dir / "asset.ply").read_bytes()
     with pytest.raises(urllib.error.HTTPError, match="403"):  # run directories themselves are not served

@@ -4,7 +4,6 @@ import json
 import shutil
 
 import pytest
-from tiny_pipelines import save_tiny_if_pipeline, save_tiny_sd_pipeline
 
 from sds3d.assets import ASSETS_DIR
 from sds3d.cli import main
@@ -17,24 +16,14 @@ from sds3d.guidance.stable_diffusion import StableDiffusionPrior
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def sd_folder(tmp_path_factory):
-    return save_tiny_sd_pipeline(tmp_path_factory.mktemp("tiny_sd"))
-
-
-@pytest.fixture(scope="module")
-def if_folder(tmp_path_factory):
-    return save_tiny_if_pipeline(tmp_path_factory.mktemp("tiny_if"))
-
-
-def test_pipeline_folders_by_their_model_index(sd_folder, if_folder):
-    assert json.loads((if_folder / "model_index.json").read_text())["_class_name"] == "IFPipeline"
-    assert prior_type(str(sd_folder)) == "sd" and prior_type(str(if_folder)) == "if"
+def test_pipeline_folders_by_their_model_index(tiny_sd_folder, tiny_if_folder):
+    assert json.loads((tiny_if_folder / "model_index.json").read_text())["_class_name"] == "IFPipeline"
+    assert prior_type(str(tiny_sd_folder)) == "sd" and prior_type(str(tiny_if_folder)) == "if"
     assert prior_type("embedded") == "embedded" and prior_type(str(ASSETS_DIR / "prior")) == "embedded"
 
 
-def test_folders_without_model_index_by_their_components(sd_folder, if_folder, tmp_path):
-    for name, folder in (("sd", sd_folder), ("if", if_folder)):
+def test_folders_without_model_index_by_their_components(tiny_sd_folder, tiny_if_folder, tmp_path):
+    for name, folder in (("sd", tiny_sd_folder), ("if", tiny_if_folder)):
         copy = shutil.copytree(folder, tmp_path / name)
         (copy / "model_index.json").unlink()
         assert prior_type(str(copy)) == name
@@ -52,23 +41,23 @@ def test_hub_ids_not_in_the_cache_by_their_name():
     assert prior_type("stabilityai/stable-diffusion-2-1-base") == "sd"
 
 
-def test_load_prior_builds_the_detected_prior(sd_folder, if_folder):
-    assert isinstance(load_prior(str(if_folder)), DeepFloydIFPrior)
-    assert isinstance(load_prior(str(sd_folder)), StableDiffusionPrior)
+def test_load_prior_builds_the_detected_prior(tiny_sd_folder, tiny_if_folder):
+    assert isinstance(load_prior(str(tiny_if_folder)), DeepFloydIFPrior)
+    assert isinstance(load_prior(str(tiny_sd_folder)), StableDiffusionPrior)
     assert isinstance(load_prior(str(ASSETS_DIR / "prior")), EmbeddedPrior)
 
 
-def test_cli_generates_with_a_deepfloyd_if_folder(if_folder, tmp_path, capsys):
-    assert main(["generate", "a red cube", "--prior", str(if_folder), "--steps", "1", "--quiet", "--out",
+def test_cli_generates_with_a_deepfloyd_if_folder(tiny_if_folder, tmp_path, capsys):
+    assert main(["generate", "a red cube", "--prior", str(tiny_if_folder), "--steps", "1", "--quiet", "--out",
                  str(tmp_path), "--set", "resolution=16", "--set", "views_per_step=1", "--set",
                  "turntable_frames=2", "--set", "turntable_resolution=16", "--set", "gaussians.num_points=100"]) == 0
     assert (tmp_path / "asset.ply").is_file()
-    assert json.loads((tmp_path / "config.json").read_text())["prior"] == str(if_folder)
+    assert json.loads((tmp_path / "config.json").read_text())["prior"] == str(tiny_if_folder)
 
 
-def test_the_web_ui_offers_a_deepfloyd_if_folder(if_folder, tmp_path):
+def test_the_web_ui_offers_a_deepfloyd_if_folder(tiny_if_folder, tmp_path):
     from sds3d.app.runner import Runner, prior_choices
 
-    runner = Runner(tmp_path, prior_choices([str(if_folder)]))
+    runner = Runner(tmp_path, prior_choices([str(tiny_if_folder)]))
     assert list(runner.priors) == ["embedded", "pipeline"]
     assert isinstance(runner._models["pipeline"], DeepFloydIFPrior)

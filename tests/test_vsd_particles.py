@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from tiny_pipelines import save_tiny_sd_pipeline
 
 from sds3d.cli import main
 from sds3d.config import load_json
@@ -18,13 +17,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory):
-    return save_tiny_sd_pipeline(tmp_path_factory.mktemp("tiny_sd"))
-
-
-@pytest.fixture(scope="module")
-def prior(tiny_sd):
-    return StableDiffusionPrior.from_pretrained(tiny_sd)
+def prior(tiny_sd_folder):
+    return StableDiffusionPrior.from_pretrained(tiny_sd_folder)
 
 
 def config(out, particles=2, **changes) -> GenerateConfig:
