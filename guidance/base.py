@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..representations.alpha_regularizers import alpha_entropy, alpha_sparsity
+from sds3d.representations.alpha_regularizers import alpha_entropy, alpha_sparsity
 from .prior import DiffusionPrior
 from .schedules import scheduled_value
 

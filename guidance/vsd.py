@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..views import VIEW_WORDS
+from sds3d.views import VIEW_WORDS
 from .base import Guidance, GuidanceOutput, clip_gradient, images_from_render, target_trick_loss
 from .lora import UNetLoRA, camera_condition
 from .prior import TextEmbedding, cfg_combine, guided_noise

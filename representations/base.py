@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..cameras import Cameras
-from ..types import RenderOutput
+from sds3d.cameras import Cameras
+from sds3d.types import RenderOutput
 
 
 class Representation(nn.Module, ABC):
@@ -57,6 +57,6 @@ class Representation(nn.Module, ABC):
         """Writes the asset a run delivers into `directory` and returns its path: by default a mesh
         with a baked UV texture, `asset.glb`, with a progress bar if `progress` (Gaussians write the
         3DGS `asset.ply` instead, at once)."""
-        from ..export import export_textured
+        from sds3d.export import export_textured
 
         return export_textured(self, Path(directory) / "asset.glb", progress=progress)

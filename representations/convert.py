@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..cameras import CameraSampler, Cameras, orbit_cameras, turntable_cameras
-from ..cuda._torch_gaussians import _quat_to_rotmat
+from sds3d.cameras import CameraSampler, Cameras, orbit_cameras, turntable_cameras
+from sds3d.cuda._torch_gaussians import _quat_to_rotmat
 from .base import Representation
 from .dmtet import DMTet, DMTetConfig
 from .gaussians import Gaussians, GaussiansConfig

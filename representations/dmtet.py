@@ -17,9 +17,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..cameras import Cameras
-from ..cuda.hash_grid import HashGridEncoding
-from ..types import RenderOutput
+from sds3d.cameras import Cameras
+from sds3d.cuda.hash_grid import HashGridEncoding
+from sds3d.types import RenderOutput
 from .base import Representation
 from .mesh_render import render
 from .tet_grid import cube_tetrahedra, grid_points

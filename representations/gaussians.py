@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cameras import Cameras
-from ..cuda.gaussian_rasterizer import rasterize_gaussians
-from ..types import RenderOutput
+from sds3d.cameras import Cameras
+from sds3d.cuda.gaussian_rasterizer import rasterize_gaussians
+from sds3d.types import RenderOutput
 from .base import Representation
 from .color_smoothness import color_smoothness, nearest_neighbours
 from .gaussian_densification import DensificationConfig, GaussianDensifier

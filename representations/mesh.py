@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cameras import Cameras
-from ..cuda.mesh_rasterizer import DEFAULT_COLOR
-from ..types import RenderOutput
+from sds3d.cameras import Cameras
+from sds3d.cuda.mesh_rasterizer import DEFAULT_COLOR
+from sds3d.types import RenderOutput
 from .base import Representation
 from .mesh_render import EdgeTopology, render, sample_texture
 
@@ -122,7 +122,7 @@ class Mesh(Representation):
         (one line) for a missing, unreadable or empty file, or one with NaN / infinite positions."""
         from sds3d.errors import InputError, first_line
 
-        from ..export import load_trimesh
+        from sds3d.export import load_trimesh
 
         if not Path(path).is_file():
             raise InputError(f"{path}: no such mesh file")
@@ -208,7 +208,7 @@ class Mesh(Representation):
     def save(self, path) -> Path:
         """.glb or .obj (+Y up; a textured .obj also writes <stem>.mtl and <stem>.png beside it), or
         .ply (world frame, +z up)."""
-        from ..export import save_trimesh
+        from sds3d.export import save_trimesh
 
         return save_trimesh(self.to_trimesh(), path)
 

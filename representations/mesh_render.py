@@ -31,10 +31,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..cameras import Cameras
-from ..cuda._torch_mesh import project_points
-from ..cuda.mesh_rasterizer import Fragments, _batched, _per_face, interpolate, rasterize_mesh
-from ..types import RenderOutput
+from sds3d.cameras import Cameras
+from sds3d.cuda._torch_mesh import project_points
+from sds3d.cuda.mesh_rasterizer import Fragments, _batched, _per_face, interpolate, rasterize_mesh
+from sds3d.types import RenderOutput
 
 
 @dataclass

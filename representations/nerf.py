@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd import Function
 
-from ..cameras import Cameras
-from ..cuda.hash_grid import HashGridEncoding
-from ..types import RenderOutput
+from sds3d.cameras import Cameras
+from sds3d.cuda.hash_grid import HashGridEncoding
+from sds3d.types import RenderOutput
 from .alpha_regularizers import alpha_entropy, alpha_sparsity
 from .base import Representation
 from .occupancy_grid import OccupancyGrid

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..cameras import Cameras
+from sds3d.cameras import Cameras
 
 
 def camera_rays(cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

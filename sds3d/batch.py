@@ -210,7 +210,7 @@ def _generate(config, prior) -> tuple[dict, object]:
 @functools.lru_cache(maxsize=None)
 def _prior(spec: str, device: str):
     """A prior loaded once per process (a Ray worker keeps it across its tasks); runs share it read-only."""
-    from .guidance.registry import load_prior
+    from sds3d.guidance.registry import load_prior
     from .monitor import quiet
 
     quiet()

@@ -32,7 +32,7 @@ def cmd_demo(args) -> int:
     """Micro-world object -> surface Gaussians -> turntable GIF, preview grid and 3DGS PLY."""
     import torch
 
-    from .representations import Gaussians, GaussiansConfig
+    from sds3d.representations import Gaussians, GaussiansConfig
     from .turntable import image_grid, render_turntable, save_animation, save_png
     from .world import COLORS, KINDS, make_object
 
@@ -195,7 +195,7 @@ def cmd_export(args) -> int:
     """Export a run's asset; the format follows the output suffix: for 3D Gaussians .ply (3DGS),
     .splat or .compressed.ply; from any representation a mesh with a baked UV texture, .glb or .obj
     (+ .mtl + .png), +Y up."""
-    from .representations import Gaussians
+    from sds3d.representations import Gaussians
 
     run, _, asset = _load_run(args.run_dir, args.particle)
     out = Path(args.out)
@@ -209,7 +209,7 @@ def cmd_export(args) -> int:
     _output_dir(str(out.parent))
     try:
         if splat:
-            from .representations.gaussian_ply import save_gaussian_splat
+            from sds3d.representations.gaussian_ply import save_gaussian_splat
 
             save_gaussian_splat(out, asset, up=args.up)
         elif out.suffix.lower() == ".ply":
@@ -242,7 +242,7 @@ def cmd_sample(args) -> int:
     """Grid of images drawn from the embedded prior for one prompt."""
     import numpy as np
 
-    from .guidance.embedded_prior import sample
+    from sds3d.guidance.embedded_prior import sample
     from .monitor import quiet
     from .scope import scope_note
     from .turntable import image_grid, save_png
@@ -278,7 +278,7 @@ def cmd_world(args) -> int:
 
 def cmd_app(args) -> int:
     """The web UI (sds3d.app); blocks until Ctrl+C."""
-    from .app.server import launch
+    from sds3d.app.server import launch
 
     try:
         launch(args)
@@ -447,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(func=cmd_export)
 
-    from .app.server import add_arguments
+    from sds3d.app.server import add_arguments
 
     world = commands.add_parser("world", help="list the kinds and colours the embedded prior knows")
     world.set_defaults(func=cmd_world)

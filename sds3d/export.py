@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .axes import world_to_file
 from .cameras import Cameras
-from .cuda.mesh_rasterizer import fragments_from_face_ids, visibility
+from sds3d.cuda.mesh_rasterizer import fragments_from_face_ids, visibility
 
 # the `mesh` extra's modules a run needs -> their pip names (open3d only for `--method poisson|tsdf`)
 MESH_TOOLS = {"xatlas": "xatlas", "fast_simplification": "fast-simplification", "mcubes": "pymcubes"}
@@ -60,7 +60,7 @@ def unwrap(vertices: torch.Tensor, faces: torch.Tensor, texture_size: int = 1024
     """xatlas parametrisation. vertices [V, 3], faces [F, 3] -> (vertex_map [V'] (index of the input
     vertex each output vertex copies), faces [F, 3] over the output vertices (same order as the
     input faces), uvs [V', 2] in [0, 1], (width, height) of the atlas in texels)."""
-    from .representations.convert import optional_import
+    from sds3d.representations.convert import optional_import
 
     xatlas = optional_import("xatlas", "xatlas")
     atlas = xatlas.Atlas()
@@ -115,7 +115,7 @@ def decimate(vertices: torch.Tensor, faces: torch.Tensor, max_faces: int):
     """Quadric decimation (fast-simplification) to at most `max_faces` faces; unchanged if smaller."""
     if len(faces) <= max_faces:
         return vertices, faces
-    from .representations.convert import optional_import
+    from sds3d.representations.convert import optional_import
 
     fast_simplification = optional_import("fast_simplification", "fast-simplification")
     v, f = fast_simplification.simplify(vertices.detach().cpu().numpy().astype(np.float32),
@@ -127,7 +127,7 @@ def bake_textured_mesh(vertices: torch.Tensor, faces: torch.Tensor, color_fn: Co
                        padding: int = 8, config=None):
     """Unwrap (charts `padding // 2` texels apart) and bake (dilated by `padding` rings) -> a textured
     `Mesh` with `config` (same faces in the same order, vertices split at UV seams)."""
-    from .representations.mesh import Mesh
+    from sds3d.representations.mesh import Mesh
 
     vertex_map, uv_faces, uvs, (width, height) = unwrap(vertices, faces, texture_size, padding // 2)
     texture = bake_texture(vertices, faces, uvs, uv_faces, color_fn, width, height, padding)
@@ -140,12 +140,12 @@ def surface_of(representation, resolution: int = 128, bound: float = 0.6, max_fa
     module docstring); NeRF and Gaussians are meshed on a `resolution` grid over [-bound, bound]^3,
     Gaussians by `method` (`SURFACE_METHODS`): marching cubes of their density, or open3d's
     Poisson reconstruction or TSDF fusion of their rendered depth (`poisson_surface`, `tsdf_surface`)."""
-    from .representations.convert import (DENSITY_SMOOTHING, SURFACE_METHODS, gaussian_colors_at, gaussians_surface,
-                                          poisson_surface, to_mesh, tsdf_surface)
-    from .representations.dmtet import DMTet
-    from .representations.gaussians import Gaussians
-    from .representations.mesh import Mesh
-    from .representations.nerf import NeRF
+    from sds3d.representations.convert import (DENSITY_SMOOTHING, SURFACE_METHODS, gaussian_colors_at,
+                                               gaussians_surface, poisson_surface, to_mesh, tsdf_surface)
+    from sds3d.representations.dmtet import DMTet
+    from sds3d.representations.gaussians import Gaussians
+    from sds3d.representations.mesh import Mesh
+    from sds3d.representations.nerf import NeRF
 
     if method not in SURFACE_METHODS:
         raise ValueError(f"unknown meshing method {method!r}; choose one of {', '.join(SURFACE_METHODS)}")

@@ -39,18 +39,18 @@ from .monitor import RunMonitor
 from .particle import Particle
 from .prompts import PromptConfig, PromptProcessor, validate_prompt
 from .scope import warn_outside_world
-from .representations import DMTet, DMTetConfig, Gaussians, GaussiansConfig, NeRF, NeRFConfig, Representation
-from .guidance.cds import CDSConfig
-from .guidance.cfd import CFDConfig
-from .guidance.csd import CSDConfig
-from .guidance.dsd import DSDConfig
-from .guidance.ism import ISMConfig
-from .guidance.nfsd import NFSDConfig
-from .guidance.sdi import SDIConfig
-from .guidance.sds import SDSConfig
-from .guidance.stable_diffusion import DiffusersUNetPrior
-from .guidance.tsm import TSMConfig
-from .guidance.vsd import VSDConfig
+from sds3d.representations import DMTet, DMTetConfig, Gaussians, GaussiansConfig, NeRF, NeRFConfig, Representation
+from sds3d.guidance.cds import CDSConfig
+from sds3d.guidance.cfd import CFDConfig
+from sds3d.guidance.csd import CSDConfig
+from sds3d.guidance.dsd import DSDConfig
+from sds3d.guidance.ism import ISMConfig
+from sds3d.guidance.nfsd import NFSDConfig
+from sds3d.guidance.sdi import SDIConfig
+from sds3d.guidance.sds import SDSConfig
+from sds3d.guidance.stable_diffusion import DiffusersUNetPrior
+from sds3d.guidance.tsm import TSMConfig
+from sds3d.guidance.vsd import VSDConfig
 from .turntable import image_grid, render_turntable, save_animation, save_png
 from .validation import check_finite_weights, check_resume, check_writable, validate_config
 
@@ -115,7 +115,7 @@ class RunResult:
 def make_guidance(config: GenerateConfig, prior):
     """The run's guidance variant from its config section; a section whose `seed` is None (CDS's
     fixed noise, DSD's z_T) takes the run's seed, so different seeds follow different paths."""
-    from .guidance.registry import build_guidance
+    from sds3d.guidance.registry import build_guidance
 
     section = getattr(config, config.guidance, None)
     if getattr(section, "seed", 0) is None:
@@ -138,7 +138,7 @@ def build_representation(config: GenerateConfig, generator: torch.Generator, ini
         raise InputError(f"unknown representation {name!r}; choose one of {', '.join(REPRESENTATIONS)}")
     section = getattr(config, name)
     if config.init_from and initialise:
-        from .representations.convert import initialise_from
+        from sds3d.representations.convert import initialise_from
 
         return initialise_from(load_run(config.init_from)[1], name, section, generator)
     if name == "gaussians":
@@ -227,7 +227,7 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     views, is scored by the one guidance (whose LoRA thus trains on every particle) and takes its own
     optimiser step. Each particle follows the same schedules as a one-particle run; a step costs n times
     as much. Particle 0 is the run's asset; the others are written to `particle_<i>/`."""
-    from .guidance.registry import load_prior, resolve_device
+    from sds3d.guidance.registry import load_prior, resolve_device
 
     # Everything is checked before anything is written: a run that cannot start leaves `out` as it
     # was, and config.json is written with the first checkpoint, so the two always belong together.

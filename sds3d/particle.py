@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .representations import Representation
+from sds3d.representations import Representation
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .config import check_value
 from .errors import InputError
-from .guidance.stable_diffusion import PRECISIONS
+from sds3d.guidance.stable_diffusion import PRECISIONS
 from .turntable import ANIMATION_FORMATS
 
 MAX_PROMPT_CHARS = 300  # as `validate_prompt` and the web UI
@@ -141,7 +141,7 @@ def validate_config(config) -> None:
     device, prior, init_from) and the ranges' order; InputError (one line) at the first problem."""
     from .background import KINDS as BACKGROUNDS
     from .generate import REPRESENTATIONS
-    from .guidance.registry import GUIDANCE
+    from sds3d.guidance.registry import GUIDANCE
 
     for path, value, hint in fields(config):
         check_field(path, value, hint)
