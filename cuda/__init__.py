@@ -1,5 +1,7 @@
-"""Native kernels (C++ with OpenMP on the CPU) and their pure-PyTorch reference twins.
+"""Native kernels, mostly for the CPU despite the folder's name, and their pure-PyTorch reference twins.
 
-Each kernel lives in `csrc/`, is compiled on first use by `build.load_extension` and cached; when
+`csrc/` holds the CPU kernels (C++ with OpenMP, `*.cpp`: Gaussian rasterizer, mesh visibility, hash
+encoding) and one CUDA kernel (`hash_grid.cu`, the hash encoding's GPU twin); the `*.h` headers hold
+the math both share. Each kernel is compiled on first use by `build.load_extension` and cached; when
 the build fails the caller falls back to the reference twin after one warning.
 """
