@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -53,10 +52,3 @@ class Representation(nn.Module, ABC):
         """A few numbers worth showing while optimising (e.g. {"gaussians": 5120})."""
         return {}
 
-    def save_asset(self, directory: Path, progress: bool = False) -> Path:
-        """Writes the asset a run delivers into `directory` and returns its path: by default a mesh
-        with a baked UV texture, `asset.glb`, with a progress bar if `progress` (Gaussians write the
-        3DGS `asset.ply` instead, at once)."""
-        from sds3d.export import export_textured
-
-        return export_textured(self, Path(directory) / "asset.glb", progress=progress)

@@ -1,5 +1,6 @@
 """3D Gaussians as files: the standard 3DGS PLY (read and written), `.splat` and the compressed PLY
-(written through `gsplat.exporter`).
+(written through `gsplat.exporter`). A pure format module: it reads and writes the parameters as a
+dict of tensors with gsplat's names (`Gaussians.params`); `Gaussians.save_ply` / `load_ply` use it.
 
 3DGS PLY: one `vertex` element with float32 properties x y z, nx ny nz (zeros), f_dc_0..2,
 f_rest_0..(3 K - 1) with K = (d + 1)^2 - 1 (channel-major: the K red coefficients, then green, then
@@ -20,8 +21,8 @@ value is a one-line `InputError` (a ValueError) naming the file and the property
 
 from __future__ import annotations
 
-import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -30,17 +31,15 @@ import torch
 from sds3d.axes import UP_AXES, rotate_gaussians, world_to_file
 from sds3d.errors import InputError
 
-from .gaussians import Gaussians, GaussiansConfig
-
 REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
             "rot_0", "rot_1", "rot_2", "rot_3")
 _UP_COMMENT = re.compile(r"^sds3d up (\S+)$")
 
 
-def _in_file_frame(gaussians: Gaussians, up: str, sh_degree: int | None) -> dict[str, torch.Tensor]:
-    """The Gaussians' parameters (float32, CPU), rotated into the `up` convention, shN [N, K, 3]
-    padded with zeros or cut to `sh_degree` (None: the asset's)."""
-    p = {k: v.detach().float().cpu() for k, v in gaussians.params.items()}
+def _in_file_frame(params: Mapping[str, torch.Tensor], up: str, sh_degree: int | None) -> dict[str, torch.Tensor]:
+    """The parameters (float32, CPU), rotated into the `up` convention, shN [N, K, 3] padded with
+    zeros or cut to `sh_degree` (None: the asset's)."""
+    p = {k: v.detach().float().cpu() for k, v in params.items()}
     p["means"], p["quats"], p["shN"] = rotate_gaussians(p["means"], p["quats"], p["shN"], world_to_file(up))
     if sh_degree is not None:
         if not 0 <= sh_degree <= 3:
@@ -51,10 +50,11 @@ def _in_file_frame(gaussians: Gaussians, up: str, sh_degree: int | None) -> dict
     return p
 
 
-def save_gaussian_ply(path, gaussians: Gaussians, up: str = "-y", sh_degree: int | None = None) -> Path:
-    """Binary little-endian 3DGS PLY with `up` ("-y" | "+y" | "+z") and `sh_degree` (None: the
-    asset's); written atomically (temporary file + rename) so a crash never leaves a truncated file."""
-    p = _in_file_frame(gaussians, up, sh_degree)
+def save_gaussian_ply(path, params: Mapping[str, torch.Tensor], up: str = "-y", sh_degree: int | None = None) -> Path:
+    """`params` (gsplat's names) as a binary little-endian 3DGS PLY with `up` ("-y" | "+y" | "+z") and
+    `sh_degree` (None: the asset's); written atomically (temporary file + rename) so a crash never
+    leaves a truncated file."""
+    p = _in_file_frame(params, up, sh_degree)
     n, k = p["means"].shape[0], p["shN"].shape[1]
     rest = p["shN"].transpose(1, 2).reshape(n, 3 * k)  # channel-major; explicit shape: n may be 0
     columns = [p["means"], torch.zeros(n, 3), p["sh0"][:, 0, :], rest, p["opacities"][:, None], p["scales"],
@@ -74,8 +74,8 @@ def save_gaussian_ply(path, gaussians: Gaussians, up: str = "-y", sh_degree: int
     return path
 
 
-def save_gaussian_splat(path, gaussians: Gaussians, up: str = "-y") -> Path:
-    """`.splat` (antimatter15/splat: 32 bytes per splat, position and scale float32 x3, RGBA and
+def save_gaussian_splat(path, params: Mapping[str, torch.Tensor], up: str = "-y") -> Path:
+    """`params` as `.splat` (antimatter15/splat: 32 bytes per splat, position and scale float32 x3, RGBA and
     rotation uint8 x4; colour from the DC term only) or, for a name ending in `.compressed.ply`,
     the compressed PLY of SuperSplat / PlayCanvas (8-bit chunks, SH kept), through gsplat.exporter."""
     from gsplat.exporter import export_splats
@@ -84,7 +84,7 @@ def save_gaussian_splat(path, gaussians: Gaussians, up: str = "-y") -> Path:
     compressed = path.name.lower().endswith(".compressed.ply")
     if not compressed and path.suffix.lower() != ".splat":
         raise ValueError(f"{path}: a splat file ends in .splat or .compressed.ply")
-    p = _in_file_frame(gaussians, up, None)
+    p = _in_file_frame(params, up, None)
     data = export_splats(p["means"], p["scales"], p["quats"], p["opacities"], p["sh0"], p["shN"],
                          format="ply_compressed" if compressed else "splat")
     tmp = path.with_name(path.name + ".tmp")
@@ -101,10 +101,11 @@ def _column(vertex, name: str, path) -> np.ndarray:
     return values
 
 
-def load_gaussian_ply(path, config: GaussiansConfig | None = None, up: str | None = None) -> Gaussians:
-    """A 3DGS PLY (any SH degree 0-3, ASCII or binary) -> Gaussians in the world frame; the SH degree
-    and feature size come from the file. `up`: the file's convention; None = the one its header
-    records (`save_gaussian_ply` writes it), else "-y"."""
+def load_gaussian_ply(path, up: str | None = None) -> dict[str, torch.Tensor]:
+    """A 3DGS PLY (any SH degree 0-3, ASCII or binary) -> the parameters in the world frame (gsplat's
+    names: means, quats, scales and opacities as stored, sh0 [N, 1, 3], shN [N, K, 3], features
+    [N, D]). `up`: the file's convention; None = the one its header records (`save_gaussian_ply`
+    writes it), else "-y"."""
     from plyfile import PlyData, PlyParseError
 
     try:
@@ -120,7 +121,6 @@ def load_gaussian_ply(path, config: GaussiansConfig | None = None, up: str | Non
             raise InputError(f"{path}: not a 3DGS PLY: no property {name!r}")
     rest = sorted((n for n in names if re.fullmatch(r"f_rest_\d+", n)), key=lambda n: int(n[7:]))
     features = sorted((n for n in names if re.fullmatch(r"feat_\d+", n)), key=lambda n: int(n[5:]))
-    degree = round(math.sqrt(len(rest) // 3 + 1)) - 1
     if len(rest) not in (0, 9, 24, 45) or rest != [f"f_rest_{i}" for i in range(len(rest))]:
         raise InputError(f"{path}: {len(rest)} f_rest properties do not form SH degree 1, 2 or 3 (9, 24 or 45 of them)")
     if up is None:
@@ -137,18 +137,9 @@ def load_gaussian_ply(path, config: GaussiansConfig | None = None, up: str | Non
     means, quats = stack(["x", "y", "z"]), stack(["rot_0", "rot_1", "rot_2", "rot_3"])
     shN = stack(rest).reshape(count, 3, k).transpose(1, 2)
     means, quats, shN = rotate_gaussians(means, quats, shN, world_to_file(up).T)
-    config = config or GaussiansConfig()
-    config.sh_degree, config.feature_dim = degree, len(features)
-    gaussians = Gaussians(means, torch.zeros(count, 3), scales=torch.ones(count, 3), opacities=torch.full((count,), 0.5),
-                          config=config)
-    with torch.no_grad():
-        gaussians.params["sh0"].copy_(stack(["f_dc_0", "f_dc_1", "f_dc_2"])[:, None, :])
-        gaussians.params["shN"].copy_(shN)
-        gaussians.params["opacities"].copy_(stack(["opacity"])[:, 0])
-        gaussians.params["scales"].copy_(stack(["scale_0", "scale_1", "scale_2"]))
-        gaussians.params["quats"].copy_(quats)
-        gaussians.params["features"].copy_(stack(features))
-    return gaussians
+    return {"means": means, "quats": quats, "scales": stack(["scale_0", "scale_1", "scale_2"]),
+            "opacities": stack(["opacity"])[:, 0], "sh0": stack(["f_dc_0", "f_dc_1", "f_dc_2"])[:, None, :],
+            "shN": shN, "features": stack(features)}
 
 
 __all__ = ["save_gaussian_ply", "save_gaussian_splat", "load_gaussian_ply", "REQUIRED"]

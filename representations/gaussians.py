@@ -7,6 +7,7 @@ Colour is 3DGS's: rgb = max(SH(view dir) + 0.5, 0); SH degree 0 keeps `shN` empt
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from sds3d.types import RenderOutput
 from .base import Representation
 from .color_smoothness import color_smoothness, nearest_neighbours
 from .gaussian_densification import DensificationConfig, GaussianDensifier
+from .gaussian_ply import load_gaussian_ply, save_gaussian_ply, save_gaussian_splat
 from .spherical_harmonics import C0, evaluate_sh, rgb_to_sh0
 
 
@@ -212,23 +214,28 @@ class Gaussians(Representation):
 
     # ----- persistence ---------------------------------------------------------------------------
 
-    def save_asset(self, directory, progress: bool = False) -> Path:
-        path = Path(directory) / "asset.ply"
-        self.save_ply(path)
-        return path
-
     def save_ply(self, path, up: str = "-y", sh_degree: int | None = None) -> Path:
         """3DGS PLY (`gaussian_ply`): `up` "-y" (splat viewers) | "+y" | "+z"; `sh_degree` 0-3 or the asset's."""
-        from .gaussian_ply import save_gaussian_ply
+        return save_gaussian_ply(path, self.params, up, sh_degree)
 
-        return save_gaussian_ply(path, self, up, sh_degree)
+    def save_splat(self, path, up: str = "-y") -> Path:
+        """`.splat`, or SuperSplat's compressed PLY for a name ending in `.compressed.ply` (`gaussian_ply`)."""
+        return save_gaussian_splat(path, self.params, up)
 
     @classmethod
     def load_ply(cls, path, config: GaussiansConfig | None = None, up: str | None = None) -> "Gaussians":
-        """Any 3DGS PLY (`gaussian_ply`); `up` None = as its header records, else "-y"."""
-        from .gaussian_ply import load_gaussian_ply
-
-        return load_gaussian_ply(path, config, up)
+        """Any 3DGS PLY (`gaussian_ply`); `up` None = as its header records, else "-y". The SH degree
+        and feature size come from the file."""
+        params = load_gaussian_ply(path, up)
+        count, k = params["shN"].shape[:2]
+        config = config or GaussiansConfig()
+        config.sh_degree, config.feature_dim = round(math.sqrt(k + 1)) - 1, params["features"].shape[1]
+        gaussians = cls(params["means"], torch.zeros(count, 3), scales=torch.ones(count, 3),
+                        opacities=torch.full((count,), 0.5), config=config)
+        with torch.no_grad():
+            for name in ("sh0", "shN", "opacities", "scales", "quats", "features"):
+                gaussians.params[name].copy_(params[name])
+        return gaussians
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Accepts a state dict with a different number of Gaussians (densification changes N)."""

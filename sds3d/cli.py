@@ -209,9 +209,7 @@ def cmd_export(args) -> int:
     _output_dir(str(out.parent))
     try:
         if splat:
-            from sds3d.representations.gaussian_ply import save_gaussian_splat
-
-            save_gaussian_splat(out, asset, up=args.up)
+            asset.save_splat(out, up=args.up)
         elif out.suffix.lower() == ".ply":
             asset.save_ply(out, up=args.up, sh_degree=args.sh_degree)
         else:

@@ -52,6 +52,17 @@ def require_mesh_tools(representation: str, init_from: bool = False) -> None:
                          f"extra: pip install 'sds3d[mesh]' (missing: {', '.join(missing)})")
 
 
+def save_asset(representation, directory, progress: bool = False) -> Path:
+    """Writes the asset a run delivers into `directory` and returns its path: 3D Gaussians as the
+    3DGS `asset.ply`, any other representation as a mesh with a baked UV texture, `asset.glb`, with a
+    progress bar if `progress`."""
+    from sds3d.representations.gaussians import Gaussians
+
+    if isinstance(representation, Gaussians):
+        return representation.save_ply(Path(directory) / "asset.ply")
+    return export_textured(representation, Path(directory) / "asset.glb", progress=progress)
+
+
 # colour_fn(points [N, 3], face_ids [N], bary [N, 3]) -> rgb [N, 3] in [0, 1]
 ColorFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 

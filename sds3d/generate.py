@@ -34,6 +34,7 @@ from .background import Background
 from .cameras import CameraSampler, turntable_cameras
 from .config import save_json
 from .errors import InputError, load_checkpoint
+from .export import save_asset
 from .finite_guard import FiniteGuard, NonFiniteStep
 from .monitor import RunMonitor
 from .particle import Particle
@@ -385,7 +386,7 @@ def save_outputs(representation: Representation, config: GenerateConfig, directo
     if bad is not None:
         raise InputError(f"refusing to write a non-finite asset to {directory}: {bad} holds NaN or inf")
     directory.mkdir(parents=True, exist_ok=True)
-    asset = representation.save_asset(directory, progress=progress)
+    asset = save_asset(representation, directory, progress=progress)
     frames = render_turntable(representation, config.turntable_frames, config.turntable_resolution)
     save_animation(frames, directory / f"turntable.{config.turntable_format}")
     save_png(image_grid(_eight(frames), columns=4), directory / "preview.png")

@@ -22,13 +22,7 @@ FUNCTION_LEVEL_CYCLES = {
     ("sds3d.batch", "sds3d.cli"),
     ("sds3d.cli", "sds3d.batch"),
     ("sds3d.export", "sds3d.representations.convert"),
-    ("sds3d.export", "sds3d.representations.dmtet"),
-    ("sds3d.export", "sds3d.representations.gaussians"),
     ("sds3d.export", "sds3d.representations.mesh"),
-    ("sds3d.export", "sds3d.representations.nerf"),
-    ("sds3d.representations.base", "sds3d.export"),
-    ("sds3d.representations.convert", "sds3d.representations.nerf"),
-    ("sds3d.representations.gaussians", "sds3d.representations.gaussian_ply"),
     ("sds3d.representations.mesh", "sds3d.export"),
     ("sds3d.validation", "sds3d.generate"),
 }

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 from toy_priors import GaussianToyPrior
 
+from sds3d.export import save_asset
 from sds3d.generate import GenerateConfig, generate
 from sds3d.monitor import RunMonitor, plot_metrics, read_metrics
 from sds3d.representations import GaussiansConfig
@@ -119,5 +120,5 @@ def test_export_and_the_end_of_run_bake_show_progress(tmp_path, capsys, monkeypa
     assert capsys.readouterr().err == ""
     calls = []  # what a NeRF or mesh run ends with, without baking a 1024-texel texture here
     monkeypatch.setattr("sds3d.export.export_textured", lambda *args, **kwargs: calls.append(kwargs))
-    DMTet(config=DMTetConfig(resolution=8)).save_asset(tmp_path, progress=True)
+    save_asset(DMTet(config=DMTetConfig(resolution=8)), tmp_path, progress=True)
     assert calls == [{"progress": True}]

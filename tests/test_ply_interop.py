@@ -9,7 +9,6 @@ from plyfile import PlyData, PlyElement
 
 from sds3d.axes import world_to_file
 from sds3d.representations import Gaussians, GaussiansConfig
-from sds3d.representations.gaussian_ply import save_gaussian_splat
 from sds3d.representations.spherical_harmonics import C0, evaluate_sh
 
 
@@ -137,7 +136,7 @@ def test_incomplete_sh_bands_and_non_ply_files_are_rejected(tmp_path):
 
 def test_splat_file_holds_32_bytes_per_splat_in_the_file_frame(tmp_path):
     gaussians = _random_gaussians(40, 0)
-    path = save_gaussian_splat(tmp_path / "asset.splat", gaussians)
+    path = gaussians.save_splat(tmp_path / "asset.splat")
     raw = np.frombuffer(path.read_bytes(), dtype=[("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4),
                                                    ("rotation", "u1", 4)])
     assert len(raw) == 40
@@ -154,7 +153,7 @@ def test_splat_file_holds_32_bytes_per_splat_in_the_file_frame(tmp_path):
 
 def test_compressed_ply_is_a_playcanvas_chunked_ply(tmp_path):
     gaussians = _random_gaussians(300, 1)
-    path = save_gaussian_splat(tmp_path / "asset.compressed.ply", gaussians)
+    path = gaussians.save_splat(tmp_path / "asset.compressed.ply")
     ply = PlyData.read(str(path))
     assert ply["vertex"].count == 300 and ply["chunk"].count == 2  # 256 splats a chunk
     assert [p.name for p in ply["vertex"].properties] == ["packed_position", "packed_rotation", "packed_scale",
@@ -165,4 +164,4 @@ def test_compressed_ply_is_a_playcanvas_chunked_ply(tmp_path):
     np.testing.assert_allclose(low, means.min(0), atol=1e-6)
     np.testing.assert_allclose(high, means.max(0), atol=1e-6)
     with pytest.raises(ValueError, match=".splat or .compressed.ply"):
-        save_gaussian_splat(tmp_path / "asset.ply", gaussians)
+        gaussians.save_splat(tmp_path / "asset.ply")
