@@ -55,10 +55,6 @@ class Guidance(ABC):
     def __call__(self, render, prompts, cameras, step: int, generator: torch.Generator | None = None) -> GuidanceOutput:
         """render: RenderOutput, prompts: PromptBatch (cond/uncond per view), cameras: Cameras."""
 
-    @abstractmethod
-    def unet_evals_per_step(self) -> int:
-        """UNet batch-item evaluations per view per step (SDS = 2)."""
-
     def representation_lr_scale(self) -> float:
         """Factor on the representation's learning rates; a variant whose gradient is a cleaner signal
         than SDS's (Adam normalises its size, not its noise) may want smaller steps: its config's

@@ -28,8 +28,9 @@ import os
 
 import torch
 
+from .prior import resolve_device
 from .stable_diffusion import (DiffusersUNetPrior, diffusers_load_kwargs, hub_error, hub_kwargs, resize_rgb,
-                               resolve_device, resolve_dtype, resolve_source)
+                               resolve_dtype, resolve_source)
 
 IF_SUBFOLDERS = ("unet", "text_encoder", "tokenizer", "scheduler")
 IF_MAX_LENGTH = 77

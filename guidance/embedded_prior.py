@@ -25,7 +25,6 @@ Liu et al. 2023, "Zero-1-to-3: Zero-shot One Image to 3D Object", arXiv:2303.113
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -75,12 +74,6 @@ def is_camera_conditioned(unet) -> bool:
     if width != CAMERA_FEATURES:
         raise ValueError(f"the prior's camera projection takes {width} features; sds3d's cameras give {CAMERA_FEATURES}")
     return True
-
-
-def prior_info(path: str | Path | None = None) -> dict:
-    """Contents of `prior.json` (text encoder, resolution, training summary), {} if absent."""
-    file = embedded_prior_dir(path) / "prior.json"
-    return json.loads(file.read_text()) if file.exists() else {}
 
 
 # Sampling (not score distillation) with the embedded prior, step-12,000 export, 28 prompts x 1

@@ -16,6 +16,17 @@ from dataclasses import dataclass
 import torch
 
 
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """'auto' or None -> cuda if available, else cpu; a CUDA device on a machine without CUDA is a
+    one-line ValueError."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available on this machine")
+    return device
+
+
 @dataclass
 class TextEmbedding:
     """The conditioning of a prior call: encoded prompts, hidden states [B, L, C], an optional

@@ -8,7 +8,7 @@ import torch
 
 from importlib import import_module
 
-from .prior import DiffusionPrior
+from .prior import DiffusionPrior, resolve_device
 from .prior_type import is_local, prior_type
 
 # name -> (module, class); each variant's config is the section of the same name in GenerateConfig
@@ -27,18 +27,10 @@ def build_guidance(name: str, prior: DiffusionPrior, config, total_steps: int):
     return getattr(import_module(f"{__package__}.{module}"), cls)(prior, config, total_steps=total_steps)
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
-    return torch.device(device)
-
-
 def load_prior(spec: str, device: str | torch.device = "cpu") -> DiffusionPrior:
     """"embedded" -> the shipped micro-world prior; a folder or hub id -> the prior it holds, told
     apart by `prior_type` (an embedded-prior export, Stable Diffusion or DeepFloyd IF stage I)."""
-    device = resolve_device(device) if isinstance(device, str) else device
+    device = resolve_device(device)
     kind = prior_type(spec)
     source = str(Path(spec).expanduser()) if is_local(spec) else spec
     if kind == "embedded":

@@ -50,6 +50,7 @@ class SDS(NoisedRenderGuidance):
         self.schedule = TimestepSchedule(self.config.timesteps, prior.num_train_timesteps, total_steps)
 
     def unet_evals_per_step(self) -> int:
+        """UNet batch-item evaluations per view per step (each variant says its own; SDS = 2)."""
         return 2
 
     def gradient(self, y: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, cond, uncond, step: int) -> torch.Tensor:

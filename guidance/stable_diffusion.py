@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .prior import DiffusionPrior, TextEmbedding, expand_embedding
+from .prior import DiffusionPrior, TextEmbedding, expand_embedding, resolve_device
 
 SD_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -51,13 +51,6 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 # ----------------------------------------------------------------------------------------------
 # helpers shared with the DeepFloyd IF prior
 # ----------------------------------------------------------------------------------------------
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """'auto' or None -> cuda if available, else cpu."""
-    if device is None or (isinstance(device, str) and device == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
 
 def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
     """None -> fp16 on CUDA, fp32 elsewhere; strings like "float16" / "fp16" are accepted."""

