@@ -1,4 +1,9 @@
+"""Set-up and fixtures shared by tests/ and benchmarks/tests/ (which also import tests/'s helper
+modules, such as toy_priors)."""
+
 import os
+import sys
+from pathlib import Path
 
 # Before torch starts its OpenMP pool: idle threads sleep instead of spinning, which otherwise makes
 # 2-thread runs several times slower whenever anything else is using the CPU.
@@ -10,6 +15,7 @@ import torch  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(2)
+sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
 
 
 @pytest.fixture

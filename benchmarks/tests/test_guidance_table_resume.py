@@ -10,7 +10,7 @@ from toy_priors import GaussianToyPrior
 from sds3d.generate import GenerateConfig, generate
 from sds3d.representations import GaussiansConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
 from guidance_table import resume_point  # noqa: E402
 
 

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("gradio")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
 
 from web_load import benchmark, load, requests, solo  # noqa: E402
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
 from distill_2d import distill, roughness  # noqa: E402
 
 from sds3d.cameras import orbit_cameras  # noqa: E402

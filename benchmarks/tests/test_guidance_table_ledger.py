@@ -12,7 +12,7 @@ import torch
 
 from sds3d.generate import GenerateConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
 import guidance_table  # noqa: E402
 from guidance_table import Ledger, ledger_table, recorded_run, run_id, run_settings, settings_hash  # noqa: E402
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from sds3d.guidance.registry import GUIDANCE
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from guidance_table import Ledger, ledger_table, run_id, settings_hash  # noqa: E402
 from text_to_3d import suite  # noqa: E402
