@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sds3d.guidance.prior_type import PRIOR_TYPES, prior_type
+from sds3d.guidance.priors.prior_type import PRIOR_TYPES, prior_type
 
 from .limits import Limits
 

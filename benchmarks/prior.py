@@ -28,9 +28,9 @@ from tqdm import tqdm
 
 
 def main() -> None:
-    from sds3d.guidance.embedded_prior import (SAMPLING_GUIDANCE_SCALE, SAMPLING_VIEW_GUIDANCE_SCALE,
-                                               is_camera_conditioned, load_embedded_prior, sample)
-    from sds3d.guidance.text_encoder import get_text_encoder
+    from sds3d.guidance.priors.embedded_prior import (SAMPLING_GUIDANCE_SCALE, SAMPLING_VIEW_GUIDANCE_SCALE,
+                                                      is_camera_conditioned, load_embedded_prior, sample)
+    from sds3d.guidance.priors.text_encoder import get_text_encoder
     from sds3d.turntable import image_grid, save_png
     from sds3d.world import COLORS, KINDS, canonical_caption, fronted_kinds
     from sds3d.world.evaluator import Evaluator

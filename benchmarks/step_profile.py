@@ -63,7 +63,7 @@ def matmul_gflops(dtype: torch.dtype, size: int = 1024, repeats: int = 40) -> fl
 
 def unet_inputs(prior, views: int):
     """The loop's UNet batch: `views` renders twice (conditional and unconditional)."""
-    from sds3d.guidance.prior import TextEmbedding
+    from sds3d.guidance.priors.prior import TextEmbedding
 
     batch = 2 * views
     g = torch.Generator().manual_seed(0)

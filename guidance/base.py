@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from sds3d.representations.alpha_regularizers import alpha_entropy, alpha_sparsity
-from .prior import DiffusionPrior
+from .priors.prior import DiffusionPrior
 from .schedules import scheduled_value
 
 

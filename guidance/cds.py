@@ -28,7 +28,7 @@ import torch
 from .base import Guidance, GuidanceOutput, clip_gradient, images_from_render, target_trick_loss
 from .ddim import prior_latent_shape
 from .perp_neg import guided_eps
-from .prior import DiffusionPrior, TextEmbedding
+from .priors.prior import DiffusionPrior, TextEmbedding
 from .schedules import Scheduled, TimestepConfig, TimestepSchedule, scheduled_value
 from .sds import sds_weight
 

@@ -27,7 +27,7 @@ import torch
 
 from .base import Guidance, GuidanceOutput, clip_gradient, images_from_render, target_trick_loss
 from .consistent_noise import ConsistentNoise, ConsistentNoiseConfig
-from .prior import DiffusionPrior, guided_noise
+from .priors.prior import DiffusionPrior, guided_noise
 from .schedules import Scheduled, scheduled_value
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from .prior import DiffusionPrior, TextEmbedding, expand_embedding
+from .priors.prior import DiffusionPrior, TextEmbedding, expand_embedding
 
 
 def abar(prior: DiffusionPrior, t, like: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ import torch
 from .base import Guidance, GuidanceOutput, clip_gradient, images_from_render, target_trick_loss
 from .ddim import prior_ddim_step, prior_latent_shape, timestep_groups
 from .perp_neg import PerpNegPrompts, guided_eps, perp_neg_prompts
-from .prior import DiffusionPrior, TextEmbedding
+from .priors.prior import DiffusionPrior, TextEmbedding
 from .schedules import Scheduled, TimestepConfig, TimestepSchedule, scheduled_value
 
 

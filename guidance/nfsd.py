@@ -20,7 +20,7 @@ import torch
 
 from .base import NoisedRenderGuidance, clip_gradient
 from .ddim import expand_text
-from .prior import DiffusionPrior, TextEmbedding
+from .priors.prior import DiffusionPrior, TextEmbedding
 from .schedules import Scheduled, TimestepConfig, TimestepSchedule, scheduled_value
 from .sds import sds_weight
 

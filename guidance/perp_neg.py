@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .prior import DiffusionPrior, TextEmbedding, guided_noise
+from .priors.prior import DiffusionPrior, TextEmbedding, guided_noise
 
 PERP_NEG_F_SB = (1.0, 0.5, -0.606)
 PERP_NEG_F_FSB = (1.0, 0.5, 0.967)

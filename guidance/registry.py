@@ -8,8 +8,8 @@ import torch
 
 from importlib import import_module
 
-from .prior import DiffusionPrior, resolve_device
-from .prior_type import is_local, prior_type
+from .priors.prior import DiffusionPrior, resolve_device
+from .priors.prior_type import is_local, prior_type
 
 # name -> (module, class); each variant's config is the section of the same name in GenerateConfig
 GUIDANCE = {
@@ -34,13 +34,13 @@ def load_prior(spec: str, device: str | torch.device = "cpu") -> DiffusionPrior:
     kind = prior_type(spec)
     source = str(Path(spec).expanduser()) if is_local(spec) else spec
     if kind == "embedded":
-        from .embedded_prior import EmbeddedPrior
+        from .priors.embedded_prior import EmbeddedPrior
 
         return EmbeddedPrior.load(None if spec == "embedded" else source, device=device)
     if kind == "if":
-        from .deepfloyd_if import DeepFloydIFPrior
+        from .priors.deepfloyd_if import DeepFloydIFPrior
 
         return DeepFloydIFPrior.from_pretrained(source, device=device)
-    from .stable_diffusion import StableDiffusionPrior
+    from .priors.stable_diffusion import StableDiffusionPrior
 
     return StableDiffusionPrior.from_pretrained(source, device=device)

@@ -31,7 +31,7 @@ import torch
 from .base import Guidance, GuidanceOutput, clip_gradient, images_from_render, target_trick_loss
 from .ddim import abar, ddim_step, ddim_variance, timestep_groups
 from .perp_neg import PerpNegPrompts, guided_eps, perp_neg_prompts
-from .prior import DiffusionPrior, TextEmbedding
+from .priors.prior import DiffusionPrior, TextEmbedding
 from .schedules import Scheduled, TimestepConfig, TimestepSchedule, scheduled_value
 
 

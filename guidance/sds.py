@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .base import NoisedRenderGuidance, clip_gradient
-from .prior import DiffusionPrior, guided_noise
+from .priors.prior import DiffusionPrior, guided_noise
 from .schedules import Scheduled, TimestepConfig, TimestepSchedule, scheduled_value
 
 WEIGHTINGS = ("sds", "uniform", "fantasia3d")

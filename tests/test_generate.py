@@ -105,7 +105,7 @@ def test_default_config_round_trips_through_json():
 def tiny_sd_prior(tmp_path_factory):
     from tiny_pipelines import save_tiny_sd_pipeline
 
-    from sds3d.guidance.stable_diffusion import StableDiffusionPrior
+    from sds3d.guidance.priors.stable_diffusion import StableDiffusionPrior
 
     return StableDiffusionPrior.from_pretrained(save_tiny_sd_pipeline(tmp_path_factory.mktemp("tiny_sd")))
 

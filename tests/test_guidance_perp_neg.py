@@ -10,7 +10,7 @@ from toy_priors import GaussianToyPrior
 from sds3d.cameras import Cameras
 from sds3d.guidance.perp_neg import (guided_eps, guided_noise_perp_neg, perp_neg_combine, perp_neg_prompts,
                                      perp_neg_term, perpendicular_component, view_weights)
-from sds3d.guidance.prior import cfg_combine, guided_noise
+from sds3d.guidance.priors.prior import cfg_combine, guided_noise
 from sds3d.prompts import PromptBatch
 
 

@@ -5,7 +5,7 @@ import torch
 from toy_priors import GaussianToyPrior
 
 from sds3d.guidance.base import clip_gradient, target_trick_loss
-from sds3d.guidance.prior import cfg_combine, threestudio_scale_to_diffusers
+from sds3d.guidance.priors.prior import cfg_combine, threestudio_scale_to_diffusers
 from sds3d.guidance.schedules import TimestepConfig
 from sds3d.guidance.sds import SDS, SDSConfig
 from sds3d.prompts import PromptBatch

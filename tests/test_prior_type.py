@@ -7,11 +7,11 @@ import pytest
 
 from sds3d.assets import ASSETS_DIR
 from sds3d.cli import main
-from sds3d.guidance.deepfloyd_if import DeepFloydIFPrior
-from sds3d.guidance.embedded_prior import EmbeddedPrior
-from sds3d.guidance.prior_type import prior_type
+from sds3d.guidance.priors.deepfloyd_if import DeepFloydIFPrior
+from sds3d.guidance.priors.embedded_prior import EmbeddedPrior
+from sds3d.guidance.priors.prior_type import prior_type
 from sds3d.guidance.registry import load_prior
-from sds3d.guidance.stable_diffusion import StableDiffusionPrior
+from sds3d.guidance.priors.stable_diffusion import StableDiffusionPrior
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,7 +11,7 @@ from sds3d.app.limits import Limits
 from sds3d.app.runner import Runner, RunRequest
 from sds3d.cli import main
 from sds3d.generate import GenerateConfig, generate
-from sds3d.guidance.embedded_prior import EmbeddedPrior
+from sds3d.guidance.priors.embedded_prior import EmbeddedPrior
 from sds3d.representations import GaussiansConfig
 from sds3d.scope import OutsideWorldWarning, names_a_kind, scope_note
 from sds3d.world import COLORS, KINDS, sample_caption

@@ -63,10 +63,11 @@ def test_the_web_ui_score_table_shows_shape_accuracy_and_the_nearest_shape():
     assert "Nearest 3D shape: **pine tree** (rank of the prompted kind: 3 of 28)" in text
 
 
-def test_floaters_are_dropped_and_the_body_kept():
-    occupancy = torch.zeros(12, 12, 12, dtype=torch.bool)
+def test_far_floaters_are_dropped_and_parts_across_a_small_gap_kept():
+    occupancy = torch.zeros(24, 24, 24, dtype=torch.bool)
     occupancy[2:7, 2:7, 2:7] = True  # the body, 125 voxels
-    occupancy[9:11, 9:11, 9:11] = True  # a detached floater, 8 voxels
-    occupancy[7, 4, 4] = True  # touching the body: part of it
-    kept = largest_component(occupancy)
-    assert int(kept.sum()) == 126 and not kept[9:11, 9:11, 9:11].any() and kept[7, 4, 4]
+    occupancy[9, 4, 4] = True  # a leg across a 2-voxel gap: part of the body
+    occupancy[18:20, 18:20, 18:20] = True  # a floater 11 voxels away, 8 voxels
+    kept = largest_component(occupancy, bridge=3)
+    assert int(kept.sum()) == 126 and kept[9, 4, 4] and not kept[18:20, 18:20, 18:20].any()
+    assert int(largest_component(occupancy, bridge=0).sum()) == 125  # without bridging the leg goes too

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from tiny_pipelines import TINY_HIDDEN, TINY_MAX_LENGTH, build_tiny_sd_pipeline, save_tiny_sd_pipeline
 
-from sds3d.guidance.prior import TextEmbedding, cfg_combine, guided_noise
-from sds3d.guidance.prior import resolve_device
-from sds3d.guidance.stable_diffusion import StableDiffusionPrior, model_output_to_eps, resolve_dtype
+from sds3d.guidance.priors.prior import TextEmbedding, cfg_combine, guided_noise
+from sds3d.guidance.priors.prior import resolve_device
+from sds3d.guidance.priors.stable_diffusion import StableDiffusionPrior, model_output_to_eps, resolve_dtype
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny workloads: one thread is fastest
@@ -275,7 +275,7 @@ def if_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def if_prior(if_folder):
-    from sds3d.guidance.deepfloyd_if import DeepFloydIFPrior
+    from sds3d.guidance.priors.deepfloyd_if import DeepFloydIFPrior
 
     return DeepFloydIFPrior.from_pretrained(if_folder, device="cpu")
 
@@ -292,7 +292,7 @@ def test_if_loads_frozen_with_pixel_resolution_and_schedule(if_prior, if_folder)
 
 
 def test_if_missing_path_and_layout_errors(tmp_path):
-    from sds3d.guidance.deepfloyd_if import DeepFloydIFPrior
+    from sds3d.guidance.priors.deepfloyd_if import DeepFloydIFPrior
 
     with pytest.raises(FileNotFoundError, match=r"prior path .* does not exist"):
         DeepFloydIFPrior.from_pretrained(tmp_path / "nope")

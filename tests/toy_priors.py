@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from sds3d.guidance.prior import DiffusionPrior, TextEmbedding
+from sds3d.guidance.priors.prior import DiffusionPrior, TextEmbedding
 
 
 def ddpm_alphas_cumprod(T: int = 1000) -> torch.Tensor:

@@ -143,7 +143,7 @@ class Trainer:
     def __init__(self, out: Path, cfg: dict):
         from diffusers.training_utils import EMAModel
 
-        from sds3d.guidance.text_encoder import get_text_encoder
+        from sds3d.guidance.priors.text_encoder import get_text_encoder
 
         self.out, self.cfg = out, cfg
         torch.manual_seed(cfg["seed"])
@@ -358,7 +358,7 @@ A pixel-space text-to-image diffusion model of the sds3d micro-world (`sds3d/wor
 default prior for score distillation when no Stable Diffusion weights are available.
 
 - Layout: diffusers, `unet/` (`UNet2DConditionModel`, safetensors, the EMA weights) and `scheduler/`
-  (`DDPMScheduler`); load with `sds3d.guidance.embedded_prior.load_embedded_prior()` or
+  (`DDPMScheduler`); load with `sds3d.guidance.priors.embedded_prior.load_embedded_prior()` or
   `UNet2DConditionModel.from_pretrained(this_dir, subfolder="unet")`.
 - Images: 32x32 RGB, pixels in [-1, 1], epsilon-prediction, {cfg['num_train_timesteps']} DDPM steps,
   `{cfg['beta_schedule']}` betas.

@@ -2,7 +2,7 @@
 
 A diffusers `UNet2DConditionModel` (32x32 RGB, pixels in [-1, 1], epsilon-prediction) with a
 `DDPMScheduler`, conditioned on the token-level hidden states of all-MiniLM-L6-v2
-(`sds3d.guidance.text_encoder`, L = 32 tokens, no attention mask, "" = unconditional). It is trained
+(`sds3d.guidance.priors.text_encoder`, L = 32 tokens, no attention mask, "" = unconditional). It is trained
 by `python -m sds3d.world.train_prior` (recipe in `assets/prior/README.md`) and shipped in the
 diffusers layout, `unet/` and `scheduler/` under `assets/prior/`, so it loads with `from_pretrained`
 exactly like a Stable Diffusion folder. The text encoder is not copied; it comes from the PyPI
