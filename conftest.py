@@ -18,6 +18,16 @@ torch.set_num_threads(2)
 sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def native_kernels():
+    """Build the native kernels before any test runs: on a fresh install their one-time compile
+    messages would otherwise land in whichever test first renders, in the middle of its output."""
+    from sds3d.cuda.build import KERNELS, load_extension
+
+    for name in KERNELS:
+        load_extension(name)
+
+
 @pytest.fixture
 def generator():
     return torch.Generator().manual_seed(0)
