@@ -6,6 +6,7 @@ import functools
 from pathlib import Path
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+PRECISIONS = ("auto", "fp32", "bf16")  # how a UNet runs on the CPU (`use_bf16`)
 
 
 @functools.lru_cache(maxsize=None)
@@ -25,3 +26,11 @@ def fast_bf16() -> bool:
     """True when the CPU has native bf16 matrix instructions (AMX or AVX512-BF16), where bf16
     autocast speeds the prior's UNet up; elsewhere bf16 is emulated and slower than fp32."""
     return any(flag in cpu_flags() for flag in BF16_FLAGS)
+
+
+def use_bf16(precision: str, name: str = "precision") -> bool:
+    """Whether a CPU UNet runs under bf16 autocast: always for "bf16", never for "fp32", where the CPU
+    has native bf16 (`fast_bf16`) for "auto"; ValueError naming `name` for anything else."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown {name} {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return precision == "bf16" or (precision == "auto" and fast_bf16())

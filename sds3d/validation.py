@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .config import check_value
 from .errors import InputError
-from sds3d.guidance.priors.stable_diffusion import PRECISIONS
+from .hardware import PRECISIONS
 from .turntable import ANIMATION_FORMATS
 
 MAX_PROMPT_CHARS = 300  # as `validate_prompt` and the web UI

@@ -94,7 +94,7 @@ def test_a_text_only_export_initialises_a_camera_prior_that_predicts_exactly_the
 
     v1 = tiny_prior(camera=False)
     v1.unet.save_pretrained(tmp_path / "v1" / "unet")
-    cfg = dict(DEFAULTS, block_out_channels=(16, 32), head_dim=16, norm_num_groups=8, camera_dim=6, autocast="off")
+    cfg = dict(DEFAULTS, block_out_channels=(16, 32), head_dim=16, norm_num_groups=8, camera_dim=6, precision="fp32")
     trainer = Trainer(tmp_path / "run", cfg)
     trainer.init_from_export(tmp_path / "v1")
     unet, scheduler = trainer.unet.eval(), v1.scheduler

@@ -44,7 +44,6 @@ from .prior import DiffusionPrior, TextEmbedding, expand_embedding, resolve_devi
 
 SD_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-PRECISIONS = ("auto", "fp32", "bf16")  # `DiffusersUNetPrior.set_precision`
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -315,13 +314,11 @@ class DiffusersUNetPrior(DiffusionPrior):
 
     def set_precision(self, precision: str) -> None:
         """How the UNet runs on the CPU: "fp32" as loaded, "bf16" under bf16 autocast, "auto" bf16 where
-        the CPU has native bf16 instructions (`sds3d.hardware.fast_bf16`), else fp32. Outputs stay
+        the CPU has native bf16 instructions (`sds3d.hardware.use_bf16`), else fp32. Outputs stay
         float32. A UNet not on the CPU (fp16 on CUDA) or not loaded in float32 keeps its dtype."""
-        from sds3d.hardware import fast_bf16
+        from sds3d.hardware import use_bf16
 
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown prior precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-        bf16 = precision == "bf16" or (precision == "auto" and fast_bf16())
+        bf16 = use_bf16(precision, "prior precision")
         on_cpu_fp32 = self.device.type == "cpu" and self.unet.dtype == torch.float32
         self.autocast_dtype = torch.bfloat16 if bf16 and on_cpu_fp32 else None
 

@@ -36,12 +36,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sds3d.hardware import PRECISIONS, use_bf16
+
 DEFAULTS = dict(
     steps=12000, batch=32, lr=5e-4, warmup=500, lr_schedule="constant", decay_steps=3000, weight_decay=0.01,
     ema_decay=0.999, caption_dropout=0.1, view_caption_prob=0.5, snr_gamma=5.0, grad_clip=1.0,
     data_size=60000, seed=0, data_seed=None, block_out_channels=(32, 64, 96), layers_per_block=1,
     head_dim=32, norm_num_groups=16, beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000,
-    ckpt_minutes=5.0, log_every=10, threads=2, camera_dim=0, autocast="auto", camera_lr_scale=20.0,
+    ckpt_minutes=5.0, log_every=10, threads=2, camera_dim=0, precision="auto", camera_lr_scale=20.0,
     high_t_prob=0.0,
 )
 # `high_t_prob`: the fraction of a batch whose timesteps are drawn from [HIGH_T_FROM * T, T) instead of
@@ -89,13 +91,6 @@ def build_unet(block_out_channels=(32, 64, 96), layers_per_block=1, head_dim=32,
 def unet_from_config(cfg: dict):
     return build_unet(cfg["block_out_channels"], cfg["layers_per_block"], cfg["head_dim"], cfg["norm_num_groups"],
                       camera_dim=cfg.get("camera_dim", 0))
-
-
-def use_bf16(setting: str) -> bool:
-    """bf16 autocast for "on", never for "off", where the CPU has native bf16 for "auto"."""
-    from sds3d.hardware import fast_bf16
-
-    return setting == "on" or (setting == "auto" and fast_bf16())
 
 
 def build_scheduler(beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000):
@@ -148,7 +143,7 @@ class Trainer:
         self.out, self.cfg = out, cfg
         torch.manual_seed(cfg["seed"])
         self.unet = unet_from_config(cfg)
-        self.bf16 = use_bf16(cfg.get("autocast", "off"))
+        self.bf16 = use_bf16(cfg.get("precision", "fp32"))
         self.scheduler = build_scheduler(cfg["beta_schedule"], cfg["num_train_timesteps"])
         self.ema = EMAModel(self.unet.parameters(), decay=cfg["ema_decay"], use_ema_warmup=False,
                             model_cls=type(self.unet), model_config=self.unet.config)
@@ -423,8 +418,9 @@ def parse_args(argv=None):
     p.add_argument("--init-from-prior", type=Path, default=None,
                    help="an exported prior folder (e.g. assets/prior): start a new run from its weights; "
                         "a camera projection it lacks starts at zero")
-    p.add_argument("--autocast", choices=("auto", "on", "off"), default=DEFAULTS["autocast"],
-                   help="bf16 autocast of the UNet: auto = where the CPU has native bf16 (AMX / AVX512-BF16)")
+    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS["precision"],
+                   help="the UNet in fp32 or under bf16 autocast; auto = bf16 where the CPU has native bf16 "
+                        "(AMX / AVX512-BF16)")
     for key in ("steps", "batch", "warmup", "decay_steps", "data_size", "seed", "layers_per_block", "head_dim",
                 "norm_num_groups", "num_train_timesteps", "log_every", "threads", "camera_dim"):
         p.add_argument("--" + key.replace("_", "-"), type=int, default=DEFAULTS[key])
@@ -466,7 +462,7 @@ def main(argv=None) -> None:
             cfg.update(lr_schedule="wsd", decay_steps=args.decay_steps)
         if not args.export_only:  # the run's own settings stay in the exported recipe
             cfg["threads"] = args.threads
-            cfg["autocast"] = args.autocast
+            cfg["precision"] = args.precision
             cfg["ckpt_minutes"] = args.ckpt_minutes
     else:
         if ckpt.exists() and not args.resume:
@@ -531,7 +527,7 @@ def command_for(cfg: dict, out: Path) -> str:
     if "init_from_prior" in cfg:
         parts.append(f"--init-from-prior {cfg['init_from_prior']}")
     for key, default in DEFAULTS.items():
-        if key in ("steps", "ckpt_minutes", "log_every", "threads", "autocast"):
+        if key in ("steps", "ckpt_minutes", "log_every", "threads", "precision"):
             continue
         value = cfg.get(key, default)
         if key == "data_seed":
