@@ -156,8 +156,8 @@ def sample(prompts: list[str] | str, n: int = 1, guidance_scale: float | None = 
     x = x * ddim.init_noise_sigma
     batch = len(texts)
     for t in ddim.timesteps:
-        inputs = torch.cat([x] * (2 if embeddings.shape[0] > batch else 1) + [x[viewed]])
         copies = 2 if embeddings.shape[0] > batch else 1
+        inputs = torch.cat([x] * copies + [x[viewed]])
         labels = None if camera is None else torch.cat([camera] * copies + [camera[viewed]])
         eps_all = unet(inputs, t.expand(inputs.shape[0]).to(device), encoder_hidden_states=embeddings,
                        class_labels=labels).sample
