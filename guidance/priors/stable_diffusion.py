@@ -226,12 +226,6 @@ def _timesteps(t: torch.Tensor | int, batch: int, device: torch.device) -> torch
     return t
 
 
-def _text_for_batch(text: TextEmbedding, batch: int) -> TextEmbedding:
-    if len(text) not in (1, batch):
-        raise ValueError(f"got {len(text)} text embeddings for a batch of {batch}")
-    return expand_embedding(text, batch)
-
-
 @contextlib.contextmanager
 def _cpu_autocast(unet, dtype: torch.dtype):
     """CPU autocast to `dtype` around a UNet call, with its output convolution (`conv_out`) kept in
@@ -330,7 +324,7 @@ class DiffusersUNetPrior(DiffusionPrior):
         unet = self.unet if unet is None else unet
         batch = x_t.shape[0]
         t = _timesteps(t, batch, self.device)
-        text = _text_for_batch(text, batch)
+        text = expand_embedding(text, batch)
         self.check_camera(text)
         if text.camera is not None:
             unet_kwargs["class_labels"] = text.camera.to(self.device, unet.dtype)
