@@ -1,6 +1,8 @@
 """Camera-conditioned embedded prior (v2): training initialisation, prompts, and every guidance variant
 passing each rendered view's camera."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -106,3 +108,20 @@ def test_a_text_only_export_initialises_a_camera_prior_that_predicts_exactly_the
     torch.testing.assert_close(got, expected)
     for shadow, param in zip(trainer.ema.shadow_params, trainer.unet.parameters()):
         assert torch.equal(shadow, param)
+
+
+def test_high_noise_weight_weighs_noisy_timesteps_by_their_x0_loss_capped():
+    """Weight max(min-SNR weight, min(1/SNR, cap)): the x0 loss where noise dominates, min-SNR elsewhere."""
+    from sds3d.world.train_prior import DEFAULTS, Trainer
+
+    cfg = dict(DEFAULTS, block_out_channels=(16, 32), head_dim=16, norm_num_groups=8, precision="fp32")
+    plain = Trainer(Path("unused"), cfg).loss_weight
+    weighted = Trainer(Path("unused"), dict(cfg, high_noise_weight=20.0)).loss_weight
+    abar = Trainer(Path("unused"), cfg).alphas_cumprod
+    snr = abar / (1 - abar)
+    assert torch.allclose(plain, torch.clamp(snr, max=5.0) / snr)
+    low, high = snr > 1, snr < 1 / 20
+    assert torch.equal(weighted[low], plain[low])
+    assert torch.allclose(weighted[high], torch.full_like(weighted[high], 20.0))
+    middle = (snr < 1) & (snr > 1 / 20)
+    assert torch.allclose(weighted[middle], 1 / snr[middle])

@@ -44,12 +44,16 @@ DEFAULTS = dict(
     data_size=60000, seed=0, data_seed=None, block_out_channels=(32, 64, 96), layers_per_block=1,
     head_dim=32, norm_num_groups=16, beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000,
     ckpt_minutes=5.0, log_every=10, threads=2, camera_dim=0, precision="auto", camera_lr_scale=20.0,
-    high_t_prob=0.0,
+    high_t_prob=0.0, high_noise_weight=0.0,
 )
 # `high_t_prob`: the fraction of a batch whose timesteps are drawn from [HIGH_T_FROM * T, T) instead of
 # [0, T). The view changes the epsilon loss by about 4% at t = 700 and 0.5% at t = 100 (view words
 # swapped front <-> back on the v1 prior), so a camera input learns mostly from noisy timesteps.
 HIGH_T_FROM = 0.4
+# `high_noise_weight`: the epsilon loss is SNR times the x0 loss, so at high noise, where the layout
+# (and so the view) is decided, an x0 error barely counts (SNR 0.002 at t = 970). A weight > 0 raises the
+# per-timestep weight to min(1 / SNR, high_noise_weight) wherever that is larger, i.e. the x0 loss,
+# capped (the weighting view of Hang et al. 2023, arXiv:2303.09556; Salimans & Ho 2022, arXiv:2202.00512).
 
 
 def parameter_groups(unet, cfg: dict) -> list[dict]:
@@ -159,6 +163,8 @@ class Trainer:
         snr = abar / (1 - abar)
         gamma = cfg["snr_gamma"]
         self.loss_weight = (torch.clamp(snr, max=gamma) / snr) if gamma else torch.ones_like(snr)
+        if cfg.get("high_noise_weight"):
+            self.loss_weight = torch.maximum(self.loss_weight, torch.clamp(1 / snr, max=cfg["high_noise_weight"]))
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -425,7 +431,7 @@ def parse_args(argv=None):
                 "norm_num_groups", "num_train_timesteps", "log_every", "threads", "camera_dim"):
         p.add_argument("--" + key.replace("_", "-"), type=int, default=DEFAULTS[key])
     for key in ("lr", "weight_decay", "ema_decay", "caption_dropout", "view_caption_prob", "snr_gamma",
-                "grad_clip", "ckpt_minutes", "camera_lr_scale", "high_t_prob"):
+                "grad_clip", "ckpt_minutes", "camera_lr_scale", "high_t_prob", "high_noise_weight"):
         p.add_argument("--" + key.replace("_", "-"), type=float, default=DEFAULTS[key])
     p.add_argument("--data-seed", type=int, default=None, help="render seed (default: SEEDS['prior'])")
     p.add_argument("--lr-schedule", choices=("constant", "cosine", "wsd"), default=None,
