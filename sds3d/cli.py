@@ -9,6 +9,7 @@ import time
 import warnings
 from pathlib import Path
 
+from .commands import add_commands
 from .errors import InputError, first_line
 
 
@@ -457,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     app = add_arguments(commands.add_parser("app", help="start the web UI (needs the app extra)"))
     app.set_defaults(func=cmd_app)
+    add_commands(commands)  # the commands in sds3d/commands/, one module each
     return parser
 
 
