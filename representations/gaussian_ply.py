@@ -14,9 +14,13 @@ show upright; "+z" keeps sds3d's world frame (gsplat's viewer), "+y" is glTF's. 
 quaternions and SH coefficients of degree >= 1 are rotated together. The header records the choice
 (`comment sds3d up -y`), and reading undoes it; foreign files are taken as "-y" unless told.
 
-Reading (plyfile) accepts any SH degree 0-3, ASCII and either byte order, and ignores properties
-it does not know; a file that is not a 3DGS PLY, a missing required property or a NaN / infinite
-value is a one-line `InputError` (a ValueError) naming the file and the property.
+Reading (plyfile) accepts any SH degree 0-3, ASCII and either byte order (the layouts of the
+original 3DGS code, gsplat and nerfstudio's splatfacto), and ignores properties it does not know. A
+one-line `InputError` (a ValueError) naming the file and the property refuses: a file that is not a
+PLY, no `vertex` element, a missing required property (x/y/z, f_dc_*, opacity, scale_*, rot_*), an
+f_rest count that is no SH degree (9, 24 or 45) or has gaps, and a NaN / infinite value. A file
+with zero Gaussians reads (an asset pruned empty round-trips); `sds3d.scene.load.load_asset`, where
+an edit starts, refuses it.
 """
 
 from __future__ import annotations
@@ -121,8 +125,11 @@ def load_gaussian_ply(path, up: str | None = None) -> dict[str, torch.Tensor]:
             raise InputError(f"{path}: not a 3DGS PLY: no property {name!r}")
     rest = sorted((n for n in names if re.fullmatch(r"f_rest_\d+", n)), key=lambda n: int(n[7:]))
     features = sorted((n for n in names if re.fullmatch(r"feat_\d+", n)), key=lambda n: int(n[5:]))
-    if len(rest) not in (0, 9, 24, 45) or rest != [f"f_rest_{i}" for i in range(len(rest))]:
+    if len(rest) not in (0, 9, 24, 45):
         raise InputError(f"{path}: {len(rest)} f_rest properties do not form SH degree 1, 2 or 3 (9, 24 or 45 of them)")
+    gap = next((f"f_rest_{i}" for i, n in enumerate(rest) if n != f"f_rest_{i}"), None)
+    if gap is not None:
+        raise InputError(f"{path}: property {gap!r} is missing ({len(rest)} f_rest properties, numbered with gaps)")
     if up is None:
         recorded = [m.group(1) for m in map(_UP_COMMENT.match, ply.comments) if m]
         up = recorded[0] if recorded else "-y"
