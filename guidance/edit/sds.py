@@ -1,0 +1,45 @@
+"""Plain SDS towards the target prompt, the editing baseline: the source render and prompt are not
+used, so nothing but the starting point keeps the asset's identity.
+
+g = w(t) (eps_hat^s(x_t, t; y_tgt) - eps), exactly `sds3d.guidance.sds.SDS.gradient`.
+
+Reference: "DreamFusion: Text-to-3D using 2D Diffusion", Poole, Jain, Barron, Mildenhall, 2022,
+arXiv:2209.14988.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from sds3d.guidance.priors.prior import DiffusionPrior, TextEmbedding
+from sds3d.guidance.schedules import Scheduled, TimestepConfig
+from sds3d.guidance.sds import SDS, SDSConfig
+from .base import EditScore
+
+
+@dataclass
+class EditSDSConfig:
+    guidance_scale: Scheduled = 20.0  # diffusers form, as generation's SDS default for the embedded prior
+    weighting: str = "sds"
+    timesteps: TimestepConfig = field(default_factory=TimestepConfig)
+    grad_clip: Scheduled | None = None
+
+
+class EditSDS(EditScore):
+    name = "sds"
+    needs_source = False
+
+    def __init__(self, prior: DiffusionPrior, config: EditSDSConfig | None = None, total_steps: int = 1000):
+        super().__init__(prior, config or EditSDSConfig(), total_steps)
+        c = self.config
+        self.sds = SDS(prior, SDSConfig(guidance_scale=c.guidance_scale, weighting=c.weighting,
+                                        timesteps=c.timesteps), total_steps)
+
+    def unet_evals_per_step(self) -> int:
+        return 2
+
+    def gradient(self, y, y_src, t, noise, target: TextEmbedding, source: TextEmbedding, uncond: TextEmbedding,
+                 step: int) -> torch.Tensor:
+        return self.sds.gradient(y, t, noise[0], target, uncond, step)
