@@ -155,7 +155,20 @@ def _without_densification(representation: Representation) -> None:
         representation.densifier = GaussianDensifier(representation.config.densify)
 
 
-def _select(representation: Representation, region_mask, query: str) -> torch.Tensor | None:
+def _attach_run_field(source, representation: Representation) -> None:
+    """A text region on a run directory: attach the feature field distilled into it (the first
+    `*.safetensors` in the run or its features/ folder), unless the asset carries one already."""
+    from sds3d.features.field import ATTRIBUTE, load_field
+
+    if isinstance(source, Representation) or ATTRIBUTE in representation.__dict__:
+        return
+    run = Path(source)
+    found = sorted((run / "features").glob("*.safetensors")) + sorted(run.glob("*.safetensors")) if run.is_dir() else []
+    if found:
+        load_field(found[0], representation)
+
+
+def _select(source, representation: Representation, region_mask, query: str) -> torch.Tensor | None:
     if region_mask is not None and query:
         raise InputError("give either a region mask or a region query, not both")
     if region_mask is None and not query:
@@ -169,6 +182,7 @@ def _select(representation: Representation, region_mask, query: str) -> torch.Te
         except ImportError:
             raise InputError("text regions need sds3d.features.select, which this install lacks; pass a "
                              "per-point mask instead") from None
+        _attach_run_field(source, representation)
         region_mask = select_points(representation, query)
     return check_point_mask(region_mask, len(representation))
 
@@ -240,7 +254,7 @@ def edit(source, prompt: str | None = None, source_prompt: str | None = None, re
         load_weights(source_asset, state["source"], checkpoint_path, generated_config.representation)
         point_mask = state.get("point_mask")
     else:
-        point_mask = _select(source_asset, region_mask, config.region)
+        point_mask = _select(source, source_asset, region_mask, config.region)
     source_asset = source_asset.to(device).eval()
     for param in source_asset.parameters():
         param.requires_grad_(False)
