@@ -1,0 +1,169 @@
+"""Text queries on a distilled feature field: relevancy per point, a 3D mask, a highlighted render.
+
+Relevancy (LERF): with phi the unit feature of a point, q the query's text embedding and n_j the
+canonical negatives ("object", "things", "stuff", "texture"),
+
+    relevancy = min_j  exp(10 phi.q) / (exp(10 phi.q) + exp(10 phi.n_j)),
+
+computed on the field's decoded per-point features (no rendering). A point is selected when its
+relevancy exceeds `threshold`, 0.5 by default: the query beats every canonical negative. Points of
+a NeRF are the occupied cells of its occupancy grid; of a mesh, its vertices; of Gaussians, the
+Gaussians.
+
+Reference: LERF: Language Embedded Radiance Fields, arXiv:2303.09553
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sds3d.cameras import Cameras, turntable_cameras
+from sds3d.errors import InputError
+from .field import feature_field_of
+from .teacher import CANONICAL_NEGATIVES
+
+TEMPERATURE = 10.0  # LERF's softmax temperature on cosines
+DEFAULT_THRESHOLD = 0.5
+HIGHLIGHT = (1.0, 0.55, 0.0)  # tint of selected points
+
+
+def relevancy(features: torch.Tensor, query: torch.Tensor, negatives: torch.Tensor,
+              temperature: float = TEMPERATURE) -> torch.Tensor:
+    """features [N, D] (any length), query [D], negatives [K, D] (unit) -> relevancy [N] in (0, 1)."""
+    phi = F.normalize(features.float(), dim=-1)
+    positive = temperature * (phi @ query.float())  # [N]
+    negative = temperature * (phi @ negatives.float().T)  # [N, K]
+    return torch.sigmoid(positive[:, None] - negative).amin(-1)
+
+
+def resolve_teacher(field, teacher=None):
+    """`teacher` as given, else the one the field was distilled with (`load_feature_teacher`).
+    InputError when its name or width differs from the field's."""
+    if teacher is None:
+        try:
+            from .load import load_feature_teacher
+        except ImportError:
+            raise InputError("no feature teacher is installed: pass one (library) or --teacher PATH") from None
+        teacher = load_feature_teacher(field.teacher_path or None)
+    if teacher.name != field.teacher_name or teacher.dim != field.dim:
+        raise InputError(f"the feature field was distilled from {field.teacher_name} ({field.dim} channels), "
+                         f"not {teacher.name} ({teacher.dim}); pass that teacher or distill again")
+    return teacher
+
+
+def query_relevancy(representation, query: str, teacher=None) -> torch.Tensor:
+    """Relevancy [N] of `query` at each point of the representation's field (see module docstring)."""
+    if not isinstance(query, str) or not query.strip():
+        raise InputError("query: give a non-empty phrase, e.g. \"the handle\"")
+    field = feature_field_of(representation)
+    teacher = resolve_teacher(field, teacher)
+    with torch.no_grad():
+        text = teacher.text_features([query.strip(), *CANONICAL_NEGATIVES]).float()
+        return relevancy(field.point_features(representation), text[0], text[1:])
+
+
+def candidate_phrases(teacher) -> list[str]:
+    """Phrases to suggest when a query matches nothing: the teacher's own part phrases
+    (`teacher.phrases` if it has them), else "the <part>" for every micro-world part name."""
+    phrases = getattr(teacher, "phrases", None)
+    if phrases:
+        return list(phrases)
+    from sds3d.world import KINDS
+
+    return sorted({f"the {part}" for spec in KINDS.values() for part in spec.parts})
+
+
+def best_phrases(representation, teacher=None, top: int = 3) -> list[tuple[str, float]]:
+    """The `top` candidate phrases by the largest fraction of the asset's points they select
+    (ties: by their highest relevancy) -> [(phrase, best relevancy)]."""
+    field = feature_field_of(representation)
+    teacher = resolve_teacher(field, teacher)
+    phrases = candidate_phrases(teacher)
+    with torch.no_grad():
+        text = teacher.text_features([*phrases, *CANONICAL_NEGATIVES]).float()
+        features = field.point_features(representation)[field.occupied(representation)]
+        scores = torch.stack([relevancy(features, q, text[len(phrases):]) for q in text[:len(phrases)]])  # [P, N]
+    fraction, peak = (scores > DEFAULT_THRESHOLD).float().mean(-1), scores.amax(-1)
+    order = sorted(range(len(phrases)), key=lambda i: (-float(fraction[i]), -float(peak[i])))
+    return [(phrases[i], float(peak[i])) for i in order[:top]]
+
+
+def select_points(representation, query: str, teacher=None, threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
+    """[N] bool: the points of `representation` (which must carry a distilled feature field,
+    `attach_field` / `load_field`) whose relevancy to `query` exceeds `threshold` (0.5: the query
+    beats every canonical negative). `teacher`: the field's own when None. InputError when the
+    asset has no field, or when no point matches (naming the phrases that match best)."""
+    if not 0.0 < threshold < 1.0:
+        raise InputError(f"threshold must be in (0, 1), got {threshold}")
+    field = feature_field_of(representation)
+    teacher = resolve_teacher(field, teacher)
+    scores = query_relevancy(representation, query, teacher)
+    mask = (scores > threshold) & field.occupied(representation)
+    if not mask.any():
+        best = best_phrases(representation, teacher)
+        suggestions = ", ".join(f"\"{phrase}\" ({score:.2f})" for phrase, score in best)
+        raise InputError(f"no point matches \"{query}\" (best relevancy {float(scores.max()):.2f} < threshold "
+                         f"{threshold}); phrases that match parts of this asset: {suggestions}")
+    return mask
+
+
+def highlight_colors(colors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """colours [N, 3] in [0, 1], mask [N] -> selected tinted towards HIGHLIGHT, others dimmed to grey."""
+    tint = torch.tensor(HIGHLIGHT, dtype=colors.dtype)
+    grey = colors.mean(-1, keepdim=True)
+    return torch.where(mask[:, None], 0.35 * colors + 0.65 * tint, 0.25 * grey + 0.55)
+
+
+@torch.no_grad()
+def render_highlight(representation, mask: torch.Tensor, cameras: Cameras | None = None) -> np.ndarray:
+    """uint8 [B, H, W, 3]: the asset with the points in `mask` tinted and the others dimmed (default:
+    4 turntable views at 192 px). Gaussians and meshes recolour their points; a NeRF (whose points
+    are grid cells) blends the tint by the nearest cell's mask at each visible surface point."""
+    from sds3d.representations import Gaussians, Mesh, NeRF
+
+    from .operations import copy_asset
+
+    cameras = cameras or turntable_cameras(4, elevation=20.0, width=192)
+    if isinstance(representation, Gaussians):
+        from sds3d.representations.spherical_harmonics import C0
+
+        asset = copy_asset(representation)
+        rgb = (asset.params["sh0"][:, 0] * C0 + 0.5).clamp(0, 1)
+        asset.params["sh0"][:, 0] = (highlight_colors(rgb, mask) - 0.5) / C0
+        asset.params["shN"].zero_()
+        image = asset.render(cameras).rgb
+    elif isinstance(representation, Mesh) and representation.vertex_colors is not None:
+        asset = copy_asset(representation)
+        asset.vertex_colors.copy_(highlight_colors(asset.vertex_colors.clamp(0, 1), mask))
+        image = asset.render(cameras).rgb
+    else:
+        image = _blended_highlight(representation, mask, cameras)
+    return (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+
+
+def _blended_highlight(representation, mask: torch.Tensor, cameras: Cameras) -> torch.Tensor:
+    """Any representation: its render, tinted where the nearest field point (to the expected depth
+    point of each pixel) is selected, dimmed elsewhere."""
+    from scipy.spatial import cKDTree
+
+    field = feature_field_of(representation)
+    out = representation.render(cameras)
+    occupied = field.occupied(representation)
+    points, mask = field.points(representation)[occupied], mask[occupied]
+    origins = cameras.centers[:, None, None]
+    from sds3d.representations.volume_rendering import camera_rays
+
+    _, directions, z_per_t = camera_rays(cameras)
+    surface = origins + directions * (out.depth / z_per_t[..., None].clamp_min(1e-6))
+    _, nearest = cKDTree(points.numpy()).query(surface.reshape(-1, 3).numpy())
+    selected = mask[torch.as_tensor(nearest)].reshape(out.depth.shape).float() * (out.alpha > 0.5)
+    tint = torch.tensor(HIGHLIGHT)
+    dimmed = 0.25 * out.rgb.mean(-1, keepdim=True) + 0.75
+    lit = 0.35 * out.rgb + 0.65 * tint
+    return selected * lit + (1 - selected) * torch.where(out.alpha > 0.5, dimmed, out.rgb)
+
+
+__all__ = ["DEFAULT_THRESHOLD", "TEMPERATURE", "best_phrases", "candidate_phrases", "highlight_colors",
+           "query_relevancy", "relevancy", "render_highlight", "select_points"]
