@@ -16,6 +16,7 @@ GUIDANCE = {
     "sds": ("sds", "SDS"), "nfsd": ("nfsd", "NFSD"), "csd": ("csd", "CSD"), "sdi": ("sdi", "SDI"),
     "ism": ("ism", "ISM"), "tsm": ("tsm", "TSM"), "cds": ("cds", "CDS"), "dsd": ("dsd", "DSD"),
     "vsd": ("vsd", "VSD"), "cfd": ("cfd", "CFD"),
+    "redream": ("redream", "ReDream"),
 }
 
 
