@@ -61,6 +61,7 @@ class FitConfig:
     sh_degree: int = 0
     init: str = "auto"  # auto | hull | frustum | sphere
     init_radius: float = 0.6  # the "sphere" init's ball, after normalisation
+    init_opacity: float = 0.1
     normalize: bool = True
     views_per_step: int = 1
     lambda_dssim: float = 0.2  # 0 = plain L1
@@ -89,6 +90,7 @@ def validate_fit_config(config: FitConfig) -> None:
               ("max_gaussians", config.max_gaussians >= config.num_gaussians), ("sh_degree", 0 <= config.sh_degree <= 3),
               ("init", config.init in INITS), ("views_per_step", 1 <= config.views_per_step <= 64),
               ("lambda_dssim", 0 <= config.lambda_dssim <= 1), ("init_radius", config.init_radius > 0),
+              ("init_opacity", 0 < config.init_opacity < 1),
               ("refine_every", config.refine_every >= 1), ("checkpoint_every", config.checkpoint_every >= 0),
               ("refine_stop_fraction", 0 <= config.refine_stop_fraction <= 1), ("seed", config.seed >= 0),
               ("turntable_frames", 1 <= config.turntable_frames <= 1000)]
@@ -108,7 +110,8 @@ def gaussians_config(config: FitConfig, scene_scale: float = 1.0) -> GaussiansCo
                                   refine_stop_iter=int(config.refine_stop_fraction * config.steps),
                                   refine_every=config.refine_every, grow_grad2d=config.grow_grad2d,
                                   max_gaussians=config.max_gaussians)
-    return GaussiansConfig(num_points=config.num_gaussians, sh_degree=config.sh_degree, lr_means=config.lr_means,
+    return GaussiansConfig(num_points=config.num_gaussians, init_opacity=config.init_opacity,
+                           sh_degree=config.sh_degree, lr_means=config.lr_means,
                            lr_scales=config.lr_scales, lr_quats=config.lr_quats, lr_opacities=config.lr_opacities,
                            lr_sh0=config.lr_sh0, lr_shN=config.lr_shN, densify=densify)
 
