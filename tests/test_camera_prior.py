@@ -125,3 +125,45 @@ def test_high_noise_weight_weighs_noisy_timesteps_by_their_x0_loss_capped():
     assert torch.allclose(weighted[high], torch.full_like(weighted[high], 20.0))
     middle = (snr < 1) & (snr > 1 / 20)
     assert torch.allclose(weighted[middle], 1 / snr[middle])
+
+
+def test_coordinate_channels_are_pixel_centres_from_minus_one_to_one():
+    from sds3d.guidance.priors.coordinate_channels import coordinate_channels
+
+    grid = coordinate_channels(torch.zeros(2, 3, 4, 8))
+    assert grid.shape == (2, 2, 4, 8)
+    torch.testing.assert_close(grid[0, 0, 0], torch.linspace(-7 / 8, 7 / 8, 8))  # x grows to the right
+    torch.testing.assert_close(grid[1, 1, :, 0], torch.linspace(-3 / 4, 3 / 4, 4))  # y grows downwards
+
+
+def test_a_run_widened_with_coordinate_channels_predicts_exactly_what_its_source_did(tmp_path):
+    """--init-from a run without coordinate channels: their conv_in weights start at zero, the rest is
+    copied, so the fine-tune starts from the same model; the saved UNet loads and takes 3-channel images."""
+    from sds3d.guidance.priors.coordinate_channels import coordinate_channels
+    from sds3d.guidance.priors.embedded_prior import load_embedded_prior
+    from sds3d.world.train_prior import DEFAULTS, Trainer
+
+    cfg = dict(DEFAULTS, block_out_channels=(16, 32), head_dim=16, norm_num_groups=8, camera_dim=6, precision="fp32")
+    source = Trainer(tmp_path / "source", cfg)
+    torch.nn.init.normal_(source.unet.class_embedding.linear_2.weight, std=0.5)
+    source.ema.shadow_params = [p.detach().clone() for p in source.unet.parameters()]
+    widened = Trainer(tmp_path / "widened", dict(cfg, coordinate_channels=1))
+    widened.init_from(source.state_dict())
+    assert widened.unet.conv_in.weight.shape[1] == 5 and not widened.unet.conv_in.weight[:, 3:].any()
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([10, 900])
+    hidden, camera = torch.randn(2, 32, 384), torch.randn(2, 6)
+    with torch.no_grad():
+        expected = source.unet.eval()(x, t, encoder_hidden_states=hidden, class_labels=camera).sample
+        got = widened.unet.eval()(x, t, encoder_hidden_states=hidden, class_labels=camera).sample
+    torch.testing.assert_close(got, expected)
+    torch.nn.init.normal_(widened.unet.conv_in.weight, std=0.1)  # trained: the position now matters
+    widened.unet.save_pretrained(tmp_path / "export" / "unet")
+    widened.scheduler.save_pretrained(tmp_path / "export" / "scheduler")
+    unet, _ = load_embedded_prior(tmp_path / "export")
+    run = lambda inputs: unet(inputs, t, encoder_hidden_states=hidden, class_labels=camera).sample  # noqa: E731
+    with torch.no_grad():
+        plain, explicit = run(x), run(torch.cat([x, coordinate_channels(x)], dim=1))
+        without = run(torch.cat([x, torch.zeros(2, 2, 32, 32)], dim=1))
+    assert plain.shape == x.shape
+    torch.testing.assert_close(plain, explicit)
+    assert not torch.allclose(plain, without, atol=1e-3)

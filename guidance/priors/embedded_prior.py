@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from sds3d.assets import ASSETS_DIR
 
+from .coordinate_channels import attach_coordinate_channels
 from .prior import cfg_combine
 from .stable_diffusion import DiffusersUNetPrior
 
@@ -59,7 +60,7 @@ def load_embedded_prior(path: str | Path | None = None, device: str | torch.devi
 
     path = embedded_prior_dir(path)
     unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", use_safetensors=True, torch_dtype=dtype)
-    unet = unet.to(device=device).eval().requires_grad_(False)
+    unet = attach_coordinate_channels(unet.to(device=device).eval().requires_grad_(False))
     scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
     return unet, scheduler
 
@@ -189,7 +190,7 @@ class EmbeddedPrior(DiffusersUNetPrior):
         self.prediction_type = scheduler.config.prediction_type
         self.text_encoder = text_encoder or get_text_encoder()
         self.resolution = int(unet.config.sample_size)
-        self.latent_channels = int(unet.config.in_channels)
+        self.latent_channels = int(unet.config.out_channels)  # the input adds coordinate channels, if any
         self.camera_conditioned = is_camera_conditioned(unet)
         self._alphas_cumprod = scheduler.alphas_cumprod.to(torch.float32).to(self.device)
         self._prompts = PromptCache()

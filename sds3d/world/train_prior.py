@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from sds3d.hardware import PRECISIONS, use_bf16
+from sds3d.guidance.priors.coordinate_channels import widen_input_for_coordinates
 
 DEFAULTS = dict(
     steps=12000, batch=32, lr=5e-4, warmup=500, lr_schedule="constant", decay_steps=3000, weight_decay=0.01,
@@ -44,7 +45,7 @@ DEFAULTS = dict(
     data_size=60000, seed=0, data_seed=None, block_out_channels=(32, 64, 96), layers_per_block=1,
     head_dim=32, norm_num_groups=16, beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000,
     ckpt_minutes=5.0, log_every=10, threads=2, camera_dim=0, precision="auto", camera_lr_scale=20.0,
-    high_t_prob=0.0, high_noise_weight=0.0,
+    high_t_prob=0.0, high_noise_weight=0.0, coordinate_channels=0,
 )
 # `high_t_prob`: the fraction of a batch whose timesteps are drawn from [HIGH_T_FROM * T, T) instead of
 # [0, T). The view changes the epsilon loss by about 4% at t = 700 and 0.5% at t = 100 (view words
@@ -70,31 +71,36 @@ def parameter_groups(unet, cfg: dict) -> list[dict]:
 
 
 def build_unet(block_out_channels=(32, 64, 96), layers_per_block=1, head_dim=32, norm_num_groups=16,
-               cross_attention_dim=384, sample_size=32, camera_dim=0):
+               cross_attention_dim=384, sample_size=32, camera_dim=0, coordinate_channels=0):
     """The prior's UNet. Level 0 (32x32) has no attention; 16x16, 8x8 and the mid block have
     self- and cross-attention with heads of `head_dim` channels. `camera_dim` > 0 (prior v2) adds
     camera conditioning as MVDream and Zero123 do: `sds3d.cameras.camera_features` [B, camera_dim]
-    pass through an MLP (`class_embed_type="projection"`) added to the timestep embedding."""
+    pass through an MLP (`class_embed_type="projection"`) added to the timestep embedding.
+    `coordinate_channels` = 1 appends the pixels' (x, y) to the input
+    (`sds3d.guidance.priors.coordinate_channels`), so a global condition can place parts left or right."""
     from diffusers import UNet2DConditionModel
+
+    from sds3d.guidance.priors.coordinate_channels import COORDINATE_CHANNELS, attach_coordinate_channels
 
     channels = tuple(int(c) for c in block_out_channels)
     # diffusers' `attention_head_dim` argument is in fact the number of heads per block.
     heads = tuple(max(1, c // head_dim) for c in channels)
     n = len(channels)
-    return UNet2DConditionModel(
-        sample_size=sample_size, in_channels=3, out_channels=3, cross_attention_dim=cross_attention_dim,
+    in_channels = 3 + (COORDINATE_CHANNELS if coordinate_channels else 0)
+    return attach_coordinate_channels(UNet2DConditionModel(
+        sample_size=sample_size, in_channels=in_channels, out_channels=3, cross_attention_dim=cross_attention_dim,
         block_out_channels=channels, layers_per_block=layers_per_block, norm_num_groups=norm_num_groups,
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
         up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
         attention_head_dim=heads,
         class_embed_type="projection" if camera_dim else None,
         projection_class_embeddings_input_dim=camera_dim or None,
-    )
+    ))
 
 
 def unet_from_config(cfg: dict):
     return build_unet(cfg["block_out_channels"], cfg["layers_per_block"], cfg["head_dim"], cfg["norm_num_groups"],
-                      camera_dim=cfg.get("camera_dim", 0))
+                      camera_dim=cfg.get("camera_dim", 0), coordinate_channels=cfg.get("coordinate_channels", 0))
 
 
 def build_scheduler(beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000):
@@ -180,8 +186,15 @@ class Trainer:
         restore_rng(state["rng"], self.np_rng, self.gen)
 
     def init_from(self, state: dict) -> None:
-        """Fine-tuning: the model and its EMA both start from another run's EMA weights."""
-        self.ema.load_state_dict(state["ema"])
+        """Fine-tuning: the model and its EMA both start from another run's EMA weights (a source
+        without coordinate channels gets zero weights for them: the same predictions)."""
+        ema = dict(state["ema"])
+        names = [name for name, _ in self.unet.named_parameters()]
+        shadow = list(ema["shadow_params"])
+        i = names.index("conv_in.weight")
+        if shadow[i].shape != self.unet.conv_in.weight.shape:
+            shadow[i] = widen_input_for_coordinates(shadow[i])
+        self.ema.load_state_dict({**ema, "shadow_params": shadow})
         self.ema.copy_to(self.unet.parameters())
 
     def init_from_export(self, path: Path) -> None:
@@ -190,6 +203,8 @@ class Trainer:
         from safetensors.torch import load_file
 
         weights = load_file(Path(path) / "unet" / "diffusion_pytorch_model.safetensors")
+        if weights["conv_in.weight"].shape != self.unet.conv_in.weight.shape:
+            weights["conv_in.weight"] = widen_input_for_coordinates(weights["conv_in.weight"])
         missing, unexpected = self.unet.load_state_dict(weights, strict=False)
         if unexpected or any(not k.startswith("class_embedding.") for k in missing):
             raise SystemExit(f"--init-from-prior {path}: architecture differs (missing {missing[:3]}, "
@@ -313,6 +328,8 @@ def export(trainer: Trainer, dest: Path, command: str, data_size: int, data_seed
                          "uncond_prompt": ""},
         **({"camera": {"features": "sds3d.cameras.camera_features", "dim": cfg["camera_dim"],
                        "input": "class_labels"}} if cfg.get("camera_dim") else {}),
+        **({"coordinate_channels": "the input appends each pixel's (x, y) in [-1, 1] "
+                                   "(sds3d.guidance.priors.coordinate_channels)"} if cfg.get("coordinate_channels") else {}),
         "parameters": parameter_count(ema_unet),
         "training": {"steps": trainer.step, "batch": cfg["batch"], "wall_seconds": round(trainer.seconds, 1),
                      "data_size": data_size, "data_seed": data_seed, "seed": cfg["seed"],
@@ -353,6 +370,9 @@ def prior_readme(info: dict) -> str:
         "\n  radius and field of view centred on the training ranges), passed as the UNet's `class_labels`:"
         "\n  a projection (`class_embed_type=\"projection\"`) added to the timestep embedding, as in MVDream."
         "\n  Classifier-free guidance drops the text and keeps the camera.")
+    if cfg.get("coordinate_channels"):
+        camera_line += ("\n- Input: 5 channels, the image's 3 and each pixel's (x, y) in [-1, 1] (CoordConv;"
+                        "\n  `sds3d.guidance.priors.coordinate_channels` appends them; `from_pretrained` users must too).")
     return f"""# Embedded micro-world prior
 
 A pixel-space text-to-image diffusion model of the sds3d micro-world (`sds3d/world/`), used as the
@@ -428,7 +448,8 @@ def parse_args(argv=None):
                    help="the UNet in fp32 or under bf16 autocast; auto = bf16 where the CPU has native bf16 "
                         "(AMX / AVX512-BF16)")
     for key in ("steps", "batch", "warmup", "decay_steps", "data_size", "seed", "layers_per_block", "head_dim",
-                "norm_num_groups", "num_train_timesteps", "log_every", "threads", "camera_dim"):
+                "norm_num_groups", "num_train_timesteps", "log_every", "threads", "camera_dim",
+                "coordinate_channels"):
         p.add_argument("--" + key.replace("_", "-"), type=int, default=DEFAULTS[key])
     for key in ("lr", "weight_decay", "ema_decay", "caption_dropout", "view_caption_prob", "snr_gamma",
                 "grad_clip", "ckpt_minutes", "camera_lr_scale", "high_t_prob", "high_noise_weight"):
@@ -481,7 +502,9 @@ def main(argv=None) -> None:
         cfg["data_seed"] = SEEDS["prior"] if args.data_seed is None else args.data_seed
         if args.init_from is not None:
             source = load_source_run(args.init_from)
-            cfg.update({k: source["config"][k] for k in ARCHITECTURE_KEYS})
+            widen = args.coordinate_channels and not source["config"].get("coordinate_channels")
+            cfg.update({k: source["config"].get(k, DEFAULTS[k]) for k in ARCHITECTURE_KEYS})
+            cfg["coordinate_channels"] = 1 if widen else cfg["coordinate_channels"]
             cfg["init_from"] = {"run": str(args.init_from), "step": int(source["step"]),
                                 "wall_seconds": round(float(source["seconds"]), 1),
                                 "command": command_for(source["config"], args.init_from)}
@@ -514,7 +537,7 @@ def main(argv=None) -> None:
 
 
 ARCHITECTURE_KEYS = ("block_out_channels", "layers_per_block", "head_dim", "norm_num_groups", "beta_schedule",
-                     "num_train_timesteps", "camera_dim")
+                     "num_train_timesteps", "camera_dim", "coordinate_channels")
 
 
 def load_source_run(run_dir: Path) -> dict:
