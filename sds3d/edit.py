@@ -68,6 +68,7 @@ class EditConfig:
     views_per_step: int = 4
     resolution: int = 32  # render size during editing
     lr_scale: float = 1.0  # factor on the asset's learning rates
+    geometry_lr_scale: float = 1.0  # a further factor on the groups that move geometry (GEOMETRY_GROUPS); 0 = colour only
     preserve_weight: float = 1.0  # region edits: weight of the preservation loss outside the region
     view_dependent: bool = True
     prior: str = "embedded"
@@ -93,6 +94,8 @@ class EditResult:
     point_mask: torch.Tensor | None  # [N] bool, the region's Gaussians
 
 
+# optimiser groups that move or reshape the surface (Gaussians, NeRF, DMTet); the others hold colour
+GEOMETRY_GROUPS = ("means", "scales", "quats", "opacities", "density_mlp", "sdf", "deform")
 # fields a resumed edit may change: its length and where and how often it writes
 RESUMABLE = ("steps", "out", "device", "checkpoint_every", "turntable_frames", "turntable_resolution")
 
@@ -123,7 +126,7 @@ def validate_edit_config(config: EditConfig) -> None:
             raise InputError("the edit prompt is empty; give the target text, such as \"a blue mug\"")
         if len(value) > 300:
             raise InputError(f"{name} is {len(value)} characters long; the limit is 300")
-    for name, low in (("lr_scale", 0.0), ("preserve_weight", 0.0)):
+    for name, low in (("lr_scale", 0.0), ("geometry_lr_scale", 0.0), ("preserve_weight", 0.0)):
         if not (math.isfinite(getattr(config, name)) and getattr(config, name) >= low):
             raise InputError(f"{name} must be a finite number >= {low}, got {getattr(config, name)}")
 
@@ -136,8 +139,7 @@ def _generate_config(config: EditConfig, source_config: GenerateConfig | None, s
         if kind is None:
             raise InputError(f"cannot edit a {type(source).__name__}; give Gaussians, a NeRF or a DMTet")
         source_config = GenerateConfig(representation=kind)
-        if kind == "gaussians":
-            source_config.gaussians = copy.deepcopy(source.config)
+        setattr(source_config, source_config.representation, copy.deepcopy(source.config))
     generated = replace(source_config, prompt=config.prompt, out=config.out, init_from="", seed=config.seed,
                         steps=config.steps, resolution=config.resolution, prior=config.prior,
                         turntable_frames=config.turntable_frames, turntable_resolution=config.turntable_resolution,
@@ -265,6 +267,9 @@ def edit(source, prompt: str | None = None, source_prompt: str | None = None, re
     prior = prior if prior is not None else load_prior(config.prior, device)
     score = build_edit_score(config.guidance, prior, getattr(config, config.guidance), config.steps)
     particle = Particle.create(asset, config.lr_scale)
+    for name in GEOMETRY_GROUPS:  # restored from the checkpoint's optimiser state when resuming
+        for group in getattr(particle.optimizers.get(name), "param_groups", []):
+            group["lr"] *= config.geometry_lr_scale
     target_prompts = PromptProcessor(prior, PromptConfig(config.prompt, "", config.view_dependent))
     source_prompts = PromptProcessor(prior, PromptConfig(config.source_prompt, "", config.view_dependent))
     sampler = CameraSampler(width=config.resolution, height=config.resolution, **vars(config.camera))

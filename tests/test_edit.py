@@ -197,3 +197,24 @@ def test_a_run_folder_is_edited_from_its_own_prompt(mug, tmp_path):
                  prior=GaussianToyPrior(MEANS, resolution=16), progress=False, evaluate=False)
     assert again.metrics["source_prompt"] == "a blue mug" and again.metrics["prompt"] == "a red mug"
     assert json.loads((tmp_path / "second" / "edit.json").read_text())["source_prompt"] == "a blue mug"
+
+
+@pytest.mark.slow
+def test_a_nerf_is_edited_globally_and_loads_back(tmp_path):
+    from sds3d.representations import NeRF, NeRFConfig
+
+    nerf = NeRF(NeRFConfig(), torch.Generator().manual_seed(0))
+    result = run_edit(nerf, tmp_path / "nerf", guidance="pds", steps=2)
+    config, loaded = load_run(tmp_path / "nerf")
+    assert isinstance(loaded, NeRF) and (tmp_path / "nerf" / "asset.glb").is_file()
+    for key, value in result.representation.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    with pytest.raises(InputError, match="region edits need 3D Gaussians"):
+        run_edit(nerf, tmp_path / "nerf_region", region_mask=torch.ones(3, dtype=torch.bool))
+
+
+def test_geometry_lr_scale_zero_edits_colour_only(mug, tmp_path):
+    result = run_edit(mug, tmp_path / "colour", config=small(tmp_path / "colour", steps=3, geometry_lr_scale=0.0))
+    for key in ("means", "scales", "quats", "opacities"):
+        assert torch.equal(result.representation.params[key], mug.params[key]), key
+    assert not torch.equal(result.representation.params["sh0"], mug.params["sh0"])
