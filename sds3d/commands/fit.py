@@ -11,7 +11,7 @@ def add_command(subparsers) -> None:
                     "export, eval and edit read; PSNR on the capture's test_filenames goes to metrics.json.")
     parser.add_argument("dataset", help="capture folder holding transforms.json, or the json itself")
     parser.add_argument("--out", required=True, help="run folder to write")
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=1000, help="optimisation steps (more for large real captures)")
     parser.add_argument("--num-gaussians", type=int, default=5000, help="initial Gaussians (densification adds more)")
     parser.add_argument("--max-gaussians", type=int, default=60000)
     parser.add_argument("--sh-degree", type=int, default=0, choices=(0, 1, 2, 3))

@@ -55,7 +55,7 @@ TARGET_RADIUS = 2.5  # median camera distance after `normalize` (sds3d's turntab
 class FitConfig:
     dataset: str = ""  # a nerfstudio capture: its folder or transforms.json
     out: str = "runs/fit"
-    steps: int = 3000
+    steps: int = 1000
     num_gaussians: int = 5000  # initial count; densification grows it up to max_gaussians
     max_gaussians: int = 60000
     sh_degree: int = 0
