@@ -57,7 +57,8 @@ def test_a_stopped_fit_resumes_to_the_same_gaussians(capture, tmp_path):
     config = dict(steps=40, checkpoint_every=15, refine_start=10, refine_every=10)
     whole = fit(tiny(capture, tmp_path / "whole", **config), progress=False)
     calls = []
-    fit(tiny(capture, tmp_path / "parts", **config), progress=False, should_stop=lambda: calls.append(1) or len(calls) >= 20)
+    stop_at_20 = lambda: calls.append(1) or len(calls) >= 20  # noqa: E731
+    fit(tiny(capture, tmp_path / "parts", **config), progress=False, should_stop=stop_at_20)
     assert torch.load(tmp_path / "parts" / "checkpoint.pt", weights_only=True)["step"] == 20
     assert len(whole.gaussians) != 1500  # densification changed the count
     resumed = fit(tiny(capture, tmp_path / "parts", **config), resume=True, progress=False)

@@ -73,7 +73,7 @@ def test_opengl_camera_to_world_renders_as_nerfstudio_sees_it(tmp_path):
     cameras = load_capture(path).cameras
     torch.testing.assert_close(cameras.centers, torch.tensor([[0.0, 0.0, 3.0]]))
     blob = Gaussians(torch.tensor([[0.6, 0.3, 0.0]]), torch.zeros(1, 3), scales=torch.full((1, 3), 0.02),
-                     opacities=torch.ones(1) * 0.99, config=GaussiansConfig(densify=GaussiansConfig().densify))
+                     opacities=torch.ones(1) * 0.99, config=GaussiansConfig())
     with torch.no_grad():
         darkness = 1 - blob.render(cameras).rgb[0].mean(-1)  # [H, W]
     row, column = divmod(int(darkness.argmax()), 64)

@@ -87,7 +87,8 @@ RESUMABLE = ("steps", "checkpoint_every", "turntable_frames", "turntable_resolut
 
 def validate_fit_config(config: FitConfig) -> None:
     checks = [("steps", 1 <= config.steps <= 10**7), ("num_gaussians", 1 <= config.num_gaussians <= 10**7),
-              ("max_gaussians", config.max_gaussians >= config.num_gaussians), ("sh_degree", 0 <= config.sh_degree <= 3),
+              ("max_gaussians", config.max_gaussians >= config.num_gaussians),
+              ("sh_degree", 0 <= config.sh_degree <= 3),
               ("init", config.init in INITS), ("views_per_step", 1 <= config.views_per_step <= 64),
               ("lambda_dssim", 0 <= config.lambda_dssim <= 1), ("init_radius", config.init_radius > 0),
               ("init_opacity", 0 < config.init_opacity < 1),
@@ -164,7 +165,8 @@ def initial_points(data: CaptureData, count: int, init: str, radius: float, gene
                    tries: int = 40) -> tuple[torch.Tensor, torch.Tensor, str]:
     """-> (points [count, 3], colours [count, 3], the init used) in `data`'s frame (see the module
     docstring). Candidates are drawn in the cube around the origin that the nearest camera leaves
-    free (after a first round, the box around the points that passed); "hull" / "frustum" fall back to the next kind when fewer than a tenth of `count` pass."""
+    free (after a first round, the box around the points that passed); "hull" / "frustum" fall back
+    to the next kind when fewer than a tenth of `count` pass."""
     cameras = data.cameras
     order = {"auto": ["hull", "frustum", "sphere"] if data.alphas is not None else ["frustum", "sphere"],
              "hull": ["hull", "frustum", "sphere"], "frustum": ["frustum", "sphere"], "sphere": ["sphere"]}[init]
@@ -393,7 +395,8 @@ def fit(config: FitConfig, resume: bool = False, progress: bool = True, should_s
         steps_done = step + 1
         bar.set_postfix(loss=f"{loss_value:.4f}", gaussians=len(gaussians), refresh=False)
         stop = should_stop is not None and should_stop()
-        if stop or (config.checkpoint_every and steps_done % config.checkpoint_every == 0) or steps_done == config.steps:
+        due = config.checkpoint_every and steps_done % config.checkpoint_every == 0
+        if stop or due or steps_done == config.steps:
             save_checkpoint(steps_done)
         if stop:
             break
@@ -405,7 +408,8 @@ def fit(config: FitConfig, resume: bool = False, progress: bool = True, should_s
     seconds = elapsed_before + time.perf_counter() - started
     metrics = finish_run([gaussians], run_config, out, seconds, {"loss": loss_value}, timer.totals, steps_done,
                          progress)
-    metrics.update({"dataset": str(config.dataset), "train_views": len(train), "test_views": 0 if test is None else len(test),
+    metrics.update({"dataset": str(config.dataset), "train_views": len(train),
+                    "test_views": 0 if test is None else len(test),
                     "init": init_used, "frame": frame, "reader": train.reader,
                     "psnr_train": round(float(psnr(render_images(gaussians, train.cameras), train.images).mean()), 3)})
     if test is not None:

@@ -214,6 +214,17 @@ def _frames_from_nerfstudio(json_path: Path, frames: list[_Frame]) -> list[_Fram
     return read
 
 
+def nerfstudio_available() -> bool:
+    """True when nerfstudio's dataparser imports (nerfstudio installed and working)."""
+    if importlib.util.find_spec("nerfstudio") is None:
+        return False
+    try:
+        importlib.import_module("nerfstudio.data.dataparsers.nerfstudio_dataparser")
+    except Exception:  # an install whose own dependencies are broken: the built-in reader is used
+        return False
+    return True
+
+
 def viewmats_from_nerfstudio(c2w: torch.Tensor) -> torch.Tensor:
     """[N, 4, 4] camera -> world with OpenGL axes (nerfstudio) -> [N, 4, 4] world -> camera with
     OpenCV axes (sds3d `Cameras`), float32 (computed in float64)."""
@@ -236,7 +247,8 @@ def _read_image(json_path: Path, path: Path, field: str, width: int, height: int
                 image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
             array = np.asarray(image, dtype=np.float32) / 255.0
     except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise InputError(f"{json_path}: {field}: {path} is not a readable image ({str(error).splitlines()[0][:80]})") from None
+        raise InputError(f"{json_path}: {field}: {path} is not a readable image "
+                         f"({str(error).splitlines()[0][:80]})") from None
     array = array[..., None] if array.ndim == 2 else array
     if array.shape[:2] != (height, width):
         raise InputError(f"{json_path}: {field}: {path} is {array.shape[1]}x{array.shape[0]} pixels, the json's "
@@ -270,7 +282,7 @@ def load_capture(path, use_nerfstudio: bool | None = None) -> CaptureData:
     json_path = transforms_path(path)
     frames, applied, splits = read_transforms(json_path)
     if use_nerfstudio is None:
-        use_nerfstudio = importlib.util.find_spec("nerfstudio") is not None
+        use_nerfstudio = nerfstudio_available()
     if use_nerfstudio:
         frames = _frames_from_nerfstudio(json_path, frames)
     width, height = int(frames[0].intrinsics["w"]), int(frames[0].intrinsics["h"])
@@ -286,8 +298,9 @@ def load_capture(path, use_nerfstudio: bool | None = None) -> CaptureData:
     for i, frame in enumerate(frames):
         array = _read_image(json_path, frame.image, f"frames[{i}].file_path", width, height)
         rgb = torch.from_numpy(np.ascontiguousarray(array[..., :3] if array.shape[-1] >= 3 else array.repeat(3, -1)))
-        alpha = torch.from_numpy(np.ascontiguousarray(array[..., 3:])) if array.shape[-1] == 4 else torch.ones(height, width, 1)
-        any_alpha |= array.shape[-1] == 4
+        has_alpha = array.shape[-1] == 4
+        alpha = torch.from_numpy(np.ascontiguousarray(array[..., 3:])) if has_alpha else torch.ones(height, width, 1)
+        any_alpha |= has_alpha
         mask = torch.ones(1, height, width, dtype=torch.bool)
         if frame.mask is not None:
             mask_array = _read_image(json_path, frame.mask, f"frames[{i}].mask_path", width, height)
@@ -312,5 +325,6 @@ def load_capture(path, use_nerfstudio: bool | None = None) -> CaptureData:
                        reader="nerfstudio" if use_nerfstudio else "sds3d", splits=splits)
 
 
-__all__ = ["CaptureData", "load_capture", "read_transforms", "transforms_path", "viewmats_from_nerfstudio",
+__all__ = ["CaptureData", "load_capture", "nerfstudio_available", "read_transforms", "transforms_path",
+           "viewmats_from_nerfstudio",
            "nerfstudio_from_viewmats", "undistort", "PERSPECTIVE_MODELS"]
