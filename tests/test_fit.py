@@ -3,6 +3,7 @@ start, writes a run folder the other commands read, resumes exactly, and refuses
 line with nothing written. The real fit (40 views, 8 held out) is marked slow."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from sds3d.cameras import orbit_cameras
 from sds3d.cli import main
 from sds3d.errors import InputError
 from sds3d.representations import Gaussians
-from sds3d.scene.fit import (FitConfig, fit, focus_point, normalization, photometric_loss, prepare, ssim_map,
+from sds3d.scene.fit import (FitConfig, fit, focus_point, normalization, photometric_loss, prepare, psnr, ssim_map,
                              transform_cameras)
 from sds3d.scene.load import load_asset
 from sds3d.world.capture import write_capture
@@ -96,6 +97,8 @@ def test_the_loss_is_l1_and_dssim_over_the_mask():
     c[..., 12:] = 0.9  # differences outside the mask do not count
     assert float(photometric_loss(c, b, mask, 0.2)) == pytest.approx(0.0, abs=1e-6)
     assert float(photometric_loss(c, b, ~mask, 0.0)) == pytest.approx(0.3 * 12 / 18, rel=1e-5)
+    assert float(psnr(c, b, mask)[0]) == pytest.approx(100.0)  # the 1e-10 floor: identical where it counts
+    assert float(psnr(c, b)[0]) == pytest.approx(-10 * math.log10(0.3 ** 2 / 2), rel=1e-5)
 
 
 def test_bad_input_is_one_line_and_writes_nothing(capture, tmp_path, capsys):

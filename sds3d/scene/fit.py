@@ -235,10 +235,18 @@ def photometric_loss(render: torch.Tensor, target: torch.Tensor, mask: torch.Ten
     return loss
 
 
-def psnr(render: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """[B, 3, H, W] pairs in [0, 1] -> PSNR per image [B] in dB."""
-    mse = ((render.clamp(0, 1) - target) ** 2).flatten(1).mean(1)
+def psnr(render: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, 3, H, W] pairs in [0, 1] -> PSNR per image [B] in dB, over the pixels of `mask` [B, 1, H, W]
+    (None: all)."""
+    weight = torch.ones_like(render[:, :1]) if mask is None else mask.to(render)
+    squared = ((render.clamp(0, 1) - target) ** 2 * weight).flatten(1).sum(1)
+    mse = squared / (weight.flatten(1).sum(1) * render.shape[1]).clamp_min(1)
     return -10 * torch.log10(mse.clamp_min(1e-10))
+
+
+def view_psnr(gaussians: Gaussians, views: CaptureData) -> float:
+    """Mean PSNR (dB) of white-background renders against the views' images, over their masks."""
+    return float(psnr(render_images(gaussians, views.cameras), views.images, views.masks).mean())
 
 
 @torch.no_grad()
@@ -334,7 +342,7 @@ def fit(config: FitConfig, resume: bool = False, progress: bool = True, should_s
                                                generator)
     gaussians = Gaussians(points, colors.clamp(0.02, 0.98), config=run_config.gaussians)
     particle = Particle.create(gaussians, 1.0)
-    initial_psnr = None if test is None else float(psnr(render_images(gaussians, test.cameras), test.images).mean())
+    initial_psnr = None if test is None else view_psnr(gaussians, test)
     start_step, elapsed_before, timer = 0, 0.0, Timer()
     if resuming:
         particle.load_state_dict(state, 1.0)
@@ -411,10 +419,10 @@ def fit(config: FitConfig, resume: bool = False, progress: bool = True, should_s
     metrics.update({"dataset": str(config.dataset), "train_views": len(train),
                     "test_views": 0 if test is None else len(test),
                     "init": init_used, "frame": frame, "reader": train.reader,
-                    "psnr_train": round(float(psnr(render_images(gaussians, train.cameras), train.images).mean()), 3)})
+                    "psnr_train": round(view_psnr(gaussians, train), 3)})
     if test is not None:
         renders = render_images(gaussians, test.cameras)
-        metrics["psnr_test"] = round(float(psnr(renders, test.images).mean()), 3)
+        metrics["psnr_test"] = round(view_psnr(gaussians, test), 3)
         metrics["psnr_test_initial"] = round(initial_psnr, 3)
         pair = torch.cat([test.images[:8], renders[:8].clamp(0, 1)])
         save_png(image_grid((pair.permute(0, 2, 3, 1) * 255 + 0.5).to(torch.uint8).numpy(), columns=min(8, len(test))),
@@ -423,5 +431,5 @@ def fit(config: FitConfig, resume: bool = False, progress: bool = True, should_s
     return FitResult(out=out, gaussians=gaussians, metrics=metrics)
 
 
-__all__ = ["FitConfig", "FitResult", "fit", "prepare", "initial_points", "photometric_loss", "ssim_map", "psnr",
+__all__ = ["FitConfig", "FitResult", "fit", "prepare", "initial_points", "photometric_loss", "ssim_map", "psnr", "view_psnr",
            "focus_point", "normalization", "transform_cameras", "project", "INITS"]
