@@ -431,5 +431,5 @@ def fit(config: FitConfig, resume: bool = False, progress: bool = True, should_s
     return FitResult(out=out, gaussians=gaussians, metrics=metrics)
 
 
-__all__ = ["FitConfig", "FitResult", "fit", "prepare", "initial_points", "photometric_loss", "ssim_map", "psnr", "view_psnr",
-           "focus_point", "normalization", "transform_cameras", "project", "INITS"]
+__all__ = ["FitConfig", "FitResult", "fit", "prepare", "initial_points", "photometric_loss", "ssim_map", "psnr",
+           "view_psnr", "focus_point", "normalization", "transform_cameras", "project", "INITS"]
