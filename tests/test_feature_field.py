@@ -27,7 +27,7 @@ def mug():
     cameras = distillation_cameras(gaussians.means, config.views, config.resolution)
     losses = fit_field(gaussians, field, cameras, oracle.part_features(cameras), config, progress=False)
     attach_field(gaussians, field)
-    return oracle, gaussians, parts, oracle.visible(gaussians.means.detach()), losses
+    return oracle, gaussians, parts, oracle.visible(gaussians.means.detach(), views=24, resolution=128), losses
 
 
 def test_oracle_distillation_recovers_the_mug_parts(mug):
@@ -77,7 +77,7 @@ def test_distillation_leaves_gaussian_geometry_bit_identical_and_selects_by_colo
     for name, value in before.items():
         assert torch.equal(value, after[name]), name
     assert all(p.grad is None for p in gaussians.parameters())
-    visible = PartOracle("mug").visible(gaussians.means.detach())
+    visible = PartOracle("mug").visible(gaussians.means.detach(), views=24, resolution=128)
     selected = query_relevancy(gaussians, "blue", ColourTeacher()) > 0.5
     assert iou(selected[visible], (parts == 1)[visible]) > 0.7
     assert result.seconds > 0 and len(result.losses) == 10

@@ -112,7 +112,7 @@ def _write_run(source: Path, representation, out: Path) -> None:
 def run(args) -> int:
     import json
 
-    from sds3d.features.assets import load_asset
+    from sds3d.features.assets import load_with_features
     from sds3d.features.operations import delete, extract, parse_color, recolour
     from sds3d.features.select import render_highlight, select_points
     from sds3d.turntable import image_grid, save_png
@@ -126,7 +126,7 @@ def run(args) -> int:
         from sds3d.features.load import load_feature_teacher
 
         teacher = load_feature_teacher(args.teacher)
-    asset = load_asset(source)
+    asset = load_with_features(source)
     mask = select_points(asset, args.query, teacher=teacher, threshold=args.threshold)
     if args.highlight:
         save_png(image_grid(render_highlight(asset, mask), columns=4), args.highlight)

@@ -58,7 +58,7 @@ def saved_fields(asset, teacher_name: str | None = None) -> list[Path]:
     return paths
 
 
-def load_asset(asset, teacher_name: str | None = None, require_features: bool = True):
+def load_with_features(asset, teacher_name: str | None = None, require_features: bool = True):
     """The representation at `asset` with its newest saved feature field attached (of `teacher_name`
     if given). Without a saved field: InputError naming `sds3d distill-features`, or the bare
     representation when `require_features` is False."""
@@ -72,4 +72,4 @@ def load_asset(asset, teacher_name: str | None = None, require_features: bool = 
     return representation
 
 
-__all__ = ["MESH_SUFFIXES", "features_dir", "load_asset", "load_representation", "saved_fields"]
+__all__ = ["MESH_SUFFIXES", "features_dir", "load_representation", "load_with_features", "saved_fields"]

@@ -141,7 +141,7 @@ def fit_field(representation, field: FeatureField, cameras: Cameras, targets: to
     cameras = resized(cameras, w, h)
     targets = targets.permute(0, 2, 3, 1).contiguous()  # [V, h, w, D]
     with torch.no_grad():
-        alphas = torch.cat([field.render(representation, cameras[[v]])[1] for v in range(V)])  # [V, h, w, 1]
+        alphas = field.render(representation, cameras)[1]  # [V, h, w, 1]
         generator = torch.Generator().manual_seed(config.seed)
         foreground = targets[alphas[..., 0] > 0.5]
         if len(foreground) < 2:

@@ -61,16 +61,12 @@ class GaussianFeatureField(FeatureField):
         reaches, weighted by its splat weights: sum_p w_i(p) t(p) / sum_p w_i(p) (zero if it reaches
         none). The weighted sums are the gradient of sum_p <render(p), t(p)> w.r.t. the latents."""
         n, d = self.latent.shape
-        sums, weights = torch.zeros(n, d), torch.zeros(n)
-        for view in range(len(cameras)):
-            with torch.enable_grad():
-                values = torch.zeros(n, d + 1, requires_grad=True)
-                render, _ = self.splat(representation, cameras[view], values)
-                target = torch.cat([targets[view:view + 1], torch.ones_like(targets[view:view + 1, ..., :1])], -1)
-                (grad,) = torch.autograd.grad((render * target).sum(), values)
-            sums += grad[:, :d]
-            weights += grad[:, d]
-        self.latent.copy_(sums / weights.clamp_min(1e-8)[:, None])
+        with torch.enable_grad():
+            values = torch.zeros(n, d + 1, requires_grad=True)
+            render, _ = self.splat(representation, cameras, values)
+            target = torch.cat([targets, torch.ones_like(targets[..., :1])], -1)
+            (grad,) = torch.autograd.grad((render * target).sum(), values)
+        self.latent.copy_(grad[:, :d] / grad[:, d].clamp_min(1e-8)[:, None])
 
 
 __all__ = ["GaussianFeatureField"]

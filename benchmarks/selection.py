@@ -1,0 +1,135 @@
+"""Text selection on distilled feature fields: 3D IoU against true part membership.
+
+    python benchmarks/selection.py [--teacher shipped|oracle|PATH] [--points 20000] [--kinds mug,car]
+                                   [--steps 100] [--threads 2] [--color red]
+
+Every micro-world kind is converted to Gaussians (`mesh_to_gaussians`, `--points` of them), each
+Gaussian's true part being the part of the face it was sampled on (its nearest face). A feature
+field is distilled from the teacher (`distill_features` on the asset's own renders; the
+ground-truth part oracle instead gives its part maps for the same cameras), and every named part
+is queried as "the <part>" and "the <kind>'s <part>" (`select_points`, threshold 0.5). IoU is
+measured over the visible Gaussians (on the object's visible surface from some view; Gaussians
+sampled on faces buried inside another part's solid cannot be seen by any 2D teacher) and, for
+reference, over all. One JSONL row per (kind, part, phrasing) goes to
+benchmarks/results/selection/<teacher>.jsonl; the last line printed is the summary JSON: mean IoU
+(visible and all), per part, and distillation seconds (mean and largest, with the CPU model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "selection"
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        return platform.processor() or "unknown"
+
+
+def iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    union = float((a | b).sum())
+    return float((a & b).sum()) / union if union else 1.0
+
+
+def distil(kind: str, teacher_arg: str, teacher, gaussians, config):
+    """-> (teacher for queries, seconds) after attaching a distilled field to `gaussians`."""
+    from sds3d.features.distill import distill_features, distillation_cameras, fit_field
+    from sds3d.features.field import attach_field, field_for
+    from sds3d.features.part_oracle import PartOracle
+
+    start = time.perf_counter()
+    if teacher_arg == "oracle":
+        oracle = PartOracle(kind)
+        field = field_for(gaussians, oracle.dim, config.latent_dim, oracle.name)
+        cameras = distillation_cameras(gaussians.means, config.views, config.resolution)
+        fit_field(gaussians, field, cameras, oracle.part_features(cameras), config, progress=False)
+        attach_field(gaussians, field)
+        return oracle, time.perf_counter() - start
+    distill_features(gaussians, teacher, config, progress=False)
+    return teacher, time.perf_counter() - start
+
+
+def main() -> None:
+    from sds3d.errors import InputError
+    from sds3d.features.distill import DistillConfig
+    from sds3d.features.part_oracle import PartOracle, part_gaussians
+    from sds3d.features.select import query_relevancy
+    from sds3d.world import KINDS
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", default="shipped", help="shipped | oracle | a teacher folder")
+    p.add_argument("--points", type=int, default=20000)
+    p.add_argument("--kinds", default="", help="comma-separated kind keys (default: all)")
+    p.add_argument("--steps", type=int, default=DistillConfig.steps)
+    p.add_argument("--color", default="red")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=None, help="JSONL (default results/selection/<teacher>.jsonl)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    teacher, name = None, args.teacher
+    if args.teacher != "oracle":
+        from sds3d.features.load import load_feature_teacher
+
+        teacher = load_feature_teacher(None if args.teacher == "shipped" else args.teacher)
+        name = teacher.name if args.teacher == "shipped" else Path(args.teacher).name
+    kinds = [k for k in args.kinds.split(",") if k] or list(KINDS)
+    config = DistillConfig(steps=args.steps)
+    out = Path(args.out) if args.out else RESULTS / f"{name}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows, seconds = [], []
+    for kind in kinds:
+        spec = KINDS[kind]
+        gaussians, parts = part_gaussians(kind, args.color, args.points)
+        visible = PartOracle(kind, args.color).visible(gaussians.means.detach())
+        query_teacher, took = distil(kind, args.teacher, teacher, gaussians, config)
+        seconds.append(took)
+        for index, part in enumerate(spec.parts):
+            truth = parts == index
+            for phrasing, query in (("the <part>", f"the {part}"), ("the <kind>'s <part>", f"the {spec.synonyms[0]}'s {part}")):
+                try:
+                    score = query_relevancy(gaussians, query, query_teacher)
+                except InputError as error:
+                    raise SystemExit(f"selection benchmark: {error}") from None
+                mask = score > 0.5
+                row = {"kind": kind, "part": part, "query": query, "phrasing": phrasing,
+                       "iou_visible": round(iou(mask[visible], truth[visible]), 4), "iou_all": round(iou(mask, truth), 4),
+                       "selected": int(mask.sum()), "true": int(truth.sum()), "gaussians": len(gaussians),
+                       "distill_seconds": round(took, 2)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, out)
+    per_part = {}
+    for r in rows:
+        per_part.setdefault(f"{r['kind']}/{r['part']}", []).append(r["iou_visible"])
+    summary = {"teacher": name, "oracle": args.teacher == "oracle", "points": args.points, "steps": args.steps,
+               "kinds": len(kinds), "queries": len(rows),
+               "mean_iou": round(sum(r["iou_visible"] for r in rows) / len(rows), 4),
+               "mean_iou_all_gaussians": round(sum(r["iou_all"] for r in rows) / len(rows), 4),
+               "mean_iou_by_phrasing": {ph: round(sum(r["iou_visible"] for r in rows if r["phrasing"] == ph)
+                                                  / sum(r["phrasing"] == ph for r in rows), 4)
+                                        for ph in ("the <part>", "the <kind>'s <part>")},
+               "per_part": {k: round(sum(v) / len(v), 4) for k, v in per_part.items()},
+               "distill_seconds_mean": round(sum(seconds) / len(seconds), 2),
+               "distill_seconds_max": round(max(seconds), 2), "threads": args.threads, "cpu": cpu_model(),
+               "results": str(out)}
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Text queries on feature fields: relevancy, masks, errors, highlight renders, extract / delete /
+recolour, and the `sds3d select` / `sds3d distill-features` commands."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from feature_teachers import ColourTeacher, iou
+from sds3d.cli import main
+from sds3d.errors import InputError
+from sds3d.features.distill import DistillConfig, distillation_cameras, fit_field
+from sds3d.features.field import attach_field, feature_field_of, field_for
+from sds3d.features.operations import delete, extract, parse_color, recolour
+from sds3d.features.part_oracle import PartOracle, part_gaussians
+from sds3d.features.select import relevancy, render_highlight, select_points
+from sds3d.representations.spherical_harmonics import C0
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def mug():
+    oracle = PartOracle("mug")
+    gaussians, parts = part_gaussians("mug", count=2000)
+    config = DistillConfig(steps=0)
+    field = field_for(gaussians, oracle.dim, 8, oracle.name)
+    cameras = distillation_cameras(gaussians.means, config.views, config.resolution)
+    fit_field(gaussians, field, cameras, oracle.part_features(cameras), config, progress=False)
+    attach_field(gaussians, field)
+    return oracle, gaussians, parts, oracle.visible(gaussians.means.detach(), views=24, resolution=128)
+
+
+def test_relevancy_is_lerfs_pairwise_softmax_minimum():
+    query = torch.tensor([1.0, 0.0, 0.0])
+    negatives = torch.tensor([[0.0, 1.0, 0.0], [0.6, 0.8, 0.0]])
+    features = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # any length: normalised
+    expected = [min(np.exp(10) / (np.exp(10) + np.exp(10 * n)) for n in (0.0, 0.6)), 0.5]
+    torch.testing.assert_close(relevancy(features, query, negatives), torch.tensor(expected, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("query", ["the handle", "the mug's handle", "the cup's handle"])
+def test_select_points_finds_the_handle(mug, query):
+    oracle, gaussians, parts, visible = mug
+    mask = select_points(gaussians, query, teacher=oracle)
+    assert mask.dtype == torch.bool and mask.shape == (len(gaussians),)
+    assert iou(mask[visible], (parts == 1)[visible]) > 0.7  # measured 0.88
+
+
+def test_a_query_that_matches_nothing_names_the_best_phrases(mug):
+    oracle, gaussians, *_ = mug
+    with pytest.raises(InputError) as error:
+        select_points(gaussians, "the wheels", teacher=oracle)
+    message = str(error.value)
+    assert "\n" not in message and "the wheels" in message
+    assert "\"the cup\"" in message  # the part covering most of the mug comes first
+    with pytest.raises(InputError, match="threshold"):
+        select_points(gaussians, "the handle", teacher=oracle, threshold=1.5)
+    with pytest.raises(InputError, match="query"):
+        select_points(gaussians, "  ", teacher=oracle)
+    with pytest.raises(InputError, match="distilled from part-oracle"):
+        select_points(gaussians, "red", teacher=ColourTeacher())
+
+
+def test_select_without_a_field_names_distill_features():
+    gaussians, _ = part_gaussians("cube", count=100)
+    with pytest.raises(InputError, match="sds3d distill-features"):
+        select_points(gaussians, "the body")
+
+
+def test_operations_extract_delete_recolour(mug):
+    oracle, gaussians, parts, _ = mug
+    mask = select_points(gaussians, "the handle", teacher=oracle)
+    handle, rest = extract(gaussians, mask), delete(gaussians, mask)
+    assert len(handle) == int(mask.sum()) and len(rest) == len(gaussians) - int(mask.sum())
+    torch.testing.assert_close(handle.means, gaussians.means[mask])
+    torch.testing.assert_close(rest.params["sh0"], gaussians.params["sh0"][~mask])
+    again = select_points(handle, "the handle", teacher=oracle)  # the field came along
+    assert again.float().mean() > 0.9
+    before = gaussians.params["sh0"].detach().clone()
+    copy = extract(gaussians, torch.ones(len(gaussians), dtype=torch.bool))
+    recolour(copy, mask, "blue")
+    rgb = copy.params["sh0"][:, 0] * C0 + 0.5
+    torch.testing.assert_close(rgb[mask], torch.tensor([0.12, 0.28, 0.92]).expand(int(mask.sum()), 3))
+    assert torch.equal(copy.params["sh0"][~mask], before[~mask])
+    assert torch.equal(gaussians.params["sh0"], before)  # the source is untouched
+    with pytest.raises(InputError, match="bool mask"):
+        recolour(copy, mask[:-1], "blue")
+    with pytest.raises(InputError, match="whole asset"):
+        delete(gaussians, torch.ones(len(gaussians), dtype=torch.bool))
+
+
+def test_parse_color():
+    torch.testing.assert_close(parse_color("navy"), torch.tensor([0.12, 0.28, 0.92]))
+    torch.testing.assert_close(parse_color("#ff8000"), torch.tensor([1.0, 128 / 255, 0.0]))
+    torch.testing.assert_close(parse_color("0.1, 0.2, 0.3"), torch.tensor([0.1, 0.2, 0.3]))
+    for bad in ("bluish", "#ff80", "1,2,3", "0.1,0.2"):
+        with pytest.raises(InputError, match="colour"):
+            parse_color(bad)
+
+
+def test_highlight_tints_the_selection(mug):
+    oracle, gaussians, parts, _ = mug
+    mask = parts == 1
+    image = render_highlight(gaussians, mask).astype(float) / 255  # [4, H, W, 3]
+    orange = (image[..., 0] - image[..., 2] > 0.4) & (image[..., 1] > 0.3)  # tint (1, 0.55, 0) mixed in
+    greyish = np.abs(image[..., 0] - image[..., 2]) < 0.05
+    assert orange.sum() > 50 and greyish.sum() > 10 * orange.sum()
+
+
+def test_library_three_lines_and_cli(mug, tmp_path, monkeypatch):
+    """distill-features on a PLY, then select on it from the library and the command line."""
+    _, gaussians, parts, visible = mug
+    with torch.no_grad():
+        blue = torch.tensor((0.12, 0.28, 0.92))
+        source = extract(gaussians, torch.ones(len(gaussians), dtype=torch.bool))
+        source.params["sh0"][parts == 1] = ((blue - 0.5) / C0)[None, None]
+    ply = tmp_path / "mug.ply"
+    source.save_ply(ply)
+    monkeypatch.setattr("sds3d.features.load.load_feature_teacher", lambda path=None: ColourTeacher())
+    assert main(["distill-features", str(ply), "--steps", "0", "--dim", "4", "--views", "12", "--quiet"]) == 0
+    assert (tmp_path / "mug_features" / "colour-teacher-d4.safetensors").is_file()
+
+    from sds3d.features.assets import load_with_features
+    asset = load_with_features(ply)
+    mask = select_points(asset, "blue")
+    recolour(asset, mask, "green")
+    assert iou(mask[visible], (parts == 1)[visible]) > 0.7
+
+    out, highlight = tmp_path / "handle.ply", tmp_path / "sel.png"
+    assert main(["select", str(ply), "--query", "blue", "--out", str(out), "--highlight", str(highlight)]) == 0
+    assert highlight.is_file() and out.is_file()
+    from sds3d.representations import Gaussians
+    assert len(Gaussians.load_ply(out)) == int(mask.sum())
+    assert main(["select", str(ply), "--query", "blue", "--delete", "--out", str(tmp_path / "rest.ply")]) == 0
+    assert len(Gaussians.load_ply(tmp_path / "rest.ply")) == len(asset) - int(mask.sum())
+
+
+def test_cli_bad_input_writes_nothing(tmp_path, capsys, monkeypatch):
+    gaussians, _ = part_gaussians("cube", count=100)
+    ply = tmp_path / "cube.ply"
+    gaussians.save_ply(ply)
+    monkeypatch.setattr("sds3d.features.load.load_feature_teacher", lambda path=None: ColourTeacher())
+    before = sorted(tmp_path.iterdir())
+    cases = [["select", str(ply), "--query", "the body", "--out", str(tmp_path / "x.ply")],  # no field
+             ["select", str(ply), "--query", "red", "--delete"],  # no --out
+             ["select", str(ply), "--query", "red", "--recolour", "bluish", "--out", str(tmp_path / "y.ply")],
+             ["select", str(tmp_path / "missing.ply"), "--query", "red", "--out", str(tmp_path / "z.ply")],
+             ["distill-features", str(tmp_path / "missing"), "--quiet"],
+             ["distill-features", str(ply), "--steps", "-1", "--quiet"]]
+    for argv in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("sds3d: error:") and err.count("\n") == 1, err
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_recolour_a_run_into_a_new_run(tmp_path, monkeypatch):
+    from sds3d.config import save_json
+    from sds3d.features.assets import load_with_features
+    from sds3d.generate import GenerateConfig, load_run
+
+    gaussians, parts = part_gaussians("mug", count=800)
+    with torch.no_grad():
+        gaussians.params["sh0"][parts == 1] = ((torch.tensor((0.12, 0.28, 0.92)) - 0.5) / C0)[None, None]
+    run = tmp_path / "run"
+    run.mkdir()
+    save_json(GenerateConfig(out=str(run)), run / "config.json")
+    torch.save({"representation": gaussians.state_dict()}, run / "checkpoint.pt")
+    monkeypatch.setattr("sds3d.features.load.load_feature_teacher", lambda path=None: ColourTeacher())
+    assert main(["distill-features", str(run), "--steps", "0", "--views", "9", "--quiet"]) == 0
+    out = tmp_path / "run2"
+    assert main(["select", str(run), "--query", "blue", "--recolour", "yellow", "--out", str(out)]) == 0
+    assert {"config.json", "checkpoint.pt", "asset.ply", "preview.png", "features"} <= {p.name for p in out.iterdir()}
+    _, edited = load_run(out)
+    mask = select_points(load_with_features(run), "blue")
+    rgb = edited.params["sh0"][:, 0] * C0 + 0.5
+    torch.testing.assert_close(rgb[mask], torch.tensor([0.96, 0.86, 0.12]).expand(int(mask.sum()), 3))
+    torch.testing.assert_close(edited.params["sh0"][~mask], gaussians.params["sh0"][~mask])
+    load_with_features(out)  # the field came along and still fits
+    assert main(["select", str(run), "--query", "blue", "--recolour", "red", "--out", str(out)]) == 2  # not empty
