@@ -68,7 +68,7 @@ class EditConfig:
     views_per_step: int = 4
     resolution: int = 32  # render size during editing
     lr_scale: float = 1.0  # factor on the asset's learning rates
-    geometry_lr_scale: float = 1.0  # a further factor on the groups that move geometry (GEOMETRY_GROUPS); 0 = colour only
+    geometry_lr_scale: float = 1.0  # a further factor on the groups moving geometry (GEOMETRY_GROUPS); 0: colour only
     preserve_weight: float = 1.0  # region edits: weight of the preservation loss outside the region
     view_dependent: bool = True
     prior: str = "embedded"
@@ -131,7 +131,8 @@ def validate_edit_config(config: EditConfig) -> None:
             raise InputError(f"{name} must be a finite number >= {low}, got {getattr(config, name)}")
 
 
-def _generate_config(config: EditConfig, source_config: GenerateConfig | None, source: Representation) -> GenerateConfig:
+def _generate_config(config: EditConfig, source_config: GenerateConfig | None,
+                     source: Representation) -> GenerateConfig:
     """The edited asset's GenerateConfig (what `load_run` needs to read it back): the source run's, or one
     describing `source`, with the target prompt and without densification."""
     if source_config is None:

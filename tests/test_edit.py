@@ -82,8 +82,11 @@ def test_an_empty_region_moves_no_parameter(mug, name):
     soft = render_point_mask(gaussians, cams, empty)
     assert torch.equal(soft, torch.zeros_like(soft))
     n = len(cams)
-    batch = lambda text: PromptBatch(cond=prior.encode_prompts([text] * n), uncond=prior.encode_prompts([""] * n),  # noqa: E731
-                                     texts=[text] * n, views=["any"] * n)
+
+    def batch(text):
+        return PromptBatch(cond=prior.encode_prompts([text] * n), uncond=prior.encode_prompts([""] * n),
+                           texts=[text] * n, views=["any"] * n)
+
     guided = build_edit_score(name, prior)(
         type(output)(rgb=restrict_to_region(output.rgb, soft), alpha=output.alpha, depth=output.depth), source,
         batch("a blue mug"), batch("a red mug"), 0, torch.Generator().manual_seed(0))
@@ -131,7 +134,8 @@ def test_edit_writes_a_run_folder_that_loads_back(mug, tmp_path):
 
 def test_resume_is_bit_identical_to_an_uninterrupted_edit(mug, tmp_path):
     mask = handle_mask(mug)
-    whole = run_edit(mug, tmp_path / "whole", guidance="pds", region_mask=mask, config=small(tmp_path / "whole", steps=5))
+    whole = run_edit(mug, tmp_path / "whole", guidance="pds", region_mask=mask,
+                     config=small(tmp_path / "whole", steps=5))
     stops = iter([False, False, True])
     run_edit(mug, tmp_path / "part", guidance="pds", region_mask=mask, config=small(tmp_path / "part", steps=5),
              should_stop=lambda: next(stops))

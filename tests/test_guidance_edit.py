@@ -231,5 +231,6 @@ def test_ssd_branches_match_their_definition():
     z_t, z_s = prior.add_noise(y, noise[0], t), prior.add_noise(y_src, noise[0], t)
     eps = lambda z, mu: gaussian_eps(prior, z, t, mu)  # noqa: E731
     expected = (0.5 * 2.0 * (eps(z_t, 0.2) - eps(z_s, 0.0)) + 0.5 * 7.5 * (eps(z_t, 0.7) - eps(z_t, 0.2))
-                + 5.5 * (eps(z_t, 0.7) - eps(z_t, 0.0)) + 0.075 * torch.exp(t / 1000).reshape(-1, 1, 1, 1) * (z_t - z_s))
+                + 5.5 * (eps(z_t, 0.7) - eps(z_t, 0.0))
+                + 0.075 * torch.exp(t / 1000).reshape(-1, 1, 1, 1) * (z_t - z_s))
     torch.testing.assert_close(g, expected, rtol=1e-4, atol=1e-5)

@@ -99,7 +99,8 @@ class EditScore(ABC):
         pass
 
 
-def predict(prior: DiffusionPrior, pairs: list[tuple[torch.Tensor, TextEmbedding]], t: torch.Tensor) -> list[torch.Tensor]:
+def predict(prior: DiffusionPrior, pairs: list[tuple[torch.Tensor, TextEmbedding]],
+            t: torch.Tensor) -> list[torch.Tensor]:
     """One batched, gradient-free UNet call for several (x_t [B, ...], text [B]) pairs at the same
     timesteps t [B]; -> one eps-prediction [B, ...] per pair."""
     with torch.no_grad():

@@ -56,7 +56,8 @@ class PDS(EditScore):
     def __init__(self, prior: DiffusionPrior, config: PDSConfig | None = None, total_steps: int = 1000):
         config = config or PDSConfig()
         if not 2 <= config.grid_steps <= prior.num_train_timesteps:
-            raise ValueError(f"pds.grid_steps must be between 2 and {prior.num_train_timesteps}, got {config.grid_steps}")
+            raise ValueError(f"pds.grid_steps must be between 2 and {prior.num_train_timesteps}, "
+                             f"got {config.grid_steps}")
         super().__init__(prior, config, total_steps)
         self.stride = prior.num_train_timesteps // config.grid_steps
 

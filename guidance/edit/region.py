@@ -24,7 +24,8 @@ def restrict_to_region(rgb: torch.Tensor, soft_mask: torch.Tensor) -> torch.Tens
     return soft_mask * rgb + (1 - soft_mask) * rgb.detach()
 
 
-def preservation_loss(rgb: torch.Tensor, source_rgb: torch.Tensor, soft_mask: torch.Tensor, weight: float) -> torch.Tensor:
+def preservation_loss(rgb: torch.Tensor, source_rgb: torch.Tensor, soft_mask: torch.Tensor,
+                      weight: float) -> torch.Tensor:
     """weight * sum((I'' - I_src)^2) / B with I'' = (1 - s) I + s sg(I): pulls the render back to the
     source outside the region (sum-reduced per view like the target trick, so `weight` is on the
     scale of the editing gradient; DFF uses 10 x MSE)."""

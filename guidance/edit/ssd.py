@@ -51,6 +51,7 @@ class SSD(EditScore):
         src_null, tgt_source, tgt_null, tgt_target = predict(
             self.prior, [(z_src, uncond), (z_tgt, source), (z_tgt, uncond), (z_tgt, target)], t)
         a, s, e = (scheduled_value(v, step) for v in (c.image_scale, c.guidance_scale, c.enhance_scale))
-        keep = c.source_weight * torch.exp(t.float() / self.prior.num_train_timesteps).reshape(-1, *([1] * (y.ndim - 1)))
+        keep = c.source_weight * torch.exp(t.float() / self.prior.num_train_timesteps)
+        keep = keep.reshape(-1, *([1] * (y.ndim - 1)))
         return (0.5 * a * (tgt_source - src_null) + 0.5 * s * (tgt_target - tgt_source)
                 + e * (tgt_target - tgt_null) + keep * (z_tgt - z_src))
