@@ -26,9 +26,10 @@ from sds3d.config import to_dict
 from sds3d.errors import InputError
 from sds3d.evaluate import evaluate_asset
 from sds3d.export import bake_textured_mesh, surface_of
-from sds3d.generate import REPRESENTATIONS, GenerateConfig, generate, load_run
+from sds3d.generate import GenerateConfig, generate, load_run
 from sds3d.guidance.priors.prior import DiffusionPrior, resolve_device
 from sds3d.guidance.registry import GUIDANCE, load_prior
+from sds3d.representations.registry import REPRESENTATIONS
 from sds3d.scope import scope_note
 from sds3d.validation import validate_config
 

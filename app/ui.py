@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from sds3d.generate import REPRESENTATIONS, GenerateConfig, particle_count
+from sds3d.generate import GenerateConfig, particle_count
 from sds3d.guidance.registry import GUIDANCE
+from sds3d.representations.registry import REPRESENTATIONS
 from sds3d.world import canonical_caption
 
 from .runner import InputError, Run, Runner, RunRequest, Snapshot, default_guidance_scale
@@ -127,9 +128,9 @@ def build_ui(runner: Runner, concurrency: int = 1, queue_size: int = 16) -> gr.B
                 gr.Examples(example_prompts(), inputs=[prompt], label="Micro-world prompts (scored by the evaluator)")
                 with gr.Accordion("Advanced settings", open=False):
                     negative_prompt = gr.Textbox(label="Negative prompt", max_length=limits.max_prompt_chars)
-                    representation = gr.Dropdown(list(REPRESENTATIONS), value=REPRESENTATIONS[0],
+                    representation = gr.Dropdown(list(REPRESENTATIONS), value=GenerateConfig.representation,
                                                  label="Representation")
-                    guidance = gr.Dropdown(sorted(GUIDANCE), value="sds", label="Guidance")
+                    guidance = gr.Dropdown(sorted(GUIDANCE), value=GenerateConfig.guidance, label="Guidance")
                     prior = gr.Dropdown(list(runner.priors), value="embedded", label="Prior",
                                         info="offered by this server")
                     guidance_scale = gr.Number(default_guidance_scale("sds"), label="Guidance scale",

@@ -1,31 +1,42 @@
-"""Guidance variants and priors by name, for the CLI, the library and the benchmarks."""
+"""Guidance variants and priors by name, for the CLI, the config, the web UI, the library and the
+benchmarks. Adding a variant is its module (a `Guidance` subclass and its config dataclass) plus one
+line in `GUIDANCE`; its config becomes the section of the same name in `GenerateConfig`."""
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
 
 import torch
 
-from importlib import import_module
-
 from .priors.prior import DiffusionPrior, resolve_device
 from .priors.prior_type import is_local, prior_type
 
-# name -> (module, class); each variant's config is the section of the same name in GenerateConfig
+# name -> (module, class, config class), in the order the config lists their sections
 GUIDANCE = {
-    "sds": ("sds", "SDS"), "nfsd": ("nfsd", "NFSD"), "csd": ("csd", "CSD"), "sdi": ("sdi", "SDI"),
-    "ism": ("ism", "ISM"), "tsm": ("tsm", "TSM"), "cds": ("cds", "CDS"), "dsd": ("dsd", "DSD"),
-    "vsd": ("vsd", "VSD"), "cfd": ("cfd", "CFD"),
-    "redream": ("redream", "ReDream"),
+    "sds": ("sds", "SDS", "SDSConfig"), "nfsd": ("nfsd", "NFSD", "NFSDConfig"), "csd": ("csd", "CSD", "CSDConfig"),
+    "sdi": ("sdi", "SDI", "SDIConfig"), "ism": ("ism", "ISM", "ISMConfig"), "tsm": ("tsm", "TSM", "TSMConfig"),
+    "cds": ("cds", "CDS", "CDSConfig"), "dsd": ("dsd", "DSD", "DSDConfig"), "vsd": ("vsd", "VSD", "VSDConfig"),
+    "cfd": ("cfd", "CFD", "CFDConfig"),
+    "redream": ("redream", "ReDream", "ReDreamConfig"),
 }
+
+
+def _attribute(name: str, index: int):
+    module, *names = GUIDANCE[name]
+    return getattr(import_module(f"{__package__}.{module}"), names[index])
+
+
+def guidance_configs() -> dict[str, type]:
+    """name -> the variant's config dataclass (e.g. "sds" -> SDSConfig), in `GUIDANCE` order."""
+    return {name: _attribute(name, 1) for name in GUIDANCE}
 
 
 def build_guidance(name: str, prior: DiffusionPrior, config, total_steps: int):
     """`config` is the variant's own config dataclass (e.g. SDSConfig)."""
     if name not in GUIDANCE:
         raise ValueError(f"unknown guidance {name!r}; choose one of {', '.join(sorted(GUIDANCE))}")
-    module, cls = GUIDANCE[name]
-    return getattr(import_module(f"{__package__}.{module}"), cls)(prior, config, total_steps=total_steps)
+    return _attribute(name, 0)(prior, config, total_steps=total_steps)
 
 
 def load_prior(spec: str, device: str | torch.device = "cpu") -> DiffusionPrior:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -10,10 +11,17 @@ from torch import nn
 from sds3d.cameras import Cameras
 from sds3d.types import RenderOutput
 
+if TYPE_CHECKING:
+    from .mesh import Mesh
+
 
 class Representation(nn.Module, ABC):
     """A differentiable 3D asset. Subclasses hold their tensors as nn.Parameters, so
-    `parameters()`, `state_dict()` and `load_state_dict()` come from nn.Module."""
+    `parameters()`, `state_dict()` and `load_state_dict()` come from nn.Module.
+
+    A representation a run can optimise is also registered (`registry.REPRESENTATIONS`) and has two
+    class methods: `create(config, generator)`, a fresh one from its config section, and
+    `initialise_from(source, config, generator, distill_steps)`, one shaped like another run's asset."""
 
     @abstractmethod
     def param_groups(self) -> list[dict]:
@@ -22,6 +30,11 @@ class Representation(nn.Module, ABC):
     @abstractmethod
     def render(self, cameras: Cameras, background: torch.Tensor | None = None) -> RenderOutput:
         """Render B views; `background` [3] or [B, 3] in [0, 1] (default white)."""
+
+    @abstractmethod
+    def to_mesh(self, resolution: int = 128, bound: float = 0.6) -> "Mesh":
+        """A vertex-coloured surface `Mesh` of the asset, without gradients; fields are meshed on a
+        `resolution` grid over [-bound, bound]^3."""
 
     def make_optimizers(self, lr_scale: float = 1.0) -> dict[str, torch.optim.Optimizer]:
         """One Adam per group (the layout gsplat's densification strategies expect)."""

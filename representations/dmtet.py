@@ -15,13 +15,16 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sds3d.cameras import Cameras
 from sds3d.cuda.hash_grid import HashGridEncoding
 from sds3d.types import RenderOutput
 from .base import Representation
+from .mesh import Mesh, as_mesh
 from .mesh_render import render
+from .mesh_sdf import mesh_sdf_grid
 from .tet_grid import cube_tetrahedra, grid_points
 
 # Local edges of a tetrahedron (vertex pairs) and, for each of the 16 inside/outside cases (bit i
@@ -190,6 +193,18 @@ class DMTet(Representation):
         return 2 * self.config.bound / self.config.resolution
 
     @classmethod
+    def create(cls, config: DMTetConfig, generator: torch.Generator | None = None) -> "DMTet":
+        """A run's fresh start: the default sphere of radius bound / 2 (no random draws)."""
+        return cls(config=config)
+
+    @classmethod
+    def initialise_from(cls, source: Representation, config: DMTetConfig, generator: torch.Generator | None = None,
+                        distill_steps: int = 300) -> "DMTet":
+        """The signed distance and colours of `source`'s surface (`mesh_to_dmtet` of its `to_mesh()` within
+        the grid's bound); `distill_steps` is unused."""
+        return mesh_to_dmtet(source.to_mesh(bound=config.bound), config, generator=generator)
+
+    @classmethod
     def from_sdf(cls, fn: Callable[[torch.Tensor], torch.Tensor], config: DMTetConfig | None = None,
                  color_field: nn.Module | None = None) -> "DMTet":
         """fn(points [N, 3]) -> signed distance [N] (< 0 inside), evaluated on the grid."""
@@ -213,6 +228,13 @@ class DMTet(Representation):
     def extract_mesh(self) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (vertices [M, 3], faces [K, 3]), differentiable w.r.t. `sdf` and `deform`."""
         return marching_tetrahedra(self.vertex_positions(), self.tets, self.sdf)
+
+    def to_mesh(self, resolution: int = 128, bound: float = 0.6) -> Mesh:
+        """The extracted mesh (its own grid: `resolution` and `bound` are unused), vertex colours from
+        the colour field."""
+        with torch.no_grad():
+            vertices, faces = self.extract_mesh()
+            return Mesh(vertices, faces, self.color_field(vertices).clamp(0, 1))
 
     def param_groups(self) -> list[dict]:
         c = self.config
@@ -257,5 +279,27 @@ def normal_consistency(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Ten
     return (1 - (normals[a] * normals[b]).sum(-1)).mean()
 
 
-__all__ = ["DMTet", "normal_consistency", "DMTetConfig", "ColorField", "FourierFeatures", "BoxHashGrid",
+
+def mesh_to_dmtet(mesh, config: DMTetConfig | None = None, color_steps: int = 300, color_samples: int = 20000,
+                  generator: torch.Generator | None = None) -> DMTet:
+    """A DMTet whose SDF is the mesh's signed distance on its grid (`mesh_sdf_grid`) and whose
+    colour field starts at the mean surface colour and is fitted (Adam, MSE, batches of 4096) to
+    the colours of area-uniform surface samples."""
+    mesh = as_mesh(mesh)
+    config = config or DMTetConfig()
+    sdf = mesh_sdf_grid(mesh.vertices, mesh.faces, config.resolution, config.bound)
+    dmtet = DMTet(sdf, config)
+    points, _, colors, _, _ = mesh.sample_surface(color_samples, generator)
+    dmtet.color_field.init_color(colors.mean(0))
+    optimizer = torch.optim.Adam(dmtet.color_field.parameters(), lr=config.lr_color)
+    for _ in range(color_steps):
+        batch = torch.randint(0, color_samples, (4096,), generator=generator)
+        loss = F.mse_loss(dmtet.color_field(points[batch]), colors[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return dmtet
+
+
+__all__ = ["DMTet", "mesh_to_dmtet", "normal_consistency", "DMTetConfig", "ColorField", "FourierFeatures", "BoxHashGrid",
            "default_color_field", "marching_tetrahedra", "TRIANGLE_TABLE"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sds3d.cameras import Cameras
@@ -22,6 +23,8 @@ from .base import Representation
 from .color_smoothness import color_smoothness, nearest_neighbours
 from .gaussian_densification import DensificationConfig, GaussianDensifier
 from .gaussian_ply import load_gaussian_ply, save_gaussian_ply, save_gaussian_splat
+from .mesh import Mesh, as_mesh
+from .meshing import gaussians_to_mesh
 from .spherical_harmonics import C0, evaluate_sh, rgb_to_sh0
 
 
@@ -97,6 +100,18 @@ class Gaussians(Representation):
         return cls(direction * radius, rgb, config=config)
 
     @classmethod
+    def create(cls, config: GaussiansConfig, generator: torch.Generator | None = None) -> "Gaussians":
+        """A run's fresh start: `random_in_sphere`."""
+        return cls.random_in_sphere(config, generator)
+
+    @classmethod
+    def initialise_from(cls, source: Representation, config: GaussiansConfig,
+                        generator: torch.Generator | None = None, distill_steps: int = 300) -> "Gaussians":
+        """`config.num_points` flat Gaussians on the surface of `source` (`mesh_to_gaussians` of its
+        `to_mesh()`); `distill_steps` is unused (the surface is enough)."""
+        return mesh_to_gaussians(source.to_mesh(), num_points=config.num_points, config=config, generator=generator)
+
+    @classmethod
     def from_points(cls, points, colors=None, config: GaussiansConfig | None = None):
         """A point cloud [N, 3] (+ colours [N, 3] in [0, 1] or uint8) -> one Gaussian per point."""
         points = torch.as_tensor(np.asarray(points), dtype=torch.float32)
@@ -154,6 +169,10 @@ class Gaussians(Representation):
         return rgb.clamp_min(0.0)
 
     # ----- Representation ------------------------------------------------------------------------
+
+    def to_mesh(self, resolution: int = 128, bound: float = 0.6) -> Mesh:
+        """`gaussians_to_mesh`: marching cubes of the density, colours of the nearest Gaussians."""
+        return gaussians_to_mesh(self, resolution, bound)
 
     def param_groups(self) -> list[dict]:
         c = self.config
@@ -246,4 +265,33 @@ class Gaussians(Representation):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 
-__all__ = ["Gaussians", "GaussiansConfig"]
+def _quaternions_from_normals(normals: torch.Tensor) -> torch.Tensor:
+    """Unit normals [N, 3] -> quaternions (w, x, y, z) [N, 4] of the shortest rotation taking +z
+    to each normal (a half turn about x for -z)."""
+    nx, ny, nz = normals.unbind(-1)
+    quats = torch.stack([1 + nz, -ny, nx, torch.zeros_like(nz)], -1)
+    flipped = 1 + nz < 1e-6
+    quats[flipped] = torch.tensor([0.0, 1.0, 0.0, 0.0], dtype=quats.dtype)
+    return F.normalize(quats, dim=-1)
+
+
+def mesh_to_gaussians(mesh, num_points: int = 20000, opacity: float = 0.95, scale: float = 0.7,
+                      flatness: float = 0.1, config: GaussiansConfig | None = None,
+                      generator: torch.Generator | None = None) -> Gaussians:
+    """One flat Gaussian per area-uniform surface sample (a `Mesh` or trimesh), coloured by the
+    surface there. With d = sqrt(area / num_points) the mean sample spacing, the in-plane standard
+    deviation is `scale` d and the one along the normal `flatness` times that."""
+    mesh = as_mesh(mesh)
+    points, normals, colors, _, _ = mesh.sample_surface(num_points, generator)
+    with torch.no_grad():
+        corners = mesh.vertices[mesh.faces]
+        area = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]).norm(dim=-1).sum() / 2
+    sigma = scale * float(torch.sqrt(area / num_points))
+    scales = torch.tensor([sigma, sigma, flatness * sigma]).expand(num_points, 3)
+    gaussians = Gaussians(points, colors, scales=scales, opacities=torch.full((num_points,), opacity), config=config)
+    with torch.no_grad():
+        gaussians.params["quats"].copy_(_quaternions_from_normals(normals))
+    return gaussians
+
+
+__all__ = ["Gaussians", "GaussiansConfig", "mesh_to_gaussians"]

@@ -21,6 +21,7 @@ from sds3d.cameras import Cameras
 from sds3d.cuda.mesh_rasterizer import DEFAULT_COLOR
 from sds3d.types import RenderOutput
 from .base import Representation
+from .mesh_files import load_trimesh, save_trimesh
 from .mesh_render import EdgeTopology, render, sample_texture
 
 
@@ -118,11 +119,9 @@ class Mesh(Representation):
     @classmethod
     def load(cls, path, config: MeshConfig | None = None) -> "Mesh":
         """.obj (+ .mtl, texture), .glb/.gltf, .ply or anything else trimesh reads; a scene is
-        flattened into one mesh; .glb/.gltf/.obj are +Y up (`sds3d.export.load_trimesh`). InputError
+        flattened into one mesh; .glb/.gltf/.obj are +Y up (`mesh_files.load_trimesh`). InputError
         (one line) for a missing, unreadable or empty file, or one with NaN / infinite positions."""
         from sds3d.errors import InputError, first_line
-
-        from sds3d.export import load_trimesh
 
         if not Path(path).is_file():
             raise InputError(f"{path}: no such mesh file")
@@ -189,6 +188,10 @@ class Mesh(Representation):
                       diffuse=c.diffuse, antialias_silhouettes=c.antialias, topology=self.topology,
                       backend=c.backend)
 
+    def to_mesh(self, resolution: int = 128, bound: float = 0.6) -> "Mesh":
+        """The mesh itself (nothing to convert)."""
+        return self
+
     # ----- persistence ---------------------------------------------------------------------------
 
     def to_trimesh(self):
@@ -208,9 +211,12 @@ class Mesh(Representation):
     def save(self, path) -> Path:
         """.glb or .obj (+Y up; a textured .obj also writes <stem>.mtl and <stem>.png beside it), or
         .ply (world frame, +z up)."""
-        from sds3d.export import save_trimesh
-
         return save_trimesh(self.to_trimesh(), path)
 
 
-__all__ = ["Mesh", "MeshConfig"]
+def as_mesh(mesh, config: MeshConfig | None = None) -> Mesh:
+    """A `Mesh`, or a trimesh.Trimesh converted to one."""
+    return mesh if isinstance(mesh, Mesh) else Mesh.from_trimesh(mesh, config)
+
+
+__all__ = ["Mesh", "MeshConfig", "as_mesh"]

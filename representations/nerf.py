@@ -39,15 +39,21 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd import Function
 
-from sds3d.cameras import Cameras
+from sds3d.cameras import Cameras, turntable_cameras
 from sds3d.cuda.hash_grid import HashGridEncoding
 from sds3d.types import RenderOutput
 from .alpha_regularizers import alpha_entropy, alpha_sparsity
 from .base import Representation
+from .distill import distill
+from .mesh import Mesh
+from .meshing import density_grid, density_to_mesh, silhouette_level
 from .occupancy_grid import OccupancyGrid
 from .volume_rendering import camera_rays, ray_box, render_weights, stratified_samples
 
 SHADINGS = ("albedo", "lambertian", "textureless")
+# densities (per unit length) tried as the surface by `to_mesh`: it keeps the one whose silhouettes
+# match the rendered alpha best (faint, light-coloured NeRFs need a low level)
+SURFACE_DENSITIES = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 40.0)
 
 
 @dataclass
@@ -157,6 +163,19 @@ class NeRF(Representation):
                                        c.occupancy_decay)
         self.register_buffer("global_step", torch.zeros((), dtype=torch.long))
         self.occupancy.update(self.density, reset=True, jitter=False)
+
+    @classmethod
+    def create(cls, config: NeRFConfig, generator: torch.Generator | None = None) -> "NeRF":
+        """A run's fresh start: the centre blob, hash tables and MLPs drawn from `generator`."""
+        return cls(config, generator)
+
+    @classmethod
+    def initialise_from(cls, source: Representation, config: NeRFConfig, generator: torch.Generator | None = None,
+                        distill_steps: int = 300) -> "NeRF":
+        """A fresh NeRF fitted to `source`'s renders by `distill` (`distill_steps` steps)."""
+        nerf = cls(config, generator)
+        distill(source, nerf, distill_steps, generator=generator)
+        return nerf
 
     @property
     def nominal_step(self) -> float:
@@ -315,6 +334,16 @@ class NeRF(Representation):
         normal = torch.cat([p["normal"] for p in parts]).reshape(B, H, W, 3) if with_normals else None
         return RenderOutput(rgb=rgb, alpha=alpha, depth=out["depth"].reshape(B, H, W, 1), normal=normal, meta=meta)
 
+    def to_mesh(self, resolution: int = 128, bound: float = 0.6) -> Mesh:
+        """Marching cubes of the density at the level of `SURFACE_DENSITIES` whose silhouettes best
+        match 8 albedo renders (`silhouette_level`), vertex colours from the albedo."""
+        volume = density_grid(self.density, resolution, bound)
+        cameras = turntable_cameras(8, elevation=20.0, width=64)
+        with torch.no_grad():
+            alpha = self.render(cameras, shading="albedo").alpha
+        level = silhouette_level(volume, bound, cameras, alpha, SURFACE_DENSITIES)
+        return density_to_mesh(self.density, level, resolution, bound, color_fn=self.albedo, volume=volume)
+
     # ----- optimisation --------------------------------------------------------------------------
 
     def param_groups(self) -> list[dict]:
@@ -334,4 +363,4 @@ class NeRF(Representation):
             self.occupancy.update(self.density)
 
 
-__all__ = ["NeRF", "NeRFConfig", "SHADINGS"]
+__all__ = ["NeRF", "NeRFConfig", "SHADINGS", "SURFACE_DENSITIES"]

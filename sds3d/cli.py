@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -82,12 +83,10 @@ def generate_config(args):
         raise UsageError("the prompt is empty; give a text such as \"a red mug\"")
     for preset in args.preset or []:
         config = apply_preset(config, preset)
-    config.prompt, config.out = prompt, str(out)
-    for name in ("negative_prompt", "representation", "init_from", "guidance", "prior", "steps", "seed", "device",
-                 "turntable_format"):
-        value = getattr(args, name)
-        if value is not None:
-            setattr(config, name, value)
+    flags = {name: getattr(args, name) for name in ("negative_prompt", "representation", "init_from", "guidance",
+                                                    "prior", "steps", "seed", "device", "turntable_format")
+             if getattr(args, name) is not None}
+    config = dataclasses.replace(config, prompt=prompt, out=str(out), **flags)  # an alias becomes its name
     for assignment in args.set or []:
         config = apply_override(config, assignment)
     if args.particles is not None:
@@ -297,8 +296,10 @@ def cmd_config(args) -> int:
             preset = load_preset(name)
             print(f"{name}: {preset['description']}\n    sets {json.dumps(preset['set'])}")
         return 0
+    head, _, rest = (args.section or "").partition(".")
+    section = ".".join(filter(None, [GenerateConfig.FIELD_ALIASES.get(head, head), rest]))  # "mesh" -> "dmtet"
     rows = [row for row in field_table(GenerateConfig())
-            if not args.section or row[0] == args.section or row[0].startswith(args.section + ".")]
+            if not section or row[0] == section or row[0].startswith(section + ".")]
     if not rows:
         raise UsageError(f"no config field or section {args.section!r}; `sds3d config` lists them")
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
@@ -316,13 +317,20 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _ConfigDefaults(argparse.HelpFormatter):
-    """`generate --help` shows each flag's default from GenerateConfig (imported only to print help)."""
+    """`generate --help` shows each flag's default from GenerateConfig, and the names --representation
+    and --guidance take from their registries (all imported only to print help)."""
 
     def _get_help_string(self, action):
         from .generate import GenerateConfig
+        from sds3d.guidance.registry import GUIDANCE
+        from sds3d.representations.registry import ALIASES, REPRESENTATIONS
 
+        registered = {"representation": [*REPRESENTATIONS, *(f"{old} (= {new})" for old, new in ALIASES.items())],
+                      "guidance": list(GUIDANCE)}
         defaults = {**vars(GenerateConfig()), "particles": GenerateConfig().vsd.particles}
         text = action.help or ""
+        if action.dest in registered:
+            text += ": " + " | ".join(registered[action.dest])
         if action.dest in defaults and "default" not in text:
             text += f" (default: {json.dumps(defaults[action.dest])})"
         return text
@@ -330,6 +338,7 @@ class _ConfigDefaults(argparse.HelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .presets import preset_names
 
     parser = _Parser(prog="sds3d", description="Text-to-3D by score distillation, CPU-first.")
     parser.add_argument("--version", action="version", version=f"sds3d {__version__}")
@@ -349,10 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(defaults, --config or --preset); `sds3d config` lists every field.")
     gen.add_argument("prompt", nargs="?", help='e.g. "a red mug" (may come from --config instead)')
     gen.add_argument("--negative-prompt", dest="negative_prompt", help="what the asset should not look like")
-    gen.add_argument("--representation", help="gaussians | nerf | mesh (DMTet)")
+    gen.add_argument("--representation", help="what is optimised")
     gen.add_argument("--init-from", dest="init_from", metavar="RUN_DIR",
-                     help="start from a finished run's asset (e.g. --representation mesh --init-from runs/coarse)")
-    gen.add_argument("--guidance", help="sds | vsd | cds | cfd | dsd | nfsd | sdi | ism | tsm | csd")
+                     help="start from a finished run's asset (e.g. --representation dmtet --init-from runs/coarse)")
+    gen.add_argument("--guidance", help="the score distillation variant")
     gen.add_argument("--prior", help="'embedded' (default) or a model folder: Stable Diffusion, DeepFloyd IF "
                                      "or an embedded-prior export (told apart by its files)")
     gen.add_argument("--steps", type=int, help="optimisation steps")
@@ -364,8 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     gen.add_argument("--config", help="a config.json (e.g. from an earlier run) to start from")
     gen.add_argument("--preset", action="append", metavar="NAME",
-                     help="apply a shipped recipe before the flags, e.g. magic3d-coarse, magic3d-fine, vsd-particles, "
-                          "csd-sd-refine (`sds3d config --presets` lists them)")
+                     help=f"apply a shipped recipe before the flags: {', '.join(preset_names())} (`sds3d config "
+                          f"--presets` says what each sets)")
     gen.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override any config field, e.g. --set sds.guidance_scale=30 (repeatable)")
     gen.add_argument("--quiet", action="store_true", help="no progress bars (model loading included)")

@@ -1,6 +1,9 @@
 """Dataclass configs <-> JSON, `a.b.c=value` overrides (values parsed as JSON, else strings), and
 type checks from the dataclasses' annotations.
 
+A dataclass may name older names of its fields in a class attribute `FIELD_ALIASES` (old -> new):
+they are read as the new names from JSON, `--set` and presets.
+
 JSON arrays become tuples (schedules such as [start_step, v0, v1, end_step] and ranges are tuples
 in the configs), so a config survives a round trip through config.json unchanged. A value of the
 wrong type (`steps=abc`, a NaN float, a range of the wrong length) is an `InputError` naming the field.
@@ -29,6 +32,7 @@ def from_dict(cls, data: dict, prefix: str = ""):
     names = {f.name for f in dataclasses.fields(cls)}
     if not isinstance(data, dict):
         raise InputError(f"{prefix or cls.__name__} must be a JSON object of fields, got {_show(data)}")
+    data = {_field_name(cls, key): value for key, value in data.items()}
     unknown = set(data) - names
     if unknown:
         raise InputError(f"unknown config field(s) {', '.join(prefix + key for key in sorted(unknown))}; "
@@ -61,11 +65,17 @@ def set_field(config, path: str, value):
     return _replace_path(config, path.split("."), value, path, value)
 
 
+def _field_name(cls, name: str) -> str:
+    """`name`, or the field an older name of it stands for (`FIELD_ALIASES`)."""
+    return getattr(cls, "FIELD_ALIASES", {}).get(name, name)
+
+
 def _replace_path(config, keys: list[str], value, full: str, raw):
     names = {f.name for f in dataclasses.fields(config)}
-    if keys[0] not in names:
+    name = _field_name(type(config), keys[0])
+    if name not in names:
         raise InputError(f"unknown config key {full!r} ({type(config).__name__} has: {', '.join(sorted(names))})")
-    current = getattr(config, keys[0])
+    current = getattr(config, name)
     section = full[:len(full) - len(".".join(keys))]
     if len(keys) > 1:
         if not dataclasses.is_dataclass(current):
@@ -74,11 +84,11 @@ def _replace_path(config, keys: list[str], value, full: str, raw):
     elif dataclasses.is_dataclass(current):
         value = from_dict(type(current), value, f"{full}.")
     else:
-        hint = typing.get_type_hints(type(config))[keys[0]]
+        hint = typing.get_type_hints(type(config))[name]
         if hint is str and not isinstance(value, str):  # prompt=123 is the text "123"
             value = raw
         value = check_value(_tuples(value), hint, full)
-    return dataclasses.replace(config, **{keys[0]: value})
+    return dataclasses.replace(config, **{name: value})
 
 
 def _tuples(value):

@@ -17,7 +17,6 @@ DESCRIPTIONS = {
     # the run
     "prompt": "the text to turn into 3D (at most 300 characters)",
     "GenerateConfig.negative_prompt": "what the asset should not look like (the unconditional text of CFG)",
-    "GenerateConfig.guidance": "score distillation variant: sds | vsd | cds | cfd | dsd | nfsd | sdi | ism | tsm | csd",
     "GenerateConfig.steps": "optimisation steps",
     "GenerateConfig.seed": "random seed (0 to 2^64-1); the same seed repeats a run exactly",
     "views_per_step": "random camera views rendered and scored per step",
@@ -142,8 +141,28 @@ def _line_comments(cls) -> dict[str, str]:
             if isinstance(node, ast.AnnAssign) and node.lineno in comments}
 
 
+def _registered(cls, name: str) -> str | None:
+    """The run's `representation` and `guidance`: the names their registries hold."""
+    if cls.__name__ != "GenerateConfig" or name not in ("representation", "guidance"):
+        return None
+    from sds3d.guidance.registry import GUIDANCE
+    from sds3d.representations.registry import ALIASES, REPRESENTATIONS
+
+    if name == "guidance":
+        return f"score distillation variant: {' | '.join(GUIDANCE)}"
+    aliases = "".join(f"; {old} is read as {new}" for old, new in ALIASES.items())
+    return f"what is optimised: {' | '.join(REPRESENTATIONS)}{aliases}"
+
+
+def _declaring(cls, name: str) -> type:
+    """The class of `cls`'s MRO whose body declares field `name` (GenerateConfig's run settings are
+    declared in its base)."""
+    return next(base for base in cls.__mro__ if name in vars(base).get("__annotations__", {}))
+
+
 def describe(cls, name: str) -> str | None:
-    return DESCRIPTIONS.get(f"{cls.__name__}.{name}") or _line_comments(cls).get(name) or DESCRIPTIONS.get(name)
+    return (_registered(cls, name) or DESCRIPTIONS.get(f"{cls.__name__}.{name}")
+            or _line_comments(_declaring(cls, name)).get(name) or DESCRIPTIONS.get(name))
 
 
 def field_table(config) -> list[tuple[str, str, str, str]]:

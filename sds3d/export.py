@@ -28,8 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .axes import world_to_file
 from .cameras import Cameras
+from sds3d.representations.mesh_files import Y_UP_SUFFIXES, load_trimesh, save_trimesh
 from sds3d.cuda.mesh_rasterizer import fragments_from_face_ids, visibility
 
 # the `mesh` extra's modules a run needs -> their pip names (open3d only for `--method poisson|tsdf`)
@@ -37,14 +37,14 @@ MESH_TOOLS = {"xatlas": "xatlas", "fast_simplification": "fast-simplification", 
 
 
 def require_mesh_tools(representation: str, init_from: bool = False) -> None:
-    """InputError (one line) naming the `mesh` extra when a run of `representation` ("nerf" | "mesh"
+    """InputError (one line) naming the `mesh` extra when a run of `representation` ("nerf" | "dmtet"
     write a textured asset.glb; NeRF is meshed by marching cubes, and so is any run's source when
     `init_from`) would need a package of it that is not installed; checked before training."""
     import importlib.util
 
     from .errors import InputError
 
-    needed = {"nerf": ["xatlas", "fast_simplification", "mcubes"], "mesh": ["xatlas", "fast_simplification"]}
+    needed = {"nerf": ["xatlas", "fast_simplification", "mcubes"], "dmtet": ["xatlas", "fast_simplification"]}
     modules = needed.get(representation, []) + (["mcubes"] if init_from else [])
     missing = sorted({MESH_TOOLS[m] for m in modules if importlib.util.find_spec(m) is None})
     if missing:
@@ -152,7 +152,7 @@ def surface_of(representation, resolution: int = 128, bound: float = 0.6, max_fa
     Gaussians by `method` (`SURFACE_METHODS`): marching cubes of their density, or open3d's
     Poisson reconstruction or TSDF fusion of their rendered depth (`poisson_surface`, `tsdf_surface`)."""
     from sds3d.representations.convert import (DENSITY_SMOOTHING, SURFACE_METHODS, gaussian_colors_at,
-                                               gaussians_surface, poisson_surface, to_mesh, tsdf_surface)
+                                               gaussians_surface, poisson_surface, tsdf_surface)
     from sds3d.representations.dmtet import DMTet
     from sds3d.representations.gaussians import Gaussians
     from sds3d.representations.mesh import Mesh
@@ -172,7 +172,7 @@ def surface_of(representation, resolution: int = 128, bound: float = 0.6, max_fa
         vertices, faces = decimate(vertices, faces, max_faces)
         return vertices, faces, lambda points, face, bary: representation.color_field(points)
     if isinstance(representation, NeRF):
-        mesh = to_mesh(representation, resolution, bound)
+        mesh = representation.to_mesh(resolution, bound)
         vertices, faces = decimate(mesh.vertices.detach(), mesh.faces, max_faces)
         return vertices, faces, lambda points, face, bary: representation.albedo(points)
     if isinstance(representation, Gaussians):
@@ -185,44 +185,6 @@ def surface_of(representation, resolution: int = 128, bound: float = 0.6, max_fa
 
         return vertices, faces, color_fn
     raise TypeError(f"cannot export a {type(representation).__name__}; use bake_textured_mesh with a colour function")
-
-
-# Mesh formats whose readers take +Y as up (glTF by its spec, OBJ by custom): written and read in
-# the "+y" convention of `sds3d.axes` (front +Z); other formats (.ply, .stl) keep the world frame.
-Y_UP_SUFFIXES = (".glb", ".gltf", ".obj")
-
-
-def save_trimesh(mesh, path) -> Path:
-    """Writes a trimesh.Trimesh (world frame) by the suffix of `path`: .glb / .gltf / .obj +Y up
-    (`Y_UP_SUFFIXES`); a textured .obj also writes <stem>.mtl and <stem>.png beside it."""
-    import trimesh
-
-    path = Path(path)
-    if path.suffix.lower() in Y_UP_SUFFIXES:
-        mesh = mesh.copy()
-        mesh.vertices = np.asarray(mesh.vertices) @ world_to_file("+y").numpy().T
-    if path.suffix.lower() == ".obj" and mesh.visual.kind == "texture":
-        mesh = mesh.copy()
-        mesh.visual.material.name = path.stem
-        text, files = trimesh.exchange.obj.export_obj(mesh, include_normals=False, return_texture=True,
-                                                      mtl_name=f"{path.stem}.mtl")
-        for name, data in files.items():
-            (path.parent / name).write_bytes(data)
-        path.write_text(text)
-    else:
-        mesh.export(path)
-    return path
-
-
-def load_trimesh(path):
-    """Inverse of `save_trimesh`: a mesh file (a scene flattened into one trimesh.Trimesh) in the
-    world frame; .glb / .gltf / .obj are taken as +Y up, as their formats say."""
-    import trimesh
-
-    mesh = trimesh.load(path, force="mesh", process=False)
-    if Path(path).suffix.lower() in Y_UP_SUFFIXES:
-        mesh.vertices = np.asarray(mesh.vertices) @ world_to_file("+y").numpy()
-    return mesh
 
 
 def export_textured(representation, path, texture_size: int = 1024, padding: int = 8, resolution: int = 128,

@@ -6,7 +6,7 @@
     previews/           step_XXXXX.png grids of fixed views (one row per particle)
     metrics.csv         one row per step (loss, seconds, guidance logs), written as the run goes
     loss.png            loss and seconds per step against the step; tensorboard/ with `tensorboard`
-    asset.ply | .glb    the asset: 3D Gaussians (standard 3DGS layout), or for NeRF and mesh a
+    asset.ply | .glb    the asset: 3D Gaussians (standard 3DGS layout), or for NeRF and DMTet a
                         mesh with a baked UV texture
     turntable.gif       24 views around the object (turntable.mp4 with turntable_format "mp4")
     preview.png         8 of those views in a grid
@@ -23,7 +23,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, make_dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,23 +40,12 @@ from .monitor import RunMonitor
 from .particle import Particle
 from .prompts import PromptConfig, PromptProcessor, validate_prompt
 from .scope import warn_outside_world
-from sds3d.representations import DMTet, DMTetConfig, Gaussians, GaussiansConfig, NeRF, NeRFConfig, Representation
-from sds3d.guidance.cds import CDSConfig
-from sds3d.guidance.cfd import CFDConfig
-from sds3d.guidance.csd import CSDConfig
-from sds3d.guidance.dsd import DSDConfig
-from sds3d.guidance.ism import ISMConfig
-from sds3d.guidance.nfsd import NFSDConfig
-from sds3d.guidance.sdi import SDIConfig
-from sds3d.guidance.sds import SDSConfig
+from sds3d.representations import Representation
+from sds3d.representations.registry import ALIASES, REPRESENTATIONS, canonical_name, create_representation
 from sds3d.guidance.priors.stable_diffusion import DiffusersUNetPrior
-from sds3d.guidance.tsm import TSMConfig
-from sds3d.guidance.vsd import VSDConfig
+from sds3d.guidance.registry import guidance_configs
 from .turntable import image_grid, render_turntable, save_animation, save_png
 from .validation import check_finite_weights, check_resume, check_writable, validate_config
-
-REPRESENTATIONS = ("gaussians", "nerf", "mesh")  # "mesh" optimises a DMTet
-
 
 @dataclass
 class CameraConfig:
@@ -67,10 +56,12 @@ class CameraConfig:
 
 
 @dataclass
-class GenerateConfig:
+class RunSettings:
+    """A run's settings apart from the sections of the representations and guidance variants."""
+
     prompt: str = "a red mug"
     negative_prompt: str = ""
-    representation: str = "gaussians"  # gaussians | nerf | mesh
+    representation: str = "gaussians"  # a name of representations.registry.REPRESENTATIONS (or an alias)
     init_from: str = ""  # a finished run directory whose asset initialises this one (coarse -> fine)
     guidance: str = "sds"
     prior: str = "embedded"  # or a Stable Diffusion, DeepFloyd IF or embedded-prior folder / hub id (prior_type)
@@ -89,20 +80,23 @@ class GenerateConfig:
     turntable_resolution: int = 128
     turntable_format: str = "gif"  # gif | mp4 (H.264 through imageio-ffmpeg)
     camera: CameraConfig = field(default_factory=CameraConfig)
-    gaussians: GaussiansConfig = field(default_factory=GaussiansConfig)
-    nerf: NeRFConfig = field(default_factory=NeRFConfig)
-    mesh: DMTetConfig = field(default_factory=DMTetConfig)
-    # one section per guidance variant; `guidance` picks which one is used
-    sds: SDSConfig = field(default_factory=SDSConfig)
-    nfsd: NFSDConfig = field(default_factory=NFSDConfig)
-    csd: CSDConfig = field(default_factory=CSDConfig)
-    sdi: SDIConfig = field(default_factory=SDIConfig)
-    ism: ISMConfig = field(default_factory=ISMConfig)
-    tsm: TSMConfig = field(default_factory=TSMConfig)
-    cds: CDSConfig = field(default_factory=CDSConfig)
-    dsd: DSDConfig = field(default_factory=DSDConfig)
-    vsd: VSDConfig = field(default_factory=VSDConfig)
-    cfd: CFDConfig = field(default_factory=CFDConfig)
+
+    def __post_init__(self):
+        self.representation = canonical_name(self.representation)  # "mesh" (older runs) -> "dmtet"
+
+
+def _with_sections(settings: type) -> type:
+    """A run's config: `settings` plus one section per registered representation, then one per guidance variant, each
+    named like it; `representation` and `guidance` pick the sections a run uses. Older names of a
+    section (`FIELD_ALIASES`, "mesh" for "dmtet") are still read by `sds3d.config`."""
+    sections = {**{name: entry.config for name, entry in REPRESENTATIONS.items()}, **guidance_configs()}
+    return make_dataclass("GenerateConfig", [(name, config, field(default_factory=config))
+                                             for name, config in sections.items()],
+                          bases=(settings,), namespace={"FIELD_ALIASES": ALIASES, "__module__": __name__,
+                                                                 "__doc__": _with_sections.__doc__})
+
+
+GenerateConfig = _with_sections(RunSettings)
 
 
 @dataclass
@@ -132,21 +126,15 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def build_representation(config: GenerateConfig, generator: torch.Generator, initialise: bool = True) -> Representation:
-    """The run's representation: from `config.init_from`'s asset when set (and `initialise`),
-    else freshly initialised (Gaussians in a ball, NeRF and DMTet as a sphere-like blob)."""
-    name = config.representation
-    if name not in REPRESENTATIONS:
-        raise InputError(f"unknown representation {name!r}; choose one of {', '.join(REPRESENTATIONS)}")
-    section = getattr(config, name)
+    """The run's representation from its config section: from `config.init_from`'s asset when set (and
+    `initialise`), else freshly created (Gaussians in a ball, NeRF and DMTet as a sphere-like blob)."""
+    name = canonical_name(config.representation)
+    section = getattr(config, name, None)
     if config.init_from and initialise:
         from sds3d.representations.convert import initialise_from
 
         return initialise_from(load_run(config.init_from)[1], name, section, generator)
-    if name == "gaussians":
-        return Gaussians.random_in_sphere(section, generator)
-    if name == "nerf":
-        return NeRF(section, generator)
-    return DMTet(config=section)
+    return create_representation(name, section, generator)
 
 
 def load_run(run_dir: str | Path, particle: int = 0) -> tuple[GenerateConfig, Representation]:

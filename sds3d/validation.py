@@ -58,7 +58,7 @@ RANGES: dict[str, tuple] = {
     "gaussians.densify.max_gaussians": _at_least(1),
     "nerf.shading_probabilities": _at_least(0),
     "nerf.samples_per_ray": _at_least(1),
-    "mesh.resolution": _between(4, 256),
+    "dmtet.resolution": _between(4, 256),
     "*.particles": _between(1, 64),
     "*.lora_rank": _at_least(1),
     "*.n_ddim_steps": _at_least(1),
@@ -81,8 +81,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "gaussians.rasterize_mode": ("classic", "antialiased"),
     "nerf.backend": ("auto", "native", "reference", "cuda"),
     "nerf.density_activation": ("softplus", "trunc_exp"),
-    "mesh.backend": ("auto", "native", "reference"),
-    "mesh.color_encoding": ("hash_grid", "fourier"),
+    "dmtet.backend": ("auto", "native", "reference"),
+    "dmtet.color_encoding": ("hash_grid", "fourier"),
     "turntable_format": ANIMATION_FORMATS,
     "prior_precision": PRECISIONS,
 }
@@ -140,16 +140,17 @@ def validate_config(config) -> None:
     """Every field of a GenerateConfig, then the choices (representation, guidance, background,
     device, prior, init_from) and the ranges' order; InputError (one line) at the first problem."""
     from .background import KINDS as BACKGROUNDS
-    from .generate import REPRESENTATIONS
     from sds3d.guidance.registry import GUIDANCE
+    from sds3d.representations.registry import REPRESENTATIONS, canonical_name
 
     for path, value, hint in fields(config):
         check_field(path, value, hint)
     if not " ".join(config.prompt.split()):
         raise InputError("the prompt is empty; give a text such as \"a red mug\"")
-    choices = {"representation": REPRESENTATIONS, "guidance": sorted(GUIDANCE), "background": BACKGROUNDS}
+    choices = {"representation": list(REPRESENTATIONS), "guidance": sorted(GUIDANCE), "background": BACKGROUNDS}
     for name, allowed in choices.items():
-        if getattr(config, name) not in allowed:
+        value = canonical_name(config.representation) if name == "representation" else getattr(config, name)
+        if value not in allowed:
             raise InputError(f"unknown {name} {getattr(config, name)!r}; choose one of {', '.join(allowed)}")
     if not DEVICE.match(config.device):
         raise InputError(f"unknown device {config.device!r}; choose auto, cpu, cuda, cuda:<index> or mps")
@@ -169,7 +170,7 @@ def validate_config(config) -> None:
             raise InputError(f"init_from {config.init_from} is the run's own output folder; pick a new --out")
     from .export import require_mesh_tools
 
-    require_mesh_tools(config.representation, bool(config.init_from))
+    require_mesh_tools(canonical_name(config.representation), bool(config.init_from))
 
 
 def _check_prior(spec: str) -> None:
@@ -200,12 +201,11 @@ def check_resume(config, n_particles: int) -> dict:
     with `n_particles` particles at a step within `config.steps`. InputError names what differs."""
     from .config import load_json
     from .errors import load_checkpoint
-    from .generate import GenerateConfig
 
     out = Path(config.out)
     if not (out / "config.json").is_file():
         raise InputError(f"cannot resume {out}: it has checkpoint.pt but no config.json; start a new run directory")
-    stored = load_json(GenerateConfig, out / "config.json")
+    stored = load_json(type(config), out / "config.json")
     new, old = dict((p, v) for p, v, _ in fields(config)), dict((p, v) for p, v, _ in fields(stored))
     differing = [path for path in new if path not in RESUMABLE and new[path] != old[path]]
     if differing:

@@ -29,7 +29,7 @@ def test_presets_are_valid_and_set_the_documented_recipes(capsys):
     for name in preset_names():
         validate_config(apply_preset(GenerateConfig(), name))
     fine = apply_preset(GenerateConfig(), "magic3d-fine")
-    assert (fine.representation, fine.steps) == ("mesh", 300)
+    assert (fine.representation, fine.steps) == ("dmtet", 300)
     assert apply_preset(GenerateConfig(), "vsd-particles").vsd.particles == 3
     assert apply_preset(GenerateConfig(), "csd-sd-refine").csd == CSDConfig.sd_refine()
     assert main(["config", "--presets"]) == 0 and "magic3d-fine: " in capsys.readouterr().out
@@ -39,14 +39,14 @@ def test_flags_override_a_preset_and_resume_starts_from_the_run_config(tmp_path)
     args = build_parser().parse_args(["generate", "a red mug", "--preset", "magic3d-fine", "--steps", "50",
                                       "--out", str(tmp_path / "run")])
     config = generate_config(args)
-    assert (config.representation, config.steps, config.out) == ("mesh", 50, str(tmp_path / "run"))
+    assert (config.representation, config.steps, config.out) == ("dmtet", 50, str(tmp_path / "run"))
     stored = dataclasses.replace(config, prompt="a blue car", seed=7)
     (tmp_path / "run").mkdir()
     from sds3d.config import save_json
 
     save_json(stored, tmp_path / "run" / "config.json")
     resumed = generate_config(build_parser().parse_args(["generate", "--out", str(tmp_path / "run"), "--resume"]))
-    assert (resumed.prompt, resumed.seed, resumed.representation) == ("a blue car", 7, "mesh")
+    assert (resumed.prompt, resumed.seed, resumed.representation) == ("a blue car", 7, "dmtet")
 
 
 def test_version_and_generate_help_show_defaults(capsys):

@@ -1,4 +1,5 @@
-"""Conversions between representations, checked on analytic shapes and micro-world ground truth.
+"""Conversions between representations (convert, meshing, mesh_sdf, distill), checked on analytic
+shapes and micro-world ground truth.
 
 Chamfer thresholds (object units: every micro-world object's largest extent is 1):
 - mesh -> Gaussians -> mesh at a 128^3 grid over [-0.6, 0.6]^3 (spacing h = 0.0094): < 0.02. The
@@ -20,11 +21,11 @@ from scipy.spatial import cKDTree
 from sds3d.cameras import CameraSampler
 from sds3d.cuda._torch_gaussians import _quat_to_rotmat
 from sds3d.evaluate import chamfer_distance
-from sds3d.representations.convert import (_point_triangle_distance, density_to_mesh, distill, gaussian_colors_at,
-                                           gaussians_to_mesh, grid_to_mesh, mesh_sdf_grid, mesh_to_dmtet,
-                                           mesh_to_gaussians)
-from sds3d.representations.dmtet import DMTet, DMTetConfig
-from sds3d.representations.gaussians import Gaussians
+from sds3d.representations.distill import distill
+from sds3d.representations.dmtet import DMTet, DMTetConfig, mesh_to_dmtet
+from sds3d.representations.gaussians import Gaussians, mesh_to_gaussians
+from sds3d.representations.mesh_sdf import _point_triangle_distance, mesh_sdf_grid
+from sds3d.representations.meshing import density_to_mesh, gaussian_colors_at, gaussians_to_mesh, grid_to_mesh
 from sds3d.representations.mesh import Mesh
 from sds3d.representations.spherical_harmonics import C0
 from sds3d.representations.tet_grid import grid_points
@@ -181,7 +182,7 @@ def test_silhouette_level_picks_the_density_whose_surface_matches_the_target():
     s sqrt(2 ln(1 / l)); against the silhouettes of the radius-0.3 sphere the level closest to
     exp(-0.3^2 / 2 s^2) = 0.61 must win."""
     from sds3d.cameras import turntable_cameras
-    from sds3d.representations.convert import density_grid, silhouette_level
+    from sds3d.representations.meshing import density_grid, silhouette_level
 
     sigma, bound = 0.3, 0.6
     volume = density_grid(lambda p: torch.exp(-(p ** 2).sum(-1) / (2 * sigma ** 2)), 48, bound)

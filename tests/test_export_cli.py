@@ -106,8 +106,8 @@ def test_open3d_that_cannot_load_names_the_fix(gaussian_run, tmp_path, capsys, m
     assert err == "sds3d: error: open3d cannot load libusb-1.0.so.0: apt-get install libusb-1.0-0"
 
 
-@pytest.mark.parametrize("representation,missing", [("nerf", "xatlas"), ("mesh", "fast-simplification")])
-def test_nerf_and_mesh_runs_without_the_mesh_extra_fail_before_training(tmp_path, capsys, monkeypatch,
+@pytest.mark.parametrize("representation,missing", [("nerf", "xatlas"), ("dmtet", "fast-simplification")])
+def test_nerf_and_dmtet_runs_without_the_mesh_extra_fail_before_training(tmp_path, capsys, monkeypatch,
                                                                         representation, missing):
     import importlib.util
 

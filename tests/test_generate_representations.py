@@ -11,21 +11,21 @@ from sds3d.cli import main
 from sds3d.evaluate import chamfer_distance
 from sds3d.generate import generate, load_run
 from sds3d.representations import DMTet, DMTetConfig, Gaussians, NeRF, NeRFConfig
-from sds3d.representations.convert import initialise_from, to_mesh
+from sds3d.representations.convert import initialise_from
 
 
 def small(out, representation, **changes):
     return tiny_config(out, representation=representation, steps=4, checkpoint_every=2, preview_every=0,
                        nerf=NeRFConfig(levels=4, log2_table_size=12, max_resolution=64, samples_per_ray=24,
                                        occupancy_resolution=16),
-                       mesh=DMTetConfig(resolution=12), **changes)
+                       dmtet=DMTetConfig(resolution=12), **changes)
 
 
 def state(representation):
     return {k: v.detach().clone() for k, v in representation.state_dict().items() if torch.is_tensor(v)}
 
 
-@pytest.mark.parametrize("name, cls", [("nerf", NeRF), ("mesh", DMTet)])
+@pytest.mark.parametrize("name, cls", [("nerf", NeRF), ("dmtet", DMTet)])
 def test_representation_runs_and_writes_a_textured_glb(tmp_path, name, cls):
     import trimesh
 
@@ -41,7 +41,7 @@ def test_representation_runs_and_writes_a_textured_glb(tmp_path, name, cls):
         next(iter(state(restored).values())), next(iter(state(result.representation).values())))
 
 
-@pytest.mark.parametrize("name", ["nerf", "mesh"])
+@pytest.mark.parametrize("name", ["nerf", "dmtet"])
 def test_crash_and_resume_equals_uninterrupted(tmp_path, name):
     reference = state(generate(small(tmp_path / "ref", name), prior=prior(), progress=False).representation)
 
@@ -62,9 +62,9 @@ def test_coarse_gaussians_initialise_a_dmtet_with_the_same_surface():
     from sds3d.world import make_object
 
     coarse = mesh_to_gaussians(make_object("mug", "red").mesh, num_points=4000)
-    dmtet = initialise_from(coarse, "mesh", DMTetConfig(resolution=24), torch.Generator().manual_seed(0))
+    dmtet = initialise_from(coarse, "dmtet", DMTetConfig(resolution=24), torch.Generator().manual_seed(0))
     assert isinstance(dmtet, DMTet)
-    source, converted = (to_mesh(r).vertices.detach().numpy() for r in (coarse, dmtet))
+    source, converted = (r.to_mesh().vertices.detach().numpy() for r in (coarse, dmtet))
     assert chamfer_distance(source, converted) < 2 * dmtet.spacing  # within two grid spacings
     gaussians = initialise_from(dmtet, "gaussians", coarse.config, torch.Generator().manual_seed(0))
     assert isinstance(gaussians, Gaussians) and len(gaussians) == coarse.config.num_points
@@ -74,7 +74,7 @@ def test_a_representation_without_a_surface_is_a_clear_error():
     faint = Gaussians(torch.zeros(1, 3), torch.zeros(1, 3), scales=torch.full((1, 3), 0.05),
                       opacities=torch.full((1,), 0.2))
     with pytest.raises(ValueError, match="no surface"):
-        to_mesh(faint)  # its density peaks at 0.2, below the surface level 0.5
+        faint.to_mesh()  # its density peaks at 0.2, below the surface level 0.5
 
 
 def test_cli_two_stage_run_and_exports(tmp_path, capsys, monkeypatch):
@@ -85,8 +85,8 @@ def test_cli_two_stage_run_and_exports(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(registry, "load_prior", lambda spec, device="cpu": GaussianToyPrior({}, resolution=16))
     generate(tiny_config(tmp_path / "coarse", steps=2), prior=prior(), progress=False)
     settings = ["--set", "resolution=16", "--set", "views_per_step=1", "--set", "turntable_frames=2",
-                "--set", "turntable_resolution=16", "--set", "mesh.resolution=12", "--quiet"]
-    assert main(["generate", "a red mug", "--representation", "mesh", "--init-from", str(tmp_path / "coarse"),
+                "--set", "turntable_resolution=16", "--set", "dmtet.resolution=12", "--quiet"]
+    assert main(["generate", "a red mug", "--representation", "dmtet", "--init-from", str(tmp_path / "coarse"),
                  "--steps", "2", "--out", str(tmp_path / "fine"), *settings]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["asset"] == "asset.glb"
     assert json.loads((tmp_path / "fine" / "config.json").read_text())["init_from"] == str(tmp_path / "coarse")
@@ -100,7 +100,34 @@ def test_cli_two_stage_run_and_exports(tmp_path, capsys, monkeypatch):
     assert main(["generate", "a red mug", "--init-from", str(tmp_path / "nowhere"), *settings]) == 2
 
 
-@pytest.mark.parametrize("name", ["nerf", "mesh"])
+def test_a_run_of_the_old_name_mesh_still_loads_resumes_and_renders(tmp_path, capsys, monkeypatch):
+    """Runs made before DMTet got its name hold representation "mesh" and a "mesh" section in
+    config.json; they are read as "dmtet" (a resume with the same settings is accepted, its
+    config.json is rewritten with the new name) and the CLI's --representation mesh is dmtet."""
+    from sds3d.guidance import registry
+
+    monkeypatch.setattr(registry, "load_prior", lambda spec, device="cpu": prior())
+    run = tmp_path / "run"
+    first = generate(small(run, "dmtet"), prior=prior(), progress=False).representation
+    written = json.loads((run / "config.json").read_text())
+    written["representation"], written["mesh"] = "mesh", written.pop("dmtet")
+    (run / "config.json").write_text(json.dumps(written))
+    config, loaded = load_run(run)
+    assert (config.representation, config.dmtet.resolution) == ("dmtet", 12) and isinstance(loaded, DMTet)
+    assert torch.equal(loaded.sdf, first.sdf)
+    assert main(["render", str(run), "--frames", "2", "--resolution", "16", "--out", str(tmp_path / "t.gif")]) == 0
+    assert main(["generate", "--out", str(run), "--resume", "--steps", "5", "--quiet"]) == 0
+    resumed = json.loads((run / "config.json").read_text())
+    assert (resumed["representation"], resumed["steps"], "mesh" in resumed) == ("dmtet", 5, False)
+    args = ["generate", "a red mug", "--representation", "mesh", "--set", "mesh.resolution=8", "--steps", "1",
+            "--out", str(tmp_path / "new"), "--quiet"]
+    assert main([*args, "--set", "resolution=16", "--set", "views_per_step=1", "--set", "turntable_frames=2",
+                 "--set", "turntable_resolution=16"]) == 0
+    new = json.loads((tmp_path / "new" / "config.json").read_text())
+    assert (new["representation"], new["dmtet"]["resolution"]) == ("dmtet", 8)
+
+
+@pytest.mark.parametrize("name", ["nerf", "dmtet"])
 def test_cds_colour_smoothness_is_a_no_op_for_fields(tmp_path, name):
     """CDS weights `color_smoothness`; NeRF and DMTet colours are fields and have no such term, so the
     run goes ahead without it."""

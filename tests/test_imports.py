@@ -21,10 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FUNCTION_LEVEL_CYCLES = {
     ("sds3d.batch", "sds3d.cli"),
     ("sds3d.cli", "sds3d.batch"),
-    ("sds3d.export", "sds3d.representations.convert"),
-    ("sds3d.export", "sds3d.representations.mesh"),
-    ("sds3d.representations.mesh", "sds3d.export"),
-    ("sds3d.validation", "sds3d.generate"),
 }
 
 
