@@ -11,7 +11,7 @@ def add_command(subparsers) -> None:
                     "saved as RUN/features/<teacher>-d<dim>.safetensors (x.ply: x_features/ beside it).")
     parser.add_argument("asset", metavar="RUN_DIR", help="run directory, 3DGS .ply, or .glb/.gltf/.obj mesh")
     parser.add_argument("--teacher", default=None, help="teacher folder (default: the shipped part teacher)")
-    parser.add_argument("--steps", type=int, default=None, help="optimisation steps after the lift (default 100)")
+    parser.add_argument("--steps", type=int, default=None, help="optimisation steps after the lift (default 30)")
     parser.add_argument("--dim", type=int, default=None, help="latent channels per point, decoded to the teacher's "
                                                                "width (default 16)")
     parser.add_argument("--views", type=int, default=None, help="teacher views (default 24)")

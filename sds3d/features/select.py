@@ -105,7 +105,7 @@ def select_points(representation, query: str, teacher=None, threshold: float = D
         best = best_phrases(representation, teacher)
         suggestions = ", ".join(f"\"{phrase}\" ({score:.2f})" for phrase, score in best)
         raise InputError(f"no point matches \"{query}\" (best relevancy {float(scores.max()):.2f} < threshold "
-                         f"{threshold}); phrases that match parts of this asset: {suggestions}")
+                         f"{threshold}); the best-scoring part phrases here: {suggestions}")
     return mask
 
 
