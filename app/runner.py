@@ -28,10 +28,10 @@ from sds3d.evaluate import evaluate_asset
 from sds3d.export import bake_textured_mesh, surface_of
 from sds3d.generate import GenerateConfig, generate, load_run
 from sds3d.guidance.priors.prior import DiffusionPrior, resolve_device
-from sds3d.guidance.registry import GUIDANCE, load_prior
-from sds3d.representations.registry import REPRESENTATIONS
+from sds3d.guidance.priors.prior_type import is_local
+from sds3d.guidance.registry import load_prior
 from sds3d.scope import scope_note
-from sds3d.validation import validate_config
+from sds3d.validation import check_particles, check_prompt_given, check_registered, validate_config
 
 from .limits import Limits
 
@@ -76,7 +76,7 @@ def prior_choices(paths: list[str]) -> dict[str, str]:
     choices = {"embedded": "embedded"}
     for spec in paths:
         local = Path(spec).expanduser()
-        looks_like_path = spec.startswith((".", "/", "~")) or local.exists()
+        looks_like_path = is_local(spec)
         if looks_like_path and not local.is_dir():
             raise ValueError(f"prior folder {spec} does not exist")
         name = local.resolve().name if looks_like_path else spec
@@ -237,16 +237,11 @@ class Runner:
         limits = self.limits
         prompt = " ".join(str(request.prompt or "").split())
         negative = " ".join(str(request.negative_prompt or "").split())
-        if not prompt:
-            raise InputError("Please enter a prompt.")
+        check_prompt_given(prompt)
         for label, text in (("prompt", prompt), ("negative prompt", negative)):
             if len(text) > limits.max_prompt_chars:
                 raise InputError(f"The {label} is {len(text)} characters long; the limit is {limits.max_prompt_chars}.")
-        if request.representation not in REPRESENTATIONS:
-            raise InputError(f"Unknown representation {request.representation!r}; "
-                             f"choose one of {', '.join(REPRESENTATIONS)}.")
-        if request.guidance not in GUIDANCE:
-            raise InputError(f"Unknown guidance {request.guidance!r}; choose one of {', '.join(sorted(GUIDANCE))}.")
+        check_registered(str(request.representation), str(request.guidance))
         if request.prior not in self.priors:
             raise InputError(f"Unknown prior {request.prior!r}; this server offers {', '.join(self.priors)}.")
         steps, seed = _integer(request.steps, "Steps"), _integer(request.seed, "Seed")
@@ -260,9 +255,7 @@ class Runner:
         particles = _integer(request.particles, "Particles")
         if not 1 <= particles <= limits.max_particles:
             raise InputError(f"Particles must be between 1 and {limits.max_particles}, got {particles}.")
-        if particles > 1 and request.guidance != "vsd":
-            raise InputError(f"Several particles need VSD guidance (they share its LoRA); {request.guidance} "
-                             f"trains one asset.")
+        check_particles(request.guidance, particles)
         config = GenerateConfig(prompt=prompt, negative_prompt=negative, representation=request.representation,
                                 guidance=request.guidance, prior=self.priors[request.prior], steps=steps, seed=seed,
                                 resolution=resolution, device=self.device,

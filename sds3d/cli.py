@@ -72,6 +72,7 @@ def generate_config(args):
     from .config import apply_override, load_json
     from .generate import GenerateConfig
     from .presets import apply_preset
+    from .validation import check_particles
 
     config = load_json(GenerateConfig, args.config) if args.config else GenerateConfig()
     prompt = args.prompt if args.prompt is not None else config.prompt
@@ -79,8 +80,6 @@ def generate_config(args):
     if args.resume and not args.config and (out / "config.json").is_file():
         config = load_json(GenerateConfig, out / "config.json")  # flags below may only extend it (steps, ...)
         prompt = args.prompt if args.prompt is not None else config.prompt
-    if not " ".join(prompt.split()):
-        raise UsageError("the prompt is empty; give a text such as \"a red mug\"")
     for preset in args.preset or []:
         config = apply_preset(config, preset)
     flags = {name: getattr(args, name) for name in ("negative_prompt", "representation", "init_from", "guidance",
@@ -90,8 +89,7 @@ def generate_config(args):
     for assignment in args.set or []:
         config = apply_override(config, assignment)
     if args.particles is not None:
-        if config.guidance != "vsd":
-            raise UsageError(f"--particles needs --guidance vsd (particles share VSD's LoRA); got {config.guidance!r}")
+        check_particles(config.guidance, args.particles)
         config.vsd.particles = args.particles
     return config
 

@@ -17,11 +17,11 @@ from .config import check_value
 from .errors import InputError
 from .hardware import PRECISIONS
 from .turntable import ANIMATION_FORMATS
+from sds3d.guidance.priors.prior_type import check_prior_spec
 
 MAX_PROMPT_CHARS = 300  # as `validate_prompt` and the web UI
 MAX_SEED = 2**64 - 1  # torch.manual_seed's range
 DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 PROMPT_FIELDS = ("prompt", "negative_prompt", "*.negative_prompt", "*.inversion_prompt")
 
 
@@ -136,25 +136,45 @@ def check_field(path: str, value, hint) -> None:
         raise InputError(f"{path} must be {wanted}, got {shown}")
 
 
+def check_prompt_given(prompt: str) -> None:
+    """InputError unless the prompt holds more than white space."""
+    if not " ".join(prompt.split()):
+        raise InputError("the prompt is empty; give a text such as \"a red mug\"")
+
+
+def check_registered(representation: str, guidance: str) -> None:
+    """The representation (an alias included) and the guidance variant are in their registries;
+    InputError naming the choices."""
+    from sds3d.guidance.registry import GUIDANCE
+    from sds3d.representations.registry import representation_entry
+
+    representation_entry(representation)
+    if guidance not in GUIDANCE:
+        raise InputError(f"unknown guidance {guidance!r}; choose one of {', '.join(sorted(GUIDANCE))}")
+
+
+def check_particles(guidance: str, particles: int) -> None:
+    """Several particles share VSD's LoRA: InputError for more than one with another variant."""
+    if particles > 1 and guidance != "vsd":
+        raise InputError(f"{particles} particles need the vsd guidance (they share its LoRA); {guidance} trains "
+                         f"one asset")
+
+
 def validate_config(config) -> None:
     """Every field of a GenerateConfig, then the choices (representation, guidance, background,
     device, prior, init_from) and the ranges' order; InputError (one line) at the first problem."""
     from .background import KINDS as BACKGROUNDS
-    from sds3d.guidance.registry import GUIDANCE
-    from sds3d.representations.registry import REPRESENTATIONS, canonical_name
+    from sds3d.representations.registry import canonical_name
 
     for path, value, hint in fields(config):
         check_field(path, value, hint)
-    if not " ".join(config.prompt.split()):
-        raise InputError("the prompt is empty; give a text such as \"a red mug\"")
-    choices = {"representation": list(REPRESENTATIONS), "guidance": sorted(GUIDANCE), "background": BACKGROUNDS}
-    for name, allowed in choices.items():
-        value = canonical_name(config.representation) if name == "representation" else getattr(config, name)
-        if value not in allowed:
-            raise InputError(f"unknown {name} {getattr(config, name)!r}; choose one of {', '.join(allowed)}")
+    check_prompt_given(config.prompt)
+    check_registered(config.representation, config.guidance)
+    if config.background not in BACKGROUNDS:
+        raise InputError(f"unknown background {config.background!r}; choose one of {', '.join(BACKGROUNDS)}")
     if not DEVICE.match(config.device):
         raise InputError(f"unknown device {config.device!r}; choose auto, cpu, cuda, cuda:<index> or mps")
-    _check_prior(config.prior)
+    check_prior_spec(config.prior)
     for name in ("elevation_range", "azimuth_range", "radius_range", "fovy_range"):
         low, high = getattr(config.camera, name)
         if low > high:
@@ -171,21 +191,6 @@ def validate_config(config) -> None:
     from .export import require_mesh_tools
 
     require_mesh_tools(canonical_name(config.representation), bool(config.init_from))
-
-
-def _check_prior(spec: str) -> None:
-    """"embedded", an existing local folder, or a Hugging Face hub id `org/name`."""
-    if spec == "embedded":
-        return
-    path = Path(spec).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise InputError(f"prior {spec} is a file; give a diffusers pipeline folder, a hub id 'org/name' "
-                             f"or 'embedded'")
-        return
-    if spec.startswith((".", "/", "~")) or not HUB_ID.match(spec):
-        raise InputError(f"unknown prior {spec!r}: not 'embedded', not an existing folder and not a hub id "
-                         f"'org/name'")
 
 
 # fields a resumed run may change: the length of the run and where and how often it writes

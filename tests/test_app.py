@@ -36,7 +36,7 @@ def empty_runner(runner, tmp_path):
 
 
 @pytest.mark.parametrize("changes,message", [
-    (dict(prompt="   "), "Please enter a prompt."),
+    (dict(prompt="   "), "the prompt is empty"),
     (dict(prompt="x" * 301), "The prompt is 301 characters long; the limit is 300."),
     (dict(negative_prompt="y" * 400), "The negative prompt is 400 characters long; the limit is 300."),
     (dict(steps=0), "Steps must be between 1 and 50, got 0."),
@@ -44,14 +44,14 @@ def empty_runner(runner, tmp_path):
     (dict(steps=2.5), "Steps must be a whole number, got 2.5."),
     (dict(seed=-1), "Seed must be between 0 and 2147483647, got -1."),
     (dict(resolution=48), "Resolution must be one of 32, 64, 128, got 48."),
-    (dict(representation="hologram"), "Unknown representation 'hologram'; choose one of "),
-    (dict(guidance="magic"), "Unknown guidance 'magic'"),
+    (dict(representation="hologram"), "unknown representation 'hologram'; choose one of gaussians, nerf, dmtet"),
+    (dict(guidance="magic"), "unknown guidance 'magic'"),
     (dict(prior="/etc"), "Unknown prior '/etc'; this server offers embedded."),
     (dict(guidance="csd", guidance_scale=7.5), "csd has no guidance scale; leave the field empty."),
     (dict(guidance_scale=0), "Guidance scale must be above 0 and at most 1000, got 0."),
     (dict(guidance="vsd", particles=0), "Particles must be between 1 and 4, got 0."),
     (dict(guidance="vsd", particles=5), "Particles must be between 1 and 4, got 5."),
-    (dict(particles=2), "Several particles need VSD guidance (they share its LoRA); sds trains one asset."),
+    (dict(particles=2), "2 particles need the vsd guidance (they share its LoRA); sds trains one asset"),
 ])
 def test_requests_outside_the_limits_are_rejected_with_one_line(empty_runner, changes, message):
     request = RunRequest(**{"prompt": "a red mug", "steps": 5, **changes})

@@ -147,7 +147,7 @@ def test_bad_input_is_a_clear_message_on_the_page(browser, server):
     url, runner = server
     before = set(runner.runs_dir.iterdir())
     _start(browser, url, "", steps=20)
-    _wait_for(lambda: "Please enter a prompt." in browser.find_element(By.TAG_NAME, "body").text, 30, "the error")
+    _wait_for(lambda: "the prompt is empty" in browser.find_element(By.TAG_NAME, "body").text, 30, "the error")
     assert set(runner.runs_dir.iterdir()) == before
 
 

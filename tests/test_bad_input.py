@@ -109,7 +109,7 @@ BAD_FLAGS = {
     ("--guidance", "magic"): "unknown guidance 'magic'",
     ("--negative-prompt", "y" * 98000): "negative_prompt is 98000 characters long",
     ("--init-from", "/nonexistent/run"): "is not a run directory",
-    ("--particles", "2"): "--particles needs --guidance vsd",
+    ("--particles", "2"): "2 particles need the vsd guidance",
     ("--preset", "nope"): "unknown preset 'nope'",
     ("--config", "/nonexistent/config.json"): "no such config file",
     ("--bogus",): "unrecognized arguments: --bogus",
@@ -301,7 +301,7 @@ WEB_CASES = {
     "huge seed": ({"seed": 2**64}, "Seed must be between 0"),
     "zero steps": ({"steps": 0}, "Steps must be between 1"),
     "unknown prior": ({"prior": "some-unknown-name"}, "Unknown prior"),
-    "unknown guidance": ({"guidance": "magic"}, "Unknown guidance"),
+    "unknown guidance": ({"guidance": "magic"}, "unknown guidance"),
 }
 
 

@@ -127,7 +127,7 @@ def test_particle_count_and_its_errors(tmp_path, capsys):
     with pytest.raises(ValueError, match="at least 1"):
         particle_count(config(tmp_path, particles=0))
     assert main(["generate", "a red mug", "--particles", "2", "--out", str(tmp_path)]) == 2
-    assert "--particles needs --guidance vsd" in capsys.readouterr().err
+    assert "2 particles need the vsd guidance" in capsys.readouterr().err
     assert main(["generate", "a red mug", "--guidance", "vsd", "--particles", "0", "--out", str(tmp_path)]) == 2
 
 

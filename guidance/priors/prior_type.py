@@ -15,14 +15,33 @@ hub id is read from the local hub cache when its model_index.json is there; othe
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+from sds3d.errors import InputError
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # a Hugging Face hub id: org/name
 PRIOR_TYPES = {"embedded": "embedded micro-world prior", "sd": "Stable Diffusion", "if": "DeepFloyd IF"}
 
 
 def is_local(spec: str) -> bool:
     """A path rather than a hub id: starts with '.', '/' or '~', or exists."""
     return spec.startswith((".", "/", "~")) or Path(spec).expanduser().exists()
+
+
+def check_prior_spec(spec: str) -> None:
+    """InputError (one line) unless `spec` is "embedded", an existing folder, or a hub id `org/name`."""
+    if spec == "embedded":
+        return
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"prior {spec} is a file; give a diffusers pipeline folder, a hub id 'org/name' "
+                             f"or 'embedded'")
+        return
+    if is_local(spec) or not HUB_ID.match(spec):
+        raise InputError(f"unknown prior {spec!r}: not 'embedded', not an existing folder and not a hub id "
+                         f"'org/name'")
 
 
 def prior_type(spec: str) -> str:
