@@ -147,15 +147,14 @@ def bake_textured_mesh(vertices: torch.Tensor, faces: torch.Tensor, color_fn: Co
 
 def surface_of(representation, resolution: int = 128, bound: float = 0.6, max_faces: int = 20000,
                method: str = "marching-cubes"):
-    """-> (vertices [V, 3], faces [F, 3], colour_fn) of a Mesh, DMTet, NeRF or Gaussians (see the
-    module docstring); NeRF and Gaussians are meshed on a `resolution` grid over [-bound, bound]^3,
-    Gaussians by `method` (`SURFACE_METHODS`): marching cubes of their density, or open3d's
+    """-> (vertices [V, 3], faces [F, 3], colour_fn) of a DMTet, NeRF or Gaussians (see the module
+    docstring), or of any other representation's `to_mesh` (a Mesh is its own); NeRF and Gaussians
+    are meshed on a `resolution` grid over [-bound, bound]^3, Gaussians by `method` (`SURFACE_METHODS`): marching cubes of their density, or open3d's
     Poisson reconstruction or TSDF fusion of their rendered depth (`poisson_surface`, `tsdf_surface`)."""
     from sds3d.representations.convert import (DENSITY_SMOOTHING, SURFACE_METHODS, gaussian_colors_at,
                                                gaussians_surface, poisson_surface, tsdf_surface)
     from sds3d.representations.dmtet import DMTet
     from sds3d.representations.gaussians import Gaussians
-    from sds3d.representations.mesh import Mesh
     from sds3d.representations.nerf import NeRF
 
     if method not in SURFACE_METHODS:
@@ -163,9 +162,6 @@ def surface_of(representation, resolution: int = 128, bound: float = 0.6, max_fa
     if method != "marching-cubes" and not isinstance(representation, Gaussians):
         raise ValueError(f"--method {method} meshes 3D Gaussians; a {type(representation).__name__} uses marching-cubes")
 
-    if isinstance(representation, Mesh):
-        return (representation.vertices.detach(), representation.faces,
-                lambda points, face, bary: representation.colors_at(face, bary))
     if isinstance(representation, DMTet):
         with torch.no_grad():
             vertices, faces = representation.extract_mesh()
@@ -184,7 +180,8 @@ def surface_of(representation, resolution: int = 128, bound: float = 0.6, max_fa
             return gaussian_colors_at(representation, points, min_scale=min_scale)
 
         return vertices, faces, color_fn
-    raise TypeError(f"cannot export a {type(representation).__name__}; use bake_textured_mesh with a colour function")
+    mesh = representation.to_mesh(resolution, bound)  # a Mesh is itself; any other representation its surface
+    return mesh.vertices.detach(), mesh.faces, lambda points, face, bary: mesh.colors_at(face, bary)
 
 
 def export_textured(representation, path, texture_size: int = 1024, padding: int = 8, resolution: int = 128,
