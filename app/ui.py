@@ -9,6 +9,7 @@ from sds3d.guidance.registry import GUIDANCE
 from sds3d.representations.registry import REPRESENTATIONS
 from sds3d.world import canonical_caption
 
+from .edit_tab import add_edit_tab
 from .runner import InputError, Run, Runner, RunRequest, Snapshot, default_guidance_scale
 
 CSS = "#turntable img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
@@ -163,8 +164,12 @@ def build_ui(runner: Runner, concurrency: int = 1, queue_size: int = 16) -> gr.B
         mesh_button.click(make_mesh, last_run, files, concurrency_limit=concurrency, concurrency_id="work",
                           api_name="mesh")
         stop_button.click(stop, None, None, queue=False, api_name="stop")
-    demo.queue(max_size=queue_size)
-    return demo
+    with gr.Blocks(title="sds3d — text to 3D", analytics_enabled=False) as page:  # the Generate and Edit tabs
+        with gr.Tab("Generate", id="generate", elem_id="generate-tab"):
+            demo.render()
+        add_edit_tab(runner, concurrency, generated=last_run)
+    page.queue(max_size=queue_size)
+    return page
 
 
 def serve(demo: gr.Blocks, host: str, port: int, share: bool = False, allowed_paths: list[str] = (),
