@@ -1,5 +1,7 @@
 """Prior adaptation on retrieved assets (sds3d.retrieval.adapt) with tiny random embedded priors."""
 
+import copy
+
 import pytest
 import torch
 
@@ -54,7 +56,7 @@ def test_a_zero_initialised_lora_leaves_the_prior_exactly_as_it_was(prior, asset
 
 
 def test_the_merged_unet_computes_what_the_active_adapter_computes(prior):
-    lora_unet = add_lora(__import__("copy").deepcopy(prior.unet), rank=4)
+    lora_unet = add_lora(copy.deepcopy(prior.unet), rank=4)
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for name, param in lora_unet.named_parameters():
