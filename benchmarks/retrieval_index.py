@@ -4,9 +4,12 @@ For libraries of N unit vectors (D = 384, the caption embeddings' width; cluster
 embeddings: a mixture of N / 100 directions with spread 0.5) it times one query at a time (median), as
 retrieval asks, for exact NumPy search, faiss `IndexFlatIP` and faiss `IndexIVFFlat`
 (`sds3d.retrieval.search`: about 4 sqrt(N) cells, `ivf_nprobe` of them scanned), on one thread; IVF's
-recall@10 is measured against the exact top 10. IVF "wins" at a size when its query time plus its
-k-means training amortised over 1,000 queries is below the flat index's query time, at recall@10
->= 0.95. Rows go to benchmarks/results/retrieval_index/sizes.jsonl; the last line printed is JSON.
+recall@10 is measured against the exact top 10. Two verdicts per size, both at recall@10 >= 0.95:
+`ivf_faster_per_query` (the IVF index trained once, when the library is built, and kept: what
+`sds3d library build` does from `IVF_MIN_SIZE` captions) and `ivf_wins_amortised` (query time
+plus k-means training amortised over 1,000 queries below the flat query time: an IVF index trained
+afresh for each process). Rows go to benchmarks/results/retrieval_index/sizes.jsonl; the last line
+printed is JSON.
 
     python benchmarks/retrieval_index.py [--sizes 1000,10000,...] [--queries 200]
 """
@@ -92,10 +95,12 @@ def main() -> None:
         row["ivf_build_s"] = time.perf_counter() - start
         row["ivf_cells"], row["ivf_nprobe"] = ivf_cells(n), ivf.index.nprobe
         row["ivf_query_ms"], ivf_ids = time_queries(ivf, queries, args.k)
-        row["flat_matches_numpy"] = bool((flat_ids == exact).all())
+        row["flat_agrees_with_numpy"] = float((flat_ids == exact).mean())  # < 1 only by near-ties
         row["ivf_recall_at_k"] = float(np.mean([len(set(a) & set(b)) / args.k for a, b in zip(ivf_ids, exact)]))
+        accurate = row["ivf_recall_at_k"] >= MIN_RECALL
+        row["ivf_faster_per_query"] = bool(row["ivf_query_ms"] < row["flat_query_ms"] and accurate)
         amortised = row["ivf_query_ms"] + row["ivf_build_s"] / AMORTISED_QUERIES
-        row["ivf_wins"] = bool(amortised < row["flat_query_ms"] and row["ivf_recall_at_k"] >= MIN_RECALL)
+        row["ivf_wins_amortised"] = bool(amortised < row["flat_query_ms"] and accurate)
         for key in ("numpy_query_ms", "flat_query_ms", "ivf_query_ms"):
             row[key] = round(row[key] * 1000, 4)
         for key in ("flat_build_s", "ivf_build_s"):
@@ -105,12 +110,15 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with open(RESULTS, "w") as handle:
         handle.writelines(json.dumps(row) + "\n" for row in rows)
-    winning = [row["n"] for row in rows if row["ivf_wins"]]
-    first = next((n for n in winning if all(r["ivf_wins"] for r in rows if r["n"] >= n)), None)
-    print(json.dumps({"cpu": cpu, "ivf_wins_from": first, "sizes": [row["n"] for row in rows],
+    def first_from(verdict):  # the smallest size from which IVF wins at every measured size
+        return next((row["n"] for row in rows if all(r[verdict] for r in rows if r["n"] >= row["n"])), None)
+
+    print(json.dumps({"cpu": cpu, "ivf_faster_per_query_from": first_from("ivf_faster_per_query"),
+                      "ivf_wins_amortised_from": first_from("ivf_wins_amortised"), "sizes": [row["n"] for row in rows],
                       "flat_query_ms": [row["flat_query_ms"] for row in rows],
                       "ivf_query_ms": [row["ivf_query_ms"] for row in rows],
                       "numpy_query_ms": [row["numpy_query_ms"] for row in rows],
+                      "ivf_build_s": [row["ivf_build_s"] for row in rows],
                       "ivf_recall_at_k": [row["ivf_recall_at_k"] for row in rows]}))
 
 

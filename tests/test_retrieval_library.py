@@ -281,3 +281,26 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys, args, message):
     assert main(["library", *[a.format(**paths) for a in args]]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_large_libraries_keep_a_trained_ivf_index(library, tmp_path, monkeypatch):
+    pytest.importorskip("faiss")
+    from sds3d.retrieval import search as search_module
+
+    folder = tmp_path / "lib"
+    shutil.copytree(library[0], folder)
+    monkeypatch.setattr(search_module, "IVF_MIN_SIZE", 4)  # this library counts as large
+    with pytest.warns(SkippedAssetWarning):
+        build_index(folder, progress=False)
+    assert (folder / "library_index" / "captions.ivf").is_file()
+    index = LibraryIndex.load(folder)
+    query = TextEmbedder().embed(["a chair"])[0]
+    assert index.caption_search("auto").method == "ivf"
+    (ivf_rows, ivf_scores), (rows, scores) = (zip(*index_module.search_captions(index, query, 2, method=m))
+                                              for m in ("auto", "numpy"))
+    assert ivf_rows == rows and ivf_scores == pytest.approx(scores, abs=1e-5)
+    monkeypatch.setattr(search_module, "IVF_MIN_SIZE", 30_000)  # small again: exact search, file gone
+    with pytest.warns(SkippedAssetWarning):
+        build_index(folder, progress=False)
+    assert not (folder / "library_index" / "captions.ivf").exists()
+    assert LibraryIndex.load(folder).caption_search("auto").method == "flat"

@@ -6,6 +6,8 @@
   `image_views` [N, V, 256] (each asset rendered from the V = 12 views of
   `library.VIEW_AZIMUTHS`, `embedders.ImageEmbedder`), `image` [N, 256] (their mean, unit length)
   and `front_probability` [N, V] (the evaluator's view head: how much each view looks like a front);
+- `captions.ivf`, from `search.IVF_MIN_SIZE` assets when faiss is installed: a trained faiss IVF
+  index of the caption embeddings, which searches then use (smaller libraries are searched exactly);
 - `manifest.json`: the format version, the text encoder's and the image embedder's names, the
   views, and per asset (row order) its file, caption, tags, content hash (`library.content_hash`)
   and type (mesh | gaussians); plus the sha256 of the embeddings file.
@@ -33,6 +35,8 @@ import torch
 
 from sds3d.errors import InputError, first_line
 
+from . import search as search_module
+
 from .library import (INDEX_DIR, IMAGE_RESOLUTION, RENDER_RESOLUTION, VIEW_AZIMUTHS, VIEW_ELEVATION, VIEW_FOVY,
                       VIEW_RADIUS, LibraryEntry, content_hash, is_gaussian_ply, library_dir, load_asset, read_entries,
                       render_views, uncaptioned_files, warn_skipped)
@@ -40,6 +44,7 @@ from .library import (INDEX_DIR, IMAGE_RESOLUTION, RENDER_RESOLUTION, VIEW_AZIMU
 INDEX_FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 EMBEDDINGS_FILE = "embeddings.safetensors"
+CAPTION_IVF_FILE = "captions.ivf"
 VIEWS = {"elevation": VIEW_ELEVATION, "azimuths": list(VIEW_AZIMUTHS), "radius": VIEW_RADIUS, "fovy": VIEW_FOVY,
          "render_resolution": RENDER_RESOLUTION, "resolution": IMAGE_RESOLUTION}
 
@@ -96,6 +101,29 @@ class LibraryIndex:
         self.image_views = tensors["image_views"]
         self.front_probability = tensors["front_probability"]
         self.azimuths = tuple(float(a) for a in manifest["views"]["azimuths"])
+        self._caption_searches: dict[str, object] = {}
+
+    def caption_search(self, method: str = "auto"):
+        """The `search.VectorSearch` over the caption embeddings (made once per method and kept).
+        "auto": the IVF index saved with the library when there is one (and faiss), else exact
+        search (faiss flat, or NumPy without faiss); "ivf" without a saved one trains it here."""
+        from .search import VectorSearch, faiss_available
+
+        if method not in self._caption_searches:
+            saved = self.manifest.get("caption_ivf")
+            if method in ("auto", "ivf") and saved and faiss_available():
+                import faiss
+
+                path = index_dir(self.folder) / saved["file"]
+                if not path.is_file() or _sha256(path) != saved["sha256"]:
+                    raise InputError(f"{path}: missing or does not match {MANIFEST_FILE}; rebuild it with "
+                                     f"`sds3d library build {self.folder}`")
+                search = VectorSearch.from_faiss(self.text.numpy(), faiss.read_index(str(path)))
+            else:
+                search = VectorSearch(self.text.numpy(), ("flat" if faiss_available() else "numpy")
+                                      if method == "auto" else method)
+            self._caption_searches[method] = search
+        return self._caption_searches[method]
 
     def __len__(self) -> int:
         return len(self.assets)
@@ -223,22 +251,29 @@ def build_index(library: str | Path, text_embedder=None, image_embedder=None, pr
     directory = report.index_dir
     directory.mkdir(exist_ok=True)
     _write_atomic(directory / EMBEDDINGS_FILE, lambda path: save_file(tensors, str(path)))
+    caption_ivf = None
+    if len(kept) >= search_module.IVF_MIN_SIZE and search_module.faiss_available():
+        import faiss
+
+        trained = search_module.VectorSearch(tensors["text"].numpy(), "ivf")
+        _write_atomic(directory / CAPTION_IVF_FILE, lambda path: faiss.write_index(trained.index, str(path)))
+        caption_ivf = {"file": CAPTION_IVF_FILE, "sha256": _sha256(directory / CAPTION_IVF_FILE)}
     manifest = {"format_version": INDEX_FORMAT_VERSION, "text_encoder": text_embedder.name,
                 "image_embedder": image_embedder.name, "views": VIEWS, "embeddings": EMBEDDINGS_FILE,
-                "embeddings_sha256": _sha256(directory / EMBEDDINGS_FILE),
+                "embeddings_sha256": _sha256(directory / EMBEDDINGS_FILE), "caption_ivf": caption_ivf,
                 "assets": [{"file": entry.file, "caption": entry.caption, "tags": entry.tags, "sha256": digest,
                             "type": kind} for entry, digest, kind in kept]}
     _write_atomic(directory / MANIFEST_FILE, lambda path: path.write_text(json.dumps(manifest, indent=1)))
+    if caption_ivf is None:
+        (directory / CAPTION_IVF_FILE).unlink(missing_ok=True)  # from a larger library, no longer used
     return report
 
 
 def search_captions(index: LibraryIndex, query: torch.Tensor, k: int, method: str = "auto") -> list[tuple[int, float]]:
     """The k rows whose caption embeddings are nearest `query` [384] (unit): [(row, cosine)], best first."""
-    from .search import VectorSearch
-
-    scores, ids = VectorSearch(index.text.numpy(), method).search(query.reshape(1, -1).numpy(), k)
+    scores, ids = index.caption_search(method).search(query.reshape(1, -1).numpy(), k)
     return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
 
-__all__ = ["INDEX_FORMAT_VERSION", "MANIFEST_FILE", "EMBEDDINGS_FILE", "VIEWS", "IndexedAsset", "BuildReport",
+__all__ = ["INDEX_FORMAT_VERSION", "MANIFEST_FILE", "EMBEDDINGS_FILE", "CAPTION_IVF_FILE", "VIEWS", "IndexedAsset", "BuildReport",
            "LibraryIndex", "index_dir", "build_index", "search_captions"]

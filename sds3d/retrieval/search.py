@@ -3,10 +3,16 @@
 Methods: "flat" (faiss `IndexFlatIP`, exact), "ivf" (faiss `IndexIVFFlat`: k-means cells, only the
 `nprobe` nearest cells are scanned; approximate), "numpy" (exact, a matrix product and a partial
 sort). "auto" picks flat below `IVF_MIN_SIZE` vectors and IVF from there on when faiss is
-installed, NumPy otherwise. `IVF_MIN_SIZE` comes from `benchmarks/retrieval_index.py`: the library
-size from which IVF answers a query faster than the flat index at recall@10 >= 0.95, counting its
-k-means training amortised over 1,000 queries (results in benchmarks/results/retrieval_index/).
-faiss is the optional extra `retrieval` (`pip install faiss-cpu`).
+installed, NumPy otherwise. faiss is the optional extra `retrieval` (`pip install faiss-cpu`).
+
+`IVF_MIN_SIZE` from `benchmarks/retrieval_index.py` (one thread, a shared AMD EPYC, results in
+benchmarks/results/retrieval_index/): a trained IVF index answers faster than the flat one at every
+size measured (1,000-200,000 vectors of 384, recall@10 = 1.0), but below 30,000 both take under 2 ms
+(flat 0.3 ms at 10,000, against seconds for the rest of retrieval), and training costs 12 s at
+30,000 and 140 s at 100,000 (flat then takes 90 ms a query). Trained afresh per process it never
+paid off over 1,000 queries, so a library index trains it once, at build time, from 30,000
+captions (`index.build_index`), where the flat scan starts to cost milliseconds and the training
+is small beside rendering that many assets.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import math
 import numpy as np
 
 METHODS = ("auto", "flat", "ivf", "numpy")
-IVF_MIN_SIZE = 50_000
+IVF_MIN_SIZE = 30_000
 
 
 def faiss_available() -> bool:
@@ -69,6 +75,16 @@ class VectorSearch:
             self.index.add(self.vectors)
             self.index.nprobe = nprobe or ivf_nprobe(cells)
             self._quantizer = quantizer  # faiss does not own it: keep it alive
+
+    @classmethod
+    def from_faiss(cls, vectors, index, method: str = "ivf") -> "VectorSearch":
+        """A search over a faiss index trained and filled before (e.g. read from disk) on `vectors`."""
+        search = cls.__new__(cls)
+        search.vectors = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
+        if index.ntotal != len(search.vectors) or index.d != search.vectors.shape[1]:
+            raise ValueError(f"the faiss index holds {index.ntotal} x {index.d}, not {search.vectors.shape}")
+        search.method, search.index = method, index
+        return search
 
     def __len__(self) -> int:
         return self.vectors.shape[0]
