@@ -1,7 +1,6 @@
 """Text queries on feature fields: relevancy, masks, errors, highlight renders, extract / delete /
 recolour, and the `sds3d select` / `sds3d distill-features` commands."""
 
-import json
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ from feature_teachers import ColourTeacher, iou
 from sds3d.cli import main
 from sds3d.errors import InputError
 from sds3d.features.distill import DistillConfig, distillation_cameras, fit_field
-from sds3d.features.field import attach_field, feature_field_of, field_for
+from sds3d.features.field import attach_field, field_for
 from sds3d.features.operations import delete, extract, parse_color, recolour
 from sds3d.features.part_oracle import PartOracle, part_gaussians
 from sds3d.features.select import relevancy, render_highlight, select_points
@@ -180,3 +179,18 @@ def test_recolour_a_run_into_a_new_run(tmp_path, monkeypatch):
     torch.testing.assert_close(edited.params["sh0"][~mask], gaussians.params["sh0"][~mask])
     load_with_features(out)  # the field came along and still fits
     assert main(["select", str(run), "--query", "blue", "--recolour", "red", "--out", str(out)]) == 2  # not empty
+
+
+def test_mesh_operations_keep_whole_faces():
+    from sds3d.representations import Mesh
+    from sds3d.world import make_object
+
+    mesh = Mesh.from_trimesh(make_object("mug", "red").mesh)
+    upper = mesh.vertices[:, 2] > 0
+    top, bottom = extract(mesh, upper), delete(mesh, upper)
+    inside = upper[mesh.faces].all(-1)
+    assert len(top.faces) == int(inside.sum()) and len(bottom.faces) == int((~inside).sum())
+    assert (top.vertices[:, 2] > 0).all()
+    recolour(mesh, upper, "#00ff00")
+    assert torch.equal(mesh.vertex_colors[upper], torch.tensor([0.0, 1.0, 0.0]).expand(int(upper.sum()), 3))
+    assert not torch.equal(mesh.vertex_colors[~upper][0], torch.tensor([0.0, 1.0, 0.0]))

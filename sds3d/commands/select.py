@@ -127,6 +127,12 @@ def run(args) -> int:
 
         teacher = load_feature_teacher(args.teacher)
     asset = load_with_features(source)
+    if out is not None and out.suffix.lower() in (".glb", ".gltf", ".obj"):
+        from sds3d.export import require_mesh_tools
+        from sds3d.representations import Gaussians
+
+        if isinstance(asset, Gaussians):  # meshed by marching cubes, unwrapped, baked
+            require_mesh_tools("nerf")
     mask = select_points(asset, args.query, teacher=teacher, threshold=args.threshold)
     if args.highlight:
         save_png(image_grid(render_highlight(asset, mask), columns=4), args.highlight)

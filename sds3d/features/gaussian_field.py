@@ -13,7 +13,7 @@ from torch import nn
 from sds3d.cameras import Cameras
 from sds3d.cuda.gaussian_rasterizer import rasterize_gaussians
 from sds3d.errors import InputError
-from .field import FeatureField
+from .field_base import FeatureField
 
 
 class GaussianFeatureField(FeatureField):

@@ -14,7 +14,7 @@ from sds3d.cameras import Cameras
 from sds3d.errors import InputError
 from sds3d.representations.nerf import MLP, NeRF
 from sds3d.representations.volume_rendering import camera_rays, ray_box, render_weights, stratified_samples
-from .field import FeatureField
+from .field_base import FeatureField
 
 
 class NeRFFeatureField(FeatureField):

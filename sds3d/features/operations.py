@@ -83,7 +83,11 @@ def _subset_mesh(mesh, keep_vertex: torch.Tensor, all_selected: bool):
     used, remap = torch.unique(faces, return_inverse=True)
     colors = None if mesh.vertex_colors is None else mesh.vertex_colors.detach()[used]
     kwargs = {"vertex_colors": colors} if mesh.texture is None else {"uvs": mesh.uvs[used], "texture": mesh.texture.detach()}
-    return Mesh(mesh.vertices.detach()[used], remap.reshape(-1, 3), config=copy.deepcopy(mesh.config), **kwargs)
+    out = Mesh(mesh.vertices.detach()[used], remap.reshape(-1, 3), config=copy.deepcopy(mesh.config), **kwargs)
+    field = mesh.__dict__.get(ATTRIBUTE)
+    if field is not None:  # a surface field is a function of position: it fits the subset as well
+        object.__setattr__(out, ATTRIBUTE, copy.deepcopy(field))
+    return out
 
 
 def _points(representation) -> int:

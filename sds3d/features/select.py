@@ -121,7 +121,7 @@ def render_highlight(representation, mask: torch.Tensor, cameras: Cameras | None
     """uint8 [B, H, W, 3]: the asset with the points in `mask` tinted and the others dimmed (default:
     4 turntable views at 192 px). Gaussians and meshes recolour their points; a NeRF (whose points
     are grid cells) blends the tint by the nearest cell's mask at each visible surface point."""
-    from sds3d.representations import Gaussians, Mesh, NeRF
+    from sds3d.representations import Gaussians, Mesh
 
     from .operations import copy_asset
 

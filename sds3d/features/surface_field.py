@@ -15,7 +15,7 @@ from sds3d.errors import InputError
 from sds3d.representations.dmtet import BoxHashGrid, DMTet
 from sds3d.representations.mesh import Mesh
 from sds3d.representations.nerf import MLP
-from .field import FeatureField
+from .field_base import FeatureField
 
 
 def surface_of(representation) -> tuple[torch.Tensor, torch.Tensor]:
