@@ -149,8 +149,9 @@ def surface_of(representation, resolution: int = 128, bound: float = 0.6, max_fa
                method: str = "marching-cubes"):
     """-> (vertices [V, 3], faces [F, 3], colour_fn) of a DMTet, NeRF or Gaussians (see the module
     docstring), or of any other representation's `to_mesh` (a Mesh is its own); NeRF and Gaussians
-    are meshed on a `resolution` grid over [-bound, bound]^3, Gaussians by `method` (`SURFACE_METHODS`): marching cubes of their density, or open3d's
-    Poisson reconstruction or TSDF fusion of their rendered depth (`poisson_surface`, `tsdf_surface`)."""
+    are meshed on a `resolution` grid over [-bound, bound]^3, Gaussians by `method` (`SURFACE_METHODS`):
+    marching cubes of their density, or open3d's Poisson reconstruction or TSDF fusion of their rendered
+    depth (`poisson_surface`, `tsdf_surface`)."""
     from sds3d.representations.convert import (DENSITY_SMOOTHING, SURFACE_METHODS, gaussian_colors_at,
                                                gaussians_surface, poisson_surface, tsdf_surface)
     from sds3d.representations.dmtet import DMTet
