@@ -69,7 +69,7 @@ def main() -> None:
     from sds3d.retrieval.search import VectorSearch, ivf_cells
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,3000,10000,30000,100000,200000")
+    parser.add_argument("--sizes", default="1000,3000,10000,30000,100000")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)

@@ -5,14 +5,14 @@ Methods: "flat" (faiss `IndexFlatIP`, exact), "ivf" (faiss `IndexIVFFlat`: k-mea
 sort). "auto" picks flat below `IVF_MIN_SIZE` vectors and IVF from there on when faiss is
 installed, NumPy otherwise. faiss is the optional extra `retrieval` (`pip install faiss-cpu`).
 
-`IVF_MIN_SIZE` from `benchmarks/retrieval_index.py` (one thread, a shared AMD EPYC, results in
+`IVF_MIN_SIZE` from `benchmarks/retrieval_index.py` (one thread of a shared AMD EPYC, results in
 benchmarks/results/retrieval_index/): a trained IVF index answers faster than the flat one at every
-size measured (1,000-200,000 vectors of 384, recall@10 = 1.0), but below 30,000 both take under 2 ms
-(flat 0.3 ms at 10,000, against seconds for the rest of retrieval), and training costs 12 s at
-30,000 and 140 s at 100,000 (flat then takes 90 ms a query). Trained afresh per process it never
-paid off over 1,000 queries, so a library index trains it once, at build time, from 30,000
-captions (`index.build_index`), where the flat scan starts to cost milliseconds and the training
-is small beside rendering that many assets.
+size measured (1,000-100,000 vectors of 384, recall@10 = 1.0), but below 30,000 both take well
+under 2 ms (flat 0.25 ms at 10,000, against seconds for the rest of retrieval), while training
+costs 18 s at 30,000 and 139 s at 100,000 (where flat takes 91 ms a query). Trained afresh per
+process it rarely paid off within 1,000 queries, so a library index trains it once, at build time,
+from 30,000 captions (`index.build_index`), where the flat scan starts to cost milliseconds and the
+training is small beside rendering that many assets.
 """
 
 from __future__ import annotations
