@@ -22,7 +22,7 @@ def mug():
     """The micro-world mug as 2000 Gaussians with their true parts, distilled from the part oracle."""
     oracle = PartOracle("mug")
     gaussians, parts = part_gaussians("mug", count=2000)
-    config = DistillConfig(steps=20)
+    config = DistillConfig(steps=20, resolution=64, views_per_step=4)
     field = field_for(gaussians, oracle.dim, 8, oracle.name)
     cameras = distillation_cameras(gaussians.means, config.views, config.resolution)
     losses = fit_field(gaussians, field, cameras, oracle.part_features(cameras), config, progress=False)
@@ -71,7 +71,7 @@ def test_distillation_leaves_gaussian_geometry_bit_identical_and_selects_by_colo
         blue = torch.tensor((0.12, 0.28, 0.92))
         gaussians.params["sh0"][parts == 1] = ((blue - 0.5) / 0.28209479177387814)[None, None]
     before = _geometry(gaussians)
-    result = distill_features(gaussians, ColourTeacher(), DistillConfig(steps=10, latent_dim=4), progress=False)
+    result = distill_features(gaussians, ColourTeacher(), DistillConfig(steps=10, latent_dim=4, resolution=64), progress=False)
     after = gaussians.state_dict()
     assert before.keys() == after.keys()  # the field is not a submodule
     for name, value in before.items():

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def mug():
     oracle = PartOracle("mug")
     gaussians, parts = part_gaussians("mug", count=2000)
-    config = DistillConfig(steps=0)
+    config = DistillConfig(steps=0, resolution=64)
     field = field_for(gaussians, oracle.dim, 8, oracle.name)
     cameras = distillation_cameras(gaussians.means, config.views, config.resolution)
     fit_field(gaussians, field, cameras, oracle.part_features(cameras), config, progress=False)
@@ -118,7 +118,7 @@ def test_library_three_lines_and_cli(mug, tmp_path, monkeypatch):
     ply = tmp_path / "mug.ply"
     source.save_ply(ply)
     monkeypatch.setattr("sds3d.features.load.load_feature_teacher", lambda path=None: ColourTeacher())
-    assert main(["distill-features", str(ply), "--steps", "0", "--dim", "4", "--views", "12", "--quiet"]) == 0
+    assert main(["distill-features", str(ply), "--steps", "0", "--dim", "4", "--views", "12", "--resolution", "64", "--quiet"]) == 0
     assert (tmp_path / "mug_features" / "colour-teacher-d4.safetensors").is_file()
 
     from sds3d.features.assets import load_with_features
@@ -168,7 +168,7 @@ def test_recolour_a_run_into_a_new_run(tmp_path, monkeypatch):
     save_json(GenerateConfig(out=str(run)), run / "config.json")
     torch.save({"representation": gaussians.state_dict()}, run / "checkpoint.pt")
     monkeypatch.setattr("sds3d.features.load.load_feature_teacher", lambda path=None: ColourTeacher())
-    assert main(["distill-features", str(run), "--steps", "0", "--views", "9", "--quiet"]) == 0
+    assert main(["distill-features", str(run), "--steps", "0", "--views", "9", "--resolution", "48", "--quiet"]) == 0
     out = tmp_path / "run2"
     assert main(["select", str(run), "--query", "blue", "--recolour", "yellow", "--out", str(out)]) == 0
     assert {"config.json", "checkpoint.pt", "asset.ply", "preview.png", "features"} <= {p.name for p in out.iterdir()}

@@ -11,11 +11,11 @@ def add_command(subparsers) -> None:
                     "saved as RUN/features/<teacher>-d<dim>.safetensors (x.ply: x_features/ beside it).")
     parser.add_argument("asset", metavar="RUN_DIR", help="run directory, 3DGS .ply, or .glb/.gltf/.obj mesh")
     parser.add_argument("--teacher", default=None, help="teacher folder (default: the shipped part teacher)")
-    parser.add_argument("--steps", type=int, default=None, help="optimisation steps after the lift (default 30)")
+    parser.add_argument("--steps", type=int, default=None, help="optimisation steps after the lift (default 20)")
     parser.add_argument("--dim", type=int, default=None, help="latent channels per point, decoded to the teacher's "
                                                                "width (default 16)")
     parser.add_argument("--views", type=int, default=None, help="teacher views (default 24)")
-    parser.add_argument("--resolution", type=int, default=None, help="render size the teacher sees (default 64)")
+    parser.add_argument("--resolution", type=int, default=None, help="render size the teacher sees (default 128)")
     parser.add_argument("--loss", default=None, help="l1 (default) | l2 | cosine")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)

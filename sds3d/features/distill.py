@@ -39,11 +39,11 @@ LOSSES = ("l1", "l2", "cosine")
 
 @dataclass
 class DistillConfig:
-    steps: int = 30  # after the lift (which does most of the work for Gaussians; see above)
+    steps: int = 20  # after the lift (which does most of the work for Gaussians; see above)
     latent_dim: int = 16  # d: stored channels per point (capped at the teacher's width)
     views: int = 24  # teacher views, rendered once
-    resolution: int = 64  # renders the teacher sees
-    views_per_step: int = 4
+    resolution: int = 128  # renders the teacher sees; coarser teacher maps are upsampled to it
+    views_per_step: int = 2
     lr: float | None = None  # latents / feature head; None = the field's `learning_rate`
     decoder_lr: float = 1e-3
     loss: str = "l1"  # l1 | l2 | cosine
