@@ -166,14 +166,14 @@ def _without_densification(representation: Representation) -> None:
 
 
 def _attach_run_field(source, representation: Representation) -> None:
-    """A text region on a run directory: attach the feature field distilled into it (the first
-    `*.safetensors` in the run or its features/ folder), unless the asset carries one already."""
+    """A text region on a run directory or .ply: attach the newest feature field saved beside it
+    (`sds3d.features.assets`), unless the asset carries one already."""
+    from sds3d.features.assets import saved_fields
     from sds3d.features.field import ATTRIBUTE, load_field
 
     if isinstance(source, Representation) or ATTRIBUTE in representation.__dict__:
         return
-    run = Path(source)
-    found = sorted((run / "features").glob("*.safetensors")) + sorted(run.glob("*.safetensors")) if run.is_dir() else []
+    found = saved_fields(source)
     if found:
         load_field(found[0], representation)
 
