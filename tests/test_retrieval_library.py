@@ -304,3 +304,17 @@ def test_large_libraries_keep_a_trained_ivf_index(library, tmp_path, monkeypatch
         build_index(folder, progress=False)
     assert not (folder / "library_index" / "captions.ivf").exists()
     assert LibraryIndex.load(folder).caption_search("auto").method == "flat"
+
+
+def test_an_asset_without_a_caption_is_skipped_by_name(library, tmp_path):
+    folder = tmp_path / "lib"
+    shutil.copytree(library[0], folder)
+    (folder / "extra").mkdir()
+    save_trimesh(make_variant("cone", "blue", 0).mesh, folder / "extra" / "cone.glb")
+    with pytest.warns(SkippedAssetWarning) as caught:
+        report = build_index(folder, progress=False)
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 2 and messages[0].startswith("broken.glb: skipped: not a readable mesh file")
+    assert messages[1].startswith("extra/cone.glb: skipped: not listed in") and messages[1].endswith(
+        "library.jsonl (add a line with its caption)")
+    assert ("extra/cone.glb" in dict(report.skipped)) and report.rendered == []
