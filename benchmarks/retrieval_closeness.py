@@ -5,11 +5,14 @@ of `--variants` shape variants per kind (`sds3d library make-microworld`, seed 7
 prior samples drawn as retrieval draws them (`sds3d.retrieval.retrieve.sample_prior`, 4 + 4
 samples, 20 DDIM steps). For each caption threshold it reports, with the kind in the library, how
 many prompts keep a candidate and how often the top result after re-ranking is of the prompt's kind
-(against the caption ranking alone); with the kind left out (leave-kind-out), how many prompts are
-rightly told "nothing close". Rows (one per prompt: the scores against every asset) go to
+(against the caption ranking alone); with the kind in the library in other colours only, how many
+keep one of that kind; with the kind left out (leave-kind-out), how many prompts are rightly told
+"nothing close". Rows (one per prompt: the scores against every asset) go to
 benchmarks/results/retrieval_closeness/prompts.jsonl; the last line printed is JSON.
+`--from-results` recomputes the verdicts from that file (the library is drawn again, without
+rendering, for the assets' kinds and colours).
 
-    python benchmarks/retrieval_closeness.py [--variants 2] [--limit 28]
+    python benchmarks/retrieval_closeness.py [--variants 2] [--limit 28] [--from-results]
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 import torch
 
 RESULTS = Path(__file__).parent / "results" / "retrieval_closeness" / "prompts.jsonl"
-THRESHOLDS = (0.6, 0.65, 0.7, 0.75)
+THRESHOLDS = tuple(round(0.6 + 0.01 * i, 2) for i in range(16))  # 0.60 ... 0.75
 
 
 def top_result(text: np.ndarray, image: np.ndarray, threshold: float, candidates: int, rerank: bool):
@@ -41,23 +44,31 @@ def main() -> None:
     from sds3d.guidance.priors.embedded_prior import EmbeddedPrior
     from sds3d.retrieval.embedders import ImageEmbedder, TextEmbedder
     from sds3d.retrieval.index import LibraryIndex, build_index
-    from sds3d.retrieval.retrieve import DEFAULT_CANDIDATES, sample_prior
+    from sds3d.retrieval.library import read_entries
+    from sds3d.retrieval.retrieve import sample_prior
     from sds3d.world import COLORS, KINDS, canonical_caption
     from sds3d.world.variants import write_microworld_library
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", type=int, default=2)
     parser.add_argument("--limit", type=int, default=len(KINDS))
+    parser.add_argument("--from-results", action="store_true", help="verdicts from the saved rows, no sampling")
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     start = time.perf_counter()
     folder = Path(tempfile.mkdtemp()) / "library"
     write_microworld_library(folder, args.variants, seed=7, progress=False)
+    tags = [entry.tags for entry in read_entries(folder)]
+    asset_kinds, asset_colors = np.array([t["kind"] for t in tags]), np.array([t["color"] for t in tags])
+    if args.from_results:
+        rows = [json.loads(line) for line in RESULTS.read_text().splitlines()]
+        print(json.dumps(verdicts(rows, asset_kinds, asset_colors, {"prompts": len(rows), "library_assets": len(tags)})))
+        return
     build_index(folder, progress=False)
     index = LibraryIndex.load(folder)
     text_embedder, image_embedder, prior = TextEmbedder(), ImageEmbedder(), EmbeddedPrior.load()
-    asset_kinds = np.array([asset.tags["kind"] for asset in index.assets])
+    assert [asset.tags for asset in index.assets] == tags
     rng = np.random.default_rng(0)
     rows = []
     for i, kind in enumerate(list(KINDS)[:args.limit]):
@@ -72,10 +83,21 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with open(RESULTS, "w") as handle:
         for row in rows:
-            handle.write(json.dumps({**row, "asset_kinds": asset_kinds.tolist()}) + "\n")
+            handle.write(json.dumps({**row, "asset_kinds": asset_kinds.tolist(), "asset_colors": asset_colors.tolist()})
+                         + "\n")
     summary = {"prompts": len(rows), "library_assets": len(index), "seconds": round(time.perf_counter() - start, 1)}
+    print(json.dumps(verdicts(rows, asset_kinds, asset_colors, summary)))
+
+
+def verdicts(rows: list[dict], asset_kinds: np.ndarray, asset_colors: np.ndarray, summary: dict) -> dict:
+    """Per caption threshold: prompts keeping a candidate (kind present; kind present in other
+    colours only: `kind_other_colour_kept` of `prompts_with_kind_in_other_colour`), top-1 of the
+    right kind by captions and after re-ranking, and prompts rejected with their kind left out."""
+    from sds3d.retrieval.retrieve import DEFAULT_CANDIDATES
+
     for threshold in THRESHOLDS:
-        kept = text_right = rerank_right = rejected = 0
+        kept = text_right = rerank_right = rejected = other_colour_kept = 0
+        other_colour_prompts = 0
         for row in rows:
             text, image, same = np.array(row["text"]), np.array(row["image"]), asset_kinds == row["kind"]
             by_text = top_result(text, image, threshold, DEFAULT_CANDIDATES, rerank=False)
@@ -85,9 +107,16 @@ def main() -> None:
                 text_right += bool(same[by_text])
                 rerank_right += bool(same[by_image])
             rejected += top_result(text[~same], image[~same], threshold, DEFAULT_CANDIDATES, rerank=True) is None
+            colour = row["prompt"].split()[1]
+            other_colour = same & (asset_colors != colour)
+            if other_colour.any():
+                other_colour_prompts += 1
+                other_colour_kept += bool(text[other_colour].max() >= threshold)
         summary[f"{threshold:.2f}"] = {"kind_present_kept": kept, "top1_kind_text_only": text_right,
-                                       "top1_kind_reranked": rerank_right, "kind_absent_rejected": rejected}
-    print(json.dumps(summary))
+                                       "top1_kind_reranked": rerank_right, "kind_other_colour_kept": other_colour_kept,
+                                       "kind_absent_rejected": rejected}
+    summary["prompts_with_kind_in_other_colour"] = other_colour_prompts
+    return summary
 
 
 if __name__ == "__main__":
