@@ -15,8 +15,6 @@ errors shown on the page.
 `EditWorkspace` does the work (no gradio); `add_edit_tab` adds the components and wiring.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import logging
 import os
@@ -550,14 +548,15 @@ def add_edit_tab(runner, concurrency: int = 1, generated=None, workspace: EditWo
         session = gr.State(EditSession())
 
     if generated is not None:
-        generated.change(remember, [session, generated], session, queue=False)
-    tab.select(refresh, [session, asset], asset, queue=False)
-    asset.input(pick, [session, asset], [source_prompt, selection, status], queue=False)
+        generated.change(remember, [session, generated], session, queue=False, api_visibility="private")
+    tab.select(refresh, [session, asset], asset, queue=False, api_visibility="private")
+    asset.input(pick, [session, asset], [source_prompt, selection, status], queue=False, api_visibility="private")
     upload_box.upload(upload, [session, upload_box], [asset, source_prompt, selection, status],
                       api_name="edit_upload")
-    for trigger in (select_button.click, query.submit):
+    for trigger, name in ((select_button.click, "edit_select"), (query.submit, None)):
         trigger(show_selection, [session, asset, query], [status, selection], concurrency_limit=concurrency,
-                concurrency_id="work", show_progress_on=[status], api_name=False)
+                concurrency_id="work", show_progress_on=[status], api_name=name,
+                api_visibility="public" if name else "private")
     edit_button.click(run_edit, [session, asset, query, source_prompt, prompt, guidance, steps, seed, prior],
                       [status, selection, comparison, files, asset], concurrency_limit=concurrency,
                       concurrency_id="work", show_progress_on=[status], api_name="edit")
