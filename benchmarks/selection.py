@@ -12,7 +12,7 @@ measured over the visible Gaussians (on the object's visible surface from some v
 sampled on faces buried inside another part's solid cannot be seen by any 2D teacher) and, for
 reference, over all. One JSONL row per (kind, part, phrasing) goes to
 benchmarks/results/selection/<teacher>.jsonl, and the summary, printed last, is appended to
-results/selection/summary.jsonl: mean IoU (visible and all), per part, and distillation seconds
+summary.jsonl beside them: mean IoU (visible and all), per part, and distillation seconds
 (mean and largest, with the CPU model).
 """
 
@@ -129,7 +129,7 @@ def main() -> None:
                "distill_seconds_mean": round(sum(seconds) / len(seconds), 2),
                "distill_seconds_max": round(max(seconds), 2), "threads": args.threads, "cpu": cpu_model(),
                "results": str(out)}
-    with open(RESULTS / "summary.jsonl", "a") as stream:  # one line per run
+    with open(out.parent / "summary.jsonl", "a") as stream:  # one line per run, beside the rows
         stream.write(json.dumps(summary) + "\n")
     print(json.dumps(summary))
 
