@@ -81,7 +81,7 @@ def run_search(args) -> int:
     from sds3d.retrieval.contact_sheet import asset_thumbnail, save_contact_sheet
     from sds3d.retrieval.embedders import ImageEmbedder, TextEmbedder
     from sds3d.retrieval.index import LibraryIndex, search_captions
-    from sds3d.retrieval.retrieve import DEFAULT_CANDIDATES, retrieve
+    from sds3d.retrieval.retrieve import DEFAULT_CANDIDATES, MIN_TEXT_SCORE, retrieve
     from sds3d.validation import check_writable
 
     if args.k < 1:
@@ -111,6 +111,8 @@ def run_search(args) -> int:
             print(f"{rank:>4}  {hit.text_score:6.3f}  {hit.image_score:6.3f}  {hit.yaw_degrees:6.0f}  {file}  {hit.caption}")
             tiles.append(asset_thumbnail(hit.path, hit.yaw_degrees))
             labels.append(f"{rank}. {hit.caption}\ntext {hit.text_score:.2f} image {hit.image_score:.2f}")
+        if len(hits) < args.k:
+            print(f"({len(hits)} of {args.k}: no other caption reaches the similarity {MIN_TEXT_SCORE} retrieval asks for)")
     else:
         hits = search_captions(index, text_embedder.embed([args.query])[0], args.k, args.method)
         print(f"{'rank':>4}  {'score':>6}  file  caption")
