@@ -172,8 +172,9 @@ class Ledger:
         self.folder = Path(folder)
         self.settings: dict[str, dict] = {}
         self.runs: dict[str, dict] = {}
-        for record in self._lines("settings.jsonl"):
-            self.settings[record["settings_hash"]] = record["settings"]
+        for record in self._lines("settings.jsonl"):  # sections under older names ("mesh") under today's
+            self.settings[record["settings_hash"]] = {GenerateConfig.FIELD_ALIASES.get(k, k): v
+                                                      for k, v in record["settings"].items()}
         for run in self._lines("runs.jsonl"):
             self.runs[run_id(run["guidance"], run["prompt"], run["seed"])] = run
         self._features = self._arrays("features.npz")

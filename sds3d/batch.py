@@ -123,11 +123,11 @@ def _no_constant(name: str):
 
 def _run_name(prompt: str, taken: dict[str, int]) -> str:
     """The prompt as a folder name; the n-th repeat of a name gets `-n`."""
-    from .cli import _slug
+    from .prompts import slug
 
-    slug = _slug(prompt)
-    taken[slug] = taken.get(slug, 0) + 1
-    return slug if taken[slug] == 1 else f"{slug}-{taken[slug]}"
+    name = slug(prompt)
+    taken[name] = taken.get(name, 0) + 1
+    return name if taken[name] == 1 else f"{name}-{taken[name]}"
 
 
 def _absolute(spec: str) -> str:

@@ -61,22 +61,18 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _slug(text: str) -> str:
-    words = "".join(ch if ch.isalnum() else " " for ch in text.lower()).split()
-    return "_".join(words)[:60] or "run"
-
-
 def generate_config(args):
     """The GenerateConfig that `sds3d generate` flags describe: defaults, or --config, or with --resume the
     run's own config.json; then --preset, the flags and every --set in order. Nothing is written."""
     from .config import apply_override, load_json
     from .generate import GenerateConfig
     from .presets import apply_preset
+    from .prompts import slug
     from .validation import check_particles
 
     config = load_json(GenerateConfig, args.config) if args.config else GenerateConfig()
     prompt = args.prompt if args.prompt is not None else config.prompt
-    out = Path(args.out or (config.out if args.config else f"runs/{_slug(prompt)}"))
+    out = Path(args.out or (config.out if args.config else f"runs/{slug(prompt)}"))
     if args.resume and not args.config and (out / "config.json").is_file():
         config = load_json(GenerateConfig, out / "config.json")  # flags below may only extend it (steps, ...)
         prompt = args.prompt if args.prompt is not None else config.prompt

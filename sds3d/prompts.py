@@ -36,6 +36,11 @@ class PromptConfig:
     overhead_elevation: float = 60.0
 
 
+def slug(text: str, empty: str = "run") -> str:
+    """A folder name from a prompt: lower-case words joined by "_", at most 60 characters."""
+    return "_".join("".join(ch if ch.isalnum() else " " for ch in text.lower()).split())[:60] or empty
+
+
 def validate_prompt(prompt: str, max_length: int = 300) -> str:
     text = " ".join(str(prompt).split())
     if not text:

@@ -18,10 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # Function-level imports (importer, imported) whose target leads back to the importer.
-FUNCTION_LEVEL_CYCLES = {
-    ("sds3d.batch", "sds3d.cli"),
-    ("sds3d.cli", "sds3d.batch"),
-}
+FUNCTION_LEVEL_CYCLES: set[tuple[str, str]] = set()
 
 
 def package_modules() -> dict[str, Path]:
