@@ -117,10 +117,11 @@ class EditWorkspace:
     shipped part teacher, loaded when first needed); `distill` the feature distillation settings;
     `base` the EditConfig the page's choices are applied to (default: the runner's turntable size
     and device); `priors` the loaded priors by name (default: the runner's, shared with its runs);
-    `evaluate` adds evaluator scores of micro-world prompts to an edit's metrics."""
+    `evaluate` adds evaluator scores of micro-world prompts to an edit's metrics; `mesh_points` the
+    Gaussians sampled on an uploaded mesh."""
 
     def __init__(self, runner, teacher=None, distill=None, base: EditConfig | None = None, priors: dict | None = None,
-                 evaluate: bool = True):
+                 evaluate: bool = True, mesh_points: int = 20000):
         from sds3d.features.distill import DistillConfig
 
         self.runner = runner
@@ -132,6 +133,7 @@ class EditWorkspace:
                                        turntable_resolution=runner.turntable_resolution)
         self.priors = priors if priors is not None else runner._models
         self.evaluate = evaluate
+        self.mesh_points = mesh_points
         self._active: dict[str, EditJob] = {}
         self._lock = threading.Lock()
 
@@ -172,12 +174,13 @@ class EditWorkspace:
         path = Path(path)
         name = path.name
         if path.suffix.lower() not in UPLOAD_SUFFIXES:
-            raise InputError(f"{name}: upload a 3DGS .ply or a .glb mesh, not a {path.suffix or 'file without suffix'}.")
+            kind = path.suffix or "file without suffix"
+            raise InputError(f"{name}: upload a 3DGS .ply or a .glb mesh, not a {kind}.")
         size = path.stat().st_size
         if size > MAX_UPLOAD_MB * 2**20:
             raise InputError(f"{name} is {size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB.")
         try:
-            representation = load_asset(path)
+            representation = load_asset(path, num_points=self.mesh_points)
         except InputError as error:
             raise InputError(str(error).replace(str(path), name)) from None
         except Exception as error:  # a damaged file that the readers do not name: one line all the same
@@ -253,7 +256,8 @@ class EditWorkspace:
         if not query:
             raise InputError("Type what to select, such as \"the handle\".")
         if len(query) > self.limits.max_prompt_chars:
-            raise InputError(f"The region is {len(query)} characters long; the limit is {self.limits.max_prompt_chars}.")
+            raise InputError(f"The region is {len(query)} characters long; "
+                             f"the limit is {self.limits.max_prompt_chars}.")
         representation = self.features(session, label)
         mask = select_points(representation, query, teacher=self.teacher())
         image = image_grid(render_highlight(representation, mask), columns=4)
@@ -430,8 +434,12 @@ def add_edit_tab(runner, concurrency: int = 1, generated=None, workspace: EditWo
         return session
 
     def refresh(session, label):
+        """The page's assets; the latest one picked (its source prompt filled in) unless one is picked."""
         choices = workspace.choices(session)
-        return gr.update(choices=choices, value=label if label in choices else (choices[-1] if choices else None))
+        if label in choices or not choices:
+            return gr.update(choices=choices, value=label), gr.skip()
+        session.selection = None
+        return gr.update(choices=choices, value=choices[-1]), session.assets[choices[-1]].source_prompt
 
     def pick(session, label):
         try:
@@ -549,7 +557,7 @@ def add_edit_tab(runner, concurrency: int = 1, generated=None, workspace: EditWo
 
     if generated is not None:
         generated.change(remember, [session, generated], session, queue=False, api_visibility="private")
-    tab.select(refresh, [session, asset], asset, queue=False, api_visibility="private")
+    tab.select(refresh, [session, asset], [asset, source_prompt], queue=False, api_visibility="private")
     asset.input(pick, [session, asset], [source_prompt, selection, status], queue=False, api_visibility="private")
     upload_box.upload(upload, [session, upload_box], [asset, source_prompt, selection, status],
                       api_name="edit_upload")

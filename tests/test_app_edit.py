@@ -47,7 +47,7 @@ def workspace(tmp_path):
     base = EditConfig(resolution=16, views_per_step=2, view_dependent=False, turntable_frames=4,
                       turntable_resolution=32, device="cpu")
     return EditWorkspace(runner, teacher=ColourTeacher(), distill=DistillConfig(steps=5, views=6, resolution=32),
-                         base=base, priors={"toy": toy_prior()}, evaluate=False)
+                         base=base, priors={"toy": toy_prior()}, evaluate=False, mesh_points=2000)
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +113,17 @@ def test_an_upload_is_stored_under_a_server_name(workspace, uploaded, two_colour
     torch.testing.assert_close(Gaussians.load_ply(asset.source).means, two_colour_mug[0].means)
 
 
+def test_a_glb_upload_is_sampled_as_gaussians(workspace, tmp_path):
+    path = tmp_path / "mug.glb"
+    make_object("mug", "blue").mesh.export(path)
+    session = EditSession()
+    asset = workspace.import_upload(session, path)
+    gaussians = Gaussians.load_ply(asset.source)
+    assert asset.label.startswith("mug.glb · uploaded ") and len(gaussians) == 2000
+    colour = (gaussians.params["sh0"][:, 0] * C0 + 0.5).median(0).values
+    torch.testing.assert_close(colour, torch.tensor(BLUE), atol=0.05, rtol=0)  # the mesh's colour kept
+
+
 def test_selection_distils_a_field_once_and_highlights_the_query(workspace, uploaded):
     session, label, blue = uploaded
     assert not workspace.has_features(session, label)
@@ -163,7 +174,8 @@ def test_stop_ends_the_edit_with_a_partial_result(workspace, uploaded):
         time.sleep(0.02)
     assert workspace.stop("page") and not workspace.stop("another page")
     assert job.finished.wait(120) and job.error is None
-    assert 1 <= job.metrics["steps"] < 50 and result_text(job).startswith(f"**Stopped at step {job.metrics['steps']}/50**")
+    steps = job.metrics["steps"]
+    assert 1 <= steps < 50 and result_text(job).startswith(f"**Stopped at step {steps}/50**")
     assert (job.dir / "asset.ply").is_file()
     assert not workspace.stop("page")  # nothing running any more
 
