@@ -242,6 +242,8 @@ def edit(source, prompt: str | None = None, source_prompt: str | None = None, re
     # Everything is checked before anything is written.
     validate_edit_config(config)
     config.prompt = validate_prompt(config.prompt)
+    if not isinstance(source, Representation) and Path(source).resolve() == Path(config.out).resolve():
+        raise InputError(f"out {config.out} is the source run itself; choose a new folder for the edit")
     source_config, source_asset = load_source(source)
     if not config.source_prompt:
         if source_config is None:

@@ -200,6 +200,8 @@ def test_a_run_folder_is_edited_from_its_own_prompt(mug, tmp_path):
     again = edit(tmp_path / "first", "a red mug", config=small(tmp_path / "second", steps=2),
                  prior=GaussianToyPrior(MEANS, resolution=16), progress=False, evaluate=False)
     assert again.metrics["source_prompt"] == "a blue mug" and again.metrics["prompt"] == "a red mug"
+    with pytest.raises(InputError, match="is the source run itself"):
+        edit(tmp_path / "first", "a red mug", config=small(tmp_path / "first", steps=2), prior=GaussianToyPrior(MEANS))
     assert json.loads((tmp_path / "second" / "edit.json").read_text())["source_prompt"] == "a blue mug"
 
 
