@@ -503,7 +503,7 @@ def add_edit_tab(runner, concurrency: int = 1, generated=None, workspace: EditWo
         if job.error:
             raise gr.Error(job.error, print_exception=False)
         workspace.finish(session, job)
-        comparison = job.dir / f"before_after.{job.config.turntable_format}"
+        comparison = job.dir / "before_after.png"  # 8 views: the source on the top row, the edit below
         yield (result_text(job), gr.skip(), str(comparison) if comparison.is_file() else None,
                [str(path) for path in job.files()], gr.update(choices=list(session.assets)))
 
@@ -549,8 +549,8 @@ def add_edit_tab(runner, concurrency: int = 1, generated=None, workspace: EditWo
                 status = gr.Markdown("Pick an asset to edit.", elem_id="edit-status")
                 selection = gr.Image(label="Selection (orange)", interactive=False, height=200,
                                      elem_id="edit-selection")
-                comparison = gr.Image(label="Before (left) and after (right)", type="filepath", interactive=False,
-                                      height=300, elem_id="edit-compare")
+                comparison = gr.Image(label="Before (top) and after (bottom); turntables in before_after.gif",
+                                      type="filepath", interactive=False, height=260, elem_id="edit-compare")
                 files = gr.File(label="Downloads", file_count="multiple", interactive=False,
                                 elem_id="edit-downloads")
         session = gr.State(EditSession())
