@@ -8,7 +8,8 @@ many prompts keep a candidate and how often the top result after re-ranking is o
 (against the caption ranking alone); with the kind in the library in other colours only, how many
 keep one of that kind; with the kind left out (leave-kind-out), how many prompts are rightly told
 "nothing close". Rows (one per prompt: the scores against every asset) go to
-benchmarks/results/retrieval_closeness/prompts.jsonl; the last line printed is JSON.
+benchmarks/results/retrieval_closeness/prompts.jsonl, the verdicts to thresholds.jsonl; the last
+line printed is JSON.
 `--from-results` recomputes the verdicts from that file (the library is drawn again, without
 rendering, for the assets' kinds and colours).
 
@@ -63,7 +64,8 @@ def main() -> None:
     asset_kinds, asset_colors = np.array([t["kind"] for t in tags]), np.array([t["color"] for t in tags])
     if args.from_results:
         rows = [json.loads(line) for line in RESULTS.read_text().splitlines()]
-        print(json.dumps(verdicts(rows, asset_kinds, asset_colors, {"prompts": len(rows), "library_assets": len(tags)})))
+        print(json.dumps(save_verdicts(verdicts(rows, asset_kinds, asset_colors,
+                                                {"prompts": len(rows), "library_assets": len(tags)}))))
         return
     build_index(folder, progress=False)
     index = LibraryIndex.load(folder)
@@ -86,7 +88,18 @@ def main() -> None:
             handle.write(json.dumps({**row, "asset_kinds": asset_kinds.tolist(), "asset_colors": asset_colors.tolist()})
                          + "\n")
     summary = {"prompts": len(rows), "library_assets": len(index), "seconds": round(time.perf_counter() - start, 1)}
-    print(json.dumps(verdicts(rows, asset_kinds, asset_colors, summary)))
+    print(json.dumps(save_verdicts(verdicts(rows, asset_kinds, asset_colors, summary))))
+
+
+def save_verdicts(summary: dict) -> dict:
+    """Writes the per-threshold verdicts as a table (thresholds.jsonl beside the rows); returns `summary`."""
+    with open(RESULTS.parent / "thresholds.jsonl", "w") as handle:
+        for key, value in summary.items():
+            if isinstance(value, dict):
+                handle.write(json.dumps({"threshold": float(key), **value, "prompts": summary["prompts"],
+                                         "prompts_with_kind_in_other_colour": summary["prompts_with_kind_in_other_colour"]})
+                             + "\n")
+    return summary
 
 
 def verdicts(rows: list[dict], asset_kinds: np.ndarray, asset_colors: np.ndarray, summary: dict) -> dict:
