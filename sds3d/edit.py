@@ -63,7 +63,7 @@ class EditConfig:
     source_prompt: str = ""  # "" = the source run's own prompt
     guidance: str = "pds"  # pds | dds | ssd | sds
     region: str = ""  # a text query for sds3d.features.select ("" = the whole asset, or a mask passed to `edit`)
-    steps: int = 200
+    steps: int = 200  # a colour edit on the embedded prior is done in 100-200 (docs/editing.md)
     seed: int = 0
     views_per_step: int = 4
     resolution: int = 32  # render size during editing
