@@ -165,7 +165,7 @@ def mean_of(rows: list[dict]) -> dict:
         values = [row[key] for row in rows if row.get(key) is not None]
         out[key] = round(statistics.mean(values), 4) if values else None
     if rows:
-        out["seconds"] = statistics.median(row["seconds"] for row in rows)
+        out["seconds"] = round(statistics.median(row["seconds"] for row in rows), 1)
     return out
 
 
