@@ -7,7 +7,7 @@ view head over the indexed views) is compared with the turn that undoes the stor
 benchmarks/results/retrieval_front/assets.jsonl; the last line printed is JSON (mean error in
 degrees, and how many assets are exact or within one 30-degree view step).
 
-    python benchmarks/retrieval_front.py [--variants 2]
+    python benchmarks/retrieval_front.py [--variants 3]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main() -> None:
     from sds3d.world.variants import make_variant
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", type=int, default=2)
+    parser.add_argument("--variants", type=int, default=3)
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)

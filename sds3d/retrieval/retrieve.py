@@ -14,7 +14,8 @@ turned by a random multiple of 30 degrees, 24 come out exact, 27 within one 30-d
 and 3 wrong by 120-150 degrees (a snowman, a car, a television), 16 degrees off on average.
 
 Re-ranking matters where captions are vague ("a red thing"); with exact captions the caption
-ranking alone was as good or better: over those 28 prompts, the top result had the prompt's kind
+ranking alone was as good or better: over the 28 prompts of benchmarks/retrieval_closeness.py
+(caption threshold 0.67), the top result had the prompt's kind
 27 of 27 times by captions and 26 of 27 after re-ranking (the miss: "a purple table" took a purple
 cube, which the prior's samples resembled more).
 
