@@ -15,9 +15,9 @@ and 3 wrong by 120-150 degrees (a snowman, a car, a television), 16 degrees off 
 
 Re-ranking matters where captions are vague ("a red thing"); with exact captions the caption
 ranking alone was as good or better: over the 28 prompts of benchmarks/retrieval_closeness.py
-(caption threshold 0.67), the top result had the prompt's kind
-27 of 27 times by captions and 26 of 27 after re-ranking (the miss: "a purple table" took a purple
-cube, which the prior's samples resembled more).
+(caption threshold 0.67), the top result had the prompt's kind 27 of 27 times by captions and 26 of
+27 after re-ranking (the miss: "a purple table" took a purple cube, which the prior's samples
+resembled more).
 
 A library with nothing close to the prompt (best caption cosine below `MIN_TEXT_SCORE`) raises
 InputError naming the best match and its score, unless `optional=True`, which returns [] so the
