@@ -37,10 +37,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .cameras import CameraSampler
+from .atomic import atomic_torch_save
 from .config import load_json, save_json
 from .errors import InputError, load_checkpoint
 from .finite_guard import FiniteGuard, NonFiniteStep
-from .generate import (CameraConfig, GenerateConfig, Timer, _atomic_torch_save, _eight, load_run, load_weights,
+from .generate import (CameraConfig, GenerateConfig, Timer, eight_frames, load_run, load_weights,
                        save_outputs, seed_everything)
 from .monitor import RunMonitor
 from .particle import Particle
@@ -297,7 +298,7 @@ def edit(source, prompt: str | None = None, source_prompt: str | None = None, re
     started = time.perf_counter()
 
     def save_checkpoint(step: int) -> None:
-        _atomic_torch_save({
+        atomic_torch_save({
             "step": step, **particle.state_dict(), "source": source_asset.state_dict(), "point_mask": point_mask,
             "guidance": score.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
             "backoffs": guard.backoffs, "elapsed": elapsed_before + time.perf_counter() - started,
@@ -397,7 +398,7 @@ def finish_edit(asset, source, config: EditConfig, generated_config: GenerateCon
     asset_path, after = save_outputs(asset, generated_config, out, progress)
     before = render_turntable(source, config.turntable_frames, config.turntable_resolution)
     save_animation(np.concatenate([before, after], axis=2), out / f"before_after.{config.turntable_format}")
-    save_png(image_grid(np.concatenate([_eight(before), _eight(after)]), columns=len(_eight(after))),
+    save_png(image_grid(np.concatenate([eight_frames(before), eight_frames(after)]), columns=len(eight_frames(after))),
              out / "before_after.png")
     metrics = {"prompt": config.prompt, "source_prompt": config.source_prompt, "guidance": config.guidance,
                "steps": steps_done, "seconds": round(seconds, 2), "final_loss": logs.get("loss"),

@@ -18,8 +18,6 @@ With several VSD particles (`vsd.particles` = n), the files above hold particle 
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import sys
 import time
@@ -30,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .atomic import atomic_torch_save, atomic_write_json
 from .background import Background
 from .cameras import CameraSampler, turntable_cameras
 from .config import save_json
@@ -172,12 +171,6 @@ def load_weights(representation: Representation, weights: dict, path: Path, name
                          f"({str(error).splitlines()[0][:100]})") from None
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 class Timer:
     """Accumulates wall time per phase: `with timer("render"): ...`."""
 
@@ -274,7 +267,7 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     def save_checkpoint(step: int) -> None:
         """Particle 0 at the top level (what `load_run` reads), the others under "particles"; config.json
         alongside (atomically, both)."""
-        _atomic_torch_save({
+        atomic_torch_save({
             "step": step, **particles[0].state_dict(), "particles": [p.state_dict() for p in particles[1:]],
             "shared_optimizers": {name: opt.state_dict() for name, opt in shared_optimizers.items()},
             "background": background.state_dict(), "guidance": guidance.state_dict(),
@@ -378,11 +371,11 @@ def save_outputs(representation: Representation, config: GenerateConfig, directo
     asset = save_asset(representation, directory, progress=progress)
     frames = render_turntable(representation, config.turntable_frames, config.turntable_resolution)
     save_animation(frames, directory / f"turntable.{config.turntable_format}")
-    save_png(image_grid(_eight(frames), columns=4), directory / "preview.png")
+    save_png(image_grid(eight_frames(frames), columns=4), directory / "preview.png")
     return asset, frames
 
 
-def _eight(frames: np.ndarray) -> np.ndarray:
+def eight_frames(frames: np.ndarray) -> np.ndarray:
     """8 evenly spaced turntable frames [8, H, W, 3] (fewer if there are fewer)."""
     return frames[:: max(1, len(frames) // 8)][:8]
 
@@ -392,11 +385,11 @@ def finish_run(representations: list[Representation], config: GenerateConfig, ou
     """Writes particle 0's outputs into `out`, every other particle's into `out/particle_<i>/` with
     `particles.png` (one row of turntable views per particle), and metrics.json; returns the metrics."""
     asset, frames = save_outputs(representations[0], config, out, progress)
-    assets, rows = [asset], [_eight(frames)]
+    assets, rows = [asset], [eight_frames(frames)]
     for index, representation in enumerate(representations[1:], start=1):
         asset_i, frames_i = save_outputs(representation, config, out / f"particle_{index}", progress)
         assets.append(asset_i)
-        rows.append(_eight(frames_i))
+        rows.append(eight_frames(frames_i))
     if len(representations) > 1:
         save_png(image_grid(np.concatenate(rows), columns=len(rows[0])), out / "particles.png")
     total_phase = sum(timings.values()) or 1.0
@@ -407,5 +400,5 @@ def finish_run(representations: list[Representation], config: GenerateConfig, ou
         "time_breakdown": {k: round(v / total_phase, 3) for k, v in sorted(timings.items())},
         "seconds_per_step": round(total_phase / max(steps_done, 1), 4),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic_write_json(metrics, out / "metrics.json")
     return metrics

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from sds3d.atomic import atomic_write
 from sds3d.errors import InputError, first_line
 
 from . import search as search_module
@@ -77,15 +77,6 @@ def index_dir(library: str | Path) -> Path:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _write_atomic(path: Path, write) -> None:
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 class LibraryIndex:
@@ -250,20 +241,20 @@ def build_index(library: str | Path, text_embedder=None, image_embedder=None, pr
                "front_probability": torch.stack(fronts).float().contiguous()}
     directory = report.index_dir
     directory.mkdir(exist_ok=True)
-    _write_atomic(directory / EMBEDDINGS_FILE, lambda path: save_file(tensors, str(path)))
+    atomic_write(directory / EMBEDDINGS_FILE, lambda path: save_file(tensors, str(path)))
     caption_ivf = None
     if len(kept) >= search_module.IVF_MIN_SIZE and search_module.faiss_available():
         import faiss
 
         trained = search_module.VectorSearch(tensors["text"].numpy(), "ivf")
-        _write_atomic(directory / CAPTION_IVF_FILE, lambda path: faiss.write_index(trained.index, str(path)))
+        atomic_write(directory / CAPTION_IVF_FILE, lambda path: faiss.write_index(trained.index, str(path)))
         caption_ivf = {"file": CAPTION_IVF_FILE, "sha256": _sha256(directory / CAPTION_IVF_FILE)}
     manifest = {"format_version": INDEX_FORMAT_VERSION, "text_encoder": text_embedder.name,
                 "image_embedder": image_embedder.name, "views": VIEWS, "embeddings": EMBEDDINGS_FILE,
                 "embeddings_sha256": _sha256(directory / EMBEDDINGS_FILE), "caption_ivf": caption_ivf,
                 "assets": [{"file": entry.file, "caption": entry.caption, "tags": entry.tags, "sha256": digest,
                             "type": kind} for entry, digest, kind in kept]}
-    _write_atomic(directory / MANIFEST_FILE, lambda path: path.write_text(json.dumps(manifest, indent=1)))
+    atomic_write(directory / MANIFEST_FILE, lambda path: path.write_text(json.dumps(manifest, indent=1)))
     if caption_ivf is None:
         (directory / CAPTION_IVF_FILE).unlink(missing_ok=True)  # from a larger library, no longer used
     return report

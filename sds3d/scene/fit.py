@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -291,12 +290,6 @@ def prepare(config: FitConfig) -> tuple[CaptureData, CaptureData | None, dict]:
     return data.subset(train_index), data.subset(test_index) if test_index else None, frame
 
 
-def _atomic_json(data: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 def fit(config: FitConfig, resume: bool = False, progress: bool = True, should_stop=None) -> FitResult:
     """Fits 3D Gaussians to the capture `config.dataset` and writes the run folder `config.out`
     (module docstring). `resume`: continue from the folder's checkpoint (its fit.json must match
@@ -305,7 +298,8 @@ def fit(config: FitConfig, resume: bool = False, progress: bool = True, should_s
     from sds3d.config import save_json
     from sds3d.errors import load_checkpoint
     from sds3d.finite_guard import FiniteGuard, NonFiniteStep
-    from sds3d.generate import GenerateConfig, Timer, _atomic_torch_save, finish_run, seed_everything
+    from sds3d.atomic import atomic_torch_save, atomic_write_json
+    from sds3d.generate import GenerateConfig, Timer, finish_run, seed_everything
     from sds3d.particle import Particle
     from sds3d.turntable import image_grid, save_png
     from sds3d.validation import check_writable
@@ -355,12 +349,12 @@ def fit(config: FitConfig, resume: bool = False, progress: bool = True, should_s
     started = time.perf_counter()
 
     def save_checkpoint(step: int) -> None:
-        _atomic_torch_save({"step": step, **particle.state_dict(), "particles": [], "generator": generator.get_state(),
+        atomic_torch_save({"step": step, **particle.state_dict(), "particles": [], "generator": generator.get_state(),
                             "torch_rng": torch.get_rng_state(), "backoffs": guard.backoffs, "init": init_used,
                             "elapsed": elapsed_before + time.perf_counter() - started, "timings": timer.totals,
                             "frame": frame, "loss": loss_value}, checkpoint_path)
         save_json(run_config, out / "config.json")
-        _atomic_json(asdict(config), out / "fit.json")
+        atomic_write_json(asdict(config), out / "fit.json")
         guard.last_checkpoint = step
 
     decay = math.log(100.0) / max(config.steps, 1)
@@ -427,7 +421,7 @@ def fit(config: FitConfig, resume: bool = False, progress: bool = True, should_s
         pair = torch.cat([test.images[:8], renders[:8].clamp(0, 1)])
         save_png(image_grid((pair.permute(0, 2, 3, 1) * 255 + 0.5).to(torch.uint8).numpy(), columns=min(8, len(test))),
                  out / "fit_views.png")
-    _atomic_json(metrics, out / "metrics.json")
+    atomic_write_json(metrics, out / "metrics.json")
     return FitResult(out=out, gaussians=gaussians, metrics=metrics)
 
 

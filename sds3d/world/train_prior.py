@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sds3d.atomic import atomic_torch_save
 from sds3d.hardware import PRECISIONS, use_bf16
 from sds3d.guidance.priors.coordinate_channels import widen_input_for_coordinates
 
@@ -122,15 +123,6 @@ def lr_at(step: int, cfg: dict) -> float:
         progress = min(1.0, max(0.0, (step - (cfg["steps"] - cfg["decay_steps"])) / max(1, cfg["decay_steps"])))
         return base * (1.0 - 0.9 * progress)
     return base
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def rng_state(np_rng: np.random.Generator, torch_gen: torch.Generator) -> dict:
