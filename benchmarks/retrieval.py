@@ -36,8 +36,6 @@ seconds, adapt_seconds}, "ablation": {"init_only"|"adapt_only"|"both": {...}}, "
 from __future__ import annotations
 
 import argparse
-import inspect
-from importlib import import_module
 import json
 import os
 import platform
@@ -45,10 +43,8 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import torch
@@ -98,32 +94,11 @@ def without_kind(index, kind: str):
     return LibraryIndex(index.folder, manifest, tensors)
 
 
-@contextmanager
-def starting_from(initial):
-    """`generate` starts from these representations (one per particle) instead of fresh ones."""
-    generate_module = import_module("sds3d.generate")  # `import sds3d.generate as` gives the function
-
-    queue = list(initial)
-    original = generate_module.build_representation
-
-    def build(config, generator, initialise=True):
-        return queue.pop(0) if initialise and queue else original(config, generator, initialise)
-
-    with mock.patch.object(generate_module, "build_representation", build):
-        yield
-
-
 def run(config, prior, initial=None):
     """(representation, metrics) of `config` from `initial` representations when given."""
     from sds3d.generate import generate
 
-    if initial is None:
-        result = generate(config, prior=prior, progress=False)
-    elif "initial" in inspect.signature(generate).parameters:
-        result = generate(config, prior=prior, progress=False, initial=initial)
-    else:
-        with starting_from(initial):
-            result = generate(config, prior=prior, progress=False)
+    result = generate(config, prior=prior, progress=False, initial=initial)
     return result.representation, result.metrics
 
 

@@ -68,7 +68,7 @@ def generate_config(args):
     from .generate import GenerateConfig
     from .presets import apply_preset
     from .prompts import slug
-    from .validation import check_particles
+    from .validation import PARTICLE_GUIDANCE, check_particles
 
     config = load_json(GenerateConfig, args.config) if args.config else GenerateConfig()
     prompt = args.prompt if args.prompt is not None else config.prompt
@@ -84,10 +84,25 @@ def generate_config(args):
     config = dataclasses.replace(config, prompt=prompt, out=str(out), **flags)  # an alias becomes its name
     for assignment in args.set or []:
         config = apply_override(config, assignment)
+    config = dataclasses.replace(config, retrieval=retrieval_settings(args, config.retrieval))
     if args.particles is not None:
         check_particles(config.guidance, args.particles)
-        config.vsd.particles = args.particles
+        section = config.guidance if config.guidance in PARTICLE_GUIDANCE else "vsd"
+        getattr(config, section).particles = args.particles
     return config
+
+
+def retrieval_settings(args, settings):
+    """`settings` (a RetrievalConfig) with the retrieval flags applied; UsageError for --retrieve-k,
+    --no-adapt, --no-init or --retrieve-optional without a library (--retrieve or retrieval.library)."""
+    given = [flag for flag, value in (("--retrieve-k", args.retrieve_k is not None), ("--no-adapt", args.no_adapt),
+                                      ("--no-init", args.no_init), ("--retrieve-optional", args.retrieve_optional))
+             if value]
+    if given and not (args.retrieve or settings.library):
+        raise UsageError(f"{', '.join(given)} given without --retrieve LIB (an asset library to retrieve from)")
+    changes = {"library": args.retrieve, "k": args.retrieve_k, "adapt": False if args.no_adapt else None,
+               "init": False if args.no_init else None, "optional": True if args.retrieve_optional else None}
+    return dataclasses.replace(settings, **{key: value for key, value in changes.items() if value is not None})
 
 
 def cmd_generate(args) -> int:
@@ -361,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--steps", type=int, help="optimisation steps")
     gen.add_argument("--seed", type=int, help="random seed (0 to 2^64-1)")
     gen.add_argument("--particles", type=int, metavar="N",
-                     help="VSD only: optimise N assets sharing one LoRA (particle_<i>/ and particles.png)")
+                     help="VSD and ReDream only: optimise N assets sharing one LoRA (particle_<i>/ and particles.png)")
     gen.add_argument("--device", help="auto | cpu | cuda")
     gen.add_argument("--out", help="run directory (default runs/<prompt>)")
     gen.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
@@ -371,6 +386,18 @@ def build_parser() -> argparse.ArgumentParser:
                           f"--presets` says what each sets)")
     gen.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override any config field, e.g. --set sds.guidance_scale=30 (repeatable)")
+    retrieval = gen.add_argument_group("retrieval (an asset library built with `sds3d library build`)")
+    retrieval.add_argument("--retrieve", metavar="LIB",
+                           help="retrieve assets for the prompt from LIB: adapt the prior on them and start from them")
+    retrieval.add_argument("--retrieve-k", dest="retrieve_k", type=int, metavar="K",
+                           help="assets to retrieve (default: 3)")
+    retrieval.add_argument("--no-adapt", dest="no_adapt", action="store_true",
+                           help="do not adapt the prior on the retrieved assets")
+    retrieval.add_argument("--no-init", dest="no_init", action="store_true",
+                           help="start from the usual initialisation, not from the retrieved assets")
+    retrieval.add_argument("--retrieve-optional", dest="retrieve_optional", action="store_true",
+                           help="when nothing in the library is close to the prompt, run without retrieval "
+                                "instead of failing")
     gen.add_argument("--quiet", action="store_true", help="no progress bars (model loading included)")
     gen.add_argument("--turntable-format", dest="turntable_format", choices=("gif", "mp4"),
                      help="turntable.gif or turntable.mp4 (H.264)")

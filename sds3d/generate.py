@@ -10,7 +10,9 @@
                         mesh with a baked UV texture
     turntable.gif       24 views around the object (turntable.mp4 with turntable_format "mp4")
     preview.png         8 of those views in a grid
-    metrics.json        time, steps, final loss, where time went, evaluator scores when applicable
+    metrics.json        time, steps, final loss, where time went, evaluator scores when applicable;
+                        with retrieval (`retrieval.library`) what was retrieved, with scores, and the
+                        adaptation's cost under "retrieval"
 With several VSD particles (`vsd.particles` = n), the files above hold particle 0 and
     particle_<i>/       asset, turntable.gif and preview.png of particle i (1 <= i < n)
     particles.png       8 turntable views per particle, one row each
@@ -43,6 +45,7 @@ from sds3d.representations import Representation
 from sds3d.representations.registry import ALIASES, REPRESENTATIONS, canonical_name, create_representation
 from sds3d.guidance.priors.stable_diffusion import DiffusersUNetPrior
 from sds3d.guidance.registry import guidance_configs
+from sds3d.retrieval.run import RetrievalConfig
 from .turntable import image_grid, render_turntable, save_animation, save_png
 from .validation import check_finite_weights, check_resume, check_writable, validate_config
 
@@ -79,6 +82,7 @@ class RunSettings:
     turntable_resolution: int = 128
     turntable_format: str = "gif"  # gif | mp4 (H.264 through imageio-ffmpeg)
     camera: CameraConfig = field(default_factory=CameraConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)  # library "" = no retrieval
 
     def __post_init__(self):
         self.representation = canonical_name(self.representation)  # "mesh" (older runs) -> "dmtet"
@@ -199,11 +203,18 @@ def particle_count(config: GenerateConfig) -> int:
 
 
 def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = False, progress: bool = True,
-             callback=None, should_stop=None) -> RunResult:
+             callback=None, should_stop=None, initial: list[Representation] | None = None) -> RunResult:
     """Run score distillation. `prior` / `guidance` objects may be passed instead of being built from
     the config (tests, notebooks). `callback(step, logs, output)` is called every step (with
     particle 0's logs and render); `should_stop()` returning True ends the run early after a
-    checkpoint (the result is kept).
+    checkpoint (the result is kept). `initial` (one representation per particle, of the config's
+    representation) starts the run from them instead of fresh ones; a resumed run starts from its
+    checkpoint instead.
+
+    With `config.retrieval.library` the prior is first adapted on assets retrieved for the prompt and,
+    unless `retrieval.init` is off (or `initial` is given), the particles start from those assets
+    (`sds3d.retrieval.run.prepare_retrieval`); a resumed run gets the adapted prior back from its
+    cache. metrics.json records the retrieval under "retrieval".
 
     With n particles (VSD `particles`) a step visits every particle once: each renders its own random
     views, is scored by the one guidance (whose LoRA thus trains on every particle) and takes its own
@@ -217,6 +228,8 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     validate_config(config)
     config.prompt = validate_prompt(config.prompt)
     n_particles = particle_count(config)
+    if initial is not None and len(initial) != n_particles:
+        raise InputError(f"{len(initial)} initial representation(s) for {n_particles} particle(s); give one per particle")
     out = Path(config.out)
     checkpoint_path = out / "checkpoint.pt"
     resuming = resume and checkpoint_path.exists()
@@ -234,9 +247,24 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     prior = prior if prior is not None else load_prior(config.prior, device)
     if isinstance(prior, DiffusersUNetPrior):
         prior.set_precision(config.prior_precision)
+    retrieval_record = None
+    if config.retrieval.library:
+        from sds3d.retrieval.run import prepare_retrieval
+
+        settings = config.retrieval
+        retrieved, prior, retrieval_record = prepare_retrieval(
+            config, settings.library, settings.k, settings.adapt, settings.init and not resuming and initial is None,
+            settings=settings, prior=prior, progress=progress)
+        retrieval_record["init"] = settings.init and initial is None
+        initial = initial if initial is not None else retrieved
+        if resuming and "retrieval" in state:  # what the run retrieved, and what adapting cost, when it started
+            retrieval_record = state["retrieval"]
     warn_outside_world(config.prompt, prior)
-    representations = [build_representation(config, generator, initialise=not resuming).to(device)
-                       for _ in range(n_particles)]
+    if initial is not None and not resuming:
+        representations = [representation.to(device) for representation in initial]
+    else:
+        representations = [build_representation(config, generator, initialise=not resuming).to(device)
+                           for _ in range(n_particles)]
     if guidance is None:
         guidance = make_guidance(config, prior)
     lr_scale = guidance.representation_lr_scale()
@@ -272,7 +300,8 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
             "shared_optimizers": {name: opt.state_dict() for name, opt in shared_optimizers.items()},
             "background": background.state_dict(), "guidance": guidance.state_dict(),
             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "backoffs": guard.backoffs,
-            "elapsed": elapsed_before + time.perf_counter() - started, "timings": timer.totals}, checkpoint_path)
+            "elapsed": elapsed_before + time.perf_counter() - started, "timings": timer.totals,
+            **({"retrieval": retrieval_record} if retrieval_record is not None else {})}, checkpoint_path)
         save_json(config, out / "config.json")
         guard.last_checkpoint = step
 
@@ -347,7 +376,8 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     monitor.close()
 
     seconds = elapsed_before + time.perf_counter() - started
-    metrics = finish_run(representations, config, out, seconds, logs, timer.totals, steps_done, progress)
+    extra = {"retrieval": retrieval_record} if retrieval_record is not None else None
+    metrics = finish_run(representations, config, out, seconds, logs, timer.totals, steps_done, progress, extra)
     return RunResult(out=out, representation=representations[0], metrics=metrics, particles=representations)
 
 
@@ -381,9 +411,10 @@ def eight_frames(frames: np.ndarray) -> np.ndarray:
 
 
 def finish_run(representations: list[Representation], config: GenerateConfig, out: Path, seconds: float, logs: dict,
-               timings: dict, steps_done: int, progress: bool = False) -> dict:
+               timings: dict, steps_done: int, progress: bool = False, extra: dict | None = None) -> dict:
     """Writes particle 0's outputs into `out`, every other particle's into `out/particle_<i>/` with
-    `particles.png` (one row of turntable views per particle), and metrics.json; returns the metrics."""
+    `particles.png` (one row of turntable views per particle), and metrics.json (with `extra`'s keys
+    added, e.g. the retrieval record); returns the metrics."""
     asset, frames = save_outputs(representations[0], config, out, progress)
     assets, rows = [asset], [eight_frames(frames)]
     for index, representation in enumerate(representations[1:], start=1):
@@ -398,7 +429,7 @@ def finish_run(representations: list[Representation], config: GenerateConfig, ou
         "final_loss": logs.get("loss"), "asset": asset.name, **representations[0].stats(),
         "particles": len(representations), "particle_assets": [str(a.relative_to(out)) for a in assets],
         "time_breakdown": {k: round(v / total_phase, 3) for k, v in sorted(timings.items())},
-        "seconds_per_step": round(total_phase / max(steps_done, 1), 4),
+        "seconds_per_step": round(total_phase / max(steps_done, 1), 4), **(extra or {}),
     }
     atomic_write_json(metrics, out / "metrics.json")
     return metrics

@@ -59,6 +59,16 @@ RANGES: dict[str, tuple] = {
     "nerf.shading_probabilities": _at_least(0),
     "nerf.samples_per_ray": _at_least(1),
     "dmtet.resolution": _between(4, 256),
+    "retrieval.k": _between(1, 64),
+    "retrieval.candidates": _at_least(1),
+    "retrieval.adaptation.steps": _at_least(0),
+    "retrieval.adaptation.rank": _at_least(1),
+    "retrieval.adaptation.batch_size": _at_least(1),
+    "retrieval.adaptation.views_per_asset": _at_least(1),
+    "retrieval.adaptation.view_caption_prob": _between(0, 1),
+    "retrieval.adaptation.render_resolution": _between(8, 1024),
+    "retrieval.adaptation.lr": _between(0, 1e6),
+    "retrieval.adaptation.weight_decay": _at_least(0),
     "*.particles": _between(1, 64),
     "*.lora_rank": _at_least(1),
     "*.n_ddim_steps": _at_least(1),
@@ -153,11 +163,30 @@ def check_registered(representation: str, guidance: str) -> None:
         raise InputError(f"unknown guidance {guidance!r}; choose one of {', '.join(sorted(GUIDANCE))}")
 
 
+PARTICLE_GUIDANCE = ("vsd", "redream")  # the variants whose section has `particles`
+
+
 def check_particles(guidance: str, particles: int) -> None:
     """Several particles share VSD's LoRA: InputError for more than one with another variant."""
-    if particles > 1 and guidance != "vsd":
-        raise InputError(f"{particles} particles need the vsd guidance (they share its LoRA); {guidance} trains "
-                         f"one asset")
+    if particles > 1 and guidance not in PARTICLE_GUIDANCE:
+        raise InputError(f"{particles} particles need the vsd or redream guidance (they share its LoRA); {guidance} "
+                         f"trains one asset")
+
+
+def check_retrieval(config) -> None:
+    """ReDream needs a library to retrieve from and adapts the prior on what it retrieves; a library
+    given must be a folder with a non-empty library.jsonl (InputError from the library module)."""
+    retrieval = config.retrieval
+    if config.guidance == "redream" and not retrieval.library:
+        raise InputError("guidance redream retrieves assets for the prompt: give a library (--retrieve LIB or "
+                         "retrieval.library)")
+    if config.guidance == "redream" and not retrieval.adapt:
+        raise InputError("guidance redream scores with the adapted prior: drop --no-adapt (retrieval.adapt) or "
+                         "use --guidance vsd")
+    if retrieval.library:
+        from sds3d.retrieval.library import read_entries
+
+        read_entries(retrieval.library)
 
 
 def validate_config(config) -> None:
@@ -188,6 +217,7 @@ def validate_config(config) -> None:
                              f"checkpoint.pt)")
         if run.resolve() == Path(config.out).resolve():
             raise InputError(f"init_from {config.init_from} is the run's own output folder; pick a new --out")
+    check_retrieval(config)
     from .export import require_mesh_tools
 
     require_mesh_tools(canonical_name(config.representation), bool(config.init_from))
