@@ -1,0 +1,356 @@
+"""Editing benchmark on ground truth: text selection, masked recolour, global edits, edit speed.
+
+    python benchmarks/editing.py [--limit N] [--teacher shipped|oracle|PATH] [--points 5000]
+                                 [--global-steps 200] [--speed-steps 200] [--threads 2]
+                                 [--tables selection,recolour,global,speed] [--prior embedded]
+
+Micro-world objects are converted to Gaussians (`part_gaussians`: `mesh_to_gaussians`, each
+Gaussian's true part the part of its nearest face). When the shipped feature teacher is absent
+(assets/feature_teacher/), the ground-truth part oracle stands in and the JSON says "teacher": "oracle".
+Four tables, one JSONL each in benchmarks/results/editing/ (rows already there are skipped: resume):
+- selection.jsonl: 3D IoU of "the <part>" and "the <kind>'s <part>" against true membership for
+  every (kind, part), measured as benchmarks/selection.py does (its `distil` and `iou`);
+- recolour.jsonl: "make the <part> <colour>" = `select_points` + `operations.recolour` on the
+  selection (the direct method). Part colour accuracy: over the 16 evaluation views, the fraction
+  whose mean rendered colour on the part's pixels (the mesh rasterizer's part ids) is nearest, under
+  any Lambertian shading factor, to the target named colour. PSNR outside the part: renders against
+  before, on pixels the true part's Gaussians do not cover (rendered mask < 0.5). Kind accuracy of
+  the evaluator after;
+- global.jsonl: "a red mug" -> "a blue mug" (colour) and "a red cone" -> "a red pyramid" (kind) with
+  `sds3d.edit.edit` and each of pds, dds, ssd, sds: target accuracy (the evaluator's colour head
+  for colour edits, kind head for kind edits), Chamfer to the source, seconds;
+- speed.jsonl: one edit of a 20k-Gaussian mug at the default EditConfig, `--speed-steps` steps
+  (default: all of them), with seconds per step and the steps that fit in 60 s.
+`--limit N` caps the cases of each table. The picture grid.png shows before / selection / after
+rows for the recolour cases run. Last line: the JSON summary (also appended to summary.jsonl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from selection import cpu_model, distil, iou  # noqa: E402  (the selection benchmark's own measures)
+
+RESULTS = Path(__file__).resolve().parent / "results" / "editing"
+GUIDANCES = ("pds", "dds", "ssd", "sds")
+TABLES = ("selection", "recolour", "global", "speed")
+# (edit type, kind, source colour, source prompt, target prompt, target kind, target colour)
+GLOBAL_CASES = (("colour", "mug", "red", "a red mug", "a blue mug", "mug", "blue"),
+                ("kind", "cone", "red", "a red cone", "a red pyramid", "pyramid", "red"),
+                ("colour", "car", "green", "a green car", "a yellow car", "car", "yellow"),
+                ("kind", "cube", "blue", "a blue cube", "a blue sphere", "sphere", "blue"))
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def append_row(path: Path, row: dict) -> None:
+    """One finished row, appended and flushed (a crash loses at most the row being measured)."""
+    with open(path, "a") as stream:
+        stream.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+
+
+def nearest_color(rgb: torch.Tensor) -> str:
+    """The named colour whose albedo, under some shading factor in SHADING_RANGE, is nearest `rgb` [3]."""
+    from sds3d.world import COLORS
+    from sds3d.world.colors import SHADING_RANGE
+
+    factors = torch.linspace(*SHADING_RANGE, 66)[:, None]
+    return min(COLORS, key=lambda name: float((factors * torch.tensor(COLORS[name].rgb) - rgb).norm(dim=-1).min()))
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, cap: float = 100.0) -> float:
+    """PSNR in dB of images in [0, 1]; identical images (or none) score `cap` (finite, so JSON and means hold)."""
+    mse = float(((a - b) ** 2).mean()) if a.numel() else 0.0
+    return cap if mse == 0 else min(cap, -10 * math.log10(mse))
+
+
+class Objects:
+    """Part-labelled Gaussians of micro-world kinds with a distilled feature field, built once per kind."""
+
+    def __init__(self, teacher, teacher_arg: str, points: int, steps: int):
+        from sds3d.features.distill import DistillConfig
+
+        self.teacher, self.teacher_arg, self.points = teacher, teacher_arg, points
+        self.config = DistillConfig(steps=steps)
+        self.cache = {}
+
+    def get(self, kind: str):
+        """-> (gaussians with field, true part index [N], query teacher, distillation seconds)."""
+        from sds3d.features.part_oracle import part_gaussians
+
+        if kind not in self.cache:
+            gaussians, parts = part_gaussians(kind, "red", self.points)
+            query_teacher, took = distil(kind, self.teacher_arg, self.teacher, gaussians, self.config)
+            self.cache[kind] = (gaussians, parts, query_teacher, took)
+        return self.cache[kind]
+
+
+def selection_table(objects: Objects, path: Path, limit: int | None) -> list[dict]:
+    from sds3d.errors import InputError
+    from sds3d.features.part_oracle import PartOracle
+    from sds3d.features.select import query_relevancy
+    from sds3d.world import KINDS
+
+    rows = read_rows(path)
+    done = {(r["kind"], r["part"], r["phrasing"]) for r in rows}
+    cases = [(kind, index, part) for kind, spec in KINDS.items() for index, part in enumerate(spec.parts)][:limit]
+    for kind, index, part in cases:
+        spec = KINDS[kind]
+        phrasings = (("the <part>", f"the {part}"), ("the <kind>'s <part>", f"the {spec.synonyms[0]}'s {part}"))
+        if all((kind, part, ph) in done for ph, _ in phrasings):
+            continue
+        gaussians, parts, query_teacher, took = objects.get(kind)
+        visible = PartOracle(kind).visible(gaussians.means.detach())
+        truth = parts == index
+        for phrasing, query in phrasings:
+            if (kind, part, phrasing) in done:
+                continue
+            try:
+                mask = query_relevancy(gaussians, query, query_teacher) > 0.5
+            except InputError as error:
+                raise SystemExit(f"editing benchmark: {error}") from None
+            row = {"kind": kind, "part": part, "phrasing": phrasing, "query": query,
+                   "iou_visible": round(iou(mask[visible], truth[visible]), 4), "iou_all": round(iou(mask, truth), 4),
+                   "distill_seconds": round(took, 2)}
+            rows.append(row)
+            append_row(path, row)
+    return rows
+
+
+def recolour_cases(limit: int | None) -> list[tuple[str, int, str, str]]:
+    """(kind, part index, part, colour) for every part of the multi-part kinds; the colour cycles
+    through the named colours, skipping the part's own paint and the object's red."""
+    from sds3d.world import COLORS, KINDS
+    from sds3d.world.colors import part_rgb
+
+    names, cases = [n for n in COLORS if n != "red"], []
+    for kind, spec in KINDS.items():
+        if len(spec.parts) < 2:
+            continue
+        for index, (part, paint) in enumerate(spec.parts.items()):
+            own = nearest_color(torch.tensor(COLORS["red"].rgb if paint == "body" else part_rgb(paint, COLORS["red"].rgb)))
+            turn = [names[(len(cases) + j) % len(names)] for j in range(len(names))]
+            cases.append((kind, index, part, next(c for c in turn if c != own)))
+    return cases[:limit]
+
+
+def recolour_table(objects: Objects, evaluator, path: Path, limit: int | None) -> tuple[list[dict], list[np.ndarray]]:
+    from sds3d.evaluate import evaluation_cameras
+
+    rows = read_rows(path)
+    done = {(r["kind"], r["part"], r["colour"]) for r in rows}
+    cameras = evaluation_cameras()
+    pictures = []
+    for kind, index, part, colour in recolour_cases(limit):
+        if (kind, part, colour) in done:
+            continue
+        gaussians, parts, query_teacher, _ = objects.get(kind)  # distillation needs gradients
+        row, picture = measure_recolour(gaussians, parts, query_teacher, evaluator, cameras, kind, index, part, colour)
+        rows.append(row)
+        append_row(path, row)
+        if len(pictures) < 6:
+            pictures.append(picture)
+    return rows, pictures
+
+
+@torch.no_grad()
+def measure_recolour(gaussians, parts, query_teacher, evaluator, cameras, kind, index, part, colour):
+    """-> (row, uint8 [3, H, W, 3] before / selection / after at one evaluation view)."""
+    from sds3d.errors import InputError
+    from sds3d.evaluate import render_for_evaluator
+    from sds3d.features.operations import copy_asset, recolour
+    from sds3d.features.part_oracle import PartOracle
+    from sds3d.features.select import render_highlight, select_points
+    from sds3d.guidance.edit.region import render_point_mask
+
+    query = f"the {part}"
+    try:
+        mask = select_points(gaussians, query, query_teacher)
+    except InputError as error:
+        mask = torch.zeros(len(gaussians), dtype=torch.bool)
+        print(f"editing benchmark: {error}", file=sys.stderr)
+    edited = copy_asset(gaussians)
+    recolour(edited, mask, colour)
+    before, after = gaussians.render(cameras).rgb.clamp(0, 1), edited.render(cameras).rgb.clamp(0, 1)
+    part_pixels = PartOracle(kind).part_ids(cameras) == index  # [B, H, W]
+    judged = [nearest_color(after[b][part_pixels[b]].mean(0)) == colour
+              for b in range(len(cameras)) if int(part_pixels[b].sum()) >= 4]
+    outside = (render_point_mask(gaussians, cameras, parts == index) < 0.5)[..., 0]
+    images, _ = render_for_evaluator(edited, cameras)
+    kinds = evaluator.predict(images)["kind"]
+    row = {"kind": kind, "part": part, "colour": colour, "instruction": f"make the {part} {colour}",
+           "method": "select_points + recolour", "selected": int(mask.sum()), "true": int((parts == index).sum()),
+           "selection_iou": round(iou(mask, parts == index), 4), "views_judged": len(judged),
+           "part_color_acc": round(sum(judged) / len(judged), 4) if judged else None,
+           "outside_psnr_db": round(psnr(after[outside], before[outside]), 2),
+           "kind_acc_after": round(float(np.mean([k == kind for k in kinds])), 4)}
+    view = cameras[[1]]
+    return row, np.concatenate([
+        (gaussians.render(view).rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy(),
+        render_highlight(gaussians, mask, view),
+        (edited.render(view).rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()])
+
+
+def run_edit(case_source: str, kind: str, colour: str, target: str, guidance: str, points: int, steps: int,
+             work: Path, prior, evaluate: bool = True) -> dict:
+    from sds3d.edit import EditConfig, edit
+    from sds3d.representations.convert import mesh_to_gaussians
+    from sds3d.world import make_object
+
+    source = mesh_to_gaussians(make_object(kind, colour).mesh, points, generator=torch.Generator().manual_seed(0))
+    config = EditConfig(steps=steps, device="cpu", checkpoint_every=0, turntable_frames=8, turntable_resolution=64)
+    start = time.perf_counter()
+    result = edit(source, target, source_prompt=case_source, guidance=guidance, config=config,
+                  out=str(work / f"{guidance}-{kind}-{points}-{steps}"), prior=prior, progress=False, evaluate=evaluate)
+    return {**result.metrics, "total_seconds": round(time.perf_counter() - start, 2)}
+
+
+def global_table(path: Path, limit: int | None, points: int, steps: int, work: Path, prior_loader) -> list[dict]:
+    rows = read_rows(path)
+    done = {(r["guidance"], r["source"], r["target"], r["steps"], r["gaussians"]) for r in rows}
+    for edit_type, kind, colour, source, target, target_kind, target_colour in GLOBAL_CASES[:limit]:
+        for guidance in GUIDANCES:
+            if (guidance, source, target, steps, points) in done:
+                continue
+            m = run_edit(source, kind, colour, target, guidance, points, steps, work, prior_loader())
+            row = {"guidance": guidance, "edit": edit_type, "source": source, "target": target, "steps": steps,
+                   "gaussians": points, "target_acc": m["color_acc"] if edit_type == "colour" else m["kind_acc"],
+                   "kind_acc": m["kind_acc"], "color_acc": m["color_acc"],
+                   "chamfer_to_source": round(m["chamfer_to_source"], 4), "seconds": m["seconds"]}
+            rows.append(row)
+            append_row(path, row)
+    return [r for r in rows if r["steps"] == steps and r["gaussians"] == points]
+
+
+def speed_table(path: Path, steps: int | None, threads: int, work: Path, prior_loader) -> dict:
+    from sds3d.edit import EditConfig
+
+    steps = steps or EditConfig.steps
+    for row in read_rows(path):
+        if row["steps"] == steps and row["threads"] == threads and row["cpu"] == cpu_model():
+            return row
+    m = run_edit("a red mug", "mug", "red", "a blue mug", "pds", 20000, steps, work, prior_loader())
+    per_step = m["seconds"] / steps
+    row = {"guidance": "pds", "gaussians": 20000, "steps": steps, "default_steps": EditConfig.steps,
+           "views_per_step": EditConfig.views_per_step, "resolution": EditConfig.resolution,
+           "seconds": m["seconds"], "seconds_per_step": round(per_step, 3),
+           "projected_default_seconds": round(per_step * EditConfig.steps, 1),
+           "steps_within_60s": int(60 // per_step), "color_acc": m["color_acc"],
+           "chamfer_to_source": round(m["chamfer_to_source"], 4), "threads": threads, "cpu": cpu_model()}
+    append_row(path, row)
+    return row
+
+
+def save_grid(pictures: list[np.ndarray], path: Path) -> None:
+    """Columns = cases; rows = before / selection (highlighted) / after."""
+    from sds3d.turntable import image_grid, save_png
+
+    images = np.stack([pictures[c][r] for r in range(3) for c in range(len(pictures))])
+    tmp = path.with_name(path.stem + ".tmp.png")
+    save_png(image_grid(images, columns=len(pictures)), tmp)
+    os.replace(tmp, path)
+
+
+def mean(values) -> float | None:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from sds3d.errors import InputError
+    from sds3d.features.distill import DistillConfig
+    from sds3d.world.evaluator import Evaluator
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--limit", type=int, default=None, help="cases per table (default: all)")
+    p.add_argument("--teacher", default="shipped", help="shipped (the oracle if absent) | oracle | a teacher folder")
+    p.add_argument("--points", type=int, default=5000, help="Gaussians per object (selection, recolour, global)")
+    p.add_argument("--distill-steps", type=int, default=DistillConfig.steps)
+    p.add_argument("--global-steps", type=int, default=200, help="edit steps of the global edits")
+    p.add_argument("--speed-steps", type=int, default=0, help="steps of the 20k-Gaussian timing (0: the default)")
+    p.add_argument("--tables", default=",".join(TABLES), help="comma-separated subset of " + ",".join(TABLES))
+    p.add_argument("--prior", default="embedded", help="prior for the edits (embedded | toy, ...)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=str(RESULTS))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    tables = set(args.tables.split(","))
+    if not tables <= set(TABLES):
+        raise SystemExit(f"editing benchmark: --tables {args.tables!r}: choose among {', '.join(TABLES)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    teacher_arg, teacher, name = args.teacher, None, args.teacher
+    if args.teacher != "oracle":
+        from sds3d.features.load import load_feature_teacher
+
+        try:
+            teacher = load_feature_teacher(None if args.teacher == "shipped" else args.teacher)
+            name = teacher.name if args.teacher == "shipped" else Path(args.teacher).name
+        except InputError as error:
+            if args.teacher != "shipped":
+                raise SystemExit(f"editing benchmark: {error}") from None
+            print(f"editing benchmark: {error}; using the ground-truth part oracle", file=sys.stderr)
+            teacher_arg, name = "oracle", "oracle"
+    objects = Objects(teacher, teacher_arg, args.points, args.distill_steps)
+    evaluator = Evaluator.load()
+    prior = []
+
+    def prior_loader():
+        from sds3d.guidance.registry import load_prior
+
+        if not prior:
+            prior.append(load_prior(args.prior, "cpu"))
+        return prior[0]
+
+    tag = f"{name}-{args.points}"
+    selection = selection_table(objects, out / f"selection-{tag}.jsonl", args.limit) if "selection" in tables else []
+    recolour_rows, pictures = (recolour_table(objects, evaluator, out / f"recolour-{tag}.jsonl", args.limit)
+                               if "recolour" in tables else ([], []))
+    if pictures:
+        save_grid(pictures, out / "grid.png")
+    work = Path(tempfile.mkdtemp(prefix="sds3d-editing-"))
+    global_rows = [] if "global" not in tables else global_table(out / f"global-{args.prior}.jsonl", args.limit, args.points,
+                                                           args.global_steps, work, prior_loader)
+    speed = None if "speed" not in tables else speed_table(out / f"speed-{args.prior}.jsonl", args.speed_steps, args.threads,
+                                                     work, prior_loader)
+    summary = {
+        "selection_iou": mean(r["iou_visible"] for r in selection),
+        "recolour_part_acc": mean(r["part_color_acc"] for r in recolour_rows),
+        "outside_psnr_db": mean(r["outside_psnr_db"] for r in recolour_rows),
+        "edit_seconds": speed["seconds"] if speed else None,
+        "global": {g: {"target_acc": mean(r["target_acc"] for r in global_rows if r["guidance"] == g),
+                       "chamfer_to_source": mean(r["chamfer_to_source"] for r in global_rows if r["guidance"] == g),
+                       "seconds": mean(r["seconds"] for r in global_rows if r["guidance"] == g)}
+                   for g in GUIDANCES if any(r["guidance"] == g for r in global_rows)},
+        "teacher": name, "selection_iou_all_gaussians": mean(r["iou_all"] for r in selection),
+        "selection_queries": len(selection), "recolour_cases": len(recolour_rows),
+        "recolour_kind_acc_after": mean(r["kind_acc_after"] for r in recolour_rows),
+        "recolour_method": "select_points + operations.recolour", "points": args.points,
+        "global_steps": args.global_steps, "global_cases": len(global_rows), "prior": args.prior, "speed": speed,
+        "limit": args.limit, "threads": args.threads, "cpu": cpu_model(),
+    }
+    with open(out / "summary.jsonl", "a") as stream:
+        stream.write(json.dumps(summary) + "\n")
+    print(json.dumps(summary), flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
