@@ -3,6 +3,7 @@ retrieved asset, scores with the adapted prior, records the retrieval in metrics
 the CLI's retrieval flags and their one-line errors. A two-asset library and a tiny random prior."""
 
 import json
+from functools import partial
 
 import pytest
 import torch
@@ -19,6 +20,15 @@ from sds3d.validation import validate_config  # noqa: E402
 from sds3d.world.train_prior import build_scheduler, build_unet  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(autouse=True)
+def few_sampling_steps(monkeypatch):
+    """Retrieval re-ranks by images of the prior's samples: 2 DDIM steps instead of 20 keep this file
+    fast (what is retrieved here is decided by the captions; the wiring is under test)."""
+    from sds3d.retrieval import retrieve
+
+    monkeypatch.setattr(retrieve, "sample_prior", partial(retrieve.sample_prior, steps=2))
 
 
 @pytest.fixture(scope="module")
