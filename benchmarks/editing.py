@@ -221,11 +221,12 @@ def run_edit(case_source: str, kind: str, colour: str, target: str, guidance: st
     return {**result.metrics, "total_seconds": round(time.perf_counter() - start, 2)}
 
 
-def global_table(path: Path, limit: int | None, points: int, steps: int, work: Path, prior_loader) -> list[dict]:
+def global_table(path: Path, limit: int | None, points: int, steps: int, work: Path, prior_loader,
+                 guidances: tuple[str, ...] = GUIDANCES) -> list[dict]:
     rows = read_rows(path)
     done = {(r["guidance"], r["source"], r["target"], r["steps"], r["gaussians"]) for r in rows}
     for edit_type, kind, colour, source, target, target_kind, target_colour in GLOBAL_CASES[:limit]:
-        for guidance in GUIDANCES:
+        for guidance in guidances:
             if (guidance, source, target, steps, points) in done:
                 continue
             m = run_edit(source, kind, colour, target, guidance, points, steps, work, prior_loader())
@@ -235,7 +236,7 @@ def global_table(path: Path, limit: int | None, points: int, steps: int, work: P
                    "chamfer_to_source": round(m["chamfer_to_source"], 4), "seconds": m["seconds"]}
             rows.append(row)
             append_row(path, row)
-    return [r for r in rows if r["steps"] == steps and r["gaussians"] == points]
+    return [r for r in rows if r["steps"] == steps and r["gaussians"] == points and r["guidance"] in guidances]
 
 
 def speed_table(path: Path, steps: int | None, threads: int, work: Path, prior_loader) -> dict:
@@ -283,6 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--points", type=int, default=5000, help="Gaussians per object (selection, recolour, global)")
     p.add_argument("--distill-steps", type=int, default=DistillConfig.steps)
     p.add_argument("--global-steps", type=int, default=200, help="edit steps of the global edits")
+    p.add_argument("--guidances", default=",".join(GUIDANCES), help="editing scores of the global table")
     p.add_argument("--speed-steps", type=int, default=0, help="steps of the 20k-Gaussian timing (0: the default)")
     p.add_argument("--tables", default=",".join(TABLES), help="comma-separated subset of " + ",".join(TABLES))
     p.add_argument("--prior", default="embedded", help="prior for the edits (embedded | toy, ...)")
@@ -327,7 +329,8 @@ def main(argv: list[str] | None = None) -> dict:
         save_grid(pictures, out / "grid.png")
     work = Path(tempfile.mkdtemp(prefix="sds3d-editing-"))
     global_rows = [] if "global" not in tables else global_table(out / f"global-{args.prior}.jsonl", args.limit, args.points,
-                                                           args.global_steps, work, prior_loader)
+                                                           args.global_steps, work, prior_loader,
+                                                           tuple(g for g in args.guidances.split(",") if g))
     speed = None if "speed" not in tables else speed_table(out / f"speed-{args.prior}.jsonl", args.speed_steps, args.threads,
                                                      work, prior_loader)
     summary = {
