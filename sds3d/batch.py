@@ -78,7 +78,8 @@ def read_prompts(path: str | Path, out: str | Path, base=None) -> list[BatchItem
             config = _line_config(base, text, path.suffix.lower() == ".jsonl")
             name = _run_name(config.prompt, names)
             config = replace(config, out=str(out / name), init_from=_absolute(config.init_from),
-                             prior=_absolute(config.prior))
+                             prior=_absolute(config.prior),
+                             retrieval=replace(config.retrieval, library=_absolute(config.retrieval.library)))
             _check_run(config)
         except InputError as error:
             raise InputError(f"{path} line {number}: {first_line(error)}") from None

@@ -143,3 +143,15 @@ def test_cli_retrieval_flags(library, tmp_path, capsys):
     assert saved["library"] == str(library) and saved["k"] == 1 and saved["adapt"] is False and saved["init"]
     record = json.loads((out / "metrics.json").read_text())["retrieval"]
     assert record["retrieved"][0]["path"].endswith("mug.glb") and "adaptation" not in record
+
+
+def test_batch_lines_carry_the_retrieval_section_with_the_library_made_absolute(library, tmp_path, monkeypatch):
+    from sds3d.batch import read_prompts
+
+    monkeypatch.chdir(library.parent)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "a red mug", "retrieval.library": library.name, "retrieval.k": 1}) + "\n"
+                       + json.dumps({"prompt": "a blue cube"}) + "\n")
+    first, second = read_prompts(prompts, tmp_path / "batch")
+    assert first.config.retrieval.library == str(library.absolute()) and first.config.retrieval.k == 1
+    assert second.config.retrieval.library == ""
