@@ -169,8 +169,8 @@ PARTICLE_GUIDANCE = ("vsd", "redream")  # the variants whose section has `partic
 def check_particles(guidance: str, particles: int) -> None:
     """Several particles share VSD's LoRA: InputError for more than one with another variant."""
     if particles > 1 and guidance not in PARTICLE_GUIDANCE:
-        raise InputError(f"{particles} particles need the vsd or redream guidance (they share its LoRA); {guidance} "
-                         f"trains one asset")
+        raise InputError(f"{particles} particles need the vsd guidance (or redream; they share its LoRA); "
+                         f"{guidance} trains one asset")
 
 
 def check_retrieval(config) -> None:

@@ -56,13 +56,13 @@ ADAPTER = "retrieval"
 class AdaptationConfig:
     steps: int = 200  # AdamW steps
     rank: int = 8  # LoRA rank r (alpha = r)
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 16
+    lr: float = 1e-3  # AdamW learning rate of the LoRA
+    weight_decay: float = 0.0  # AdamW weight decay of the LoRA
+    batch_size: int = 16  # renders per step
     views_per_asset: int = 48  # renders per asset, drawn once
     view_caption_prob: float = 0.75  # captions naming the view (text-only priors); the rest plain
     render_resolution: int = 64  # renders are reduced to the prior's resolution by `encode_images`
-    seed: int = 0
+    seed: int = 0  # the renders' views and captions, and the training's noise
 
 
 @dataclass(frozen=True)
