@@ -35,15 +35,21 @@ DEFAULT_ARCHITECTURE = {"resolution": 64, "widths": [32, 64, 128], "decoder_widt
 
 
 def sentence_embeddings(phrases: list[str], encoder=None) -> torch.Tensor:
-    """phrases (N) -> [N, 384] unit-length all-MiniLM-L6-v2 sentence embeddings: the token states of
-    `sds3d.guidance.priors.text_encoder` averaged over the attention mask (its sentence-transformers
-    pooling), then normalised."""
+    """phrases (N) -> [N, 384] unit-length all-MiniLM-L6-v2 sentence embeddings: the last hidden
+    states of `sds3d.guidance.priors.text_encoder`'s model averaged over the attention mask (the
+    model's sentence-transformers pooling), then normalised. `encoder`: a `TextEncoder` (default the
+    shared one)."""
     if encoder is None:
         from sds3d.guidance.priors.text_encoder import get_text_encoder
 
         encoder = get_text_encoder()
-    hidden, mask = encoder.encode(list(phrases))
-    mask = mask.to(hidden.dtype)[..., None]
+    # Padded to the longest phrase, not to the encoder's fixed 32 tokens: padding is masked out of
+    # attention and pooling, so the embedding is the same and short phrases cost far less.
+    tokens = encoder.tokenizer(list(phrases), padding=True, truncation=True, max_length=encoder.max_length,
+                               return_tensors="pt").to(encoder.device)
+    with torch.no_grad():
+        hidden = encoder.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state
+    mask = tokens["attention_mask"].to(hidden.dtype)[..., None]
     pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
     return F.normalize(pooled.float().cpu(), dim=-1)
 
@@ -61,7 +67,8 @@ class PartTeacherModel(nn.Module):
 
     forward(images [B, 3, R, R] in [0, 1]) -> unit features [B, D, R/2, R/2] (a stride-2 stem, then
     a UNet over three levels with a global-context vector at the coarsest); `project_text`
-    ([N, 384] sentence embeddings) -> unit [N, D]; `logits(features [..., D], text [N, D])`."""
+    ([N, 384] sentence embeddings, centred by `text_mean`, projected) -> unit [N, D];
+    `logits(features [..., D], text [N, D])`."""
 
     def __init__(self, resolution: int = 64, widths=(32, 64, 128), decoder_widths=(64, 32),
                  head_width: int = 64, dim: int = 64):
@@ -83,8 +90,11 @@ class PartTeacherModel(nn.Module):
             self.decoder.append(_ConvBlock(cin + skip, width))
             cin = width
         self.head = nn.Sequential(nn.Conv2d(cin, head_width, 1), nn.ReLU(), nn.Conv2d(head_width, dim, 1))
+        # Sentence embeddings share a large common component; the mean over the training phrases is
+        # removed before the projection (set by training, saved with the weights).
+        self.register_buffer("text_mean", torch.zeros(TEXT_DIM))
         self.text_projection = nn.Linear(TEXT_DIM, dim)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.log_scale = nn.Parameter(torch.tensor(math.log(15.0)))
         self.bias = nn.Parameter(torch.tensor(-2.0))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -101,7 +111,7 @@ class PartTeacherModel(nn.Module):
         return F.normalize(self.head(x), dim=1)
 
     def project_text(self, sentence: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.text_projection(sentence), dim=-1)
+        return F.normalize(self.text_projection(sentence - self.text_mean), dim=-1)
 
     def logits(self, features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """features [..., D] unit, text [N, D] unit -> [..., N] = scale * cosine + bias."""
