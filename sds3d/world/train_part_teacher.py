@@ -582,7 +582,7 @@ Validation of this export (per-part IoU of "the <part>" and "the <kind>'s <part>
 {val.get('object_iou', float('nan')):.3f}, background {val.get('background_iou', float('nan')):.3f}. Held-out figures:
 `python benchmarks/feature_teacher.py` (results in `benchmarks/results/feature_teacher/`).
 
-![training loss and validation IoU]({figures[0]})
+![training loss and seconds per step]({figures[0]})
 
 ![validation renders, their true parts, and the probability of "the <part>" for up to three parts]({figures[1]})
 """
