@@ -46,6 +46,7 @@ from selection import cpu_model, distil, iou  # noqa: E402  (the selection bench
 
 RESULTS = Path(__file__).resolve().parent / "results" / "editing"
 GUIDANCES = ("pds", "dds", "ssd", "sds")
+GRID_SIZE = 160  # pixels of each picture in grid.png
 TABLES = ("selection", "recolour", "global", "speed")
 # (edit type, kind, source colour, source prompt, target prompt, target kind, target colour)
 GLOBAL_CASES = (("colour", "mug", "red", "a red mug", "a blue mug", "mug", "blue"),
@@ -173,7 +174,7 @@ def recolour_table(objects: Objects, evaluator, path: Path, limit: int | None) -
 def measure_recolour(gaussians, parts, query_teacher, evaluator, cameras, kind, index, part, colour):
     """-> (row, uint8 [3, H, W, 3] before / selection / after at one evaluation view)."""
     from sds3d.errors import InputError
-    from sds3d.evaluate import render_for_evaluator
+    from sds3d.evaluate import evaluation_cameras, render_for_evaluator
     from sds3d.features.operations import copy_asset, recolour
     from sds3d.features.part_oracle import PartOracle
     from sds3d.features.select import render_highlight, select_points
@@ -200,7 +201,7 @@ def measure_recolour(gaussians, parts, query_teacher, evaluator, cameras, kind, 
            "part_color_acc": round(sum(judged) / len(judged), 4) if judged else None,
            "outside_psnr_db": round(psnr(after[outside], before[outside]), 2),
            "kind_acc_after": round(float(np.mean([k == kind for k in kinds])), 4)}
-    view = cameras[[1]]
+    view = evaluation_cameras(resolution=GRID_SIZE)[[1]]
     return row, np.concatenate([
         (gaussians.render(view).rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy(),
         render_highlight(gaussians, mask, view),
