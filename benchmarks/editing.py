@@ -285,6 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--points", type=int, default=5000, help="Gaussians per object (selection, recolour, global)")
     p.add_argument("--distill-steps", type=int, default=DistillConfig.steps)
     p.add_argument("--global-steps", type=int, default=200, help="edit steps of the global edits")
+    p.add_argument("--global-limit", type=int, default=None, help="cases of the global table (default: --limit)")
     p.add_argument("--guidances", default=",".join(GUIDANCES), help="editing scores of the global table")
     p.add_argument("--speed-steps", type=int, default=0, help="steps of the 20k-Gaussian timing (0: the default)")
     p.add_argument("--tables", default=",".join(TABLES), help="comma-separated subset of " + ",".join(TABLES))
@@ -329,7 +330,8 @@ def main(argv: list[str] | None = None) -> dict:
     if pictures:
         save_grid(pictures, out / "grid.png")
     work = Path(tempfile.mkdtemp(prefix="sds3d-editing-"))
-    global_rows = [] if "global" not in tables else global_table(out / f"global-{args.prior}.jsonl", args.limit, args.points,
+    global_limit = args.global_limit if args.global_limit is not None else args.limit
+    global_rows = [] if "global" not in tables else global_table(out / f"global-{args.prior}.jsonl", global_limit, args.points,
                                                            args.global_steps, work, prior_loader,
                                                            tuple(g for g in args.guidances.split(",") if g))
     speed = None if "speed" not in tables else speed_table(out / f"speed-{args.prior}.jsonl", args.speed_steps, args.threads,
