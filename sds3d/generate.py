@@ -247,18 +247,21 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     prior = prior if prior is not None else load_prior(config.prior, device)
     if isinstance(prior, DiffusersUNetPrior):
         prior.set_precision(config.prior_precision)
-    retrieval_record = None
-    if config.retrieval.library:
+    # a resumed run keeps what it retrieved when it started (and what adapting cost then); the adapted
+    # prior comes back from the cache
+    retrieval_record = state.get("retrieval")
+    if config.retrieval.library and "skipped" not in (retrieval_record or {}):
+        from sds3d.retrieval.retrieve import Retrieved
         from sds3d.retrieval.run import prepare_retrieval
 
         settings = config.retrieval
-        retrieved, prior, retrieval_record = prepare_retrieval(
+        retrieved = None if retrieval_record is None else [
+            Retrieved(**{**item, "path": Path(item["path"])}) for item in retrieval_record["retrieved"]]
+        assets, prior, record = prepare_retrieval(
             config, settings.library, settings.k, settings.adapt, settings.init and not resuming and initial is None,
-            settings=settings, prior=prior, progress=progress)
-        retrieval_record["init"] = settings.init and initial is None
-        initial = initial if initial is not None else retrieved
-        if resuming and "retrieval" in state:  # what the run retrieved, and what adapting cost, when it started
-            retrieval_record = state["retrieval"]
+            settings=settings, prior=prior, retrieved=retrieved, progress=progress)
+        retrieval_record = retrieval_record or {**record, "init": assets is not None and initial is None}
+        initial = initial if initial is not None else assets
     warn_outside_world(config.prompt, prior)
     if initial is not None and not resuming:
         representations = [representation.to(device) for representation in initial]

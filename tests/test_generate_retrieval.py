@@ -90,8 +90,15 @@ def test_no_init_starts_from_the_default_initialisation(prior, library, tmp_path
     assert record["init"] is False and "adaptation" not in record and record["retrieved"]
 
 
-def test_resume_keeps_the_record_of_the_first_start(prior, library, tmp_path):
+def test_resume_keeps_the_record_of_the_first_start(prior, library, tmp_path, monkeypatch):
+    from sds3d.retrieval import retrieve
+
     first = generate(run_config(tmp_path / "run", library, steps=1), prior=prior, progress=False)
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("a resumed run searches the library again")
+
+    monkeypatch.setattr(retrieve, "retrieve", no_search)
     resumed = generate(run_config(tmp_path / "run", library, steps=2), prior=prior, resume=True, progress=False)
     assert resumed.metrics["steps"] == 2
     assert resumed.metrics["retrieval"] == first.metrics["retrieval"]  # cost of the adaptation when it was paid
