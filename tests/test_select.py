@@ -194,3 +194,24 @@ def test_mesh_operations_keep_whole_faces():
     recolour(mesh, upper, "#00ff00")
     assert torch.equal(mesh.vertex_colors[upper], torch.tensor([0.0, 1.0, 0.0]).expand(int(upper.sum()), 3))
     assert not torch.equal(mesh.vertex_colors[~upper][0], torch.tensor([0.0, 1.0, 0.0]))
+
+
+def test_a_teacher_with_calibrated_probabilities_is_scored_by_them_not_by_relevancy():
+    """phrase_scores: sigmoid(scale * cos + bias) of the teacher when it has `probabilities`."""
+    import torch.nn.functional as F
+
+    from sds3d.features.select import phrase_scores, relevancy
+
+    class Calibrated:
+        def text_features(self, phrases):
+            return F.normalize(torch.eye(3)[: len(phrases)] + 0.1, dim=-1)
+
+        def probabilities(self, features, text):  # [B, D, h, w], [N, D] -> [B, N, h, w]
+            return torch.sigmoid(8.0 * torch.einsum("bdhw,nd->bnhw", features, text) - 4.0)
+
+    features = torch.randn(5, 3)
+    scores = phrase_scores(Calibrated(), features, ["a", "b"])
+    text = Calibrated().text_features(["a", "b"])
+    expected = torch.sigmoid(8.0 * F.normalize(features, dim=-1) @ text.T - 4.0).T
+    torch.testing.assert_close(scores, expected)
+    assert not torch.allclose(scores[0], relevancy(features, text[0], text[1:2]))

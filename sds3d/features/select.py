@@ -6,7 +6,11 @@ canonical negatives ("object", "things", "stuff", "texture"),
     relevancy = min_j  exp(10 phi.q) / (exp(10 phi.q) + exp(10 phi.n_j)),
 
 computed on the field's decoded per-point features (no rendering). A point is selected when its
-relevancy exceeds `threshold`, 0.5 by default: the query beats every canonical negative. Points of
+relevancy exceeds `threshold`, 0.5 by default: the query beats every canonical negative. A teacher
+with calibrated per-phrase probabilities (`teacher.probabilities`, as the shipped part teacher: a
+trained sigmoid of the same dot product) is scored by those instead; its negatives were never trained
+against its phrases (relevancy selected 0.15 mean IoU of the micro-world's parts with it, its own
+probabilities are what its threshold was chosen for). Points of
 a NeRF are the occupied cells of its occupancy grid; of a mesh, its vertices; of Gaussians, the
 Gaussians.
 
@@ -38,6 +42,18 @@ def relevancy(features: torch.Tensor, query: torch.Tensor, negatives: torch.Tens
     return torch.sigmoid(positive[:, None] - negative).amin(-1)
 
 
+def phrase_scores(teacher, features: torch.Tensor, phrases: list[str]) -> torch.Tensor:
+    """[P, N] score of each phrase at each point (features [N, D]): the teacher's calibrated
+    probability when it has one, else LERF relevancy against the canonical negatives."""
+    with torch.no_grad():
+        if hasattr(teacher, "probabilities"):
+            phi = F.normalize(features.float(), dim=-1)
+            text = teacher.text_features(list(phrases)).float()
+            return teacher.probabilities(phi.T[None, :, :, None], text)[0, :, :, 0]
+        text = teacher.text_features([*phrases, *CANONICAL_NEGATIVES]).float()
+        return torch.stack([relevancy(features, q, text[len(phrases):]) for q in text[:len(phrases)]])
+
+
 def resolve_teacher(field, teacher=None):
     """`teacher` as given, else the one the field was distilled with (`load_feature_teacher`).
     InputError when its name or width differs from the field's."""
@@ -54,14 +70,13 @@ def resolve_teacher(field, teacher=None):
 
 
 def query_relevancy(representation, query: str, teacher=None) -> torch.Tensor:
-    """Relevancy [N] of `query` at each point of the representation's field (see module docstring)."""
+    """Score [N] of `query` at each point of the representation's field (see module docstring)."""
     if not isinstance(query, str) or not query.strip():
         raise InputError("query: give a non-empty phrase, e.g. \"the handle\"")
     field = feature_field_of(representation)
     teacher = resolve_teacher(field, teacher)
     with torch.no_grad():
-        text = teacher.text_features([query.strip(), *CANONICAL_NEGATIVES]).float()
-        return relevancy(field.point_features(representation), text[0], text[1:])
+        return phrase_scores(teacher, field.point_features(representation), [query.strip()])[0]
 
 
 def candidate_phrases(teacher) -> list[str]:
@@ -82,9 +97,8 @@ def best_phrases(representation, teacher=None, top: int = 3) -> list[tuple[str, 
     teacher = resolve_teacher(field, teacher)
     phrases = candidate_phrases(teacher)
     with torch.no_grad():
-        text = teacher.text_features([*phrases, *CANONICAL_NEGATIVES]).float()
         features = field.point_features(representation)[field.occupied(representation)]
-        scores = torch.stack([relevancy(features, q, text[len(phrases):]) for q in text[:len(phrases)]])  # [P, N]
+        scores = phrase_scores(teacher, features, phrases)  # [P, N]
     fraction, peak = (scores > DEFAULT_THRESHOLD).float().mean(-1), scores.amax(-1)
     order = sorted(range(len(phrases)), key=lambda i: (-float(fraction[i]), -float(peak[i])))
     return [(phrases[i], float(peak[i])) for i in order[:top]]
