@@ -340,7 +340,10 @@ def main(argv: list[str] | None = None) -> dict:
         "selection_iou": mean(r["iou_visible"] for r in selection),
         "recolour_part_acc": mean(r["part_color_acc"] for r in recolour_rows),
         "outside_psnr_db": mean(r["outside_psnr_db"] for r in recolour_rows),
-        "edit_seconds": speed["seconds"] if speed else None,
+        # one edit at the default settings: measured, or projected from the seconds per step of a shorter run
+        "edit_seconds": None if not speed else (speed["seconds"] if speed["steps"] == speed["default_steps"]
+                                                else speed["projected_default_seconds"]),
+        "edit_seconds_projected": bool(speed and speed["steps"] != speed["default_steps"]),
         "global": {g: {"target_acc": mean(r["target_acc"] for r in global_rows if r["guidance"] == g),
                        "chamfer_to_source": mean(r["chamfer_to_source"] for r in global_rows if r["guidance"] == g),
                        "seconds": mean(r["seconds"] for r in global_rows if r["guidance"] == g)}
