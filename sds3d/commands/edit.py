@@ -54,6 +54,7 @@ def run(args) -> int:
                       out=out, config=config, resume=args.resume, progress=not args.quiet)
     except (FileNotFoundError, ValueError) as error:  # InputError included
         raise InputError(str(error).splitlines()[0] if str(error) else type(error).__name__) from None
-    print(f"wrote {result.out}/{result.metrics['asset']}, turntable, before_after.png, metrics.json")
+    animation = next(Path(result.out).glob("turntable.*")).name  # .gif or .mp4 (turntable_format)
+    print(f"wrote {result.out}/{result.metrics['asset']}, {animation}, before_after.png, metrics.json")
     print(json.dumps(result.metrics))
     return 0
