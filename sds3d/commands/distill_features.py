@@ -40,9 +40,9 @@ def run(args) -> int:
     out_dir = features_dir(args.asset)
     check_writable(out_dir)
     teacher = load_feature_teacher(args.teacher)
-    torch.set_grad_enabled(True)
-    result = distill_features(representation, teacher, config, progress=not args.quiet,
-                              teacher_path=str(args.teacher or ""))
+    with torch.enable_grad():  # distillation trains the field whatever the caller's grad mode
+        result = distill_features(representation, teacher, config, progress=not args.quiet,
+                                  teacher_path=str(args.teacher or ""))
     path = save_field(result.field, representation, out_dir / field_filename(teacher.name, result.field.latent_dim))
     print(f"wrote {path}")
     print(json.dumps({"features": str(path), "teacher": teacher.name, "dim": result.field.dim,

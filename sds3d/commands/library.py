@@ -77,6 +77,11 @@ def run_build(args) -> int:
 def run_search(args) -> int:
     import torch
 
+    with torch.no_grad():  # nothing here trains; the library caller's grad mode is left as it was
+        return _search(args)
+
+
+def _search(args) -> int:
     from sds3d.errors import InputError
     from sds3d.retrieval.contact_sheet import asset_thumbnail, save_contact_sheet
     from sds3d.retrieval.embedders import ImageEmbedder, TextEmbedder
@@ -88,7 +93,6 @@ def run_search(args) -> int:
         raise InputError(f"--k must be at least 1, got {args.k}")
     if args.candidates is not None and not args.rerank:
         raise InputError("--candidates re-ranks caption candidates by images: give it with --rerank")
-    torch.set_grad_enabled(False)
     library = Path(args.library)
     sheet = Path(args.sheet) if args.sheet else library.resolve().parent / f"{library.resolve().name}_search.png"
     if sheet.suffix.lower() != ".png":
