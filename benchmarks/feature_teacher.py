@@ -85,8 +85,9 @@ def within_kind_iou(teacher, data, batch: int = 64) -> float:
 
 def main(argv=None) -> dict:
     from sds3d.features.load import load_feature_teacher
+    from sds3d.hardware import cpu_model
     from sds3d.world.part_dataset import PART_SEEDS, render_part_dataset
-    from sds3d.world.train_part_teacher import cpu_model, evaluate_iou
+    from sds3d.world.train_part_teacher import evaluate_iou
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1120, help="renders (40 per kind by default)")

@@ -38,9 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -48,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from sds3d.hardware import cpu_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -61,14 +61,6 @@ ARMS = {  # arm -> (library split, adapt, init)
     "init_only": ("variant", False, True),
     "adapt_only": ("variant", True, False),
 }
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def variant_library(folder: Path, variants: int, kinds: list[str] | None = None, progress: bool = True) -> Path:

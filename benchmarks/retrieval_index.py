@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -29,20 +27,12 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
+from sds3d.hardware import cpu_model  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results" / "retrieval_index" / "sizes.jsonl"
 DIM = 384
 AMORTISED_QUERIES = 1000
 MIN_RECALL = 0.95
-
-
-def cpu_model() -> str:
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
 
 
 def clustered_vectors(n: int, rng: np.random.Generator, spread: float = 0.5) -> np.ndarray:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import platform
+import subprocess
 from pathlib import Path
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -20,6 +22,18 @@ def cpu_flags() -> frozenset[str]:
         if line.startswith("flags"):
             return frozenset(line.split(":", 1)[1].split())
     return frozenset()
+
+
+def cpu_model() -> str:
+    """The CPU's model name as `lscpu` reports it (for timings), else `platform.processor()` or "unknown"."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
 
 
 def fast_bf16() -> bool:

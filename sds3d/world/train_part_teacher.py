@@ -32,9 +32,7 @@ import copy
 import json
 import math
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,6 +43,7 @@ import torch.nn.functional as F
 
 from sds3d.features.part_teacher import PartTeacher, PartTeacherModel, resize_features, sentence_embeddings
 from sds3d.features.teacher import CANONICAL_NEGATIVES
+from sds3d.hardware import cpu_model
 
 from .part_dataset import (PART_SEEDS, PartDataset, held_out_phrase, kind_nouns, load_or_render_parts,
                            part_concepts, part_label, part_names, part_nouns)
@@ -419,17 +418,6 @@ def truncate_log(path: Path, step: int) -> None:
 
 
 # Export -------------------------------------------------------------------------------------------
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or "unknown"
-
 
 def save_figures(teacher: PartTeacher, val: PartDataset, run: Path, dest: Path) -> list[str]:
     """loss.png (training loss and seconds per step) and examples.png (for one validation render of
