@@ -13,6 +13,7 @@ path it names.
 from __future__ import annotations
 
 import ast
+import importlib
 import os
 import re
 import shlex
@@ -37,17 +38,25 @@ BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```", README, re.S | re.M)
 
 GENERATE_SETTINGS = ("steps=2", "resolution=16", "views_per_step=1", "preview_every=1", "turntable_frames=2",
                      "turntable_resolution=16", "gaussians.num_points=200", "nerf.samples_per_ray=16",
-                     "mesh.resolution=8")
+                     "mesh.resolution=8", "retrieval.adaptation.steps=2", "retrieval.adaptation.views_per_asset=2")
 SHORTER = {
     "generate": [arg for setting in GENERATE_SETTINGS for arg in ("--set", setting)],
     "render": ["--frames", "2", "--resolution", "32"],
     "export": ["--resolution", "24", "--texture-size", "64", "--max-faces", "500"],
     "sample": ["--n", "1", "--steps", "2", "--zoom", "1"],
     "demo": ["--points", "500", "--frames", "2", "--resolution", "32"],
+    "fit": ["--steps", "150", "--quiet"],
+    "distill-features": ["--steps", "2", "--views", "8", "--resolution", "64", "--quiet"],
+    "edit": ["--steps", "2", "--quiet"],
+    "library make-microworld": ["--kinds", "chair,mug", "--quiet"],
 }
+# `python -m MODULE` lines of the README (the same idea)
+SHORTER_MODULES = {"sds3d.world.capture": ["--views", "16", "--holdout", "2", "--resolution", "64"]}
 # blocks that take more than ~10 s, by a line they hold (each must still be in the README)
 SLOW = {
     'sds3d generate "a blue car" --guidance vsd': "trains 9 runs (VSD, particles, NeRF, DMTet) and bakes textures",
+    "sds3d fit mug_capture": "fits a capture, distils features, edits twice and builds a library",
+    "load_with_features(": "edits the capture the slow editing block fits",
     "sds3d app": "starts the web server (gradio, the prior) and waits for it",
     "export_textured(dmtet": "bakes a 1024-texel texture",
 }
@@ -154,7 +163,7 @@ def run_sds3d(argv: list[str], capsys, placeholders) -> None:
     if command == "app":
         return run_app(argv)
     try:
-        code = main([*argv, *SHORTER.get(command, [])])
+        code = main([*argv, *SHORTER.get(" ".join(argv[:2]), SHORTER.get(command, []))])
     except SystemExit as exit_:  # argparse rejects the command line
         code = exit_.code
     output = capsys.readouterr()
@@ -202,6 +211,9 @@ def test_bash_block(block, workdir, capsys, placeholders):
             assert shlex.join(argv) == ci_command.split(" && ")[-1], argv
         elif argv[0] == "sds3d":
             run_sds3d(argv[1:], capsys, placeholders)
+        elif argv[:2] == ["python", "-m"] and argv[2] in SHORTER_MODULES:
+            done = subprocess.run([sys.executable, *argv[1:], *SHORTER_MODULES[argv[2]]], capture_output=True, text=True)
+            assert done.returncode == 0, f"{shlex.join(argv)} exited {done.returncode}: {done.stderr[-2000:]}"
         else:
             pytest.fail(f"the README runs {shlex.join(argv)!r}, which this test does not know how to check")
 
@@ -235,6 +247,9 @@ def test_python_block(block, workdir, capsys, placeholders, monkeypatch):
     before = {path for path in named_paths(code) if Path(path).exists()}
     monkeypatch.setattr(sds3d, "generate", shortened_generate)
     monkeypatch.setattr(sys.modules["sds3d.generate"], "generate", shortened_generate)
+    editing = importlib.import_module("sds3d.edit")
+    edit = editing.edit
+    monkeypatch.setattr(editing, "edit", lambda *args, **kwargs: edit(*args, **{**kwargs, "steps": 2}))
     exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
     missing = [path for path in named_paths(code) if path not in before and not Path(path).exists()]
     assert not missing, f"the block did not write {missing}"
