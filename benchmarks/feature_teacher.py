@@ -30,24 +30,20 @@ RESULTS = Path(__file__).resolve().parent / "results" / "feature_teacher" / "iou
 @torch.no_grad()
 def lerf_iou(teacher, data, batch: int = 64) -> float:
     """Mean over parts of the IoU of "the <part>" selected by relevancy against the canonical negatives."""
-    from sds3d.features.part_teacher import resize_features
     from sds3d.features.teacher import CANONICAL_NEGATIVES
     from sds3d.world import KINDS
     from sds3d.world.part_dataset import part_label, part_nouns
+    from sds3d.world.train_part_teacher import feature_batches
 
     queries = {(k, p): f"the {part_nouns(k, p)[0]}" for k, spec in KINDS.items() for p in spec.parts}
     phrases = sorted(set(queries.values()))
     text = teacher.text_features(phrases)
     negatives = teacher.text_features(list(CANONICAL_NEGATIVES))
     inter, union = {}, {}
-    for start in range(0, len(data), batch):
-        sl = slice(start, min(len(data), start + batch))
-        labels = data.labels[sl].long()
-        features = resize_features(teacher.image_features(data.composite(sl)), tuple(labels.shape[-2:]))
+    for features, labels, kinds in feature_batches(teacher, data, batch=batch):
         cos_q = torch.einsum("bdhw,nd->bnhw", features, text)
         best_negative = torch.einsum("bdhw,nd->bnhw", features, negatives).max(1).values  # [b, H, W]
-        for i, k in enumerate(data.kind[sl].tolist()):
-            kind = data.kinds[k]
+        for i, kind in enumerate(kinds):
             for part in KINDS[kind].parts:
                 pred = cos_q[i, phrases.index(queries[(kind, part)])] > best_negative[i]
                 truth = labels[i] == part_label(kind, part)
@@ -61,20 +57,16 @@ def within_kind_iou(teacher, data, batch: int = 64) -> float:
     """Mean part IoU when the kind is known: each pixel takes the best of "the background" and "the
     <kind>'s <part>" for the parts of the image's kind (no threshold; how well the features separate
     parts, apart from calibration)."""
-    from sds3d.features.part_teacher import resize_features
     from sds3d.world import KINDS
     from sds3d.world.part_dataset import kind_nouns, part_label, part_nouns
+    from sds3d.world.train_part_teacher import feature_batches
 
     text = {kind: teacher.text_features(["the background"] + [f"the {kind_nouns(kind)[0]}'s {part_nouns(kind, p)[0]}"
                                                               for p in spec.parts])
             for kind, spec in KINDS.items()}
     inter, union = {}, {}
-    for start in range(0, len(data), batch):
-        sl = slice(start, min(len(data), start + batch))
-        labels = data.labels[sl].long()
-        features = resize_features(teacher.image_features(data.composite(sl)), tuple(labels.shape[-2:]))
-        for i, k in enumerate(data.kind[sl].tolist()):
-            kind = data.kinds[k]
+    for features, labels, kinds in feature_batches(teacher, data, batch=batch):
+        for i, kind in enumerate(kinds):
             choice = torch.einsum("dhw,nd->nhw", features[i], text[kind]).argmax(0)
             for j, part in enumerate(KINDS[kind].parts, start=1):
                 pred, truth = choice == j, labels[i] == part_label(kind, part)

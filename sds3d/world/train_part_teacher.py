@@ -63,6 +63,17 @@ def query_phrases(kind: str, part: str) -> dict[str, str]:
             "unseen": held_out_phrase(kind, part)}
 
 
+def feature_batches(teacher: PartTeacher, data: PartDataset, limit: int | None = None, batch: int = 64):
+    """Yields (features [b, D, H, W] resized to the labels' size, labels [b, H, W] long, kinds: b kind
+    names) for the first `limit` (default all) images of `data` (white background), `batch` at a time."""
+    n = len(data) if limit is None else min(limit, len(data))
+    for start in range(0, n, batch):
+        sl = slice(start, min(n, start + batch))
+        labels = data.labels[sl].long()
+        features = resize_features(teacher.image_features(data.composite(sl)), tuple(labels.shape[-2:]))
+        yield features, labels, [data.kinds[k] for k in data.kind[sl].tolist()]
+
+
 @torch.no_grad()
 def evaluate_iou(teacher: PartTeacher, data: PartDataset, limit: int | None = None, batch: int = 64) -> dict:
     """Per-part IoU of thresholded queries (probability > 0.5 at 64x64) over `data` (white
@@ -85,12 +96,9 @@ def evaluate_iou(teacher: PartTeacher, data: PartDataset, limit: int | None = No
     text = dict(zip(phrases, teacher.text_features(phrases)))
     inter: dict[tuple, float] = {}
     union: dict[tuple, float] = {}
-    for start in range(0, n, batch):
-        sl = slice(start, min(n, start + batch))
-        images, labels = data.composite(sl), data.labels[sl].long()
-        features = resize_features(teacher.image_features(images), tuple(labels.shape[-2:]))
-        for i, k in enumerate(data.kind[sl].tolist()):
-            qs = queries[data.kinds[k]]
+    for features, labels, kinds in feature_batches(teacher, data, n, batch):
+        for i, kind in enumerate(kinds):
+            qs = queries[kind]
             probs = teacher.probabilities(features[i:i + 1], torch.stack([text[p] for _, p, _ in qs]))[0]
             pred = (probs > 0.5).flatten(1)  # [q, HW]
             truth = torch.stack([torch.isin(labels[i].flatten(), torch.tensor(ls)) for _, _, ls in qs])
@@ -123,12 +131,8 @@ def calibrate_bias(teacher: PartTeacher, data: PartDataset, offsets=np.arange(-1
     text = {kind: teacher.text_features([phrase for _, phrase in qs]) for kind, qs in queries.items()}
     offsets = torch.as_tensor(offsets, dtype=torch.float32)
     inter, union = {}, {}
-    for start in range(0, len(data), batch):
-        sl = slice(start, min(len(data), start + batch))
-        labels = data.labels[sl].long()
-        features = resize_features(teacher.image_features(data.composite(sl)), tuple(labels.shape[-2:]))
-        for i, k in enumerate(data.kind[sl].tolist()):
-            kind = data.kinds[k]
+    for features, labels, kinds in feature_batches(teacher, data, batch=batch):
+        for i, kind in enumerate(kinds):
             logits = scale * torch.einsum("dhw,nd->nhw", features[i], text[kind]).flatten(1) + base  # [q, HW]
             pred = logits[None] + offsets[:, None, None] > 0  # [O, q, HW]
             truth = torch.stack([labels[i].flatten() == part_label(kind, part) for part, _ in queries[kind]])
