@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from sds3d.features.part_teacher import PartTeacher, PartTeacherModel, resize_features, sentence_embeddings
 from sds3d.features.teacher import CANONICAL_NEGATIVES
 from sds3d.hardware import cpu_model
+from sds3d.world.loss_log import truncate_log
 
 from .part_dataset import (PART_SEEDS, PartDataset, held_out_phrase, kind_nouns, load_or_render_parts,
                            part_concepts, part_label, part_names, part_nouns)
@@ -408,17 +409,6 @@ class Trainer:
                 last_checkpoint = time.time()
         bar.close()
         log.close()
-
-
-def truncate_log(path: Path, step: int) -> None:
-    """Drop loss-log rows past `step` (written after the checkpoint we resume from)."""
-    if not path.exists():
-        return
-    lines = path.read_text().splitlines()
-    kept = [lines[0]] + [line for line in lines[1:] if int(line.split(",")[0]) <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(kept) + "\n")
-    os.replace(tmp, path)
 
 
 # Export -------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ import torch
 from sds3d.atomic import atomic_torch_save
 from sds3d.hardware import PRECISIONS, use_bf16
 from sds3d.guidance.priors.coordinate_channels import widen_input_for_coordinates
+from sds3d.world.loss_log import truncate_log
 
 DEFAULTS = dict(
     steps=12000, batch=32, lr=5e-4, warmup=500, lr_schedule="constant", decay_steps=3000, weight_decay=0.01,
@@ -282,19 +283,6 @@ class Trainer:
                 last_ckpt = time.time()
         bar.close()
         log.close()
-
-
-def truncate_log(path: Path, step: int) -> None:
-    """Drop loss-log rows past `step` (written after the checkpoint we resume from)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        csv.writer(f).writerows(keep)
-    os.replace(tmp, path)
 
 
 def parameter_count(model) -> int:
