@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +19,22 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def replace_folder(tmp: Path, dest: Path) -> None:
+    """Move the complete folder `tmp` to `dest`; an existing `dest` is removed only after the swap (a
+    crash leaves it at `dest` or at `<dest>.old-export`). Files end up 0644 and folders 0755."""
+    if dest.exists():
+        old = dest.with_name(dest.name + ".old-export")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, dest)
+    for f in dest.rglob("*"):
+        f.chmod(0o755 if f.is_dir() else 0o644)
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from sds3d.features.part_teacher import PartTeacher, PartTeacherModel, resize_features, sentence_embeddings
 from sds3d.features.teacher import CANONICAL_NEGATIVES
+from sds3d.atomic import replace_folder
 from sds3d.hardware import cpu_model
 from sds3d.world.loss_log import truncate_log
 
@@ -491,17 +492,7 @@ def export(trainer: Trainer, dest: Path, command: str) -> None:
     teacher.save(tmp, info)
     figures = save_figures(teacher, trainer.val_data, trainer.out, tmp)
     (tmp / "README.md").write_text(teacher_readme(teacher.config, figures))
-    if dest.exists():
-        old = dest.with_name(dest.name + ".old-export")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, dest)
-    for f in dest.iterdir():
-        f.chmod(0o644)
+    replace_folder(tmp, dest)
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     print(f"exported the part teacher of step {trainer.step} to {dest} ({size / 1e6:.2f} MB)", flush=True)
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import platform
 import shutil
 import sys
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sds3d.atomic import atomic_torch_save
+from sds3d.atomic import atomic_torch_save, replace_folder
 from sds3d.hardware import PRECISIONS, use_bf16
 from sds3d.guidance.priors.coordinate_channels import widen_input_for_coordinates
 from sds3d.world.loss_log import truncate_log
@@ -318,18 +317,7 @@ def export(trainer: Trainer, dest: Path, command: str, data_size: int, data_seed
     }
     (tmp / "prior.json").write_text(json.dumps(info, indent=2) + "\n")
     (tmp / "README.md").write_text(prior_readme(info))
-    # Swap in the new export (the old folder is removed only after the new one is complete).
-    if dest.exists():
-        old = dest.with_name(dest.name + ".old-export")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, dest)
-    for f in dest.rglob("*"):
-        f.chmod(0o755 if f.is_dir() else 0o644)
+    replace_folder(tmp, dest)
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     print(f"exported EMA prior at step {trainer.step} to {dest} ({size / 1e6:.1f} MB)", flush=True)
 
