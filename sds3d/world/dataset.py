@@ -168,6 +168,40 @@ def render_views(kind: str, color: str, elevation, azimuth, radius, fovy, light_
     return area_downsample(images, resolution)
 
 
+def balanced_pairs(n: int, rng: np.random.Generator, kinds: list[str], colors: list[str], all_kinds: list[str],
+                   all_colors: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """n (kind, colour) index pairs (int64 [n] each, indices into `all_kinds` / `all_colors`) over
+    `kinds` x `colors`, balanced: every pair floor(n / pairs) or one more times, in a random order."""
+    pairs = [(all_kinds.index(k), all_colors.index(c)) for k in kinds for c in colors]
+    P = len(pairs)
+    extra = rng.choice(P, n % P, replace=False)  # the remainder: distinct random pairs
+    order = rng.permutation(np.concatenate([np.tile(np.arange(P), n // P), extra]).astype(np.int64))
+    return (np.array([pairs[i][0] for i in order], dtype=np.int64),
+            np.array([pairs[i][1] for i in order], dtype=np.int64))
+
+
+def render_by_pair(kind_idx: np.ndarray, color_idx: np.ndarray, render, chunk: int, desc: str,
+                   progress: bool) -> None:
+    """Calls `render(k, c, idx)` for the sample indices `idx` (int array, at most `chunk`) of each
+    (kind, colour) pair in turn, so that one mesh serves a chunk; a tqdm bar named `desc` if `progress`."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (k, c) in enumerate(zip(kind_idx, color_idx)):
+        groups.setdefault((int(k), int(c)), []).append(i)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(kind_idx), desc=desc, unit="img")
+    for (k, c), members in sorted(groups.items()):
+        for start in range(0, len(members), chunk):
+            idx = np.array(members[start:start + chunk])
+            render(k, c, idx)
+            if bar is not None:
+                bar.update(len(idx))
+    if bar is not None:
+        bar.close()
+
+
 def render_dataset(n: int, seed: int, resolution: int = RESOLUTION, kinds: list[str] | None = None,
                    colors: list[str] | None = None, overhead_prob: float = OVERHEAD_PROB,
                    progress: bool = False, chunk: int = 64) -> WorldDataset:
@@ -177,35 +211,19 @@ def render_dataset(n: int, seed: int, resolution: int = RESOLUTION, kinds: list[
     kinds = all_kinds if kinds is None else list(kinds)
     colors = all_colors if colors is None else list(colors)
     rng = np.random.default_rng(seed)
-    pairs = [(all_kinds.index(k), all_colors.index(c)) for k in kinds for c in colors]
-    P = len(pairs)
-    extra = rng.choice(P, n % P, replace=False)  # the remainder: distinct random pairs
-    order = rng.permutation(np.concatenate([np.tile(np.arange(P), n // P), extra]).astype(np.int64))
-    kind_idx = np.array([pairs[i][0] for i in order], dtype=np.int64)
-    color_idx = np.array([pairs[i][1] for i in order], dtype=np.int64)
+    kind_idx, color_idx = balanced_pairs(n, rng, kinds, colors, all_kinds, all_colors)
     params = sample_views(n, rng, overhead_prob)
     view_names = view_bins(torch.as_tensor(params["elevation"]), torch.as_tensor(params["azimuth"]))
     view_idx = np.array([views.index(v) for v in view_names], dtype=np.int64)
 
     images = torch.empty(n, 3, resolution, resolution, dtype=torch.uint8)
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, (k, c) in enumerate(zip(kind_idx, color_idx)):
-        groups.setdefault((int(k), int(c)), []).append(i)
-    bar = None
-    if progress:
-        from tqdm import tqdm
 
-        bar = tqdm(total=n, desc=f"render seed {seed}", unit="img")
-    for (k, c), members in sorted(groups.items()):
-        for start in range(0, len(members), chunk):
-            idx = np.array(members[start:start + chunk])
-            rgb = render_views(all_kinds[k], all_colors[c], params["elevation"][idx], params["azimuth"][idx],
-                               params["radius"][idx], params["fovy"][idx], params["light"][idx], resolution)
-            images[torch.as_tensor(idx)] = (rgb * 255.0).round().to(torch.uint8)
-            if bar is not None:
-                bar.update(len(idx))
-    if bar is not None:
-        bar.close()
+    def render(k: int, c: int, idx: np.ndarray) -> None:
+        rgb = render_views(all_kinds[k], all_colors[c], params["elevation"][idx], params["azimuth"][idx],
+                           params["radius"][idx], params["fovy"][idx], params["light"][idx], resolution)
+        images[torch.as_tensor(idx)] = (rgb * 255.0).round().to(torch.uint8)
+
+    render_by_pair(kind_idx, color_idx, render, chunk, f"render seed {seed}", progress)
     return WorldDataset(images=images, kind=torch.as_tensor(kind_idx), color=torch.as_tensor(color_idx),
                         view=torch.as_tensor(view_idx),
                         elevation=torch.as_tensor(params["elevation"], dtype=torch.float32),

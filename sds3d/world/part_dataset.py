@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from sds3d.cameras import orbit_cameras
 
-from .dataset import AMBIENT, DIFFUSE, SEEDS, data_dir, sample_views
+from .dataset import AMBIENT, DIFFUSE, SEEDS, balanced_pairs, data_dir, render_by_pair, sample_views
 
 # Seeds of the part datasets; none is one of `sds3d.world.dataset.SEEDS`.
 PART_SEEDS = {"train": 6000, "val": 6500, "benchmark": 7000, "tests": 7500}
@@ -158,39 +158,23 @@ def render_part_dataset(n: int, seed: int, resolution: int = PART_RESOLUTION, ki
     kinds = all_kinds if kinds is None else list(kinds)
     colors = all_colors if colors is None else list(colors)
     rng = np.random.default_rng(seed)
-    pairs = [(all_kinds.index(k), all_colors.index(c)) for k in kinds for c in colors]
-    P = len(pairs)
-    extra = rng.choice(P, n % P, replace=False)
-    order = rng.permutation(np.concatenate([np.tile(np.arange(P), n // P), extra]).astype(np.int64))
-    kind_idx = np.array([pairs[i][0] for i in order], dtype=np.int64)
-    color_idx = np.array([pairs[i][1] for i in order], dtype=np.int64)
+    kind_idx, color_idx = balanced_pairs(n, rng, kinds, colors, all_kinds, all_colors)
     params = sample_views(n, rng)
 
     R = resolution
     images = torch.empty(n, 3, R, R, dtype=torch.uint8)
     alpha = torch.empty(n, 1, R, R, dtype=torch.uint8)
     labels = torch.empty(n, R, R, dtype=torch.uint8)
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, (k, c) in enumerate(zip(kind_idx, color_idx)):
-        groups.setdefault((int(k), int(c)), []).append(i)
-    bar = None
-    if progress:
-        from tqdm import tqdm
 
-        bar = tqdm(total=n, desc=f"render parts seed {seed}", unit="img")
-    for (k, c), members in sorted(groups.items()):
-        for start in range(0, len(members), chunk):
-            idx = np.array(members[start:start + chunk])
-            out = render_part_views(all_kinds[k], all_colors[c], params["elevation"][idx], params["azimuth"][idx],
-                                    params["radius"][idx], params["fovy"][idx], params["light"][idx], R)
-            where = torch.as_tensor(idx)
-            images[where] = (out["rgb"] * 255.0).round().to(torch.uint8)
-            alpha[where] = (out["alpha"] * 255.0).round().to(torch.uint8)
-            labels[where] = out["labels"].to(torch.uint8)
-            if bar is not None:
-                bar.update(len(idx))
-    if bar is not None:
-        bar.close()
+    def render(k: int, c: int, idx: np.ndarray) -> None:
+        out = render_part_views(all_kinds[k], all_colors[c], params["elevation"][idx], params["azimuth"][idx],
+                                params["radius"][idx], params["fovy"][idx], params["light"][idx], R)
+        where = torch.as_tensor(idx)
+        images[where] = (out["rgb"] * 255.0).round().to(torch.uint8)
+        alpha[where] = (out["alpha"] * 255.0).round().to(torch.uint8)
+        labels[where] = out["labels"].to(torch.uint8)
+
+    render_by_pair(kind_idx, color_idx, render, chunk, f"render parts seed {seed}", progress)
     as_float = lambda key: torch.as_tensor(params[key], dtype=torch.float32)  # noqa: E731
     return PartDataset(images=images, alpha=alpha, labels=labels, kind=torch.as_tensor(kind_idx),
                        color=torch.as_tensor(color_idx), elevation=as_float("elevation"),
