@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -68,24 +68,43 @@ def labels() -> tuple[list[str], list[str], list[str]]:
 
 
 @dataclass
-class WorldDataset:
-    """Renders and integer labels; names are in `kinds`, `colors`, `views`."""
+class RenderedViews:
+    """Renders of micro-world objects with their (kind, colour) and orbit camera; names are in
+    `kinds`, `colors`. Subclasses add their own fields and set `format_version` (saved in `state`)."""
 
-    images: torch.Tensor  # [N, 3, 32, 32] uint8 (use `float_images` for [0, 1])
+    images: torch.Tensor  # [N, 3, R, R] uint8, over white
     kind: torch.Tensor  # [N] int64 index into `kinds`
     color: torch.Tensor  # [N] int64 index into `colors`
-    view: torch.Tensor  # [N] int64 index into `views`
     elevation: torch.Tensor  # [N] degrees
     azimuth: torch.Tensor  # [N] degrees in [-180, 180)
     radius: torch.Tensor  # [N] world units
     fovy: torch.Tensor  # [N] degrees
     kinds: list[str]
     colors: list[str]
-    views: list[str]
     seed: int
+
+    format_version = 0
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def state(self) -> dict:
+        """The fields and "version" (`format_version`), for torch.save."""
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"version": self.format_version}
+
+    @classmethod
+    def from_state(cls, state: dict):
+        return cls(**{k: v for k, v in state.items() if k != "version"})
+
+
+@dataclass
+class WorldDataset(RenderedViews):
+    """Renders (32x32; `float_images` for [0, 1]) with their kind, colour and view bin (`views`)."""
+
+    view: torch.Tensor  # [N] int64 index into `views`
+    views: list[str]
+
+    format_version = FORMAT_VERSION
 
     def float_images(self, index=None) -> torch.Tensor:
         images = self.images if index is None else self.images[index]
@@ -95,16 +114,6 @@ class WorldDataset:
         """One sample with names: image [3, 32, 32] float in [0, 1], kind, color, view."""
         return {"image": self.float_images(i), "kind": self.kinds[int(self.kind[i])],
                 "color": self.colors[int(self.color[i])], "view": self.views[int(self.view[i])]}
-
-    def state(self) -> dict:
-        return {"images": self.images, "kind": self.kind, "color": self.color, "view": self.view,
-                "elevation": self.elevation, "azimuth": self.azimuth, "radius": self.radius,
-                "fovy": self.fovy, "kinds": self.kinds,
-                "colors": self.colors, "views": self.views, "seed": self.seed, "version": FORMAT_VERSION}
-
-    @classmethod
-    def from_state(cls, state: dict) -> "WorldDataset":
-        return cls(**{k: v for k, v in state.items() if k != "version"})
 
 
 def sample_views(n: int, rng: np.random.Generator, overhead_prob: float = OVERHEAD_PROB) -> dict[str, np.ndarray]:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from sds3d.cameras import orbit_cameras
 
-from .dataset import AMBIENT, DIFFUSE, SEEDS, balanced_pairs, data_dir, render_by_pair, sample_views
+from .dataset import AMBIENT, DIFFUSE, SEEDS, RenderedViews, balanced_pairs, data_dir, render_by_pair, sample_views
 
 # Seeds of the part datasets; none is one of `sds3d.world.dataset.SEEDS`.
 PART_SEEDS = {"train": 6000, "val": 6500, "benchmark": 7000, "tests": 7500}
@@ -111,25 +111,14 @@ def render_part_views(kind: str, color: str, elevation, azimuth, radius, fovy, l
 
 
 @dataclass
-class PartDataset:
-    """Renders with part labels. Names: `parts` (global labels), `kinds`, `colors`."""
+class PartDataset(RenderedViews):
+    """Renders with part labels (names in `parts`, global labels)."""
 
-    images: torch.Tensor  # [N, 3, R, R] uint8, over white
     alpha: torch.Tensor  # [N, 1, R, R] uint8 coverage (255 = object)
     labels: torch.Tensor  # [N, R, R] uint8 index into `parts` (0 = background)
-    kind: torch.Tensor  # [N] int64 index into `kinds`
-    color: torch.Tensor  # [N] int64 index into `colors`
-    elevation: torch.Tensor  # [N] degrees
-    azimuth: torch.Tensor  # [N] degrees
-    radius: torch.Tensor  # [N]
-    fovy: torch.Tensor  # [N] degrees
     parts: list[str]
-    kinds: list[str]
-    colors: list[str]
-    seed: int
 
-    def __len__(self) -> int:
-        return self.images.shape[0]
+    format_version = FORMAT_VERSION
 
     def composite(self, index, background: torch.Tensor | None = None) -> torch.Tensor:
         """Images [n, 3, R, R] float in [0, 1] over `background` ([n, 3] or [3] RGB; None = white)."""
@@ -139,13 +128,6 @@ class PartDataset:
         background = torch.as_tensor(background, dtype=torch.float32).reshape(-1, 3, 1, 1)
         # The stored colour is c * a + 1 - a over white: swap the white for the background.
         return (rgb - (1 - alpha) + (1 - alpha) * background).clamp(0, 1)
-
-    def state(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__} | {"version": FORMAT_VERSION}
-
-    @classmethod
-    def from_state(cls, state: dict) -> "PartDataset":
-        return cls(**{k: v for k, v in state.items() if k != "version"})
 
 
 def render_part_dataset(n: int, seed: int, resolution: int = PART_RESOLUTION, kinds: list[str] | None = None,
