@@ -102,7 +102,7 @@ def test_zero_gaussians_and_non_plys_are_refused(tmp_path):
     with pytest.raises(InputError, match="unsupported file type '.txt'"):
         (tmp_path / "a.txt").write_text("x")
         load_asset(tmp_path / "a.txt")
-    with pytest.raises(InputError, match="no such file"):
+    with pytest.raises(InputError, match="no such run directory or asset file"):
         load_asset(tmp_path / "absent.ply")
 
 

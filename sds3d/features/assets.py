@@ -25,13 +25,12 @@ def features_dir(asset) -> Path:
 def load_representation(asset):
     """The representation stored at `asset` (run directory, .ply, .glb/.gltf/.obj); InputError
     (one line) for anything else."""
-    path = Path(asset)
-    if path.is_dir():
-        from sds3d.generate import load_run
+    from sds3d.scene.load import run_representation
 
-        return load_run(path)[1]
-    if not path.is_file():
-        raise InputError(f"{path}: no such run directory or asset file")
+    path = Path(asset)
+    run = run_representation(path)
+    if run is not None:
+        return run
     suffix = path.suffix.lower()
     if suffix == ".ply":
         from sds3d.representations import Gaussians

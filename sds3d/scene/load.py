@@ -49,18 +49,27 @@ def ply_kind(path: Path) -> str:
     return "mesh" if faces and not names.intersection(GAUSSIAN_FIELDS) else "gaussians"
 
 
+def run_representation(path: Path) -> Representation | None:
+    """The representation saved in the run folder `path`; None when `path` is a file (an asset to
+    read by its suffix); InputError (one line) when it is neither."""
+    if path.is_dir():
+        from sds3d.generate import load_run
+
+        return load_run(path)[1]
+    if not path.is_file():
+        raise InputError(f"{path}: no such run directory or asset file")
+    return None
+
+
 def load_asset(path, num_points: int = 20000, up: str | None = None,
                generator: torch.Generator | None = None) -> Representation:
     """A 3DGS PLY, a mesh (.glb/.gltf/.obj, or a PLY with faces) or an sds3d run folder -> the
     representation an edit starts from (see the module docstring). `num_points`: Gaussians sampled
     on a mesh's surface; `up`: a 3DGS PLY's up axis ("-y" | "+y" | "+z"; None = its header's, else -y)."""
     path = Path(path)
-    if path.is_dir():
-        from sds3d.generate import load_run
-
-        return load_run(path)[1]
-    if not path.is_file():
-        raise InputError(f"{path}: no such file or run folder")
+    run = run_representation(path)
+    if run is not None:
+        return run
     suffix = path.suffix.lower()
     if suffix == ".ply" and ply_kind(path) == "gaussians":
         gaussians = Gaussians.load_ply(path, up=up)
@@ -79,4 +88,4 @@ def load_asset(path, num_points: int = 20000, up: str | None = None,
                      f"(.glb, .gltf, .obj, .ply with faces) or an sds3d run folder")
 
 
-__all__ = ["load_asset", "ply_kind", "MESH_SUFFIXES"]
+__all__ = ["load_asset", "ply_kind", "run_representation", "MESH_SUFFIXES"]
