@@ -5,13 +5,10 @@ clients at once. Skipped only when gradio, Selenium or chromium is missing and C
 (from a 300-step run instead of 20).
 """
 
-import importlib.util
 import io
 import json
 import os
 import re
-import shutil
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -19,29 +16,18 @@ from pathlib import Path
 
 import pytest
 
-CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from browser_harness import download_links, headless_chromium, require_browser_packages, serve_on_free_port, wait_for
 
+require_browser_packages()
 
-def _require(ok: bool, reason: str) -> None:
-    if not ok:
-        if CI:
-            pytest.fail(f"{reason}; CI must run the browser tests")
-        pytest.skip(reason, allow_module_level=True)
-
-
-for _name in ("gradio", "selenium"):
-    _require(importlib.util.find_spec(_name) is not None, f"{_name} is not installed (pip install -e '.[test]')")
-
-from selenium import webdriver  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
 from sds3d.app.runner import Runner, RunRequest  # noqa: E402
-from sds3d.app.ui import build_ui, serve  # noqa: E402
+from sds3d.app.ui import build_ui  # noqa: E402
 from sds3d.generate import generate  # noqa: E402
 from sds3d.guidance.registry import load_prior  # noqa: E402
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 SCREENSHOT = os.environ.get("SDS3D_SCREENSHOT")
 PAGE_STEPS = 300 if SCREENSHOT else 20
 
@@ -50,37 +36,14 @@ PAGE_STEPS = 300 if SCREENSHOT else 20
 def server(tmp_path_factory):
     """(url, runner): the page with two concurrent runs allowed and a small turntable."""
     runner = Runner(tmp_path_factory.mktemp("app") / "runs", turntable_frames=8, turntable_resolution=128)
-    demo = build_ui(runner, concurrency=2)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    serve(demo, "127.0.0.1", port, block=False)
-    yield f"http://127.0.0.1:{port}", runner
-    demo.close()
+    for url in serve_on_free_port(build_ui(runner, concurrency=2)):
+        yield url, runner
 
 
 @pytest.fixture(scope="module")
 def browser():
-    _require(CHROMIUM is not None and CHROMEDRIVER is not None,
-             "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1250",
-                 "--use-angle=swiftshader", "--enable-unsafe-swiftshader"):  # WebGL on the CPU, for the 3D viewer
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
-    yield driver
-    driver.quit()
-
-
-def _wait_for(condition, timeout: float = 120.0, what: str = "the page"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    # WebGL on the CPU, for the 3D viewer
+    yield from headless_chromium("1400,1250", "--use-angle=swiftshader", "--enable-unsafe-swiftshader")
 
 
 def _status(driver) -> str:
@@ -89,7 +52,7 @@ def _status(driver) -> str:
 
 def _start(driver, url: str, prompt: str, steps: int):
     driver.get(url)
-    box = _wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#prompt textarea"), 30, "the prompt box")[0]
+    box = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#prompt textarea"), 30, "the prompt box")[0]
     box.send_keys(prompt)
     steps_box = driver.find_element(By.CSS_SELECTOR, "#steps input[type=number]")
     steps_box.send_keys(Keys.CONTROL, "a")
@@ -98,13 +61,11 @@ def _start(driver, url: str, prompt: str, steps: int):
 
 
 def _new_run_dir(runner, before: set) -> Path:
-    return _wait_for(lambda: next(iter(set(runner.runs_dir.iterdir()) - before), None), 30, "a new run directory")
+    return wait_for(lambda: next(iter(set(runner.runs_dir.iterdir()) - before), None), 30, "a new run directory")
 
 
 def _downloads(driver) -> dict[str, str]:
-    """File name -> download address, in the order shown."""
-    hrefs = [link.get_attribute("href") for link in driver.find_elements(By.CSS_SELECTOR, "#downloads a")]
-    return {href.rsplit("/", 1)[-1]: href for href in hrefs if href}
+    return download_links(driver, "downloads")
 
 
 def test_prompt_to_3d_viewer_and_downloads(browser, server, tmp_path):
@@ -113,13 +74,13 @@ def test_prompt_to_3d_viewer_and_downloads(browser, server, tmp_path):
     _start(browser, url, "a red mug", steps=PAGE_STEPS)
     run_dir = _new_run_dir(runner, before)
 
-    progress = _wait_for(lambda: "ETA" in _status(browser) and _status(browser), 120, "step/ETA progress")
+    progress = wait_for(lambda: "ETA" in _status(browser) and _status(browser), 120, "step/ETA progress")
     # Gradio may still overlay its own "1/20 steps | 0.0s" line on the status box: look for ours
     assert any(line.startswith("Step ") and f"/{PAGE_STEPS} " in line for line in progress.splitlines())
-    _wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#renders img[src]"), 60, "the live renders")
-    _wait_for(lambda: f"Done: {PAGE_STEPS} steps" in _status(browser), 600, "the end of the run")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#renders img[src]"), 60, "the live renders")
+    wait_for(lambda: f"Done: {PAGE_STEPS} steps" in _status(browser), 600, "the end of the run")
 
-    files = _wait_for(lambda: len(_downloads(browser)) == 8 and _downloads(browser), 30, "eight downloads")
+    files = wait_for(lambda: len(_downloads(browser)) == 8 and _downloads(browser), 30, "eight downloads")
     assert list(files) == ["asset.ply", "turntable.gif", "preview.png", "metrics.json", "metrics.csv", "loss.png",
                            "config.json", "eval.json"]
     with urllib.request.urlopen(next(iter(files.values()))) as response:
@@ -132,12 +93,12 @@ def test_prompt_to_3d_viewer_and_downloads(browser, server, tmp_path):
 
     from PIL import Image
 
-    canvas = _wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#model3d canvas"), 30, "the 3D viewer")[0]
+    canvas = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#model3d canvas"), 30, "the 3D viewer")[0]
 
     def colours_drawn() -> int:  # the splat viewer loads, sorts and draws asynchronously
         return len(Image.open(io.BytesIO(canvas.screenshot_as_png)).convert("RGB").getcolors(maxcolors=1 << 20))
 
-    _wait_for(lambda: colours_drawn() > 50, 30, "the Gaussians drawn in the 3D viewer")
+    wait_for(lambda: colours_drawn() > 50, 30, "the Gaussians drawn in the 3D viewer")
     shot = Path(SCREENSHOT or tmp_path / "app.png")
     browser.execute_script("window.scrollTo(0, 0)")
     assert browser.save_screenshot(str(shot))
@@ -147,7 +108,7 @@ def test_bad_input_is_a_clear_message_on_the_page(browser, server):
     url, runner = server
     before = set(runner.runs_dir.iterdir())
     _start(browser, url, "", steps=20)
-    _wait_for(lambda: "the prompt is empty" in browser.find_element(By.TAG_NAME, "body").text, 30, "the error")
+    wait_for(lambda: "the prompt is empty" in browser.find_element(By.TAG_NAME, "body").text, 30, "the error")
     assert set(runner.runs_dir.iterdir()) == before
 
 
@@ -156,10 +117,10 @@ def test_stop_keeps_the_partial_result(browser, server):
     before = set(runner.runs_dir.iterdir())
     _start(browser, url, "a blue chair", steps=1000)
     run_dir = _new_run_dir(runner, before)
-    _wait_for(lambda: int((re.search(r"Step (\d+)/1000", _status(browser)) or [0, 0])[1]) >= 2, 120, "two steps")
+    wait_for(lambda: int((re.search(r"Step (\d+)/1000", _status(browser)) or [0, 0])[1]) >= 2, 120, "two steps")
     browser.find_element(By.ID, "stop").click()
-    _wait_for(lambda: "Stopped at step" in _status(browser), 60, "the stopped run")
-    assert "asset.ply" in _wait_for(lambda: _downloads(browser), 30, "the partial result's downloads")
+    wait_for(lambda: "Stopped at step" in _status(browser), 60, "the stopped run")
+    assert "asset.ply" in wait_for(lambda: _downloads(browser), 30, "the partial result's downloads")
     steps = json.loads((run_dir / "metrics.json").read_text())["steps"]
     assert 2 <= steps < 1000 and f"Stopped at step {steps}/1000" in _status(browser)
 

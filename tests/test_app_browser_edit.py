@@ -7,43 +7,28 @@ absent from a checkout), so regions are colours: a red mug with a blue handle, r
 README picture (from a 100-step edit of a 20k-Gaussian mug instead of a 3-step edit of 400).
 """
 
-import importlib.util
 import json
 import os
-import shutil
-import socket
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from browser_harness import download_links, headless_chromium, require_browser_packages, serve_on_free_port, wait_for
 
-
-def _require(ok: bool, reason: str) -> None:
-    if not ok:
-        if CI:
-            pytest.fail(f"{reason}; CI must run the browser tests")
-        pytest.skip(reason, allow_module_level=True)
-
-
-for _name in ("gradio", "selenium"):
-    _require(importlib.util.find_spec(_name) is not None, f"{_name} is not installed (pip install -e '.[test]')")
+require_browser_packages()
 
 import torch  # noqa: E402
 from feature_teachers import ColourTeacher  # noqa: E402
-from selenium import webdriver  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
 from sds3d.app.runner import Runner  # noqa: E402
-from sds3d.app.ui import build_ui, serve  # noqa: E402
+from sds3d.app.ui import build_ui  # noqa: E402
 from sds3d.representations.convert import mesh_to_gaussians  # noqa: E402
 from sds3d.representations.spherical_harmonics import C0  # noqa: E402
 from sds3d.world import COLORS, make_object  # noqa: E402
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 SCREENSHOT = os.environ.get("SDS3D_SCREENSHOT")
 EDIT_STEPS, MUG_GAUSSIANS = (100, 20000) if SCREENSHOT else (3, 400)
 
@@ -54,26 +39,13 @@ def server(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("sds3d.features.load.load_feature_teacher", lambda path=None: ColourTeacher())
         runner = Runner(tmp_path_factory.mktemp("app") / "runs", turntable_frames=8, turntable_resolution=128)
-        demo = build_ui(runner, concurrency=1)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        serve(demo, "127.0.0.1", port, block=False)
-        yield f"http://127.0.0.1:{port}", runner
-        demo.close()
+        for url in serve_on_free_port(build_ui(runner, concurrency=1)):
+            yield url, runner
 
 
 @pytest.fixture(scope="module")
 def browser():
-    _require(CHROMIUM is not None and CHROMEDRIVER is not None,
-             "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1100"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
-    yield driver
-    driver.quit()
+    yield from headless_chromium("1400,1100")
 
 
 @pytest.fixture(scope="module")
@@ -89,16 +61,6 @@ def two_colour_mug(tmp_path_factory):
     return mug.save_ply(tmp_path_factory.mktemp("upload") / "blue_handle_mug.ply"), int(blue.sum())
 
 
-def _wait_for(condition, timeout: float = 120.0, what: str = "the page"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _body(driver) -> str:
     return driver.find_element(By.TAG_NAME, "body").text
 
@@ -109,10 +71,10 @@ def _status(driver) -> str:
 
 def _open_edit_tab(driver, url: str) -> None:
     driver.get(url)
-    tab = _wait_for(lambda: [b for b in driver.find_elements(By.CSS_SELECTOR, "button[role=tab]") if b.text == "Edit"],
+    tab = wait_for(lambda: [b for b in driver.find_elements(By.CSS_SELECTOR, "button[role=tab]") if b.text == "Edit"],
                     30, "the Edit tab")[0]
     tab.click()
-    _wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#edit-upload input[type=file]"), 30, "the upload box")
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#edit-upload input[type=file]"), 30, "the upload box")
 
 
 def _type(driver, elem_id: str, text: str) -> None:
@@ -131,8 +93,7 @@ def _asset_shown(driver) -> str:
 
 
 def _downloads(driver) -> dict[str, str]:
-    hrefs = [link.get_attribute("href") for link in driver.find_elements(By.CSS_SELECTOR, "#edit-downloads a")]
-    return {href.rsplit("/", 1)[-1]: href for href in hrefs if href}
+    return download_links(driver, "edit-downloads")
 
 
 def test_upload_select_edit_compare_download(browser, server, two_colour_mug, tmp_path):
@@ -144,22 +105,22 @@ def test_upload_select_edit_compare_download(browser, server, two_colour_mug, tm
     bad = tmp_path / "broken.ply"
     bad.write_bytes(b"this is no PLY")
     _upload(browser, bad)
-    _wait_for(lambda: "broken.ply: not a PLY file (it does not start with 'ply')" in _body(browser), 30, "the error")
+    wait_for(lambda: "broken.ply: not a PLY file (it does not start with 'ply')" in _body(browser), 30, "the error")
     assert "Traceback" not in _body(browser) and str(tmp_path) not in _body(browser)
     assert set(runner.runs_dir.iterdir()) == before
 
     browser.refresh()
     _open_edit_tab(browser, url)
     _upload(browser, path)
-    _wait_for(lambda: _asset_shown(browser).startswith("blue_handle_mug.ply · uploaded"), 60, "the uploaded asset")
+    wait_for(lambda: _asset_shown(browser).startswith("blue_handle_mug.ply · uploaded"), 60, "the uploaded asset")
     (upload_dir,) = set(runner.runs_dir.iterdir()) - before
 
     _type(browser, "edit-query", "the blue")
     browser.find_element(By.ID, "edit-select").click()
-    _wait_for(lambda: "points match" in _status(browser), 180, "the selection")
+    wait_for(lambda: "points match" in _status(browser), 180, "the selection")
     selected = int(_status(browser).split(" of ")[0])
     assert 0.6 * blue_count < selected < 1.5 * blue_count  # about the blue handle's Gaussians
-    _wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#edit-selection img[src]"), 30, "the highlighted views")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#edit-selection img[src]"), 30, "the highlighted views")
     assert list((upload_dir / "asset_features").glob("*.safetensors"))  # distilled once, saved beside the asset
 
     _type(browser, "edit-source", "a blue mug")
@@ -168,12 +129,12 @@ def test_upload_select_edit_compare_download(browser, server, two_colour_mug, tm
     steps_box.send_keys(Keys.CONTROL, "a")
     steps_box.send_keys(str(EDIT_STEPS), Keys.TAB)
     browser.find_element(By.ID, "edit-run").click()
-    _wait_for(lambda: f"Done: {EDIT_STEPS} steps" in _status(browser), 600, "the end of the edit")
+    wait_for(lambda: f"Done: {EDIT_STEPS} steps" in _status(browser), 600, "the end of the edit")
     assert "PSNR outside the region" in _status(browser)
 
-    compare = _wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#edit-compare img[src]"), 30, "before/after")
+    compare = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#edit-compare img[src]"), 30, "before/after")
     assert compare[0].get_attribute("src").endswith("before_after.png")
-    files = _wait_for(lambda: len(_downloads(browser)) == 6 and _downloads(browser), 30, "six downloads")
+    files = wait_for(lambda: len(_downloads(browser)) == 6 and _downloads(browser), 30, "six downloads")
     assert list(files) == ["asset.ply", "before_after.gif", "before_after.png", "turntable.gif", "preview.png",
                            "metrics.json"]
     (edit_dir,) = set(runner.runs_dir.iterdir()) - before - {upload_dir}
@@ -192,24 +153,24 @@ def test_upload_select_edit_compare_download(browser, server, two_colour_mug, tm
 def test_a_generated_run_is_offered_with_its_prompt_and_edited(browser, server):
     url, runner = server
     browser.get(url)
-    box = _wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#prompt textarea"), 30, "the prompt box")[0]
+    box = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#prompt textarea"), 30, "the prompt box")[0]
     box.send_keys("a red mug")
     steps_box = browser.find_element(By.CSS_SELECTOR, "#steps input[type=number]")
     steps_box.send_keys(Keys.CONTROL, "a")
     steps_box.send_keys("5", Keys.TAB)
     browser.find_element(By.ID, "run").click()
-    _wait_for(lambda: "Done: 5 steps" in browser.find_element(By.ID, "status").text, 600, "the generated run")
+    wait_for(lambda: "Done: 5 steps" in browser.find_element(By.ID, "status").text, 600, "the generated run")
 
     [b for b in browser.find_elements(By.CSS_SELECTOR, "button[role=tab]") if b.text == "Edit"][0].click()
     # opening the tab picks the page's latest run and fills in its prompt as the source prompt
-    _wait_for(lambda: _asset_shown(browser).startswith("a red mug · generated "), 30, "the run in the list")
-    _wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "#edit-source textarea").get_attribute("value")
+    wait_for(lambda: _asset_shown(browser).startswith("a red mug · generated "), 30, "the run in the list")
+    wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "#edit-source textarea").get_attribute("value")
               == "a red mug", 30, "the source prompt")
     _type(browser, "edit-prompt", "a blue mug")
     steps_box = browser.find_element(By.CSS_SELECTOR, "#edit-steps input[type=number]")
     steps_box.send_keys(Keys.CONTROL, "a")
     steps_box.send_keys("3", Keys.TAB)
     browser.find_element(By.ID, "edit-run").click()  # no region: the whole asset
-    _wait_for(lambda: "Done: 3 steps" in _status(browser), 600, "the end of the edit")
+    wait_for(lambda: "Done: 3 steps" in _status(browser), 600, "the end of the edit")
     assert "Chamfer distance to the source shape" in _status(browser)
-    assert "asset.ply" in _wait_for(lambda: _downloads(browser), 30, "the downloads")
+    assert "asset.ply" in wait_for(lambda: _downloads(browser), 30, "the downloads")
