@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sds3d.app.runner import whole_number
 from sds3d.edit import EditConfig, validate_edit_config
 from sds3d.errors import InputError, first_line
 from sds3d.guidance.edit.base import EDIT_SCORES
@@ -288,7 +289,7 @@ class EditWorkspace:
             raise InputError(f"Unknown guidance {guidance!r}; choose one of {', '.join(EDIT_SCORES)}.")
         if prior not in self.priors:
             raise InputError(f"Unknown prior {prior!r}; this server offers {', '.join(self.priors)}.")
-        steps, seed = _whole(steps, "Steps"), _whole(seed, "Seed")
+        steps, seed = whole_number(steps, "Steps"), whole_number(seed, "Seed")
         if not 1 <= steps <= limits.max_steps:
             raise InputError(f"Steps must be between 1 and {limits.max_steps}, got {steps}.")
         if not 0 <= seed <= limits.max_seed:
@@ -374,16 +375,6 @@ class EditWorkspace:
                 if self._active.get(owner) is job:
                     del self._active[owner]
             job.finished.set()
-
-
-def _whole(value, label: str) -> int:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{label} must be a whole number, got {value!r}.") from None
-    if not number.is_integer():
-        raise InputError(f"{label} must be a whole number, got {value!r}.")
-    return int(number)
 
 
 def progress_text(job: EditJob) -> str:

@@ -244,15 +244,15 @@ class Runner:
         check_registered(str(request.representation), str(request.guidance))
         if request.prior not in self.priors:
             raise InputError(f"Unknown prior {request.prior!r}; this server offers {', '.join(self.priors)}.")
-        steps, seed = _integer(request.steps, "Steps"), _integer(request.seed, "Seed")
+        steps, seed = whole_number(request.steps, "Steps"), whole_number(request.seed, "Seed")
         if not 1 <= steps <= limits.max_steps:
             raise InputError(f"Steps must be between 1 and {limits.max_steps}, got {steps}.")
         if not 0 <= seed <= limits.max_seed:
             raise InputError(f"Seed must be between 0 and {limits.max_seed}, got {seed}.")
-        resolution = _integer(request.resolution, "Resolution")
+        resolution = whole_number(request.resolution, "Resolution")
         if resolution not in limits.resolutions:
             raise InputError(f"Resolution must be one of {', '.join(map(str, limits.resolutions))}, got {resolution}.")
-        particles = _integer(request.particles, "Particles")
+        particles = whole_number(request.particles, "Particles")
         if not 1 <= particles <= limits.max_particles:
             raise InputError(f"Particles must be between 1 and {limits.max_particles}, got {particles}.")
         check_particles(request.guidance, particles)
@@ -328,7 +328,8 @@ def _finite(value, label: str) -> float:
     return number
 
 
-def _integer(value, label: str) -> int:
+def whole_number(value, label: str) -> int:
+    """`value` (a page field) as an int; InputError naming `label` unless it is a whole number."""
     try:
         number = float(value)
     except (TypeError, ValueError):
