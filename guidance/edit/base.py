@@ -19,7 +19,7 @@ from importlib import import_module
 import torch
 
 from sds3d.guidance.base import GuidanceOutput, clip_gradient, images_from_render, target_trick_loss
-from sds3d.guidance.priors.prior import DiffusionPrior, TextEmbedding
+from sds3d.guidance.priors.prior import DiffusionPrior, TextEmbedding, cfg_combine
 from sds3d.guidance.schedules import TimestepSchedule, scheduled_value
 
 # name -> (module in this package, score class, config class)
@@ -107,3 +107,15 @@ def predict(prior: DiffusionPrior, pairs: list[tuple[torch.Tensor, TextEmbedding
         eps = prior.predict_noise(torch.cat([x for x, _ in pairs]), torch.cat([t] * len(pairs)),
                                   TextEmbedding.cat([text for _, text in pairs]))
     return list(eps.chunk(len(pairs)))
+
+
+def guided_pair(prior: DiffusionPrior, y: torch.Tensor, y_src: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                target: TextEmbedding, source: TextEmbedding, uncond: TextEmbedding,
+                scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The edited render y and the source y_src [B, ...] noised with the same `noise` at t [B], and
+    each one's classifier-free-guided eps (target prompt for y, source prompt for y_src) at `scale`,
+    in one UNet call; -> (x_tgt, x_src, eps_tgt, eps_src)."""
+    x_tgt, x_src = prior.add_noise(y, noise, t), prior.add_noise(y_src, noise, t)
+    cond_tgt, uncond_tgt, cond_src, uncond_src = predict(
+        prior, [(x_tgt, target), (x_tgt, uncond), (x_src, source), (x_src, uncond)], t)
+    return x_tgt, x_src, cfg_combine(cond_tgt, uncond_tgt, scale), cfg_combine(cond_src, uncond_src, scale)

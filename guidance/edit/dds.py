@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sds3d.guidance.priors.prior import DiffusionPrior, TextEmbedding, cfg_combine
+from sds3d.guidance.priors.prior import DiffusionPrior, TextEmbedding
 from sds3d.guidance.schedules import Scheduled, TimestepConfig, scheduled_value
-from .base import EditScore, predict
+from .base import EditScore, guided_pair
 
 
 @dataclass
@@ -43,9 +43,6 @@ class DDS(EditScore):
 
     def gradient(self, y, y_src, t, noise, target: TextEmbedding, source: TextEmbedding, uncond: TextEmbedding,
                  step: int) -> torch.Tensor:
-        z_tgt = self.prior.add_noise(y, noise[0], t)
-        z_src = self.prior.add_noise(y_src, noise[0], t)
-        cond_tgt, uncond_tgt, cond_src, uncond_src = predict(
-            self.prior, [(z_tgt, target), (z_tgt, uncond), (z_src, source), (z_src, uncond)], t)
         scale = scheduled_value(self.config.guidance_scale, step)
-        return cfg_combine(cond_tgt, uncond_tgt, scale) - cfg_combine(cond_src, uncond_src, scale)
+        _, _, eps_tgt, eps_src = guided_pair(self.prior, y, y_src, t, noise[0], target, source, uncond, scale)
+        return eps_tgt - eps_src

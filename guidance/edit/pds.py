@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sds3d.guidance.priors.prior import DiffusionPrior, TextEmbedding, cfg_combine
+from sds3d.guidance.priors.prior import DiffusionPrior, TextEmbedding
 from sds3d.guidance.schedules import Scheduled, TimestepConfig, scheduled_value
-from .base import EditScore, predict
+from .base import EditScore, guided_pair
 
 
 @dataclass
@@ -85,11 +85,8 @@ class PDS(EditScore):
 
     def gradient(self, y, y_src, t, noise, target: TextEmbedding, source: TextEmbedding, uncond: TextEmbedding,
                  step: int) -> torch.Tensor:
-        x_tgt = self.prior.add_noise(y, noise[0], t)
-        x_src = self.prior.add_noise(y_src, noise[0], t)
-        cond_tgt, uncond_tgt, cond_src, uncond_src = predict(
-            self.prior, [(x_tgt, target), (x_tgt, uncond), (x_src, source), (x_src, uncond)], t)
         scale = scheduled_value(self.config.guidance_scale, step)
-        zeta_tgt = self.zeta(y, cfg_combine(cond_tgt, uncond_tgt, scale), x_tgt, t, noise[1])
-        zeta_src = self.zeta(y_src, cfg_combine(cond_src, uncond_src, scale), x_src, t, noise[1])
+        x_tgt, x_src, eps_tgt, eps_src = guided_pair(self.prior, y, y_src, t, noise[0], target, source, uncond, scale)
+        zeta_tgt = self.zeta(y, eps_tgt, x_tgt, t, noise[1])
+        zeta_src = self.zeta(y_src, eps_src, x_src, t, noise[1])
         return zeta_tgt - zeta_src
