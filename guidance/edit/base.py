@@ -46,16 +46,18 @@ def build_edit_score(name: str, prior: DiffusionPrior, config=None, total_steps:
 
 
 class EditScore(ABC):
-    """Base class. Subclasses set `name`, `needs_source` and `config` (with `timesteps`) and define
-    `gradient`; `noises` is how many independent noise tensors a step draws (PDS: 2)."""
+    """Base class. Subclasses set `name`, `needs_source` and `config_class` (a dataclass with
+    `timesteps`; `config` defaults to its defaults) and define `gradient`; `noises` is how many
+    independent noise tensors a step draws (PDS: 2)."""
 
     name = "edit"
     needs_source = True
     noises = 1
+    config_class: type
 
-    def __init__(self, prior: DiffusionPrior, config, total_steps: int = 1000):
+    def __init__(self, prior: DiffusionPrior, config=None, total_steps: int = 1000):
         self.prior = prior
-        self.config = config
+        self.config = config = config or self.config_class()
         self.total_steps = total_steps
         self.schedule = TimestepSchedule(config.timesteps, prior.num_train_timesteps, total_steps)
 

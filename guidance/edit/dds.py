@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sds3d.guidance.priors.prior import DiffusionPrior, TextEmbedding
+from sds3d.guidance.priors.prior import TextEmbedding
 from sds3d.guidance.schedules import Scheduled, TimestepConfig, scheduled_value
 from .base import EditScore, guided_pair
 
@@ -34,9 +34,7 @@ class DDSConfig:
 
 class DDS(EditScore):
     name = "dds"
-
-    def __init__(self, prior: DiffusionPrior, config: DDSConfig | None = None, total_steps: int = 1000):
-        super().__init__(prior, config or DDSConfig(), total_steps)
+    config_class = DDSConfig
 
     def unet_evals_per_step(self) -> int:
         return 4

@@ -54,6 +54,7 @@ def posterior_mean(x_t, eps_hat, abar_t, abar_prev, beta_t):
 class PDS(EditScore):
     name = "pds"
     noises = 2  # eps for x_t, eps' for x_prev
+    config_class = PDSConfig
 
     def __init__(self, prior: DiffusionPrior, config: PDSConfig | None = None, total_steps: int = 1000):
         config = config or PDSConfig()

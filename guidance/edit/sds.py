@@ -32,9 +32,10 @@ class EditSDSConfig:
 class EditSDS(EditScore):
     name = "sds"
     needs_source = False
+    config_class = EditSDSConfig
 
     def __init__(self, prior: DiffusionPrior, config: EditSDSConfig | None = None, total_steps: int = 1000):
-        super().__init__(prior, config or EditSDSConfig(), total_steps)
+        super().__init__(prior, config, total_steps)
         c = self.config
         self.sds = SDS(prior, SDSConfig(guidance_scale=c.guidance_scale, weighting=c.weighting,
                                         timesteps=c.timesteps), total_steps)

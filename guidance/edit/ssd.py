@@ -13,12 +13,11 @@ Reference: "Stable Score Distillation", Zhu, Xu, Xu, Shen, Liu, Du, Yu, He, 2025
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 
-from sds3d.guidance.priors.prior import DiffusionPrior, TextEmbedding
+from sds3d.guidance.priors.prior import TextEmbedding
 from sds3d.guidance.schedules import Scheduled, TimestepConfig, scheduled_value
 from .base import EditScore, predict
 
@@ -38,9 +37,7 @@ class SSDConfig:
 
 class SSD(EditScore):
     name = "ssd"
-
-    def __init__(self, prior: DiffusionPrior, config: SSDConfig | None = None, total_steps: int = 1000):
-        super().__init__(prior, config or SSDConfig(), total_steps)
+    config_class = SSDConfig
 
     def unet_evals_per_step(self) -> int:
         return 4
