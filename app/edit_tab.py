@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sds3d.app.owner_jobs import OwnerJobs
 from sds3d.app.runner import whole_number
 from sds3d.edit import EditConfig, validate_edit_config
 from sds3d.errors import InputError, first_line
@@ -135,8 +136,7 @@ class EditWorkspace:
         self.priors = priors if priors is not None else runner._models
         self.evaluate = evaluate
         self.mesh_points = mesh_points
-        self._active: dict[str, EditJob] = {}
-        self._lock = threading.Lock()
+        self._active = OwnerJobs()
 
     # ----- the page's assets ------------------------------------------------------------------
 
@@ -319,11 +319,7 @@ class EditWorkspace:
         """Starts the edit in a worker thread, in one of the runner's slots. `owner` (the page
         session) is who may stop it; the page's earlier edit is stopped first."""
         job = EditJob(dir=Path(config.out), config=config, asset=self.asset(session, label))
-        with self._lock:
-            previous = self._active.get(owner)
-            if previous is not None:
-                previous.stop()
-            self._active[owner] = job
+        self._active.start(owner, job)
         log.info("edit %s: %r -> %r, %s, %d steps", job.dir.name, config.source_prompt, config.prompt,
                  config.guidance, config.steps)
         threading.Thread(target=self._work, args=(job, mask, owner), name=f"sds3d-edit-{job.dir.name}",
@@ -332,12 +328,7 @@ class EditWorkspace:
 
     def stop(self, owner: str) -> bool:
         """Stops `owner`'s running edit; False if it has none."""
-        with self._lock:
-            job = self._active.get(owner)
-        if job is None:
-            return False
-        job.stop()
-        return True
+        return self._active.stop(owner)
 
     def finish(self, session: EditSession, job: EditJob) -> EditAsset | None:
         """Offers a finished edit for further editing (its label in the list); None after an error."""
@@ -371,9 +362,7 @@ class EditWorkspace:
             log.exception("edit %s failed", job.dir.name)
             job.error = f"The edit failed: {type(error).__name__}: {self.public(first_line(error), job.asset)}"
         finally:
-            with self._lock:
-                if self._active.get(owner) is job:
-                    del self._active[owner]
+            self._active.finish(owner, job)
             job.finished.set()
 
 

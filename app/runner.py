@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sds3d.app.owner_jobs import OwnerJobs
 from sds3d.config import to_dict
 from sds3d.errors import InputError
 from sds3d.evaluate import evaluate_asset
@@ -229,8 +230,7 @@ class Runner:
         self.turntable_resolution = turntable_resolution
         self.device = device
         self.slots = threading.BoundedSemaphore(slots) if slots else contextlib.nullcontext()
-        self._active: dict[str, Run] = {}
-        self._lock = threading.Lock()
+        self._active = OwnerJobs()
 
     def config(self, request: RunRequest) -> GenerateConfig:
         """The GenerateConfig for `request`, or InputError naming the first limit it breaks."""
@@ -283,23 +283,14 @@ class Runner:
         run = Run(dir=run_dir, config=dataclasses.replace(config, out=str(run_dir)), prior=self._models[request.prior],
                   prior_name=request.prior,
                   note=scope_note(config.prompt, self._models[request.prior]))
-        with self._lock:
-            previous = self._active.get(owner)
-            if previous is not None:
-                previous.stop()
-            self._active[owner] = run
+        self._active.start(owner, run)
         log.info("run %s: %r, %d steps, seed %d", run_dir.name, config.prompt, config.steps, config.seed)
         threading.Thread(target=self._work, args=(run, owner), name=f"sds3d-run-{run_dir.name}", daemon=True).start()
         return run
 
     def stop(self, owner: str) -> bool:
         """Stops `owner`'s running job; False if it has none."""
-        with self._lock:
-            run = self._active.get(owner)
-        if run is None:
-            return False
-        run.stop()
-        return True
+        return self._active.stop(owner)
 
     def mesh(self, run: Run) -> list[Path]:
         """`run.export_meshes()` in one of the slots."""
@@ -312,9 +303,7 @@ class Runner:
                 run.error = "Stopped before it started."
             else:
                 run.execute()
-        with self._lock:
-            if self._active.get(owner) is run:
-                del self._active[owner]
+        self._active.finish(owner, run)
         run.finished.set()
 
 
