@@ -51,7 +51,7 @@ def empty_runner(runner, tmp_path):
     (dict(guidance_scale=0), "Guidance scale must be above 0 and at most 1000, got 0."),
     (dict(guidance="vsd", particles=0), "Particles must be between 1 and 4, got 0."),
     (dict(guidance="vsd", particles=5), "Particles must be between 1 and 4, got 5."),
-    (dict(particles=2), "2 particles need the vsd guidance (they share its LoRA); sds trains one asset"),
+    (dict(particles=2), "2 particles need the vsd guidance (or redream; they share its LoRA); sds trains one asset"),
 ])
 def test_requests_outside_the_limits_are_rejected_with_one_line(empty_runner, changes, message):
     request = RunRequest(**{"prompt": "a red mug", "steps": 5, **changes})
