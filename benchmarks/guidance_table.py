@@ -56,7 +56,7 @@ import torch
 from sds3d.config import apply_override
 from sds3d.evaluate import evaluate_asset, evaluation_cameras, render_for_evaluator
 from sds3d.generate import GenerateConfig, generate
-from sds3d.guidance.registry import GUIDANCE, load_prior
+from sds3d.guidance.registry import GUIDANCE, LIBRARY_GUIDANCE, load_prior
 from sds3d.turntable import image_grid, render_turntable, save_png
 
 from text_to_3d import suite
@@ -451,7 +451,8 @@ def main() -> None:
     from sds3d.world.evaluator import Evaluator
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--guidance", default=",".join(GUIDANCE), help="comma-separated variant names")
+    parser.add_argument("--guidance", default=",".join(name for name in GUIDANCE if name not in LIBRARY_GUIDANCE),
+                        help="comma-separated variant names (default: all that run without an asset library)")
     parser.add_argument("--limit", type=int, help="first N prompts of the suite")
     parser.add_argument("--kinds", help="comma-separated subset of kinds (default: all 28)")
     parser.add_argument("--diversity-prompts", type=int, default=3, help="first N prompts get --seeds seeds")

@@ -20,6 +20,9 @@ GUIDANCE = {
     "cfd": ("cfd", "CFD", "CFDConfig"),
     "redream": ("redream", "ReDream", "ReDreamConfig"),
 }
+# variants that score with a prior adapted on retrieved assets: they need an asset library
+# (`sds3d.retrieval`), so the library-free suites (the guidance table) leave them out
+LIBRARY_GUIDANCE = ("redream",)
 
 
 def _attribute(name: str, index: int):

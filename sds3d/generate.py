@@ -38,7 +38,7 @@ from .errors import InputError, load_checkpoint
 from .export import save_asset
 from .finite_guard import FiniteGuard, NonFiniteStep
 from .monitor import RunMonitor
-from .particle import Particle
+from .particle import Particle, particle_count
 from .prompts import PromptConfig, PromptProcessor, validate_prompt
 from .scope import warn_outside_world
 from sds3d.representations import Representation
@@ -192,14 +192,6 @@ class Timer:
                 timer.totals[name] = timer.totals.get(name, 0.0) + time.perf_counter() - self.start
 
         return _Phase()
-
-
-def particle_count(config: GenerateConfig) -> int:
-    """How many representations the run trains: the guidance section's `particles` (VSD), else 1."""
-    count = getattr(getattr(config, config.guidance, None), "particles", 1)
-    if count < 1:
-        raise ValueError(f"{config.guidance}.particles must be at least 1, got {count}")
-    return count
 
 
 def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = False, progress: bool = True,

@@ -36,3 +36,12 @@ class Particle:
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
         self.representation.load_training_state(state["training_state"])
+
+
+def particle_count(config) -> int:
+    """How many representations a run (a GenerateConfig) trains: the guidance section's `particles`
+    (VSD, ReDream), else 1."""
+    count = getattr(getattr(config, config.guidance, None), "particles", 1)
+    if count < 1:
+        raise ValueError(f"{config.guidance}.particles must be at least 1, got {count}")
+    return count

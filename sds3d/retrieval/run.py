@@ -2,7 +2,7 @@
 initialise the run's representations from them, before the generation loop starts.
 
 `prepare_retrieval(config, library, k)` -> (initial representations or None, prior, record):
-- the initial representations, one per particle (`sds3d.generate.particle_count`), each from one
+- the initial representations, one per particle (`sds3d.particle.particle_count`), each from one
   retrieved asset (`init=True`; None with `init=False`: the run starts as usual);
 - the prior to score with: adapted on the retrieved assets (`adapt=True`, a LoRA merged into a copy;
   cached by asset set) or the given one;
@@ -52,7 +52,7 @@ def prepare_retrieval(config, library, k: int = 3, adapt: bool = True, init: boo
     a list of `Retrieved` (for callers that searched already). InputError (one line) for a library
     with nothing close to the prompt (unless `settings.optional`: then nothing is retrieved, the
     record says why, and the run goes on without retrieval), and for ReDream without adaptation."""
-    from sds3d.generate import particle_count
+    from sds3d.particle import particle_count
     from sds3d.guidance.registry import load_prior
     from sds3d.representations.registry import canonical_name
 
