@@ -77,6 +77,7 @@ def test_a_representation_without_a_surface_is_a_clear_error():
         faint.to_mesh()  # its density peaks at 0.2, below the surface level 0.5
 
 
+@pytest.mark.slow  # 20 s: NeRF then DMTet through the CLI, with textured exports
 def test_cli_two_stage_run_and_exports(tmp_path, capsys, monkeypatch):
     import trimesh
 

@@ -146,6 +146,7 @@ def test_bimodal_playground_seeds_pick_modes_while_sds_collapses():
 
 @pytest.mark.skipif(not (EMBEDDED_PRIOR_DIR / "unet" / "config.json").exists()
                     or not (EVALUATOR_DIR / "model.safetensors").exists(), reason="needs assets/prior and assets/evaluator")
+@pytest.mark.slow  # 40 s: ten DDIM paths with the shipped prior, scored by the evaluator
 def test_path_with_the_shipped_prior_ends_in_the_prompted_object():
     """DDIM from z_T down to t_D = 0 is a sample of the prior: with its x0 clipping (the scheduler's
     `clip_sample`) 10 steps at the prior's sampling scale give the prompted kind; without the clip the
