@@ -176,13 +176,15 @@ def check_particles(guidance: str, particles: int) -> None:
 def check_retrieval(config) -> None:
     """ReDream needs a library to retrieve from and adapts the prior on what it retrieves; a library
     given must be a folder with a non-empty library.jsonl (InputError from the library module)."""
+    from sds3d.guidance.registry import LIBRARY_GUIDANCE
+
     retrieval = config.retrieval
-    if config.guidance == "redream" and not retrieval.library:
-        raise InputError("guidance redream retrieves assets for the prompt: give a library (--retrieve LIB or "
-                         "retrieval.library)")
-    if config.guidance == "redream" and not retrieval.adapt:
-        raise InputError("guidance redream scores with the adapted prior: drop --no-adapt (retrieval.adapt) or "
-                         "use --guidance vsd")
+    if config.guidance in LIBRARY_GUIDANCE and not retrieval.library:
+        raise InputError(f"guidance {config.guidance} retrieves assets for the prompt: give a library "
+                         "(--retrieve LIB or retrieval.library)")
+    if config.guidance in LIBRARY_GUIDANCE and not retrieval.adapt:
+        raise InputError(f"guidance {config.guidance} scores with the adapted prior: drop --no-adapt "
+                         "(retrieval.adapt) or use --guidance vsd")
     if retrieval.library:
         from sds3d.retrieval.library import read_entries
 
