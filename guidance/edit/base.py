@@ -14,13 +14,14 @@ views' cameras); classifier-free guidance uses the diffusers convention eps_u + 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from importlib import import_module
 
 import torch
 
 from sds3d.guidance.base import GuidanceOutput, clip_gradient, images_from_render, target_trick_loss
 from sds3d.guidance.priors.prior import DiffusionPrior, TextEmbedding, cfg_combine
-from sds3d.guidance.schedules import TimestepSchedule, scheduled_value
+from sds3d.guidance.schedules import Scheduled, TimestepConfig, TimestepSchedule, scheduled_value
 
 # name -> (module in this package, score class, config class)
 EDIT_SCORES = {
@@ -45,14 +46,23 @@ def build_edit_score(name: str, prior: DiffusionPrior, config=None, total_steps:
     return score(prior, config or config_class(), total_steps=total_steps)
 
 
+@dataclass
+class EditConfig:
+    """The fields every editing score's config has; each score's config extends it."""
+
+    timesteps: TimestepConfig = field(default_factory=TimestepConfig)
+    grad_clip: Scheduled | None = None  # elementwise clamp of g (a number or a schedule); None = off
+
+
 class EditScore(ABC):
-    """Base class. Subclasses set `name`, `needs_source` and `config_class` (a dataclass with
-    `timesteps`; `config` defaults to its defaults) and define `gradient`; `noises` is how many
-    independent noise tensors a step draws (PDS: 2)."""
+    """Base class. Subclasses set `name`, `needs_source`, `unet_evals` (UNet batch items per view
+    per step) and `config_class` (an `EditConfig` dataclass; `config` defaults to its defaults)
+    and define `gradient`; `noises` is how many independent noise tensors a step draws (PDS: 2)."""
 
     name = "edit"
     needs_source = True
     noises = 1
+    unet_evals: int
     config_class: type
 
     def __init__(self, prior: DiffusionPrior, config=None, total_steps: int = 1000):
@@ -68,9 +78,9 @@ class EditScore(ABC):
         timesteps t [B], `noises` noise tensors shaped like y, and per-view embeddings of the target
         prompt, the source prompt and the unconditional prompt."""
 
-    @abstractmethod
     def unet_evals_per_step(self) -> int:
         """UNet batch-item evaluations per view per step."""
+        return self.unet_evals
 
     def sample_timesteps(self, step: int, batch: int, generator: torch.Generator | None) -> torch.Tensor:
         return self.schedule.sample(step, batch, generator)
@@ -89,7 +99,7 @@ class EditScore(ABC):
         t = self.sample_timesteps(step, y.shape[0], generator).to(y.device)
         noise = [torch.randn(y.shape, generator=generator).to(y.device, y.dtype) for _ in range(self.noises)]
         grad = self.gradient(y.detach(), y_src, t, noise, target.cond, source_prompts.cond, target.uncond, step)
-        clip = getattr(self.config, "grad_clip", None)
+        clip = self.config.grad_clip
         grad = clip_gradient(grad, None if clip is None else scheduled_value(clip, step))
         return GuidanceOutput(loss=target_trick_loss(y, grad),
                               logs={"t": t.float().mean().item(), "grad_norm": grad.norm().item()})

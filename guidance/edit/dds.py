@@ -14,33 +14,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
-from sds3d.guidance.priors.prior import TextEmbedding
 from sds3d.guidance.schedules import Scheduled, TimestepConfig, scheduled_value
-from .base import EditScore, guided_pair
+from .base import EditConfig, EditScore, guided_pair
 
 
 @dataclass
-class DDSConfig:
+class DDSConfig(EditConfig):
     # The paper's 7.5 (diffusers form) and t ~ U{50, ..., 948} of 1000. On the embedded prior 7.5 and 15 behaved
     # alike ("a red mug" -> "a blue mug": blue in 100 steps, Chamfer to the source 0.022 / 0.023); after 200 steps
     # the mug's handle was gone (0.040), so DDS keeps shape worst of the four scores there.
     guidance_scale: Scheduled = 7.5
     timesteps: TimestepConfig = field(default_factory=lambda: TimestepConfig(min_step_percent=0.05,
                                                                              max_step_percent=0.948))
-    grad_clip: Scheduled | None = None
 
 
 class DDS(EditScore):
     name = "dds"
+    unet_evals = 4
     config_class = DDSConfig
 
-    def unet_evals_per_step(self) -> int:
-        return 4
-
-    def gradient(self, y, y_src, t, noise, target: TextEmbedding, source: TextEmbedding, uncond: TextEmbedding,
-                 step: int) -> torch.Tensor:
+    def gradient(self, y, y_src, t, noise, target, source, uncond, step):  # shapes: EditScore.gradient
         scale = scheduled_value(self.config.guidance_scale, step)
         _, _, eps_tgt, eps_src = guided_pair(self.prior, y, y_src, t, noise[0], target, source, uncond, scale)
         return eps_tgt - eps_src

@@ -17,24 +17,23 @@ Reference: "Posterior Distillation Sampling", Koo, Park, Sung, 2023, arXiv:2311.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from sds3d.guidance.priors.prior import DiffusionPrior, TextEmbedding
-from sds3d.guidance.schedules import Scheduled, TimestepConfig, scheduled_value
-from .base import EditScore, guided_pair
+from sds3d.guidance.priors.prior import DiffusionPrior
+from sds3d.guidance.schedules import Scheduled, scheduled_value
+from .base import EditConfig, EditScore, guided_pair
 
 
 @dataclass
-class PDSConfig:
+class PDSConfig(EditConfig):
     # t on the paper's 500-step grid in [0.02, 0.98]. The paper's CFG 100 (diffusers form, Stable Diffusion)
     # leaves noisy colour patches on the embedded 32x32 prior; 50 turned "a red mug" blue in 100 steps with
     # the least change of shape after 20 (which stayed a muddy red-blue) on a ground-truth mug.
     guidance_scale: Scheduled = 50.0
     grid_steps: int = 500
-    timesteps: TimestepConfig = field(default_factory=TimestepConfig)  # only min/max_step_percent are used
-    grad_clip: Scheduled | None = None
+    # of `timesteps`, only min/max_step_percent are used: t is drawn on the grid of `grid_steps`
 
 
 def ddpm_betas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
@@ -54,6 +53,7 @@ def posterior_mean(x_t, eps_hat, abar_t, abar_prev, beta_t):
 class PDS(EditScore):
     name = "pds"
     noises = 2  # eps for x_t, eps' for x_prev
+    unet_evals = 4
     config_class = PDSConfig
 
     def __init__(self, prior: DiffusionPrior, config: PDSConfig | None = None, total_steps: int = 1000):
@@ -63,9 +63,6 @@ class PDS(EditScore):
                              f"got {config.grid_steps}")
         super().__init__(prior, config, total_steps)
         self.stride = prior.num_train_timesteps // config.grid_steps
-
-    def unet_evals_per_step(self) -> int:
-        return 4
 
     def sample_timesteps(self, step: int, batch: int, generator: torch.Generator | None) -> torch.Tensor:
         """t = stride * i with grid index i ~ U{floor(n min%), ..., floor(n max%) - 1}, at least 1."""
@@ -84,8 +81,7 @@ class PDS(EditScore):
         s_t = ((1 - abar_prev) * beta_t / (1 - abar_t)).sqrt()
         return (x_prev - posterior_mean(x_t, eps_hat, abar_t, abar_prev, beta_t)) / s_t
 
-    def gradient(self, y, y_src, t, noise, target: TextEmbedding, source: TextEmbedding, uncond: TextEmbedding,
-                 step: int) -> torch.Tensor:
+    def gradient(self, y, y_src, t, noise, target, source, uncond, step):  # shapes: EditScore.gradient
         scale = scheduled_value(self.config.guidance_scale, step)
         x_tgt, x_src, eps_tgt, eps_src = guided_pair(self.prior, y, y_src, t, noise[0], target, source, uncond, scale)
         zeta_tgt = self.zeta(y, eps_tgt, x_tgt, t, noise[1])

@@ -9,29 +9,26 @@ arXiv:2209.14988.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import torch
-
-from sds3d.guidance.priors.prior import DiffusionPrior, TextEmbedding
-from sds3d.guidance.schedules import Scheduled, TimestepConfig
+from sds3d.guidance.priors.prior import DiffusionPrior
+from sds3d.guidance.schedules import Scheduled
 from sds3d.guidance.sds import SDS, SDSConfig
-from .base import EditScore
+from .base import EditConfig, EditScore
 
 
 @dataclass
-class EditSDSConfig:
+class EditSDSConfig(EditConfig):
     # diffusers form, generation's SDS default for the embedded prior; as an editor it smears the source's details
     # ("a red mug" -> "a blue mug": Chamfer to the source 0.031 after 200 steps, against PDS's 0.018)
     guidance_scale: Scheduled = 20.0
     weighting: str = "sds"
-    timesteps: TimestepConfig = field(default_factory=TimestepConfig)
-    grad_clip: Scheduled | None = None
 
 
 class EditSDS(EditScore):
     name = "sds"
     needs_source = False
+    unet_evals = 2
     config_class = EditSDSConfig
 
     def __init__(self, prior: DiffusionPrior, config: EditSDSConfig | None = None, total_steps: int = 1000):
@@ -40,9 +37,5 @@ class EditSDS(EditScore):
         self.sds = SDS(prior, SDSConfig(guidance_scale=c.guidance_scale, weighting=c.weighting,
                                         timesteps=c.timesteps), total_steps)
 
-    def unet_evals_per_step(self) -> int:
-        return 2
-
-    def gradient(self, y, y_src, t, noise, target: TextEmbedding, source: TextEmbedding, uncond: TextEmbedding,
-                 step: int) -> torch.Tensor:
+    def gradient(self, y, y_src, t, noise, target, source, uncond, step):  # shapes: EditScore.gradient
         return self.sds.gradient(y, t, noise[0], target, uncond, step)

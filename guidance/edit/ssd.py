@@ -13,17 +13,16 @@ Reference: "Stable Score Distillation", Zhu, Xu, Xu, Shen, Liu, Du, Yu, He, 2025
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from sds3d.guidance.priors.prior import TextEmbedding
-from sds3d.guidance.schedules import Scheduled, TimestepConfig, scheduled_value
-from .base import EditScore, predict
+from sds3d.guidance.schedules import Scheduled, scheduled_value
+from .base import EditConfig, EditScore, predict
 
 
 @dataclass
-class SSDConfig:
+class SSDConfig(EditConfig):
     # The reference's Stable Diffusion defaults: a = 2, s = 7.5, e = 5.5, k = 0.075, t in [0.02, 0.98]. Kept for
     # the embedded prior: they gave the cleanest "a red mug" -> "a blue mug" (Chamfer to the source 0.021 after
     # 200 steps, the label kept).
@@ -31,19 +30,14 @@ class SSDConfig:
     guidance_scale: Scheduled = 7.5  # s, cross-prompt
     enhance_scale: Scheduled = 5.5  # e, prompt enhancement
     source_weight: float = 0.075  # k, on exp(t / T) (z_tgt - z_src)
-    timesteps: TimestepConfig = field(default_factory=TimestepConfig)
-    grad_clip: Scheduled | None = None
 
 
 class SSD(EditScore):
     name = "ssd"
+    unet_evals = 4
     config_class = SSDConfig
 
-    def unet_evals_per_step(self) -> int:
-        return 4
-
-    def gradient(self, y, y_src, t, noise, target: TextEmbedding, source: TextEmbedding, uncond: TextEmbedding,
-                 step: int) -> torch.Tensor:
+    def gradient(self, y, y_src, t, noise, target, source, uncond, step):  # shapes: EditScore.gradient
         c = self.config
         z_tgt = self.prior.add_noise(y, noise[0], t)
         z_src = self.prior.add_noise(y_src, noise[0], t)
