@@ -48,6 +48,18 @@ class Representation(nn.Module, ABC):
     def after_step(self, step: int, output: RenderOutput, optimizers: dict[str, torch.optim.Optimizer]) -> None:
         """Called after every optimiser step (densification, pruning, re-normalisation)."""
 
+    def optimise(self, step: int, output: RenderOutput, loss: torch.Tensor,
+                 optimizers: dict[str, torch.optim.Optimizer]) -> None:
+        """One optimiser step on `loss`, computed from this step's `output`, with the hooks around it:
+        `before_backward`, zero_grad / backward / step on every optimiser, then `after_step`."""
+        self.before_backward(step, output)
+        for optimizer in optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for optimizer in optimizers.values():
+            optimizer.step()
+        self.after_step(step, output, optimizers)
+
     def training_state(self) -> dict:
         """Optimisation state outside `state_dict()` (e.g. densification statistics), for checkpoints."""
         return {}

@@ -34,13 +34,7 @@ def distill(source: Representation, target: Representation, steps: int, sampler:
             teacher = source.render(cameras, background)
         student = target.render(cameras, background)
         loss = F.mse_loss(student.rgb, teacher.rgb) + alpha_weight * F.mse_loss(student.alpha, teacher.alpha)
-        target.before_backward(step, student)
-        for optimizer in optimizers.values():
-            optimizer.zero_grad()
-        loss.backward()
-        for optimizer in optimizers.values():
-            optimizer.step()
-        target.after_step(step, student, optimizers)
+        target.optimise(step, student, loss, optimizers)
         losses.append(loss.item())
         if callback is not None:
             callback(step, losses[-1])

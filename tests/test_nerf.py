@@ -227,12 +227,7 @@ def test_a_few_steps_fit_a_target_image():
     for step in range(25):
         out = nerf.render(cams, shading="albedo")
         loss = ((out.rgb - target) ** 2).mean()
-        for opt in optimizers.values():
-            opt.zero_grad()
-        loss.backward()
-        for opt in optimizers.values():
-            opt.step()
-        nerf.after_step(step, out, optimizers)
+        nerf.optimise(step, out, loss, optimizers)
         losses.append(loss.item())
     assert losses[-1] < 0.25 * losses[0]
 

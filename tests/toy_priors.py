@@ -16,10 +16,11 @@ def ddpm_alphas_cumprod(T: int = 1000) -> torch.Tensor:
     return torch.cumprod(1 - betas, 0).float()
 
 
-class GaussianToyPrior(DiffusionPrior):
-    def __init__(self, means: dict[str, float], s0: float = 0.5, resolution: int = 4, default_mean: float = 0.5):
-        self.means = means  # prompt -> mu; other prompts get `default_mean`
-        self.default_mean = default_mean
+class PixelSpaceToyPrior(DiffusionPrior):
+    """What the toy priors share: pixel space (decoding is the identity), the DDPM schedule on the CPU,
+    and `calls`, the UNet batch items evaluated so far."""
+
+    def __init__(self, s0: float, resolution: int):
         self.s0 = s0
         self.resolution = resolution
         self.device = torch.device("cpu")
@@ -30,14 +31,21 @@ class GaussianToyPrior(DiffusionPrior):
     def alphas_cumprod(self) -> torch.Tensor:
         return self._abar
 
-    def encode_prompts(self, prompts):
-        return TextEmbedding(torch.tensor([self.means.get(p, self.default_mean) for p in prompts], dtype=torch.float32)[:, None, None])
-
     def encode_images(self, rgb):
         return rgb
 
     def decode_latents(self, y):
         return y
+
+
+class GaussianToyPrior(PixelSpaceToyPrior):
+    def __init__(self, means: dict[str, float], s0: float = 0.5, resolution: int = 4, default_mean: float = 0.5):
+        super().__init__(s0, resolution)
+        self.means = means  # prompt -> mu; other prompts get `default_mean`
+        self.default_mean = default_mean
+
+    def encode_prompts(self, prompts):
+        return TextEmbedding(torch.tensor([self.means.get(p, self.default_mean) for p in prompts], dtype=torch.float32)[:, None, None])
 
     @torch.no_grad()
     def predict_noise(self, x_t, t, text):
@@ -47,7 +55,7 @@ class GaussianToyPrior(DiffusionPrior):
         return sigma * (x_t - alpha * mu) / (alpha**2 * self.s0**2 + sigma**2)
 
 
-class GaussianMixtureToyPrior(DiffusionPrior):
+class GaussianMixtureToyPrior(PixelSpaceToyPrior):
     """Exact denoiser of a two-component Gaussian mixture, independently at every pixel, in channel space:
     y[:, :, i, j] ~ pi N(mode_a, s0^2 I_C) + (1 - pi) N(mode_b, s0^2 I_C), C = len(mode_a).
 
@@ -59,19 +67,11 @@ class GaussianMixtureToyPrior(DiffusionPrior):
 
     def __init__(self, mode_a, mode_b, s0: float = 0.1, weights: dict[str, float] | None = None,
                  default_weight: float = 0.5, resolution: int = 1):
+        super().__init__(s0, resolution)
         self.modes = torch.stack([torch.as_tensor(m, dtype=torch.float32) for m in (mode_a, mode_b)])
         self.channels = self.modes.shape[1]
-        self.s0 = s0
         self.weights = weights or {}
         self.default_weight = default_weight
-        self.resolution = resolution
-        self.device = torch.device("cpu")
-        self._abar = ddpm_alphas_cumprod()
-        self.calls = 0
-
-    @property
-    def alphas_cumprod(self) -> torch.Tensor:
-        return self._abar
 
     def encode_prompts(self, prompts):
         pi = [self.weights.get(p, self.default_weight) for p in prompts]
@@ -79,9 +79,6 @@ class GaussianMixtureToyPrior(DiffusionPrior):
 
     def encode_images(self, rgb):
         return rgb[:, : self.channels]
-
-    def decode_latents(self, y):
-        return y
 
     @torch.no_grad()
     def predict_noise(self, x_t, t, text):
