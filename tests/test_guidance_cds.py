@@ -3,18 +3,12 @@ t_n = t gives g = 0, the timestep schedule, state round trip, and the 1-D VE Gau
 
 import pytest
 import torch
-from toy_priors import GaussianToyPrior
+from toy_priors import GaussianToyPrior, prompt_batch
 
 from sds3d.guidance.cds import CDS, CDSConfig
 from sds3d.guidance.ddim import abar, ddim_step
 from sds3d.guidance.perp_neg import guided_eps
-from sds3d.prompts import PromptBatch
 from sds3d.types import RenderOutput
-
-
-def batch(prior, n, prompt="obj"):
-    return PromptBatch(cond=prior.encode_prompts([prompt] * n), uncond=prior.encode_prompts([""] * n),
-                       texts=[prompt] * n, views=["any"] * n)
 
 
 class RecordingPrior(GaussianToyPrior):
@@ -30,7 +24,7 @@ def test_same_inputs_give_bit_identical_gradients_and_tn_equal_t_gives_zero():
     cds = CDS(prior, CDSConfig(grad_clip=None))
     y = torch.rand(3, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     t, t_n = torch.tensor([400, 500, 900]), torch.tensor([200, 300, 700])
-    p = batch(prior, 3)
+    p = prompt_batch(prior, 3)
     g1 = cds.gradient(y, t, t_n, p.cond, p.uncond, step=100)
     g2 = cds.gradient(y, t, t_n, p.cond, p.uncond, step=100)
     assert torch.equal(g1, g2) and g1.abs().max() > 1e-3
@@ -46,7 +40,7 @@ def test_ode_step_is_the_shared_ddim_step_with_the_priors_clip():
         cds = CDS(prior, CDSConfig(grad_clip=None, guidance_scale=3.0))
         y = 2 * torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(1)) - 1
         t, t_n = torch.tensor([800, 500]), torch.tensor([600, 200])
-        p = batch(prior, 2)
+        p = prompt_batch(prior, 2)
         RecordingPrior.inputs = []
         cds.gradient(y, t, t_n, p.cond, p.uncond, step=0)
         x_t, x_n = RecordingPrior.inputs[0][0][:2], RecordingPrior.inputs[1][0][:2]  # [cond; uncond] batches
@@ -65,7 +59,7 @@ def test_eps_star_is_shared_by_views_and_steps():
     gen = torch.Generator().manual_seed(2)
     for step in (0, 40, 99):
         prior.inputs = []
-        out = cds(RenderOutput(rgb=rgb, alpha=None, depth=None), batch(prior, 3), None, step, gen)
+        out = cds(RenderOutput(rgb=rgb, alpha=None, depth=None), prompt_batch(prior, 3), None, step, gen)
         x_t, t = prior.inputs[0]  # first CFG call: [x_t; x_t] at t
         x_t, t = x_t[:3], t[:3]
         alpha, sigma = prior.alpha_sigma(t)
@@ -95,7 +89,7 @@ def test_state_dict_round_trip_restores_eps_star():
     b.load_state_dict(a.state_dict())
     assert torch.equal(a.noise, b.noise)
     y = torch.rand(2, 3, 4, 4)
-    p = batch(prior, 2)
+    p = prompt_batch(prior, 2)
     t, t_n = torch.tensor([500, 500]), torch.tensor([300, 300])
     assert torch.equal(a.gradient(y, t, t_n, p.cond, p.uncond, 0), b.gradient(y, t, t_n, p.cond, p.uncond, 0))
 
@@ -113,7 +107,7 @@ def descend(cds_class, prior, noise=None, steps=400, lr=1.0):
     opt = torch.optim.SGD([rgb], lr=lr)
     gen = torch.Generator().manual_seed(0)
     for step in range(steps):
-        out = cds(RenderOutput(rgb=rgb, alpha=None, depth=None), batch(prior, 1), None, step, gen)
+        out = cds(RenderOutput(rgb=rgb, alpha=None, depth=None), prompt_batch(prior, 1), None, step, gen)
         opt.zero_grad()
         out.loss.backward()
         opt.step()

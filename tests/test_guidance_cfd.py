@@ -4,7 +4,7 @@ import pytest
 import torch
 from scipy import stats
 from tiny_pipelines import build_tiny_sd_pipeline
-from toy_priors import GaussianToyPrior
+from toy_priors import GaussianToyPrior, prompt_batch
 
 from sds3d.cameras import CameraSampler, orbit_cameras
 from sds3d.guidance.cfd import CFD, CFDConfig, piecewise_linear
@@ -51,11 +51,6 @@ def corresponding_pixels(cameras, render, max_offset=0.05, min_facing=0.5):
     ok = (render.alpha[0, ..., 0] > 0) & (render.alpha[1, row1, col1, 0] > 0) & (facing > min_facing)
     ok &= ((u1 - col1 - 0.5).abs() < max_offset) & ((v1 - row1 - 0.5).abs() < max_offset)
     return ok.nonzero(), torch.stack([row1, col1], -1)[ok]
-
-
-def prompt_batch(prior, n=1):
-    return PromptBatch(cond=prior.encode_prompts(["obj"] * n), uncond=prior.encode_prompts([""] * n),
-                       texts=["obj"] * n, views=["any"] * n)
 
 
 # -- the noise: exact N(0, 1) marginals --------------------------------------------------------------

@@ -2,10 +2,9 @@
 identical conditions give g = 0; plain CSD is w (eps_c - eps_null)."""
 
 import torch
-from toy_priors import GaussianToyPrior
+from toy_priors import GaussianToyPrior, prompt_batch
 
 from sds3d.guidance.csd import CSD, CSD_NEGATIVE_PROMPT, CSDConfig
-from sds3d.prompts import PromptBatch
 
 MEANS = {"obj": 0.7, "": 0.0, CSD_NEGATIVE_PROMPT: 0.3}
 
@@ -19,11 +18,6 @@ class ShiftedPrior(GaussianToyPrior):
         return super().predict_noise(x_t, t, text) + self.shift
 
 
-def batch(prior, n, prompt="obj", uncond=""):
-    return PromptBatch(cond=prior.encode_prompts([prompt] * n), uncond=prior.encode_prompts([uncond] * n),
-                       texts=[prompt] * n, views=["any"] * n)
-
-
 def inputs(n=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, 3, 4, 4, generator=g), torch.randn(n, 3, 4, 4, generator=g), torch.tensor([100, 450, 900])[:n]
@@ -32,7 +26,7 @@ def inputs(n=3, seed=0):
 def test_zero_sum_weights_are_shift_invariant():
     prior = ShiftedPrior(MEANS)
     y, noise, t = inputs()
-    p = batch(prior, 3)
+    p = prompt_batch(prior, 3)
     for step in (0, 5000, 10000):  # the default schedules keep a + b + c = 0 at every step
         csd = CSD(prior)
         assert abs(sum(csd.scales(step)[:3])) < 1e-12
@@ -52,7 +46,7 @@ def test_identical_conditions_give_zero():
     prior = GaussianToyPrior({"same": 0.4, CSD_NEGATIVE_PROMPT: 0.4})
     csd = CSD(prior, CSDConfig.sd_refine(negative_prompt="same"))
     y, noise, t = inputs(seed=1)
-    p = batch(prior, 3, prompt="same", uncond="same")
+    p = prompt_batch(prior, 3, prompt="same", uncond="same")
     for step in (0, 3000, 10000):
         assert csd.gradient(y, t, noise, p.cond, p.uncond, step).abs().max() < 1e-6
 
@@ -61,7 +55,7 @@ def test_plain_csd_is_the_classifier_direction_and_cost():
     prior = GaussianToyPrior(MEANS)
     csd = CSD(prior, CSDConfig())
     y, noise, t = inputs(seed=2)
-    p = batch(prior, 3)
+    p = prompt_batch(prior, 3)
     prior.calls = 0
     g = csd.gradient(y, t, noise, p.cond, p.uncond, 0)
     assert prior.calls == 2 * 3 and csd.unet_evals_per_step() == 2
@@ -73,4 +67,4 @@ def test_plain_csd_is_the_classifier_direction_and_cost():
     # the negative branch pushes away from the negative prompt: b < 0 and y between the means
     full = CSD(prior, CSDConfig(negative_scale=-1.0, null_scale=0.0))
     assert full.gradient(torch.full((64, 1, 1, 1), 0.5), torch.full((64,), 300), torch.zeros(64, 1, 1, 1),
-                         batch(prior, 64).cond, batch(prior, 64).uncond, 0).mean() < 0
+                         prompt_batch(prior, 64).cond, prompt_batch(prior, 64).uncond, 0).mean() < 0

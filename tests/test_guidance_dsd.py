@@ -3,7 +3,7 @@ is z_T; the t_D jitter; state round trip; and the 2-D bimodal playground (seeds 
 
 import pytest
 import torch
-from toy_priors import GaussianMixtureToyPrior, GaussianToyPrior
+from toy_priors import GaussianMixtureToyPrior, GaussianToyPrior, prompt_batch
 
 from sds3d.guidance.ddim import abar, ddim_step
 from sds3d.guidance.dsd import DSD, DSDConfig
@@ -15,11 +15,6 @@ from sds3d.types import RenderOutput
 from sds3d.world.evaluator import EVALUATOR_DIR
 
 MODES = ([-3.0, 0.0], [3.0, 0.0])
-
-
-def batch(prior, n):
-    return PromptBatch(cond=prior.encode_prompts(["obj"] * n), uncond=prior.encode_prompts([""] * n),
-                       texts=["obj"] * n, views=["any"] * n)
 
 
 def test_mixture_toy_is_exact():
@@ -37,7 +32,7 @@ def test_same_seed_and_timesteps_give_bit_identical_gradients():
     a, b, c = DSD(prior, DSDConfig(seed=4)), DSD(prior, DSDConfig(seed=4)), DSD(prior, DSDConfig(seed=5))
     y = torch.randn(2, 2, 1, 1, generator=torch.Generator().manual_seed(0))
     t, t_delta = torch.tensor([500, 500]), torch.tensor([520, 537])
-    p = batch(prior, 2)
+    p = prompt_batch(prior, 2)
     g = a.gradient(y, t, t_delta, p.cond, p.uncond, step=10)
     assert torch.equal(g, a.gradient(y, t, t_delta, p.cond, p.uncond, step=10))
     assert torch.equal(g, b.gradient(y, t, t_delta, p.cond, p.uncond, step=10))
@@ -48,7 +43,7 @@ def test_same_seed_and_timesteps_give_bit_identical_gradients():
 def test_path_point_at_t_max_is_z_T_and_path_cost():
     prior = GaussianMixtureToyPrior(*MODES, s0=0.1, weights={"other": 0.95})  # "other" prefers mode a
     dsd = DSD(prior, DSDConfig(seed=1, n_ddim_steps=10, path_guidance_scale=None))  # the reference's path
-    p = batch(prior, 3)
+    p = prompt_batch(prior, 3)
     prior.calls = 0
     x = dsd.ode_path(999, p.cond, p.uncond, step=0)
     assert prior.calls == 0 and torch.equal(x, dsd.z_T.expand(3, -1, -1, -1))
@@ -81,7 +76,7 @@ def test_path_guidance_scale_drives_the_path_and_its_noise_only():
     split = DSD(prior, DSDConfig(seed=2, guidance_scale=7.5, path_guidance_scale=1.5))
     path_only = DSD(prior, DSDConfig(seed=2, guidance_scale=1.5, path_guidance_scale=None))
     same = DSD(prior, DSDConfig(seed=2, guidance_scale=7.5, path_guidance_scale=None))
-    p = batch(prior, 2)
+    p = prompt_batch(prior, 2)
     torch.testing.assert_close(split.ode_path(450, p.cond, p.uncond, 0), path_only.ode_path(450, p.cond, p.uncond, 0))
     assert (split.ode_path(450, p.cond, p.uncond, 0) - same.ode_path(450, p.cond, p.uncond, 0)).abs().max() > 1e-3
     # eps_t at 7.5 on the path's noise at 1.5, by hand
@@ -119,7 +114,7 @@ def descend(guidance, init, steps, lr, n, seed):
     opt = torch.optim.SGD([rgb], lr=lr)
     gen = torch.Generator().manual_seed(seed)
     for step in range(steps):
-        out = guidance(RenderOutput(rgb=rgb, alpha=None, depth=None), batch(prior, n), None, step, gen)
+        out = guidance(RenderOutput(rgb=rgb, alpha=None, depth=None), prompt_batch(prior, n), None, step, gen)
         opt.zero_grad()
         (out.loss * n).backward()  # the target trick divides by the batch size
         opt.step()

@@ -5,20 +5,14 @@ TSM's pixel-wise clipping hook."""
 import math
 
 import torch
-from toy_priors import GaussianToyPrior
+from toy_priors import GaussianToyPrior, prompt_batch
 
 from sds3d.guidance.ism import ISM, ISMConfig
 from sds3d.guidance.sds import SDS, SDSConfig
 from sds3d.guidance.tsm import TSM, TSMConfig, pixelwise_clip
-from sds3d.prompts import PromptBatch
 from sds3d.types import RenderOutput
 
 MEANS = {"obj": 0.7, "": 0.0}
-
-
-def batch(prior, n):
-    return PromptBatch(cond=prior.encode_prompts(["obj"] * n), uncond=prior.encode_prompts([""] * n),
-                       texts=["obj"] * n, views=["any"] * n)
 
 
 def inputs(n=2, seed=0):
@@ -43,7 +37,7 @@ def test_sds_switch_is_sds_with_sigma_over_alpha():
     sds = SDS(prior, SDSConfig(guidance_scale=7.5, weighting="uniform"))
     y, noise = inputs()
     t = torch.tensor([300, 800])
-    p = batch(prior, 2)
+    p = prompt_batch(prior, 2)
     alpha, sigma = prior.alpha_sigma(t)
     expected = sigma / alpha * sds.gradient(y, t, noise, p.cond, p.uncond, step=0)
     assert torch.equal(ism.gradient(y, t, noise, p.cond, p.uncond, step=0), expected)
@@ -65,7 +59,7 @@ def test_inversion_is_exact_for_a_prior_that_knows_y_and_costs_as_the_card():
         assert prior.calls == max(math.ceil(s / 200), 1) + 1  # <= xs_inv_steps + 1 unconditional items
     # so ISM's target equals the injected noise and g vanishes (eps_hat = eps for this prior)
     t = torch.tensor([500])
-    g = ism.gradient(y, t, noise, batch(prior, 1).cond, batch(prior, 1).uncond, step=5000)
+    g = ism.gradient(y, t, noise, prompt_batch(prior, 1).cond, prompt_batch(prior, 1).uncond, step=5000)
     assert g.abs().max() < 1e-3
     assert ism.unet_evals_per_step() == 5 + 1 + 2 and ISM(prior, ISMConfig(sds=True)).unet_evals_per_step() == 2
 
@@ -75,7 +69,7 @@ def test_gradient_has_no_rng_and_delta_t_anneals():
     ism = ISM(prior)
     y, noise = inputs(seed=2)
     t = torch.tensor([600, 600])
-    p = batch(prior, 2)
+    p = prompt_batch(prior, 2)
     assert torch.equal(ism.gradient(y, t, noise, p.cond, p.uncond, 10), ism.gradient(y, t, noise, p.cond, p.uncond, 10))
     assert [ism.delta_t(s) for s in (0, 750, 1500, 5000)] == [100, 90, 80, 80]
 
@@ -83,7 +77,7 @@ def test_gradient_has_no_rng_and_delta_t_anneals():
 def test_tsm_with_gamma_one_is_exactly_ism():
     prior = GaussianToyPrior(MEANS)
     y, noise = inputs(seed=3)
-    p = batch(prior, 2)
+    p = prompt_batch(prior, 2)
     ism, tsm = ISM(prior), TSM(prior, TSMConfig(gamma=1.0))
     for t in (torch.tensor([120, 120]), torch.tensor([700, 700]), torch.tensor([300, 900])):
         for step in (0, 2000):
@@ -109,7 +103,7 @@ def test_tsm_default_gamma_uses_a_second_path():
     assert tsm.mu(400, 500) == round(400 + 100 * math.sqrt(1 - 0.09))
     y, noise = inputs(seed=4)
     t = torch.tensor([700, 700])
-    p = batch(prior, 2)
+    p = prompt_batch(prior, 2)
     prior.calls = 0
     g = tsm.gradient(y, t, noise, p.cond, p.uncond, 2000)
     calls_tsm = prior.calls
@@ -130,6 +124,6 @@ def test_pixelwise_clip_keeps_direction_and_bounds_each_pixel():
     # the hook acts on the render gradient of the guidance loss
     prior = GaussianToyPrior(MEANS)
     rgb = torch.full((1, 4, 4, 3), 0.3, requires_grad=True)
-    TSM(prior, TSMConfig(pixel_grad_clip=1e-4))(RenderOutput(rgb=rgb, alpha=None, depth=None), batch(prior, 1), None, 0,
+    TSM(prior, TSMConfig(pixel_grad_clip=1e-4))(RenderOutput(rgb=rgb, alpha=None, depth=None), prompt_batch(prior, 1), None, 0,
                                                torch.Generator().manual_seed(0)).loss.backward()
     assert 0 < rgb.grad.abs().amax(dim=-1).max() <= 1e-4 + 1e-9

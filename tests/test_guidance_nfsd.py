@@ -1,20 +1,14 @@
 """NFSD (arXiv:2310.17590): t < 200 gives SDS_df(s) + w eps; t >= 200 with p_neg = "" gives CSD."""
 
 import torch
-from toy_priors import GaussianToyPrior
+from toy_priors import GaussianToyPrior, prompt_batch
 
 from sds3d.guidance.csd import CSD, CSDConfig
 from sds3d.guidance.nfsd import NFSD, NFSD_NEGATIVE_PROMPT, NFSDConfig
 from sds3d.guidance.sds import SDS, SDSConfig
-from sds3d.prompts import PromptBatch
 from sds3d.types import RenderOutput
 
 MEANS = {"obj": 0.7, "": 0.0, NFSD_NEGATIVE_PROMPT: 0.3}
-
-
-def batch(prior, n):
-    return PromptBatch(cond=prior.encode_prompts(["obj"] * n), uncond=prior.encode_prompts([""] * n),
-                       texts=["obj"] * n, views=["any"] * n)
 
 
 def inputs(n=4, seed=0):
@@ -27,7 +21,7 @@ def test_small_t_is_sds_plus_weighted_noise():
     nfsd, sds = NFSD(prior), SDS(prior, SDSConfig(guidance_scale=7.5))
     y, noise = inputs()
     t = torch.tensor([20, 90, 150, 199])
-    p = batch(prior, 4)
+    p = prompt_batch(prior, 4)
     g = nfsd.gradient(y, t, noise, p.cond, p.uncond, step=0)
     alpha, sigma = prior.alpha_sigma(t)
     expected = sds.gradient(y, t, noise, p.cond, p.uncond, step=0) + sigma**2 * noise
@@ -40,7 +34,7 @@ def test_large_t_with_empty_negative_prompt_is_csd():
     csd = CSD(prior, CSDConfig())  # plain CSD: (a, b, c, d) = (1, 0, -1, 0)
     y, noise = inputs(seed=1)
     t = torch.tensor([200, 400, 700, 980])
-    p = batch(prior, 4)
+    p = prompt_batch(prior, 4)
     g = nfsd.gradient(y, t, noise, p.cond, p.uncond, step=0)
     torch.testing.assert_close(g, 7.5 * csd.gradient(y, t, noise, p.cond, p.uncond, step=0), rtol=1e-5, atol=1e-6)
     # with the real negative prompt delta_D = eps_null - eps_neg is not zero
@@ -52,7 +46,7 @@ def test_threshold_switches_per_view_and_cost_is_three():
     prior = GaussianToyPrior(MEANS)
     nfsd = NFSD(prior)
     y, noise = inputs(n=2, seed=2)
-    p = batch(prior, 2)
+    p = prompt_batch(prior, 2)
     t = torch.tensor([199, 200])
     prior.calls = 0
     g = nfsd.gradient(y, t, noise, p.cond, p.uncond, step=0)
@@ -69,7 +63,7 @@ def test_descent_moves_towards_the_prompt():
     opt = torch.optim.SGD([rgb], lr=0.2)
     gen = torch.Generator().manual_seed(0)
     for step in range(300):
-        out = nfsd(RenderOutput(rgb=rgb, alpha=None, depth=None), batch(prior, 1), None, step, gen)
+        out = nfsd(RenderOutput(rgb=rgb, alpha=None, depth=None), prompt_batch(prior, 1), None, step, gen)
         opt.zero_grad()
         out.loss.backward()
         opt.step()

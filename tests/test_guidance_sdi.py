@@ -2,17 +2,11 @@
 its cost, determinism at eta = 0, and exactness for a prior that knows the clean image."""
 
 import torch
-from toy_priors import GaussianToyPrior
+from toy_priors import GaussianToyPrior, prompt_batch
 
 from sds3d.guidance.sdi import SDI, SDIConfig
 from sds3d.guidance.sds import SDS, SDSConfig
-from sds3d.prompts import PromptBatch
 from sds3d.types import RenderOutput
-
-
-def batch(prior, n):
-    return PromptBatch(cond=prior.encode_prompts(["obj"] * n), uncond=prior.encode_prompts([""] * n),
-                       texts=["obj"] * n, views=["any"] * n)
 
 
 class KnowsYPrior(GaussianToyPrior):
@@ -32,7 +26,7 @@ def test_without_inversion_it_is_sds_with_sigma_over_alpha():
     g = torch.Generator().manual_seed(0)
     y, noise = torch.rand(3, 3, 4, 4, generator=g), torch.randn(3, 3, 4, 4, generator=g)
     t = torch.tensor([250, 600, 950])
-    p = batch(prior, 3)
+    p = prompt_batch(prior, 3)
     grad = sdi.gradient(y, t, noise, p.cond, p.uncond, step=0)
     alpha, sigma = prior.alpha_sigma(t)
     expected = sigma / alpha * sds.gradient(y, t, noise, p.cond, p.uncond, step=0)
@@ -49,7 +43,7 @@ def test_inversion_grid_and_cost():
     assert sdi.inversion_timesteps(1, 0) == [-99, 1]
     assert sdi.unet_evals_per_step() == 2 * (10 + 1) + 2
     y = torch.rand(2, 3, 4, 4)
-    p = batch(prior, 2)
+    p = prompt_batch(prior, 2)
     prior.calls = 0
     sdi.gradient(y, torch.tensor([250, 250]), None, p.cond, p.uncond, step=0, generator=torch.Generator().manual_seed(0))
     assert prior.calls == 2 * 2 * (4 + 1)  # 4 inversion steps (-99->1->101->201->t+d) + the final CFG
@@ -60,7 +54,7 @@ def test_inversion_is_deterministic_without_eta_and_exact_for_a_prior_that_knows
     y = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(3))
     prior.y = y
     sdi = SDI(prior, SDIConfig(inversion_eta=0.0))
-    p = batch(prior, 1)
+    p = prompt_batch(prior, 1)
     x_a, level = sdi.invert(y, 500, 40, p.cond, p.uncond)
     x_b, _ = sdi.invert(y, 500, 40, p.cond, p.uncond)
     assert torch.equal(x_a, x_b) and level == 540
@@ -82,7 +76,7 @@ def test_call_anneals_t_and_backpropagates():
     gen = torch.Generator().manual_seed(0)
     ts = []
     for step in (0, 50, 100):
-        out = sdi(RenderOutput(rgb=rgb, alpha=None, depth=None), batch(prior, 2), None, step, gen)
+        out = sdi(RenderOutput(rgb=rgb, alpha=None, depth=None), prompt_batch(prior, 2), None, step, gen)
         ts.append(out.logs["t"])
         assert 0 <= out.logs["delta_t"] < 100
         out.loss.backward()
@@ -95,7 +89,7 @@ def test_without_the_jump_the_inversion_stops_at_t():
     it); the reference's jump to t + delta changes the gradient."""
     prior = GaussianToyPrior({"obj": 0.7, "": 0.0})
     y = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(3))
-    p = batch(prior, 2)
+    p = prompt_batch(prior, 2)
     t = torch.tensor([300, 700])
     config = SDIConfig(inversion_eta=0.0)
     no_jump = SDI(prior, SDIConfig(inversion_eta=0.0, inversion_jump=False))

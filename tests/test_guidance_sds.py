@@ -2,19 +2,13 @@
 
 import pytest
 import torch
-from toy_priors import GaussianToyPrior
+from toy_priors import GaussianToyPrior, prompt_batch
 
 from sds3d.guidance.base import clip_gradient, target_trick_loss
 from sds3d.guidance.priors.prior import cfg_combine, threestudio_scale_to_diffusers
 from sds3d.guidance.schedules import TimestepConfig
 from sds3d.guidance.sds import SDS, SDSConfig
-from sds3d.prompts import PromptBatch
 from sds3d.types import RenderOutput
-
-
-def batch(prior, prompt="obj", uncond="", n=1):
-    return PromptBatch(cond=prior.encode_prompts([prompt] * n), uncond=prior.encode_prompts([uncond] * n),
-                       texts=[prompt] * n, views=["any"] * n)
 
 
 def test_target_trick_gives_g_over_b_exactly():
@@ -52,8 +46,8 @@ def test_injected_noise_and_no_guidance_gives_zero_gradient():
     sds = SDS(prior, SDSConfig(guidance_scale=1.0))  # df 1 == threestudio 0: no guidance
     y = torch.rand(2, 3, 4, 4)
     prior.y = y
-    grad = sds.gradient(y, torch.tensor([100, 900]), torch.randn(2, 3, 4, 4), batch(prior, n=2).cond,
-                        batch(prior, n=2).uncond, step=0)
+    grad = sds.gradient(y, torch.tensor([100, 900]), torch.randn(2, 3, 4, 4), prompt_batch(prior, n=2).cond,
+                        prompt_batch(prior, n=2).uncond, step=0)
     assert grad.abs().max() < 1e-5
 
 
@@ -67,7 +61,7 @@ def test_expected_gradient_matches_closed_form(t, weighting):
     y = torch.full((1, 1, 1, 1), 0.1).expand(n, 1, 1, 1)
     ts = torch.full((n,), t)
     noise = torch.randn(n, 1, 1, 1, generator=torch.Generator().manual_seed(t))
-    prompts = batch(prior, n=n)
+    prompts = prompt_batch(prior, n=n)
     grad = sds.gradient(y, ts, noise, prompts.cond, prompts.uncond, step=0)
     alpha, sigma = (v.item() for v in prior.alpha_sigma(torch.tensor([t])))
     w = {"sds": sigma**2, "uniform": 1.0, "fantasia3d": alpha * sigma**2}[weighting]
@@ -83,7 +77,7 @@ def test_descent_converges_to_the_mode():
     optimizer = torch.optim.SGD([rgb], lr=0.5)
     generator = torch.Generator().manual_seed(0)
     for step in range(1500):
-        out = sds(RenderOutput(rgb=rgb, alpha=None, depth=None), batch(prior), None, step, generator)
+        out = sds(RenderOutput(rgb=rgb, alpha=None, depth=None), prompt_batch(prior), None, step, generator)
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
@@ -95,7 +89,7 @@ def test_guidance_pushes_towards_the_conditional_mean():
     low, high = (SDS(prior, SDSConfig(guidance_scale=s)) for s in (1.0, 10.0))
     y = torch.full((64, 1, 2, 2), 0.5)
     t, noise = torch.full((64,), 500), torch.randn(64, 1, 2, 2, generator=torch.Generator().manual_seed(2))
-    p = batch(prior, n=64)
+    p = prompt_batch(prior, n=64)
     g_low = low.gradient(y, t, noise, p.cond, p.uncond, 0).mean()
     g_high = high.gradient(y, t, noise, p.cond, p.uncond, 0).mean()
     assert g_high < g_low < 0  # descent moves y up towards 0.9, more strongly with guidance

@@ -9,11 +9,18 @@ from __future__ import annotations
 import torch
 
 from sds3d.guidance.priors.prior import DiffusionPrior, TextEmbedding
+from sds3d.prompts import PromptBatch
 
 
 def ddpm_alphas_cumprod(T: int = 1000) -> torch.Tensor:
     betas = torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
     return torch.cumprod(1 - betas, 0).float()
+
+
+def prompt_batch(prior: DiffusionPrior, n: int = 1, prompt: str = "obj", uncond: str = "") -> PromptBatch:
+    """n views of `prompt` against `uncond`, as the generation loop hands them to a guidance (no view words)."""
+    return PromptBatch(cond=prior.encode_prompts([prompt] * n), uncond=prior.encode_prompts([uncond] * n),
+                       texts=[prompt] * n, views=["any"] * n)
 
 
 class PixelSpaceToyPrior(DiffusionPrior):
