@@ -1,5 +1,6 @@
-"""`sds3d distill-features RUN_DIR`: distil a 2D feature teacher into a feature field on a finished
-run or an imported asset (.ply, .glb, .obj), saved beside it (`sds3d.features.assets`)."""
+"""Distil a 2D feature teacher into a feature field on a finished run or an imported asset (.ply, .glb,
+.obj): `sds3d distill-features RUN_DIR` saves RUN_DIR/features/<teacher>-d<dim>.safetensors (x.ply:
+x_features/ beside it; `sds3d.features.assets`)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from __future__ import annotations
 def add_command(subparsers) -> None:
     parser = subparsers.add_parser(
         "distill-features", help="add a feature field (for text queries) to a run or asset",
-        description="Distil a 2D feature teacher into a feature field on a finished run or an imported asset; "
-                    "saved as RUN/features/<teacher>-d<dim>.safetensors (x.ply: x_features/ beside it).")
+        description=__doc__)
     parser.add_argument("asset", metavar="RUN_DIR", help="run directory, 3DGS .ply, or .glb/.gltf/.obj mesh")
     parser.add_argument("--teacher", default=None, help="teacher folder (default: the shipped part teacher)")
     parser.add_argument("--steps", type=int, default=None, help="optimisation steps after the lift (default 20)")

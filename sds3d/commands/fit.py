@@ -1,4 +1,6 @@
-"""`sds3d fit DATASET --out RUN`: 3D Gaussians fitted to a capture in the nerfstudio data format."""
+"""Photometric reconstruction of a capture in the nerfstudio data format into 3D Gaussians (L1 +
+D-SSIM, native rasterizer, densification): `sds3d fit DATASET --out RUN` writes a run folder that
+sds3d render, export, eval and edit read; PSNR on the capture's test_filenames goes to metrics.json."""
 
 from __future__ import annotations
 
@@ -6,9 +8,7 @@ from __future__ import annotations
 def add_command(subparsers) -> None:
     parser = subparsers.add_parser(
         "fit", help="fit 3D Gaussians to a capture (nerfstudio transforms.json + images)",
-        description="Photometric reconstruction of a capture in the nerfstudio data format into 3D Gaussians "
-                    "(L1 + D-SSIM, native rasterizer, densification). Writes a run folder that sds3d render, "
-                    "export, eval and edit read; PSNR on the capture's test_filenames goes to metrics.json.")
+        description=__doc__)
     parser.add_argument("dataset", help="capture folder holding transforms.json, or the json itself")
     parser.add_argument("--out", required=True, help="run folder to write")
     parser.add_argument("--steps", type=int, default=1000, help="optimisation steps (more for large real captures)")

@@ -1,6 +1,7 @@
-"""`sds3d select RUN --query "the handle"`: select the points of a run or asset that match a text
-query (its feature field, `sds3d distill-features`), then extract them, delete them or recolour
-them, and/or save a highlighted render."""
+"""Select the points of a run or asset that match a text query on its feature field (`sds3d
+distill-features`; LERF relevancy against canonical negatives > threshold), then extract them
+(--out), delete them or recolour them, and/or save a highlighted render:
+`sds3d select RUN --query "the handle" --out part.ply`."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ FILE_SUFFIXES = (".ply", ".glb", ".gltf", ".obj")
 def add_command(subparsers) -> None:
     parser = subparsers.add_parser(
         "select", help="select parts of a run or asset by text; extract, delete or recolour them",
-        description="Select by a text query on a distilled feature field (LERF relevancy against canonical "
-                    "negatives > threshold). Without --delete / --recolour, --out gets the selection only.")
+        description=__doc__)
     parser.add_argument("asset", metavar="RUN", help="run directory or asset file with a feature field")
     parser.add_argument("--query", required=True, help='what to select, e.g. "the handle"')
     parser.add_argument("--out", default=None, help="output: .ply / .glb / .obj file, or (with --recolour or "
