@@ -10,7 +10,7 @@ from tiny_pipelines import build_tiny_sd_pipeline
 from sds3d.errors import InputError
 from sds3d.generate import GenerateConfig, generate
 from sds3d.guidance.priors.embedded_prior import EMBEDDED_PRIOR_DIR
-from sds3d.guidance.priors.stable_diffusion import StableDiffusionPrior
+from sds3d.guidance.priors.stable_diffusion import StableDiffusionPrior, _float32_scopes
 from sds3d.hardware import fast_bf16
 from sds3d.validation import validate_config
 
@@ -46,6 +46,27 @@ def test_precision_choices(tiny_sd, monkeypatch):
     with pytest.raises(InputError, match="unknown prior_precision 'half'; choose one of auto, fp32, bf16"):
         validate_config(GenerateConfig(prior_precision="half"))
     tiny_sd.set_precision("fp32")
+
+
+def test_threads_share_a_bf16_unet(tiny_sd):
+    """Two threads calling one UNet under bf16 at once (the web UI's simultaneous runs) get what each
+    gets alone, with its output layer in float32."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sds3d.guidance.priors.prior import TextEmbedding
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, tiny_sd.latent_channels, tiny_sd.resolution, tiny_sd.resolution, generator=g)
+    t, text = torch.tensor([100, 700]), TextEmbedding(tiny_sd.encode_prompts(["a mug", ""]).hidden)
+    tiny_sd.set_precision("bf16")
+    try:
+        alone = tiny_sd.predict_noise(x, t, text)
+        with ThreadPoolExecutor(2) as pool:
+            together = list(pool.map(lambda _: tiny_sd.predict_noise(x, t, text), range(8)))
+    finally:
+        tiny_sd.set_precision("fp32")
+    assert alone.dtype == torch.float32 and all(torch.equal(eps, alone) for eps in together)
+    assert not _float32_scopes.stack and not torch.is_autocast_enabled("cpu")
 
 
 def _mug_and_car_batch(prior):
@@ -85,9 +106,9 @@ def test_bf16_sds_gradient_agrees_with_fp32(embedded):
     for hook in hooks:
         hook.remove()
     embedded.set_precision("fp32")
-    # bf16 inside, the output convolution in float32, and nothing left behind on the shared UNet
+    # bf16 inside, the output convolution in float32, and no autocast scope left open
     assert dtypes == [torch.float32, torch.float32, torch.bfloat16, torch.float32]
-    assert not embedded.unet.conv_out._forward_pre_hooks and not torch.is_autocast_enabled("cpu")
+    assert not _float32_scopes.stack and not torch.is_autocast_enabled("cpu")
     assert grads["bf16"].dtype == torch.float32
     assert not torch.equal(grads["bf16"], grads["fp32"])  # the UNet did run in bf16
     cosine = torch.nn.functional.cosine_similarity(grads["bf16"].flatten(), grads["fp32"].flatten(), dim=0)

@@ -226,28 +226,49 @@ def _timesteps(t: torch.Tensor | int, batch: int, device: torch.device) -> torch
     return t
 
 
+_float32_scopes = threading.local()  # per thread: the autocast-off scopes the output layer has entered
+_hooks_lock = threading.Lock()
+
+
+def _autocast_on() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
+def _output_to_float32(module, args):
+    """Forward pre-hook: under autocast, run this layer in float32 (its scope is closed by `_close_scope`)."""
+    stack = _float32_scopes.__dict__.setdefault("stack", [])
+    if not _autocast_on():
+        stack.append(None)
+        return None
+    scope = torch.autocast("cpu", enabled=False)
+    scope.__enter__()
+    stack.append(scope)
+    return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+
+def _close_scope(module, args, output):
+    scope = _float32_scopes.stack.pop()
+    if scope is not None:
+        scope.__exit__(None, None, None)
+
+
 @contextlib.contextmanager
 def _cpu_autocast(unet, dtype: torch.dtype):
     """CPU autocast to `dtype` around a UNet call, with its output convolution (`conv_out`) kept in
     float32: rounding eps to bf16 costs the SDS gradient more precision than the rest of the UNet does,
-    since classifier-free guidance multiplies the small difference of two eps by its scale."""
-    def to_float32(module, args):
-        module._float32_scope = torch.autocast("cpu", enabled=False)
-        module._float32_scope.__enter__()
-        return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
-
-    def restore(module, args, output):
-        module.__dict__.pop("_float32_scope").__exit__(None, None, None)
-
+    since classifier-free guidance multiplies the small difference of two eps by its scale. The layer's
+    hooks are installed once and keep their state per thread, so threads may share the UNet."""
     output_layer = getattr(unet, "conv_out", None)
-    hooks = [] if output_layer is None else [output_layer.register_forward_pre_hook(to_float32),
-                                             output_layer.register_forward_hook(restore)]
-    try:
-        with torch.autocast("cpu", dtype=dtype):
-            yield
-    finally:
-        for hook in hooks:
-            hook.remove()
+    with _hooks_lock:
+        if output_layer is not None and not getattr(output_layer, "_sds3d_float32_hooks", False):
+            output_layer.register_forward_pre_hook(_output_to_float32)
+            output_layer.register_forward_hook(_close_scope)
+            output_layer._sds3d_float32_hooks = True
+    with torch.autocast("cpu", dtype=dtype):
+        yield
 
 
 # ----------------------------------------------------------------------------------------------
