@@ -55,6 +55,7 @@ from sds3d.guidance.edit.region import (check_point_mask, freeze_unselected, pre
                                         restrict_to_region)
 from sds3d.guidance.edit.sds import EditSDSConfig
 from sds3d.guidance.edit.ssd import SSDConfig
+from sds3d.guidance.priors.stable_diffusion import DiffusersUNetPrior
 from sds3d.representations import Gaussians, Representation
 
 
@@ -78,6 +79,7 @@ class EditConfig:
     preserve_weight: float = 1.0  # region edits: weight of the preservation loss outside the region
     view_dependent: bool = True
     prior: str = "embedded"
+    prior_precision: str = "auto"  # auto | fp32 | bf16 (prior UNet under CPU autocast); auto = bf16 on AVX512-BF16/AMX
     device: str = "auto"
     out: str = "runs/edit"
     checkpoint_every: int = 50
@@ -276,6 +278,8 @@ def edit(source, prompt: str | None = None, source_prompt: str | None = None, re
         param.requires_grad_(True)
     generator = seed_everything(config.seed)
     prior = prior if prior is not None else load_prior(config.prior, device)
+    if isinstance(prior, DiffusersUNetPrior):
+        prior.set_precision(config.prior_precision)
     score = build_edit_score(config.guidance, prior, getattr(config, config.guidance), config.steps)
     particle = Particle.create(asset, config.lr_scale)
     for name, optimizer in particle.optimizers.items():  # restored from the checkpoint when resuming
