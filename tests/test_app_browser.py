@@ -112,6 +112,7 @@ def test_bad_input_is_a_clear_message_on_the_page(browser, server):
     assert set(runner.runs_dir.iterdir()) == before
 
 
+@pytest.mark.slow  # 6 s; test_app.py checks that a run stops and keeps its result
 def test_stop_keeps_the_partial_result(browser, server):
     url, runner = server
     before = set(runner.runs_dir.iterdir())
@@ -125,6 +126,7 @@ def test_stop_keeps_the_partial_result(browser, server):
     assert 2 <= steps < 1000 and f"Stopped at step {steps}/1000" in _status(browser)
 
 
+@pytest.mark.slow  # 16 s; test_app.py checks simultaneous runs through the API
 def test_two_simultaneous_requests_get_separate_outputs(server, tmp_path):
     from gradio_client import Client
 

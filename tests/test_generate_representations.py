@@ -25,7 +25,7 @@ def state(representation):
     return {k: v.detach().clone() for k, v in representation.state_dict().items() if torch.is_tensor(v)}
 
 
-@pytest.mark.parametrize("name, cls", [("nerf", NeRF), ("dmtet", DMTet)])
+@pytest.mark.parametrize("name, cls", [pytest.param("nerf", NeRF, marks=pytest.mark.slow), ("dmtet", DMTet)])  # nerf: 6 s
 def test_representation_runs_and_writes_a_textured_glb(tmp_path, name, cls):
     import trimesh
 
@@ -41,7 +41,7 @@ def test_representation_runs_and_writes_a_textured_glb(tmp_path, name, cls):
         next(iter(state(restored).values())), next(iter(state(result.representation).values())))
 
 
-@pytest.mark.parametrize("name", ["nerf", "dmtet"])
+@pytest.mark.parametrize("name", [pytest.param("nerf", marks=pytest.mark.slow), "dmtet"])  # nerf: 11 s
 def test_crash_and_resume_equals_uninterrupted(tmp_path, name):
     reference = state(generate(small(tmp_path / "ref", name), prior=prior(), progress=False).representation)
 
@@ -101,6 +101,7 @@ def test_cli_two_stage_run_and_exports(tmp_path, capsys, monkeypatch):
     assert main(["generate", "a red mug", "--init-from", str(tmp_path / "nowhere"), *settings]) == 2
 
 
+@pytest.mark.slow  # 8 s: compatibility with runs made before the rename
 def test_a_run_of_the_old_name_mesh_still_loads_resumes_and_renders(tmp_path, capsys, monkeypatch):
     """Runs made before DMTet got its name hold representation "mesh" and a "mesh" section in
     config.json; they are read as "dmtet" (a resume with the same settings is accepted, its
@@ -128,7 +129,7 @@ def test_a_run_of_the_old_name_mesh_still_loads_resumes_and_renders(tmp_path, ca
     assert (new["representation"], new["dmtet"]["resolution"]) == ("dmtet", 8)
 
 
-@pytest.mark.parametrize("name", ["nerf", "dmtet"])
+@pytest.mark.parametrize("name", [pytest.param("nerf", marks=pytest.mark.slow), "dmtet"])  # nerf: 6 s
 def test_cds_colour_smoothness_is_a_no_op_for_fields(tmp_path, name):
     """CDS weights `color_smoothness`; NeRF and DMTet colours are fields and have no such term, so the
     run goes ahead without it."""

@@ -36,6 +36,7 @@ def check(alone, together, queue_size: int, concurrency: int, steps: int) -> Non
         assert together[user].asset == alone[user].asset  # no cross-talk between simultaneous runs
 
 
+@pytest.mark.slow  # 7 s: a served UI under three users
 def test_three_users_one_slot_one_queue_place(tmp_path):
     runner = Runner(tmp_path / "runs", turntable_frames=4, turntable_resolution=32, slots=1)  # as `sds3d app` does
     demo = build_ui(runner, concurrency=1, queue_size=1)

@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
@@ -16,6 +17,7 @@ from sds3d.world import KINDS  # noqa: E402
 PARTS = {f"{kind}/{part}" for kind, spec in KINDS.items() for part in spec.parts}
 
 
+@pytest.mark.slow  # 4 s; the shipped teacher IoU is tested in tests/test_feature_teacher.py
 def test_benchmark_prints_and_appends_its_result_and_separates_trained_from_untrained(tmp_path, capsys):
     results = tmp_path / "iou.jsonl"
     shipped = main(["--limit", "24", "--results", str(results)])
