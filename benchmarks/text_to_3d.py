@@ -1,7 +1,7 @@
 """Text-to-3D on the micro-world benchmark suite: one run per prompt, scored by the evaluator.
 
     python benchmarks/text_to_3d.py [--limit N] [--kinds a,b] [--representation gaussians] [--guidance sds]
-                                    [--steps N] [--out runs/bench] [--set key=value ...]
+                                    [--steps N] [--out runs/bench] [--preset NAME] [--set key=value ...]
                                     [--init-from-suite runs/bench]   # coarse -> fine: start each
                                     # prompt from its run in an earlier suite's output folder
 
@@ -27,6 +27,7 @@ import torch
 from sds3d.config import apply_override
 from sds3d.evaluate import evaluate_asset
 from sds3d.generate import GenerateConfig, generate, load_run
+from sds3d.presets import apply_preset
 from sds3d.turntable import image_grid, render_turntable, save_png
 from sds3d.world import COLORS, KINDS, canonical_caption
 
@@ -57,6 +58,32 @@ def finished_run(config: GenerateConfig):
     return representation, metrics
 
 
+def run_and_score(config: GenerateConfig, prior, evaluator) -> tuple[dict, object]:
+    """Generate (or reuse a finished run of exactly this config) and score it; -> (row, representation)."""
+    representation, metrics = finished_run(config)
+    if representation is None:
+        result = generate(config, prior=prior, progress=False)
+        representation, metrics = result.representation, result.metrics
+    scores = evaluate_asset(representation, config.prompt, evaluator)
+    row = {"prompt": config.prompt, "kind_acc": scores["kind_acc"], "color_acc": scores["color_acc"],
+           "janus_rate": scores["janus_rate"], "shape_acc": scores["shape_acc"],
+           "shape_rank": scores["shape_rank"], "shape_nearest": scores["shape_nearest"],
+           "chamfer": round(scores["chamfer"], 4),
+           "seconds": round(metrics["seconds"], 1), "time_breakdown": metrics["time_breakdown"]}
+    return row, representation
+
+
+def summary(rows: list[dict]) -> dict:
+    """Means over the prompts (Janus over fronted kinds only), and the median seconds per run."""
+    janus = [r["janus_rate"] for r in rows if r["janus_rate"] is not None]
+    return {"kind_acc": statistics.mean(r["kind_acc"] for r in rows),
+            "color_acc": statistics.mean(r["color_acc"] for r in rows),
+            "janus_rate": statistics.mean(janus) if janus else None,
+            "shape_acc": statistics.mean(r["shape_acc"] for r in rows),
+            "chamfer": statistics.mean(r["chamfer"] for r in rows),
+            "seconds": statistics.median(r["seconds"] for r in rows)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int)
@@ -66,6 +93,8 @@ def main():
     parser.add_argument("--steps", type=int)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench")
+    parser.add_argument("--preset", action="append", default=[], metavar="NAME",
+                        help="a shipped recipe (`sds3d config --presets`), applied before --steps and --set")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--init-from-suite", metavar="DIR",
                         help="an earlier suite's --out: each prompt starts from its run there (e.g. mesh from nerf)")
@@ -83,34 +112,20 @@ def main():
         run_name = prompt.replace(" ", "_")
         config = GenerateConfig(prompt=prompt, representation=args.representation, guidance=args.guidance,
                                 seed=args.seed, out=str(Path(args.out) / run_name), prior=args.prior)
+        for preset in args.preset:
+            config = apply_preset(config, preset)
         if args.init_from_suite:
             config.init_from = str(Path(args.init_from_suite) / run_name)
         if args.steps:
             config.steps = args.steps
         for assignment in args.set:
             config = apply_override(config, assignment)
-        representation, metrics = finished_run(config)
-        if representation is None:
-            result = generate(config, prior=prior, progress=False)
-            representation, metrics = result.representation, result.metrics
-        scores = evaluate_asset(representation, prompt, evaluator)
-        row = {"prompt": prompt, "kind_acc": scores["kind_acc"], "color_acc": scores["color_acc"],
-               "janus_rate": scores["janus_rate"], "shape_acc": scores["shape_acc"],
-               "shape_rank": scores["shape_rank"], "shape_nearest": scores["shape_nearest"],
-               "chamfer": round(scores["chamfer"], 4),
-               "seconds": round(metrics["seconds"], 1), "time_breakdown": metrics["time_breakdown"]}
+        row, representation = run_and_score(config, prior, evaluator)
         rows.append(row)
         pictures.append(render_turntable(representation, n_frames=4, resolution=64))
         print(json.dumps(row), flush=True)
-    janus = [r["janus_rate"] for r in rows if r["janus_rate"] is not None]
-    mean = {"kind_acc": statistics.mean(r["kind_acc"] for r in rows),
-            "color_acc": statistics.mean(r["color_acc"] for r in rows),
-            "janus_rate": statistics.mean(janus) if janus else None,
-            "shape_acc": statistics.mean(r["shape_acc"] for r in rows),
-            "chamfer": statistics.mean(r["chamfer"] for r in rows),
-            "seconds": statistics.median(r["seconds"] for r in rows)}
     save_png(image_grid(np.concatenate(pictures), columns=8), Path(args.out) / "grid.png")
-    print(json.dumps({"mean": mean, "prompts": rows}))
+    print(json.dumps({"mean": summary(rows), "prompts": rows}))
 
 
 if __name__ == "__main__":
