@@ -14,8 +14,10 @@ import hashlib
 import os
 import shutil
 import sys
+import threading
 import time
 import warnings
+from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
 
@@ -62,10 +64,29 @@ def _say(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-@lru_cache(maxsize=None)
+_build_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+
+
 def load_extension(name: str):
     """Compile (once per install) and import `csrc/<name>.cpp`; returns the module, or None after one
-    warning when there is no compiler, the build fails, or `SDS3D_DISABLE_NATIVE=1`."""
+    warning when there is no compiler, the build fails, or `SDS3D_DISABLE_NATIVE=1`. Thread-safe: a
+    caller waits for a build another thread has started (`build_in_background`)."""
+    with _build_locks[name]:
+        return _load_extension(name)
+
+
+def build_in_background(names) -> list[threading.Thread]:
+    """Start building the kernels `names` in daemon threads (the compiler runs as a subprocess), so
+    that a run's set-up (loading the prior, encoding prompts) overlaps the first build."""
+    threads = [threading.Thread(target=load_extension, args=(name,), name=f"build-{name}", daemon=True)
+               for name in names]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+@lru_cache(maxsize=None)
+def _load_extension(name: str):
     if os.environ.get("SDS3D_DISABLE_NATIVE") == "1":
         return None
     what, slower = KERNELS.get(name, (f"the native '{name}' kernel", "much"))

@@ -25,13 +25,17 @@ class RepresentationEntry:
     config: type  # its config dataclass: the section of GenerateConfig named like the representation
     summary: str  # one line for --help and `sds3d config`
     aliases: tuple[str, ...] = ()  # older names, still read from config.json, --representation and --set
+    native_kernels: tuple[str, ...] = ()  # its C++ kernels on the CPU (cuda/csrc), built while a run sets up
 
 
 REPRESENTATIONS: dict[str, RepresentationEntry] = {
-    "gaussians": RepresentationEntry(Gaussians, GaussiansConfig, "3D Gaussians, written as the 3DGS asset.ply"),
-    "nerf": RepresentationEntry(NeRF, NeRFConfig, "a hash-grid NeRF, written as a textured asset.glb"),
+    "gaussians": RepresentationEntry(Gaussians, GaussiansConfig, "3D Gaussians, written as the 3DGS asset.ply",
+                                     native_kernels=("gaussian_raster",)),
+    "nerf": RepresentationEntry(NeRF, NeRFConfig, "a hash-grid NeRF, written as a textured asset.glb",
+                                native_kernels=("hash_grid",)),
     "dmtet": RepresentationEntry(DMTet, DMTetConfig, "a DMTet mesh (Magic3D's fine stage), written as a textured "
-                                                     "asset.glb", aliases=("mesh",)),
+                                                     "asset.glb", aliases=("mesh",),
+                                 native_kernels=("mesh_raster", "hash_grid")),
 }
 ALIASES = {alias: name for name, entry in REPRESENTATIONS.items() for alias in entry.aliases}
 

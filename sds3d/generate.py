@@ -42,7 +42,9 @@ from .particle import Particle, particle_count
 from .prompts import PromptConfig, PromptProcessor, validate_prompt
 from .scope import warn_outside_world
 from sds3d.representations import Representation
-from sds3d.representations.registry import ALIASES, REPRESENTATIONS, canonical_name, create_representation
+from sds3d.representations.registry import (ALIASES, REPRESENTATIONS, canonical_name, create_representation,
+                                            representation_entry)
+from sds3d.cuda.build import build_in_background
 from sds3d.guidance.priors.stable_diffusion import DiffusersUNetPrior
 from sds3d.guidance.registry import guidance_configs
 from sds3d.retrieval.run import RetrievalConfig
@@ -235,6 +237,8 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     except (ValueError, RuntimeError) as error:
         raise InputError(str(error).splitlines()[0]) from None
     generator = seed_everything(config.seed)
+    if device.type == "cpu":  # a first run compiles its kernels while the prior loads
+        build_in_background(representation_entry(config.representation).native_kernels)
 
     prior = prior if prior is not None else load_prior(config.prior, device)
     if isinstance(prior, DiffusersUNetPrior):

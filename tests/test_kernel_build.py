@@ -9,7 +9,7 @@ import torch
 
 from sds3d.cuda import build
 
-load_uncached = build.load_extension.__wrapped__  # load_extension without its per-process cache
+load_uncached = build._load_extension.__wrapped__  # load_extension without its per-process cache
 
 
 def test_no_compiler_is_one_warning_line_naming_the_fix(monkeypatch, tmp_path):
@@ -68,3 +68,36 @@ def test_the_first_build_is_announced_once(monkeypatch, tmp_path, capsys):
 @pytest.mark.skipif(build.compiler() is None, reason="no C++ compiler here")
 def test_the_kernels_build_and_load():
     assert build.load_extension("gaussian_raster") is not None
+
+
+def test_a_background_build_is_waited_for_not_repeated(monkeypatch, tmp_path):
+    """`generate` starts the build while the prior loads; the first render then waits for it."""
+    import threading
+
+    import torch.utils.cpp_extension as cpp_extension
+
+    started, release, builds = threading.Event(), threading.Event(), []
+
+    def slow_load(name, build_directory, **kwargs):
+        builds.append(name)
+        started.set()
+        release.wait(10)
+        (tmp_path / build_directory / f"{name}{cpp_extension.LIB_EXT}").write_bytes(b"")
+        return name
+
+    monkeypatch.setattr(cpp_extension, "load", slow_load)
+    monkeypatch.setenv("SDS3D_BUILD_DIR", str(tmp_path))
+    monkeypatch.setattr(build, "compiler", lambda: "/usr/bin/c++")
+    build._load_extension.cache_clear()
+    try:
+        (thread,) = build.build_in_background(["mesh_raster"])
+        assert started.wait(10)
+        waiting = threading.Thread(target=lambda: builds.append(build.load_extension("mesh_raster")))
+        waiting.start()
+        waiting.join(0.2)
+        assert waiting.is_alive()  # the caller waits for the build in progress
+        release.set()
+        thread.join(10), waiting.join(10)
+        assert builds == ["sds3d_mesh_raster", "sds3d_mesh_raster"]  # one build, then its module
+    finally:
+        build._load_extension.cache_clear()
