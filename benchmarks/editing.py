@@ -245,7 +245,8 @@ def speed_table(path: Path, steps: int | None, threads: int, work: Path, prior_l
 
     steps = steps or EditConfig.steps
     for row in read_rows(path):
-        if row["steps"] == steps and row["threads"] == threads and row["cpu"] == cpu_model():
+        if (row["steps"], row["threads"], row["cpu"], row.get("prior_precision", "fp32")) == (
+                steps, threads, cpu_model(), EditConfig.prior_precision):
             return row
     m = run_edit("a red mug", "mug", "red", "a blue mug", "pds", 20000, steps, work, prior_loader())
     per_step = m["seconds"] / steps
@@ -254,7 +255,8 @@ def speed_table(path: Path, steps: int | None, threads: int, work: Path, prior_l
            "seconds": m["seconds"], "seconds_per_step": round(per_step, 3),
            "projected_default_seconds": round(per_step * EditConfig.steps, 1),
            "steps_within_60s": int(60 // per_step), "color_acc": m["color_acc"],
-           "chamfer_to_source": round(m["chamfer_to_source"], 4), "threads": threads, "cpu": cpu_model()}
+           "chamfer_to_source": round(m["chamfer_to_source"], 4), "prior_precision": EditConfig.prior_precision,
+           "threads": threads, "cpu": cpu_model()}
     append_row(path, row)
     return row
 
