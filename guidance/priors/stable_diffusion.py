@@ -33,7 +33,6 @@ from abc import abstractmethod
 
 import contextlib
 import os
-import re
 import threading
 from pathlib import Path
 
@@ -41,10 +40,10 @@ import torch
 import torch.nn.functional as F
 
 from .prior import DiffusionPrior, TextEmbedding, expand_embedding, resolve_device
+from .prior_type import HUB_ID, is_local
 
 SD_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -66,8 +65,7 @@ def resolve_source(name_or_path: str | os.PathLike, subfolders: tuple[str, ...],
     that does not exist or is not a pipeline folder in the diffusers layout."""
     text = os.fspath(name_or_path)
     path = Path(text).expanduser()
-    looks_local = (isinstance(name_or_path, os.PathLike) or path.is_absolute() or text.startswith((".", "~"))
-                   or not _HUB_ID.match(text))
+    looks_local = isinstance(name_or_path, os.PathLike) or is_local(text) or not HUB_ID.match(text)
     if path.exists():
         if not path.is_dir():
             raise FileNotFoundError(f"prior path {path} is a file; expected a {kind} pipeline folder in the "
