@@ -33,6 +33,11 @@ def test_presets_are_valid_and_set_the_documented_recipes(capsys):
     assert apply_preset(GenerateConfig(), "vsd-particles").vsd.particles == 3
     assert apply_preset(GenerateConfig(), "csd-sd-refine").csd == CSDConfig.sd_refine()
     assert main(["config", "--presets"]) == 0 and "magic3d-fine: " in capsys.readouterr().out
+    # the settings every speed-up is measured against (BENCHMARKS.md), whatever the defaults become
+    baseline = apply_preset(GenerateConfig(), "baseline")
+    densify = baseline.gaussians.densify
+    assert (baseline.steps, baseline.prior_precision, baseline.views_per_step, baseline.resolution) == (600, "fp32", 4, 32)
+    assert (densify.refine_start_iter, densify.refine_stop_iter, densify.refine_every) == (100, 800, 100)
 
 
 def test_flags_override_a_preset_and_resume_starts_from_the_run_config(tmp_path):
