@@ -13,3 +13,4 @@ class Limits:
     max_seed: int = 2**31 - 1
     max_guidance_scale: float = 1000.0
     max_particles: int = 4  # VSD particles per run (each costs a full run's steps)
+    max_retrieve_k: int = 8  # assets retrieved from a library (each is rendered to adapt the prior)

@@ -31,6 +31,7 @@ from sds3d.generate import GenerateConfig, generate, load_run
 from sds3d.guidance.priors.prior import DiffusionPrior, resolve_device
 from sds3d.guidance.priors.prior_type import is_local
 from sds3d.guidance.registry import load_prior
+from sds3d.retrieval.run import RetrievalConfig
 from sds3d.scope import scope_note
 from sds3d.validation import check_particles, check_prompt_given, check_registered, validate_config
 
@@ -39,9 +40,10 @@ from .limits import Limits
 log = logging.getLogger(__name__)
 
 # files of a finished run offered for download (eval.json only when the prompt was scored; particles.png
-# and particle_<i>/ only with several VSD particles; asset.glb of Gaussians and asset_obj.zip once asked for)
-EXPORTS = ("asset.ply", "asset.glb", "asset_obj.zip", "turntable.gif", "preview.png", "particles.png", "metrics.json",
-           "metrics.csv", "loss.png", "config.json", "eval.json")
+# and particle_<i>/ only with several VSD particles; asset.glb of Gaussians and asset_obj.zip once asked for;
+# retrieved.png only with a retrieval library)
+EXPORTS = ("asset.ply", "asset.glb", "asset_obj.zip", "turntable.gif", "preview.png", "particles.png", "retrieved.png",
+           "metrics.json", "metrics.csv", "loss.png", "config.json", "eval.json")
 OBJ_FILES = ("asset.obj", "asset.mtl", "asset.png")  # what asset_obj.zip holds
 
 
@@ -50,8 +52,9 @@ OBJ_FILES = ("asset.obj", "asset.mtl", "asset.png")  # what asset_obj.zip holds
 
 @dataclass
 class RunRequest:
-    """What a user picks on the page. `prior` is a name from the server's allow-list, never a path;
-    `guidance_scale` None keeps the variant's default (which may be a schedule)."""
+    """What a user picks on the page. `prior` and `library` are names from the server's allow-lists,
+    never paths (`library` "" = no retrieval); `guidance_scale` None keeps the variant's default (which
+    may be a schedule)."""
 
     prompt: str
     negative_prompt: str = ""
@@ -63,6 +66,10 @@ class RunRequest:
     guidance_scale: float | None = None
     resolution: int = 32
     particles: int = 1  # VSD only: assets optimised together on one LoRA
+    library: str = ""  # retrieval: assets like the prompt, to adapt the prior on and start from
+    retrieve_k: int = RetrievalConfig.k
+    adapt: bool = RetrievalConfig.adapt
+    init: bool = RetrievalConfig.init
 
 
 def default_guidance_scale(guidance: str) -> float | None:
@@ -84,6 +91,31 @@ def prior_choices(paths: list[str]) -> dict[str, str]:
         if name in choices:
             raise ValueError(f"two priors are named {name!r}; rename one of the folders")
         choices[name] = str(local.resolve()) if looks_like_path else spec
+    return choices
+
+
+def library_choices(folder: str | Path | None) -> dict[str, str]:
+    """Allow-list of retrieval libraries: name shown on the page (the subfolder's name) -> path, for
+    the subfolders of `folder` with a built index (`LibraryIndex.load` accepts it); {} without a
+    folder. ValueError for a missing folder or one holding no indexed library."""
+    from sds3d.retrieval.index import LibraryIndex
+
+    if not folder:
+        return {}
+    root = Path(folder).expanduser().resolve()
+    if not root.is_dir():
+        raise ValueError(f"libraries folder {folder} does not exist")
+    choices = {}
+    for sub in sorted(path for path in root.iterdir() if path.is_dir() and not path.name.startswith(".")):
+        try:
+            LibraryIndex.load(sub)
+        except InputError as error:
+            log.info("library %s left out: %s", sub.name, error)
+            continue
+        choices[sub.name] = str(sub)
+    if not choices:
+        raise ValueError(f"no subfolder of {folder} is a library with a built index "
+                         f"(make one with: sds3d library build {folder}/NAME)")
     return choices
 
 
@@ -111,6 +143,8 @@ class Run:
     config: GenerateConfig
     prior: DiffusionPrior  # shared with the other runs of the same prior (read-only for them)
     prior_name: str = "embedded"  # the prior's name on the page (its allow-list key), never a server path
+    library_name: str = ""  # the retrieval library's name on the page ("" = none)
+    retrieval: dict | None = None  # metrics.json's "retrieval" record once the run is done
     stop_requested: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)  # set once the files are written
     scores: dict = field(default_factory=dict)
@@ -172,11 +206,27 @@ class Run:
     def write_shared_config(self) -> Path:
         """`share/config.json`: the run's config as the user may re-run it, without the server's paths (the
         run directory becomes the default `out`, the prior its name on the page)."""
-        data = to_dict(dataclasses.replace(self.config, out=GenerateConfig.out, prior=self.prior_name))
+        retrieval = dataclasses.replace(self.config.retrieval, library=self.library_name)
+        data = to_dict(dataclasses.replace(self.config, out=GenerateConfig.out, prior=self.prior_name,
+                                           retrieval=retrieval))
         path = self.dir / "share" / "config.json"
         path.parent.mkdir(exist_ok=True)
         path.write_text(json.dumps(data, indent=2))
         return path
+
+    def retrieved_sheet(self) -> Path | None:
+        """`retrieved.png`, a contact sheet of the retrieved assets (each turned to face the front, with
+        its rank, caption and scores), made from the retrieval record once the run is done."""
+        from sds3d.retrieval.contact_sheet import asset_thumbnail, save_contact_sheet
+
+        path = self.dir / "retrieved.png"
+        items = (self.retrieval or {}).get("retrieved") or []
+        if items and not path.is_file():
+            tiles = [asset_thumbnail(item["path"], item["yaw_degrees"]) for item in items]
+            labels = [f"{rank}. {item['caption']}\ntext {item['text_score']:.2f} image {item['image_score']:.2f}"
+                      for rank, item in enumerate(items, 1)]
+            save_contact_sheet(tiles, labels, path, columns=4)
+        return path if path.is_file() else None
 
     def _report(self, step: int, logs: dict, output) -> None:
         views = (output.rgb.detach().clamp(0, 1) * 255 + 0.5).to("cpu", torch.uint8).numpy()
@@ -193,11 +243,19 @@ class Run:
             result = generate(self.config, prior=self.prior, progress=False, callback=self._report,
                               should_stop=self.stop_requested.is_set)
             self.write_shared_config()
+            self.retrieval = result.metrics.get("retrieval")
+            if self.retrieval:
+                try:
+                    self.retrieved_sheet()
+                except Exception:  # the run itself is fine; the page lists what was retrieved without pictures
+                    log.exception("run %s: no contact sheet of the retrieved assets", self.dir.name)
             self.scores = evaluate_asset(result.representation, self.config.prompt)
             if self.scores:
                 (self.dir / "eval.json").write_text(json.dumps(self.scores, indent=2))
         except ValueError as error:
             self.error = str(error).splitlines()[0]
+            if self.config.retrieval.library:  # e.g. nothing close to the prompt: the library by its name
+                self.error = self.error.replace(self.config.retrieval.library, f"library {self.library_name!r}")
         except Exception as error:  # the page gets one line; the log gets the traceback
             log.exception("run %s failed", self.dir.name)
             self.error = f"The run failed: {type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
@@ -220,11 +278,12 @@ class Runner:
 
     def __init__(self, runs_dir: str | Path, priors: dict[str, str] | None = None, limits: Limits = Limits(),
                  turntable_frames: int = 24, turntable_resolution: int = 128, device: str = "auto",
-                 slots: int | None = None):
+                 slots: int | None = None, libraries: dict[str, str] | None = None):
         self.runs_dir = Path(runs_dir).resolve()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.priors = priors or {"embedded": "embedded"}
         self._models = {name: load_prior(spec, resolve_device(device)) for name, spec in self.priors.items()}
+        self.libraries = libraries or {}  # retrieval libraries on offer: name -> folder (`library_choices`)
         self.limits = limits
         self.turntable_frames = turntable_frames
         self.turntable_resolution = turntable_resolution
@@ -256,10 +315,12 @@ class Runner:
         if not 1 <= particles <= limits.max_particles:
             raise InputError(f"Particles must be between 1 and {limits.max_particles}, got {particles}.")
         check_particles(request.guidance, particles)
+        retrieval = self.retrieval_settings(request)
         config = GenerateConfig(prompt=prompt, negative_prompt=negative, representation=request.representation,
                                 guidance=request.guidance, prior=self.priors[request.prior], steps=steps, seed=seed,
                                 resolution=resolution, device=self.device,
-                                turntable_frames=self.turntable_frames, turntable_resolution=self.turntable_resolution)
+                                turntable_frames=self.turntable_frames, turntable_resolution=self.turntable_resolution,
+                                retrieval=retrieval)
         if request.guidance_scale is not None:
             scale = _finite(request.guidance_scale, "Guidance scale")
             section = getattr(config, request.guidance)
@@ -274,6 +335,23 @@ class Runner:
         validate_config(config)  # anything the limits above do not cover (e.g. control characters in a prompt)
         return config
 
+    def retrieval_settings(self, request: RunRequest) -> RetrievalConfig:
+        """The run's retrieval settings: the library's folder looked up by its name; InputError for a
+        name not on offer, a K outside the limits or switches that are not true/false."""
+        name = str(request.library or "")
+        if not name:
+            return RetrievalConfig()
+        if name not in self.libraries:
+            offered = f"this server offers {', '.join(self.libraries)}" if self.libraries else "this server offers none"
+            raise InputError(f"Unknown library {name!r}; {offered}.")
+        k = whole_number(request.retrieve_k, "K")
+        if not 1 <= k <= self.limits.max_retrieve_k:
+            raise InputError(f"K (assets retrieved) must be between 1 and {self.limits.max_retrieve_k}, got {k}.")
+        for label, value in (("Adapt the prior", request.adapt), ("Start from the retrieved assets", request.init)):
+            if not isinstance(value, bool):
+                raise InputError(f"{label} must be true or false, got {value!r}.")
+        return RetrievalConfig(library=self.libraries[name], k=k, adapt=request.adapt, init=request.init)
+
     def start(self, request: RunRequest, owner: str) -> Run:
         """Validates `request`, creates its run directory and starts the worker thread. `owner`
         (the page session) is who may stop it; a session's earlier run is stopped first."""
@@ -281,7 +359,7 @@ class Runner:
         run_dir = self.runs_dir / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(16)}"
         run_dir.mkdir()
         run = Run(dir=run_dir, config=dataclasses.replace(config, out=str(run_dir)), prior=self._models[request.prior],
-                  prior_name=request.prior,
+                  prior_name=request.prior, library_name=str(request.library or ""),
                   note=scope_note(config.prompt, self._models[request.prior]))
         self._active.start(owner, run)
         log.info("run %s: %r, %d steps, seed %d", run_dir.name, config.prompt, config.steps, config.seed)

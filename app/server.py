@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--prior", action="append", default=[], metavar="PATH_OR_HUB_ID",
                         help="offer this prior besides 'embedded': a Stable Diffusion, DeepFloyd IF or "
                              "embedded-prior folder, told apart by its files (repeatable)")
+    parser.add_argument("--libraries", metavar="DIR",
+                        help="offer retrieval from the asset libraries in DIR's subfolders that have a built index "
+                             "(`sds3d library build`), picked by folder name (default: none)")
     parser.add_argument("--concurrency", type=int, default=1, help="runs executing at once (default 1)")
     parser.add_argument("--queue-size", dest="queue_size", type=int, default=16,
                         help="requests that may wait for a free slot (default 16)")
@@ -34,12 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def build_runner(args: argparse.Namespace):
     """-> Runner; ValueError with a one-line message for bad flags."""
-    from .runner import Runner, prior_choices
+    from .runner import Runner, library_choices, prior_choices
 
     for name in ("port", "concurrency", "queue_size", "max_steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     priors = prior_choices(args.prior)
+    libraries = library_choices(args.libraries)
     made = None if args.runs_dir else Path(tempfile.mkdtemp(prefix="sds3d-app-"))
     runs_dir = made or Path(args.runs_dir)
     try:
@@ -50,7 +54,7 @@ def build_runner(args: argparse.Namespace):
         raise ValueError(f"cannot write to runs directory {runs_dir}")
     try:
         return Runner(runs_dir, priors, Limits(max_steps=args.max_steps), device=args.device,
-                      slots=args.concurrency)
+                      slots=args.concurrency, libraries=libraries)
     except (OSError, ValueError) as error:
         if made is not None:
             made.rmdir()
@@ -74,7 +78,8 @@ def launch(args: argparse.Namespace) -> None:
     runner = build_runner(args)
     offered = ", ".join(name if spec == "embedded" else f"{name} ({PRIOR_TYPES[prior_type(spec)]})"
                         for name, spec in runner.priors.items())
-    print(f"sds3d app: runs go to {runner.runs_dir}; priors on offer: {offered}", flush=True)
+    libraries = f"; libraries on offer: {', '.join(runner.libraries)}" if runner.libraries else ""
+    print(f"sds3d app: runs go to {runner.runs_dir}; priors on offer: {offered}{libraries}", flush=True)
     demo = build_ui(runner, concurrency=args.concurrency, queue_size=args.queue_size)
     serve(demo, args.host, args.port, share=args.share, allowed_paths=served_paths(runner.runs_dir))
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
 from sds3d.generate import GenerateConfig, particle_count
 from sds3d.guidance.registry import GUIDANCE
 from sds3d.representations.registry import REPRESENTATIONS
+from sds3d.retrieval.run import RetrievalConfig
 from sds3d.world import canonical_caption
 
 from .edit_tab import add_edit_tab
@@ -56,6 +59,40 @@ def scores_text(scores: dict) -> str:
     return f"{title}\n\n| score | value |\n|---|---|\n{rows}{nearest}"
 
 
+def library_options(runner: Runner) -> list[tuple[str, str]]:
+    """The retrieval library picker's (label, value) choices: "none" first, then the server's libraries."""
+    return [("none", ""), *((name, name) for name in runner.libraries)]
+
+
+def retrieval_view(run: Run) -> tuple[str | None, str]:
+    """(the contact sheet of the retrieved assets or None, a Markdown table of their captions and
+    scores) for a finished run; (None, "") for a run without retrieval."""
+    record = run.retrieval
+    if not record:
+        return None, ""
+    items = record.get("retrieved") or []
+    if not items:
+        return None, f"Nothing retrieved from **{run.library_name}**: {record.get('skipped', 'no match')}."
+    library = Path(record["library"])
+    rows = []
+    for rank, item in enumerate(items, 1):
+        path = Path(item["path"])
+        file = path.relative_to(library).as_posix() if path.is_relative_to(library) else path.name
+        rows.append(f"| {rank} | {item['caption']} | {file} | {item['text_score']:.3f} | {item['image_score']:.3f} |")
+    adaptation = record.get("adaptation")
+    uses = []
+    if adaptation:
+        uses.append("the prior was adapted on them (from the cache)" if adaptation.get("cached") else
+                    f"the prior was adapted on them ({adaptation.get('seconds', 0):.0f} s)")
+    if record.get("init"):
+        uses.append("the run started from them")
+    used = f"; {' and '.join(uses)}" if uses else ""
+    sheet = run.dir / "retrieved.png"
+    table = "| # | caption | file | text score | image score |\n|---|---|---|---|---|\n" + "\n".join(rows)
+    return (str(sheet) if sheet.is_file() else None,
+            f"Retrieved from **{run.library_name}**: {len(items)} asset(s){used}.\n\n{table}")
+
+
 def _enlarge(image, size: int = 128):
     """Nearest-neighbour upscaling so 32-pixel renders stay crisp in the browser."""
     factor = max(1, size // image.shape[0])
@@ -67,30 +104,50 @@ def build_ui(runner: Runner, concurrency: int = 1, queue_size: int = 16) -> gr.B
     limits = runner.limits
     default_steps = min(GenerateConfig().steps, limits.max_steps)
 
-    def generate(prompt, negative_prompt, representation, guidance, prior, steps, seed, guidance_scale, resolution,
-                 particles, request: gr.Request, progress=gr.Progress()):
+    retrieving = bool(runner.libraries)  # without libraries the page (and its API) has no retrieval fields
+
+    def follow(run_request: RunRequest, request: gr.Request, progress: gr.Progress):
+        """Starts the run and yields the outputs: status, renders, model, turntable, scores, [retrieved
+        assets' sheet and table when the server offers libraries], files, the run."""
+        def out(*values, retrieved=(gr.skip(), gr.skip())):
+            return (*values[:5], *retrieved, *values[5:]) if retrieving else values
+
         try:
-            run = runner.start(RunRequest(prompt, negative_prompt, representation, guidance, prior, steps, seed,
-                                          guidance_scale, resolution, particles), owner=request.session_hash)
+            run = runner.start(run_request, owner=request.session_hash)
         except InputError as error:
             raise gr.Error(str(error), print_exception=False) from None
         if run.note:
             gr.Warning(run.note)
         try:
-            yield progress_text(run.snapshot()), None, None, None, "", None, run
+            yield out(progress_text(run.snapshot()), None, None, None, "", None, run,
+                      retrieved=(gr.update(value=None, visible=False), ""))
             while not run.finished.wait(POLL_SECONDS):
                 snapshot = run.snapshot()
                 progress((snapshot.step, snapshot.total), desc=progress_text(snapshot).replace("**", ""))
                 renders = None if snapshot.renders is None else _enlarge(snapshot.renders)
-                yield progress_text(snapshot), renders, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                yield out(progress_text(snapshot), renders, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
         finally:
             if not run.finished.is_set():  # the page went away mid-run (closed tab, lost connection)
                 run.stop()
         if run.error:
             raise gr.Error(run.error, print_exception=False)
         asset = run.asset()
-        yield (final_text(run), gr.skip(), asset and str(asset), str(run.dir / "turntable.gif"),
-               scores_text(run.scores), [str(path) for path in run.files()], gr.skip())
+        sheet, table = retrieval_view(run)
+        yield out(final_text(run), gr.skip(), asset and str(asset), str(run.dir / "turntable.gif"),
+                  scores_text(run.scores), [str(path) for path in run.files()], gr.skip(),
+                  retrieved=(gr.update(value=sheet, visible=sheet is not None), table))
+
+    def generate(prompt, negative_prompt, representation, guidance, prior, steps, seed, guidance_scale, resolution,
+                 particles, request: gr.Request, progress=gr.Progress()):
+        yield from follow(RunRequest(prompt, negative_prompt, representation, guidance, prior, steps, seed,
+                                     guidance_scale, resolution, particles), request, progress)
+
+    def generate_retrieving(prompt, negative_prompt, representation, guidance, prior, steps, seed, guidance_scale,
+                            resolution, particles, library, retrieve_k, adapt, init, request: gr.Request,
+                            progress=gr.Progress()):
+        yield from follow(RunRequest(prompt, negative_prompt, representation, guidance, prior, steps, seed,
+                                     guidance_scale, resolution, particles, library, retrieve_k, adapt, init),
+                          request, progress)
 
     def make_mesh(run: Run | None):
         if run is None:
@@ -141,6 +198,18 @@ def build_ui(runner: Runner, concurrency: int = 1, queue_size: int = 16) -> gr.B
                                              label="Render resolution during distillation")
                     particles = gr.Slider(1, limits.max_particles, value=1, step=1, label="Particles (VSD)",
                                           info="VSD only: several assets sharing one LoRA; each costs a full run")
+                retrieval_inputs = []
+                if retrieving:
+                    with gr.Accordion("Retrieval", open=False):
+                        retrieval_inputs = [
+                            gr.Dropdown(library_options(runner), value="", label="Retrieval library",
+                                        info="assets like the prompt, offered by this server", elem_id="library"),
+                            gr.Number(RetrievalConfig.k, label="K: assets retrieved", precision=0, minimum=1,
+                                      maximum=limits.max_retrieve_k, elem_id="retrieve-k"),
+                            gr.Checkbox(RetrievalConfig.adapt, label="adapt the prior", elem_id="adapt",
+                                        info="a LoRA trained on renders of the retrieved assets"),
+                            gr.Checkbox(RetrievalConfig.init, label="start from the retrieved assets",
+                                        elem_id="init")]
             with gr.Column(scale=3):
                 status = gr.Markdown("Ready.", elem_id="status")
                 renders = gr.Image(label="Latest renders", interactive=False, height=160, elem_id="renders")
@@ -149,15 +218,23 @@ def build_ui(runner: Runner, concurrency: int = 1, queue_size: int = 16) -> gr.B
                                        elem_id="model3d")
                     turntable = gr.Image(label="Turntable", type="filepath", interactive=False, height=360,
                                          elem_id="turntable")
+                retrieval_outputs = []
+                if retrieving:
+                    with gr.Row():
+                        retrieval_outputs = [
+                            gr.Image(label="Retrieved assets", type="filepath", interactive=False, visible=False,
+                                     elem_id="retrieved"),
+                            gr.Markdown("", elem_id="retrieved-table")]
                 scores = gr.Markdown("", elem_id="scores")
                 files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
                 mesh_button = gr.Button("Make a mesh: GLB and OBJ downloads", elem_id="mesh")
         last_run = gr.State(None)  # the page's latest Run, kept on the server
 
         guidance.change(guidance_changed, guidance, guidance_scale, queue=False)
-        run_button.click(generate, [prompt, negative_prompt, representation, guidance, prior, steps, seed,
-                                    guidance_scale, resolution, particles],
-                         [status, renders, model, turntable, scores, files, last_run],
+        run_button.click(generate_retrieving if retrieving else generate,
+                         [prompt, negative_prompt, representation, guidance, prior, steps, seed, guidance_scale,
+                          resolution, particles, *retrieval_inputs],
+                         [status, renders, model, turntable, scores, *retrieval_outputs, files, last_run],
                          concurrency_limit=concurrency, concurrency_id="work", show_progress_on=[status],
                          api_name="generate")
         # meshing takes seconds and memory like a run does, so it shares the runs' slots
