@@ -133,7 +133,7 @@ class EditWorkspace:
         self.distill = distill or DistillConfig()
         self.base = base or EditConfig(device=runner.device, turntable_frames=runner.turntable_frames,
                                        turntable_resolution=runner.turntable_resolution)
-        self.priors = priors if priors is not None else runner._models
+        self.priors = priors if priors is not None else runner.models
         self.evaluate = evaluate
         self.mesh_points = mesh_points
         self._active = OwnerJobs()

@@ -282,7 +282,7 @@ class Runner:
         self.runs_dir = Path(runs_dir).resolve()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.priors = priors or {"embedded": "embedded"}
-        self._models = {name: load_prior(spec, resolve_device(device)) for name, spec in self.priors.items()}
+        self.models = {name: load_prior(spec, resolve_device(device)) for name, spec in self.priors.items()}  # loaded once, shared
         self.libraries = libraries or {}  # retrieval libraries on offer: name -> folder (`library_choices`)
         self.limits = limits
         self.turntable_frames = turntable_frames
@@ -358,9 +358,9 @@ class Runner:
         config = self.config(request)
         run_dir = self.runs_dir / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(16)}"
         run_dir.mkdir()
-        run = Run(dir=run_dir, config=dataclasses.replace(config, out=str(run_dir)), prior=self._models[request.prior],
+        run = Run(dir=run_dir, config=dataclasses.replace(config, out=str(run_dir)), prior=self.models[request.prior],
                   prior_name=request.prior, library_name=str(request.library or ""),
-                  note=scope_note(config.prompt, self._models[request.prior]))
+                  note=scope_note(config.prompt, self.models[request.prior]))
         self._active.start(owner, run)
         log.info("run %s: %r, %d steps, seed %d", run_dir.name, config.prompt, config.steps, config.seed)
         threading.Thread(target=self._work, args=(run, owner), name=f"sds3d-run-{run_dir.name}", daemon=True).start()

@@ -60,4 +60,4 @@ def test_the_web_ui_offers_a_deepfloyd_if_folder(tiny_if_folder, tmp_path):
 
     runner = Runner(tmp_path, prior_choices([str(tiny_if_folder)]))
     assert list(runner.priors) == ["embedded", "pipeline"]
-    assert isinstance(runner._models["pipeline"], DeepFloydIFPrior)
+    assert isinstance(runner.models["pipeline"], DeepFloydIFPrior)
