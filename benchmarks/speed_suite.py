@@ -1,14 +1,15 @@
-"""Today's defaults against the `baseline` preset (the defaults every speed-up is measured against) on
-the 28-prompt suite, in one process and alternating per prompt, so that both see the same machine.
+"""Recipes against the `baseline` preset (the settings every speed-up is measured against) on the
+28-prompt suite, in one process and alternating per prompt, so that all arms see the same machine.
 
-    python benchmarks/speed_suite.py --threads 1 [--kinds mug,chair] [--out runs/speed_suite]
+    python benchmarks/speed_suite.py --threads 1 [--arms baseline,defaults,draft] [--kinds mug,chair]
 
-Each prompt runs twice, baseline then defaults (seed 0), and each asset is scored by the evaluator as
-in `benchmarks/text_to_3d.py`. A run of exactly the same config already in `--out` is reused, so an
+An arm is "defaults" (today's GenerateConfig) or a preset's name. Each prompt runs once per arm (seed
+0), and each asset is scored by the evaluator as in `benchmarks/text_to_3d.py`. A run of exactly the
+same config already in `--out` is reused (its seconds are then those of the run that made it), so an
 interrupted suite resumes. Rows go to `benchmarks/results/speed_suite/runs.jsonl` (one per prompt and
-arm, with the CPU and a run id). The last line is JSON: {"speedup": baseline median seconds / defaults
-median seconds, "arms": {"baseline"|"defaults": {kind_acc, color_acc, janus_rate, shape_acc, chamfer,
-seconds (median)}}, "cpu", "threads"}.
+arm, with the CPU and a run id). The last line is JSON: {"speedup": {arm: baseline median seconds /
+the arm's}, "arms": {arm: {kind_acc, color_acc, janus_rate, shape_acc, chamfer, seconds (median)}},
+"cpu", "threads"}.
 """
 
 from __future__ import annotations
@@ -23,19 +24,16 @@ import torch
 from text_to_3d import run_and_score, suite, summary
 from sds3d.generate import GenerateConfig
 from sds3d.hardware import cpu_model
-from sds3d.presets import apply_preset
+from sds3d.presets import arm_config
 
 RESULTS = Path(__file__).resolve().parent / "results" / "speed_suite" / "runs.jsonl"
-ARMS = ("baseline", "defaults")
-
-
-def arm_config(arm: str, prompt: str, out: Path) -> GenerateConfig:
-    config = GenerateConfig(prompt=prompt, seed=0, out=str(out / arm / prompt.replace(" ", "_")))
-    return apply_preset(config, "baseline") if arm == "baseline" else config
+ARMS = "baseline,defaults"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arms", default=ARMS, help=f"comma-separated: defaults and preset names (default {ARMS}); "
+                                                     "baseline is always run")
     parser.add_argument("--kinds", help="comma-separated subset of kinds (default: all 28)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--out", default="runs/speed_suite", help="where the runs go")
@@ -47,19 +45,21 @@ def main():
 
     prior, evaluator = load_prior("embedded"), Evaluator.load()
     run_id, cpu = time.strftime("%Y-%m-%dT%H:%M:%S"), cpu_model()
-    rows = {arm: [] for arm in ARMS}
+    arms = ["baseline", *(arm for arm in args.arms.split(",") if arm and arm != "baseline")]
+    rows = {arm: [] for arm in arms}
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     for prompt in suite(args.kinds):
-        for arm in ARMS:
-            row, _ = run_and_score(arm_config(arm, prompt, Path(args.out)), prior, evaluator)
+        for arm in arms:
+            config = GenerateConfig(prompt=prompt, seed=0, out=str(Path(args.out) / arm / prompt.replace(" ", "_")))
+            row, _ = run_and_score(arm_config(config, arm), prior, evaluator)
             row = {"run": run_id, "arm": arm, **row, "cpu": cpu, "threads": args.threads}
             rows[arm].append(row)
             print(json.dumps(row), flush=True)
             with open(args.results, "a") as handle:
                 handle.write(json.dumps(row) + "\n")
-    arms = {arm: summary(arm_rows) for arm, arm_rows in rows.items()}
-    speedup = arms["baseline"]["seconds"] / arms["defaults"]["seconds"]
-    print(json.dumps({"speedup": round(speedup, 2), "arms": arms, "cpu": cpu, "threads": args.threads}))
+    means = {arm: summary(arm_rows) for arm, arm_rows in rows.items()}
+    speedup = {arm: round(means["baseline"]["seconds"] / mean["seconds"], 2) for arm, mean in means.items()}
+    print(json.dumps({"speedup": speedup, "arms": means, "cpu": cpu, "threads": args.threads}))
 
 
 if __name__ == "__main__":

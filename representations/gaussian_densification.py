@@ -16,9 +16,9 @@ import torch
 @dataclass
 class DensificationConfig:
     enabled: bool = True
-    refine_start_iter: int = 50
-    refine_stop_iter: int = 250
-    refine_every: int = 50
+    refine_start_iter: int = 100
+    refine_stop_iter: int = 800
+    refine_every: int = 100
     reset_every: int = 100_000  # opacity reset; effectively off for score distillation
     grow_grad2d: float = 0.0002
     grow_scale3d: float = 0.01

@@ -70,7 +70,7 @@ class RunSettings:
     guidance: str = "sds"
     prior: str = "embedded"  # or a Stable Diffusion, DeepFloyd IF or embedded-prior folder / hub id (prior_type)
     prior_precision: str = "auto"  # auto | fp32 | bf16 (prior UNet under CPU autocast); auto = bf16 on AVX512-BF16/AMX
-    steps: int = 300
+    steps: int = 600
     seed: int = 0
     views_per_step: int = 4
     resolution: int = 32  # render size during distillation

@@ -33,6 +33,11 @@ def apply_preset(config, name: str):
     return config
 
 
+def arm_config(config, arm: str):
+    """`config` for a benchmark arm: "defaults" leaves it as it is, any other arm is a preset's name."""
+    return config if arm == "defaults" else apply_preset(config, arm)
+
+
 def _leaves(values: dict, prefix: str = ""):
     for key, value in values.items():
         if isinstance(value, dict):
