@@ -9,3 +9,12 @@ from tiny_priors import tiny_embedded_prior
 def tiny_prior():
     """A tiny random embedded prior (`tiny_priors.tiny_embedded_prior`), one per test module."""
     return tiny_embedded_prior()
+
+
+@pytest.fixture
+def empty_runner(runner, tmp_path):
+    """The module's web UI `runner` fixture (its prior loaded once) with a fresh, empty runs directory."""
+    runs_dir, runner.runs_dir = runner.runs_dir, tmp_path / "runs"
+    runner.runs_dir.mkdir()
+    yield runner
+    runner.runs_dir = runs_dir

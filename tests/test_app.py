@@ -26,15 +26,6 @@ def runner(tmp_path_factory):
     return Runner(tmp_path_factory.mktemp("app") / "runs", limits=Limits(max_steps=50), **FAST)
 
 
-@pytest.fixture
-def empty_runner(runner, tmp_path):
-    """The module's runner (its prior is loaded once) with a fresh, empty runs directory."""
-    runs_dir, runner.runs_dir = runner.runs_dir, tmp_path / "runs"
-    runner.runs_dir.mkdir()
-    yield runner
-    runner.runs_dir = runs_dir
-
-
 @pytest.mark.parametrize("changes,message", [
     (dict(prompt="   "), "the prompt is empty"),
     (dict(prompt="x" * 301), "The prompt is 301 characters long; the limit is 300."),

@@ -64,14 +64,6 @@ def runner(libraries, tiny_prior, tmp_path_factory):
                       turntable_resolution=32, libraries=library_choices(libraries))
 
 
-@pytest.fixture
-def empty_runner(runner, tmp_path):
-    runs_dir, runner.runs_dir = runner.runs_dir, tmp_path / "runs"
-    runner.runs_dir.mkdir()
-    yield runner
-    runner.runs_dir = runs_dir
-
-
 def _finished(run, timeout=60):
     assert run.finished.wait(timeout), "the run did not finish"
     return run
