@@ -105,6 +105,12 @@ def test_a_second_call_with_the_same_assets_trains_nothing(prior, assets, tmp_pa
         adapt_prior(prior, turned, config, cache_dir=tmp_path, progress=False)
     with pytest.raises(AssertionError, match="trained again"):  # other settings, another adaptation
         adapt_prior(prior, assets, AdaptationConfig(steps=6, **SMALL), cache_dir=tmp_path, progress=False)
+    prior.set_precision("bf16")
+    try:
+        with pytest.raises(AssertionError, match="trained again"):  # trained under bf16 autocast: another LoRA
+            adapt_prior(prior, assets, config, cache_dir=tmp_path, progress=False)
+    finally:
+        prior.set_precision("fp32")
 
 
 def test_captions_name_the_view_for_text_priors_and_cameras_replace_them_for_camera_priors(assets, tmp_path):

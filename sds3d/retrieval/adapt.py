@@ -96,12 +96,13 @@ def prior_identity(prior: DiffusersUNetPrior) -> str:
 
 
 def adaptation_key(assets: list[AdaptationAsset], prior: DiffusersUNetPrior, config: AdaptationConfig) -> str:
-    """The cache key (hex sha256) of adapting `prior` on this set of assets with `config`."""
+    """The cache key (hex sha256) of adapting `prior` on this set of assets with `config`, at the
+    prior's precision (a LoRA trained under bf16 autocast differs from one trained in fp32)."""
     from .library import content_hash
 
     items = sorted((content_hash(a.path), float(a.yaw_degrees), a.caption) for a in assets)
     payload = json.dumps({"version": FORMAT_VERSION, "assets": items, "prior": prior_identity(prior),
-                          "config": asdict(config)}, sort_keys=True)
+                          "autocast": str(prior.autocast_dtype), "config": asdict(config)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
