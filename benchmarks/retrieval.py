@@ -1,7 +1,8 @@
 """Retrieval-augmented score distillation on the micro-world suite, against plain SDS in the same run.
 
     python benchmarks/retrieval.py [--limit N] [--kinds a,b] [--steps N] [--variants 3] [--k 3]
-                                   [--adapt-steps N] [--no-ablation] [--no-adaptation-check]
+                                   [--adapt-steps N] [--no-ablation | --ablation init_only,adapt_only]
+                                   [--no-adaptation-check]
                                    [--out runs/retrieval] [--threads 1]
 
 Prompts and seeds: those of `benchmarks/text_to_3d.py` (28 kinds, colours cycled, seed 0), scored
@@ -251,6 +252,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--library-kinds", help="kinds in the variant library (default all 28; tests use a few)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override per run")
     parser.add_argument("--no-ablation", action="store_true", help="skip init-only and adaptation-only runs")
+    parser.add_argument("--ablation", default="init_only,adapt_only", help="the ablation arms to run (comma-separated)")
     parser.add_argument("--no-adaptation-check", action="store_true")
     parser.add_argument("--calibration", action="store_true",
                         help="only score the prompts' ground-truth objects and a shape variant of each (the ceilings)")
@@ -290,7 +292,10 @@ def main(argv=None) -> dict:
     build_seconds = round(time.perf_counter() - started, 1)
     prior, evaluator = load_prior("embedded"), Evaluator.load()
     index = LibraryIndex.load(library)
-    arms = ["variant", "leave_kind_out"] + ([] if args.no_ablation else ["init_only", "adapt_only"])
+    ablation = [arm for arm in args.ablation.split(",") if arm]
+    if set(ablation) - {"init_only", "adapt_only"}:
+        raise SystemExit(f"retrieval benchmark: --ablation {args.ablation!r}: choose among init_only, adapt_only")
+    arms = ["variant", "leave_kind_out"] + ([] if args.no_ablation else ablation)
     per_prompt, pictures = [], []
     for prompt in prompts:
         kind = parse_prompt(prompt)[0]
