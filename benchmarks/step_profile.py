@@ -1,13 +1,13 @@
 """Where a step's time goes: the generation loop profiled phase by phase, the prior's UNet against
 this machine's matmul rate, and each speed-up measured on its own against today's defaults.
 
-    python benchmarks/step_profile.py             # 600-step runs of the baseline preset and the defaults
+    python benchmarks/step_profile.py             # 600-step runs of the presets baseline and fast
     python benchmarks/step_profile.py --steps 100 --threads 2
     python benchmarks/step_profile.py --parallel  # one 2-thread run against two 1-thread runs at once
 
 Two loop runs of "a red mug" in this process, `--preset baseline` (the settings every speed-up is
-measured against: the prior in fp32) and the defaults (its UNet under bf16 autocast where the CPU has
-native bf16), each timed per phase after `--warmup` steps: prior (its UNet apart), render,
+measured against: the prior in fp32) and `--preset fast` (its UNet under bf16 autocast where the CPU
+has native bf16), each timed per phase after `--warmup` steps: prior (its UNet apart), render,
 backward, optimiser, densification (Gaussians' statistics and growth, taken out of render and
 optimiser) and other (the loop's own work: progress bar, metrics.csv, checkpoints, previews). The
 UNet alone is timed on the loop's batch (views x 2 for classifier-free guidance) in fp32, under bf16
@@ -22,9 +22,9 @@ it a handful).
 side by side, and reports steps per second of the whole machine for both, over each process's wall
 time (start-up, prior loading and asset writing included) and over the loop alone (metrics.json).
 
-The last line is JSON: seconds_per_step (defaults), baseline_seconds_per_step, speedup, unet_gflops
-(achieved, defaults), unet_gflops_fp32 / _bf16, unet_gflop_per_call, matmul_gflops_fp32 / _bf16,
-peak_rss_mb (this process), breakdown (defaults, seconds per step by phase) and every variant's numbers.
+The last line is JSON: seconds_per_step (fast), baseline_seconds_per_step, speedup, unet_gflops
+(achieved, fast), unet_gflops_fp32 / _bf16, unet_gflop_per_call, matmul_gflops_fp32 / _bf16,
+peak_rss_mb (this process), breakdown (fast, seconds per step by phase) and every variant's numbers.
 """
 
 from __future__ import annotations
@@ -274,8 +274,8 @@ def main() -> None:
     rates = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
     with tempfile.TemporaryDirectory() as tmp:
         runs = {arm: profile_run(arm, prior, args.steps, args.warmup, Path(tmp) / arm, flops / (2 * views))
-                for arm in ("baseline", "defaults")}
-    base, fast = runs["baseline"], runs["defaults"]
+                for arm in ("baseline", "fast")}
+    base, fast = runs["baseline"], runs["fast"]
     unet = {name: flops / seconds / 1e9 for name, seconds in micro.items()}
     result = {
         "seconds_per_step": round(fast["seconds_per_step"], 4),

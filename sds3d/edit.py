@@ -79,7 +79,7 @@ class EditConfig:
     preserve_weight: float = 1.0  # region edits: weight of the preservation loss outside the region
     view_dependent: bool = True
     prior: str = "embedded"
-    prior_precision: str = "auto"  # auto | fp32 | bf16 (prior UNet under CPU autocast); auto = bf16 on AVX512-BF16/AMX
+    prior_precision: str = "fp32"  # auto | fp32 | bf16 (prior UNet under CPU autocast); auto = bf16 on AVX512-BF16/AMX
     device: str = "auto"
     out: str = "runs/edit"
     checkpoint_every: int = 50

@@ -69,7 +69,7 @@ class RunSettings:
     init_from: str = ""  # a finished run directory whose asset initialises this one (coarse -> fine)
     guidance: str = "sds"
     prior: str = "embedded"  # or a Stable Diffusion, DeepFloyd IF or embedded-prior folder / hub id (prior_type)
-    prior_precision: str = "auto"  # auto | fp32 | bf16 (prior UNet under CPU autocast); auto = bf16 on AVX512-BF16/AMX
+    prior_precision: str = "fp32"  # auto | fp32 | bf16 (prior UNet under CPU autocast); auto = bf16 on AVX512-BF16/AMX
     steps: int = 600
     seed: int = 0
     views_per_step: int = 4
