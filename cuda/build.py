@@ -10,6 +10,7 @@ PyTorch reference after one warning.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import shutil
@@ -75,14 +76,29 @@ def load_extension(name: str):
         return _load_extension(name)
 
 
+_background_builds: list[threading.Thread] = []
+
+
 def build_in_background(names) -> list[threading.Thread]:
     """Start building the kernels `names` in daemon threads (the compiler runs as a subprocess), so
-    that a run's set-up (loading the prior, encoding prompts) overlaps the first build."""
+    that a run's set-up (loading the prior, encoding prompts) overlaps the first build. A process
+    that ends early still lets them finish (`_finish_background_builds`): a build cut off mid-way
+    leaves torch's lock file behind, on which the next build would wait for ever."""
     threads = [threading.Thread(target=load_extension, args=(name,), name=f"build-{name}", daemon=True)
                for name in names]
     for thread in threads:
         thread.start()
+    _background_builds.extend(threads)
     return threads
+
+
+@atexit.register
+def _finish_background_builds() -> None:
+    running = [thread for thread in _background_builds if thread.is_alive()]
+    if running:
+        _say("sds3d: finishing the kernel build before exiting...")
+    for thread in running:
+        thread.join()
 
 
 @lru_cache(maxsize=None)

@@ -1,7 +1,10 @@
 """Native kernel builds: one folder per install and source version, the first build announced on
 stderr, and a one-line warning naming the fix when there is no C++ compiler."""
 
+import os
 import shutil
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -101,3 +104,27 @@ def test_a_background_build_is_waited_for_not_repeated(monkeypatch, tmp_path):
         assert builds == ["sds3d_mesh_raster", "sds3d_mesh_raster"]  # one build, then its module
     finally:
         build._load_extension.cache_clear()
+
+
+def test_a_process_that_ends_early_lets_its_background_build_finish(tmp_path):
+    """A build cut off mid-way would leave torch's lock file for the next run to wait on."""
+    marker = tmp_path / "built"
+    script = f"""
+import time
+import torch.utils.cpp_extension as cpp_extension
+from sds3d.cuda import build
+
+def slow_load(name, build_directory, **kwargs):
+    time.sleep(1.0)
+    open({str(marker)!r}, "w").close()
+    return name
+
+cpp_extension.load = slow_load
+build.compiler = lambda: "/usr/bin/c++"
+build.build_in_background(["mesh_raster"])
+raise SystemExit(2)  # e.g. the prior failed to load
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "SDS3D_BUILD_DIR": str(tmp_path / "builds")})
+    assert result.returncode == 2 and marker.exists(), result.stderr
+    assert "finishing the kernel build before exiting" in result.stderr
