@@ -1,4 +1,5 @@
-"""What every registered guidance variant must do, checked on each entry of `GUIDANCE` (with
+"""What every registered guidance variant must do, checked on each entry of `GUIDANCE` that runs on any
+prior (`ANY_PRIOR`; the library variants have their own tests) (with
 test_generate's `test_every_guidance_runs_in_the_loop` and test_camera_prior's camera check): its
 config is the section of GenerateConfig of its name, one call gives a finite scalar loss whose
 gradient reaches the render, and a variant restored from another's `state_dict` (a resumed run)
@@ -13,7 +14,7 @@ from toy_priors import GaussianToyPrior
 
 from sds3d.cameras import CameraSampler
 from sds3d.generate import GenerateConfig
-from sds3d.guidance.registry import GUIDANCE, build_guidance, guidance_configs
+from sds3d.guidance.registry import GUIDANCE, LIBRARY_GUIDANCE, build_guidance, guidance_configs
 from sds3d.prompts import PromptConfig, PromptProcessor
 from sds3d.representations import Gaussians, GaussiansConfig
 
@@ -29,13 +30,12 @@ def tiny_sd_prior(tmp_path_factory):
     return StableDiffusionPrior.from_pretrained(save_tiny_sd_pipeline(tmp_path_factory.mktemp("tiny_sd")))
 
 
-# variants that refuse both priors here, and the tests that give them the prior they need
-OWN_PRIOR = {"redream": "tests/test_guidance_redream.py (a prior adapted on retrieved assets)"}
+# the variants that run on any prior; those of LIBRARY_GUIDANCE score with a prior adapted on retrieved
+# assets and have their own tests (tests/test_guidance_redream.py)
+ANY_PRIOR = [name for name in GUIDANCE if name not in LIBRARY_GUIDANCE]
 
 
 def made(name, prior, config):
-    if name in OWN_PRIOR:
-        pytest.skip(f"{name} needs its own prior: {OWN_PRIOR[name]}")
     return build_guidance(name, prior, config, total_steps=10)
 
 
@@ -71,7 +71,7 @@ def test_every_variant_has_its_config_section():
         assert type(getattr(GenerateConfig(), name)) is config
 
 
-@pytest.mark.parametrize("name", list(GUIDANCE))
+@pytest.mark.parametrize("name", ANY_PRIOR)
 def test_a_step_has_a_finite_loss_whose_gradient_reaches_the_render(name, tiny_sd_prior):
     prior = prior_for(name, tiny_sd_prior)
     guidance = made(name, prior, getattr(GenerateConfig(), name))
@@ -81,7 +81,7 @@ def test_a_step_has_a_finite_loss_whose_gradient_reaches_the_render(name, tiny_s
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", list(GUIDANCE))
+@pytest.mark.parametrize("name", ANY_PRIOR)
 def test_a_variant_restored_from_a_state_dict_takes_the_same_step(name, tiny_sd_prior):
     prior = prior_for(name, tiny_sd_prior)
     config = getattr(GenerateConfig(), name)
