@@ -149,8 +149,9 @@ def test_shipped_teacher_loads_with_unit_features_of_the_stated_shapes(shipped):
     assert size <= 10e6
     images = torch.rand(2, 3, 80, 80)
     features = shipped.image_features(images)
-    assert features.shape == (2, shipped.dim, 32, 32)
-    assert torch.allclose(features.norm(dim=1), torch.ones(2, 32, 32), atol=1e-5)
+    grid = config["features"]["grid"]
+    assert features.shape == (2, shipped.dim, grid, grid)
+    assert torch.allclose(features.norm(dim=1), torch.ones(2, grid, grid), atol=1e-5)
     text = shipped.text_features(["the handle", "the mug's handle", "the background"])
     assert text.shape == (3, shipped.dim)
     assert torch.allclose(text.norm(dim=1), torch.ones(3), atol=1e-5)
@@ -198,6 +199,32 @@ def test_a_saved_teacher_loads_back_identically(random_export):
     images = torch.rand(1, 3, 64, 64)
     assert torch.equal(first.image_features(images), second.image_features(images))
     assert first.image_features(images).shape == (1, 8, 32, 32)
+
+
+def test_full_resolution_teacher_saves_its_level_and_features_on_the_input_grid(tmp_path):
+    torch.manual_seed(0)
+    model = PartTeacherModel(widths=(8, 16, 16), decoder_widths=(16, 8), head_width=8, dim=8, full_res_width=4)
+    PartTeacher(model).save(tmp_path)
+    loaded = load_feature_teacher(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["architecture"]["full_res_width"] == 4
+    images = torch.rand(1, 3, 64, 64)
+    assert loaded.image_features(images).shape == (1, 8, 64, 64)
+    assert torch.equal(loaded.image_features(images), PartTeacher(model).image_features(images))
+
+
+def test_warm_start_copies_every_weight_of_the_same_shape_and_names_the_new_ones(tmp_path):
+    from sds3d.world.train_part_teacher import warm_start
+
+    torch.manual_seed(0)
+    small = dict(widths=(8, 16, 16), decoder_widths=(16, 8), head_width=8, dim=8)
+    base = PartTeacherModel(**small)
+    torch.save({"model": base.state_dict()}, tmp_path / "checkpoint.pt")
+    grown = PartTeacherModel(**small, full_res_width=4)
+    fresh = warm_start(grown, tmp_path / "checkpoint.pt")
+    assert fresh and all(name.startswith("full_res_") for name in fresh)
+    grown_state = grown.state_dict()
+    for name, value in base.state_dict().items():
+        assert torch.equal(grown_state[name], value), name
 
 
 @pytest.mark.parametrize("damage", ["missing folder", "no config", "config not json", "truncated weights",

@@ -1,6 +1,7 @@
 """The embedded part teacher: per-pixel embeddings of micro-world renders in a space shared with text.
 
-A small UNet maps a 64x64 image to a D-dimensional unit vector per pixel of a 32x32 grid; a phrase's sentence
+A small UNet maps a 64x64 image to a D-dimensional unit vector per pixel of a 32x32 grid (64x64 with
+the full-resolution level, `full_res_width` > 0, which thin parts such as a mug's handle need); a phrase's sentence
 embedding (all-MiniLM-L6-v2, mean-pooled over tokens and normalised, 384-d) is mapped into the
 same space by a learned linear projection and normalised. The relevance of a phrase at a pixel is
 LSeg's dot product, turned into a probability by a learned scale and bias:
@@ -31,7 +32,7 @@ TEACHER_NAME = "sds3d-part-teacher"
 TEXT_DIM = 384  # all-MiniLM-L6-v2 sentence embeddings
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 DEFAULT_ARCHITECTURE = {"resolution": 64, "widths": [32, 64, 128], "decoder_widths": [64, 32],
-                        "head_width": 64, "dim": 64}
+                        "head_width": 64, "dim": 64, "full_res_width": 0}
 
 
 def sentence_embeddings(phrases: list[str], encoder=None) -> torch.Tensor:
@@ -66,12 +67,14 @@ class PartTeacherModel(nn.Module):
     """UNet image encoder + text projection + logit scale and bias (everything that is trained).
 
     forward(images [B, 3, R, R] in [0, 1]) -> unit features [B, D, R/2, R/2] (a stride-2 stem, then
-    a UNet over three levels with a global-context vector at the coarsest); `project_text`
+    a UNet over three levels with a global-context vector at the coarsest); with `full_res_width` > 0,
+    [B, D, R, R]: one more decoder level at the input's resolution, its skip a stride-1 convolution
+    of the image; `project_text`
     ([N, 384] sentence embeddings, centred by `text_mean`, projected) -> unit [N, D];
     `logits(features [..., D], text [N, D])`."""
 
     def __init__(self, resolution: int = 64, widths=(32, 64, 128), decoder_widths=(64, 32),
-                 head_width: int = 64, dim: int = 64):
+                 head_width: int = 64, dim: int = 64, full_res_width: int = 0):
         super().__init__()
         if len(decoder_widths) != len(widths) - 1:
             raise ValueError("decoder_widths needs one width per upsampling (len(widths) - 1)")
@@ -89,6 +92,11 @@ class PartTeacherModel(nn.Module):
         for skip, width in zip(reversed(widths[:-1]), decoder_widths):
             self.decoder.append(_ConvBlock(cin + skip, width))
             cin = width
+        self.full_res_stem = self.full_res_decoder = None
+        if full_res_width:
+            self.full_res_stem = nn.Sequential(nn.Conv2d(3, full_res_width, 3, padding=1, bias=False),
+                                               nn.BatchNorm2d(full_res_width), nn.ReLU())
+            self.full_res_decoder = _ConvBlock(cin + full_res_width, cin)
         self.head = nn.Sequential(nn.Conv2d(cin, head_width, 1), nn.ReLU(), nn.Conv2d(head_width, dim, 1))
         # Sentence embeddings share a large common component; the mean over the training phrases is
         # removed before the projection (set by training, saved with the weights).
@@ -99,6 +107,7 @@ class PartTeacherModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.stem(images * 2 - 1)
+        full_res_skip = None if self.full_res_stem is None else self.full_res_stem(images * 2 - 1)
         skips = []
         for level, block in enumerate(self.encoder):
             if level:
@@ -108,6 +117,9 @@ class PartTeacherModel(nn.Module):
         x = x + self.context(x.mean((2, 3)))[:, :, None, None]
         for block, skip in zip(self.decoder, reversed(skips[:-1])):
             x = block(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), skip], 1))
+        if full_res_skip is not None:
+            x = self.full_res_decoder(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"),
+                                                 full_res_skip], 1))
         return F.normalize(self.head(x), dim=1)
 
     def project_text(self, sentence: torch.Tensor) -> torch.Tensor:
@@ -131,7 +143,8 @@ class PartTeacher(FeatureTeacher):
 
     @torch.no_grad()
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """images [B, 3, H, W] in [0, 1] -> [B, D, 32, 32] unit features. Images are resized to
+        """images [B, 3, H, W] in [0, 1] -> [B, D, h, w] unit features (32x32, or 64x64 with the
+        full-resolution level). Images are resized to
         64x64 (antialiased bilinear), the network's input; callers resize the features to H, W."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
@@ -198,7 +211,8 @@ def architecture_of(model: PartTeacherModel) -> dict:
     """The constructor arguments of `model` (what config.json records)."""
     return {"resolution": model.resolution, "widths": [block[0].out_channels for block in model.encoder],
             "decoder_widths": [block[0].out_channels for block in model.decoder],
-            "head_width": model.head[0].out_channels, "dim": model.dim}
+            "head_width": model.head[0].out_channels, "dim": model.dim,
+            "full_res_width": 0 if model.full_res_stem is None else model.full_res_stem[0].out_channels}
 
 
 def resize_features(features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

