@@ -30,7 +30,7 @@ from sds3d.export import bake_textured_mesh, surface_of
 from sds3d.generate import GenerateConfig, generate, load_run
 from sds3d.guidance.priors.prior import DiffusionPrior, resolve_device
 from sds3d.guidance.priors.prior_type import is_local
-from sds3d.guidance.registry import load_prior
+from sds3d.guidance.registry import LIBRARY_GUIDANCE, load_prior
 from sds3d.retrieval.run import RetrievalConfig
 from sds3d.scope import scope_note
 from sds3d.validation import check_particles, check_prompt_given, check_registered, validate_config
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 EXPORTS = ("asset.ply", "asset.glb", "asset_obj.zip", "turntable.gif", "preview.png", "particles.png", "retrieved.png",
            "metrics.json", "metrics.csv", "loss.png", "config.json", "eval.json")
 OBJ_FILES = ("asset.obj", "asset.mtl", "asset.png")  # what asset_obj.zip holds
+SHARED = ("config.json", "metrics.json")  # offered as their copies in share/, without the server's paths
 
 
 # A request outside the limits raises sds3d.errors.InputError; the message is shown to the user as is.
@@ -171,9 +172,9 @@ class Run:
 
     def files(self) -> list[Path]:
         """The exported files that exist, in `EXPORTS` order, then the other particles' assets. config.json
-        is the shareable copy (`share/config.json`), which holds no server path."""
+        and metrics.json are the shareable copies (`share/`), which hold no server path."""
         particle_assets = sorted(self.dir.glob("particle_*/asset.*"), key=lambda path: int(path.parent.name[9:]))
-        paths = [self.dir / ("share/config.json" if name == "config.json" else name) for name in EXPORTS]
+        paths = [self.dir / (f"share/{name}" if name in SHARED else name) for name in EXPORTS]
         return [path for path in paths if path.is_file()] + particle_assets
 
     def export_meshes(self, texture_size: int = 1024, resolution: int = 128, max_faces: int = 20000) -> list[Path]:
@@ -214,6 +215,27 @@ class Run:
         path.write_text(json.dumps(data, indent=2))
         return path
 
+    def write_shared_metrics(self) -> Path:
+        """`share/metrics.json`: metrics.json with the retrieval record's server paths replaced: the library
+        by its name on the page, each asset by its file within the library."""
+        data = json.loads((self.dir / "metrics.json").read_text())
+        record = data.get("retrieval")
+        if record:
+            folder = record["library"]
+
+            def within_library(path: str) -> str:
+                return str(Path(path).relative_to(folder)) if Path(path).is_relative_to(folder) else Path(path).name
+
+            record["library"] = self.library_name
+            for item in [*record.get("retrieved", []), *record.get("adaptation", {}).get("assets", [])]:
+                item["path"] = within_library(item["path"])
+            if "skipped" in record:
+                record["skipped"] = record["skipped"].replace(folder, f"library {self.library_name!r}")
+        path = self.dir / "share" / "metrics.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(data, indent=2))
+        return path
+
     def retrieved_sheet(self) -> Path | None:
         """`retrieved.png`, a contact sheet of the retrieved assets (each turned to face the front, with
         its rank, caption and scores), made from the retrieval record once the run is done."""
@@ -243,6 +265,7 @@ class Run:
             result = generate(self.config, prior=self.prior, progress=False, callback=self._report,
                               should_stop=self.stop_requested.is_set)
             self.write_shared_config()
+            self.write_shared_metrics()
             self.retrieval = result.metrics.get("retrieval")
             if self.retrieval:
                 try:
@@ -339,6 +362,10 @@ class Runner:
         """The run's retrieval settings: the library's folder looked up by its name; InputError for a
         name not on offer, a K outside the limits or switches that are not true/false."""
         name = str(request.library or "")
+        if not name and request.guidance in LIBRARY_GUIDANCE:
+            offered = (f"pick one of {', '.join(self.libraries)}" if self.libraries
+                       else "this server offers none; pick another guidance")
+            raise InputError(f"{request.guidance} retrieves assets for the prompt from a library: {offered}.")
         if not name:
             return RetrievalConfig()
         if name not in self.libraries:
@@ -350,6 +377,9 @@ class Runner:
         for label, value in (("Adapt the prior", request.adapt), ("Start from the retrieved assets", request.init)):
             if not isinstance(value, bool):
                 raise InputError(f"{label} must be true or false, got {value!r}.")
+        if request.guidance in LIBRARY_GUIDANCE and not request.adapt:
+            raise InputError(f"{request.guidance} scores with the adapted prior: tick \"adapt the prior\" or "
+                             "pick vsd.")
         return RetrievalConfig(library=self.libraries[name], k=k, adapt=request.adapt, init=request.init)
 
     def start(self, request: RunRequest, owner: str) -> Run:

@@ -43,6 +43,8 @@ def runner(tmp_path_factory):
     (dict(guidance="vsd", particles=0), "Particles must be between 1 and 4, got 0."),
     (dict(guidance="vsd", particles=5), "Particles must be between 1 and 4, got 5."),
     (dict(particles=2), "2 particles need the vsd guidance (or redream; they share its LoRA); sds trains one asset"),
+    (dict(guidance="redream"),
+     "redream retrieves assets for the prompt from a library: this server offers none; pick another guidance."),
 ])
 def test_requests_outside_the_limits_are_rejected_with_one_line(empty_runner, changes, message):
     request = RunRequest(**{"prompt": "a red mug", "steps": 5, **changes})

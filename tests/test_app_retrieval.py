@@ -120,6 +120,9 @@ def test_the_choice_reaches_the_runs_config(libraries, runner):
     (dict(library="mugs", retrieve_k=9), "K (assets retrieved) must be between 1 and 8, got 9."),
     (dict(library="mugs", retrieve_k=1.5), "K must be a whole number, got 1.5."),
     (dict(library="mugs", adapt="yes"), "Adapt the prior must be true or false, got 'yes'."),
+    (dict(guidance="redream"), "redream retrieves assets for the prompt from a library: pick one of mugs."),
+    (dict(guidance="redream", library="mugs", adapt=False),
+     'redream scores with the adapted prior: tick "adapt the prior" or pick vsd.'),
 ])
 def test_bad_retrieval_choices_are_one_line_errors_and_start_nothing(empty_runner, changes, message):
     with pytest.raises(InputError) as error:
@@ -143,5 +146,13 @@ def test_the_retrieved_assets_are_shown_after_the_run(libraries, runner):
     first = record["retrieved"][0]
     assert f"| 1 | a red mug | mug.glb | {first['text_score']:.3f} | {first['image_score']:.3f} |" in table
     assert str(libraries) not in table
+    # the downloadable metrics.json names the library and its files, not the server's folders
+    shared = run.dir / "share" / "metrics.json"
+    assert shared in run.files() and run.dir / "metrics.json" not in run.files()
+    public = json.loads(shared.read_text())["retrieval"]
+    assert public["library"] == "mugs" and public["retrieved"][0]["path"] == "mug.glb"
+    assert str(libraries) not in shared.read_text()
+    assert {k: v for k, v in public.items() if k not in ("library", "retrieved")} == {
+        k: v for k, v in record.items() if k not in ("library", "retrieved")}
     plain = _finished(runner.start(RunRequest("a red mug", steps=1), owner="page"))
     assert retrieval_view(plain) == (None, "") and not (plain.dir / "retrieved.png").exists()
