@@ -207,7 +207,8 @@ class Run:
     def write_shared_config(self) -> Path:
         """`share/config.json`: the run's config as the user may re-run it, without the server's paths (the
         run directory becomes the default `out`, the prior its name on the page)."""
-        retrieval = dataclasses.replace(self.config.retrieval, library=self.library_name)
+        retrieval = dataclasses.replace(self.config.retrieval, library=self.library_name,
+                                        cache_dir=RetrievalConfig.cache_dir)
         data = to_dict(dataclasses.replace(self.config, out=GenerateConfig.out, prior=self.prior_name,
                                            retrieval=retrieval))
         path = self.dir / "share" / "config.json"
@@ -301,12 +302,13 @@ class Runner:
 
     def __init__(self, runs_dir: str | Path, priors: dict[str, str] | None = None, limits: Limits = Limits(),
                  turntable_frames: int = 24, turntable_resolution: int = 128, device: str = "auto",
-                 slots: int | None = None, libraries: dict[str, str] | None = None):
+                 slots: int | None = None, libraries: dict[str, str] | None = None, adapted_priors: str = ""):
         self.runs_dir = Path(runs_dir).resolve()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.priors = priors or {"embedded": "embedded"}
         self.models = {name: load_prior(spec, resolve_device(device)) for name, spec in self.priors.items()}  # loaded once, shared
         self.libraries = libraries or {}  # retrieval libraries on offer: name -> folder (`library_choices`)
+        self.adapted_priors = str(adapted_priors or "")  # their adapted priors' cache ("" = the user's default)
         self.limits = limits
         self.turntable_frames = turntable_frames
         self.turntable_resolution = turntable_resolution
@@ -380,7 +382,8 @@ class Runner:
         if request.guidance in LIBRARY_GUIDANCE and not request.adapt:
             raise InputError(f"{request.guidance} scores with the adapted prior: tick \"adapt the prior\" or "
                              "pick vsd.")
-        return RetrievalConfig(library=self.libraries[name], k=k, adapt=request.adapt, init=request.init)
+        return RetrievalConfig(library=self.libraries[name], k=k, adapt=request.adapt, init=request.init,
+                               cache_dir=self.adapted_priors)
 
     def start(self, request: RunRequest, owner: str) -> Run:
         """Validates `request`, creates its run directory and starts the worker thread. `owner`

@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--libraries", metavar="DIR",
                         help="offer retrieval from the asset libraries in DIR's subfolders that have a built index "
                              "(`sds3d library build`), picked by folder name (default: none)")
+    parser.add_argument("--adapted-priors", dest="adapted_priors", metavar="DIR", default="",
+                        help="where priors adapted to retrieved assets are cached, shared by all runs (default: "
+                             "$SDS3D_CACHE_DIR/adapted_priors, else ~/.cache/sds3d/adapted_priors)")
     parser.add_argument("--concurrency", type=int, default=1, help="runs executing at once (default 1)")
     parser.add_argument("--queue-size", dest="queue_size", type=int, default=16,
                         help="requests that may wait for a free slot (default 16)")
@@ -54,7 +57,7 @@ def build_runner(args: argparse.Namespace):
         raise ValueError(f"cannot write to runs directory {runs_dir}")
     try:
         return Runner(runs_dir, priors, Limits(max_steps=args.max_steps), device=args.device,
-                      slots=args.concurrency, libraries=libraries)
+                      slots=args.concurrency, libraries=libraries, adapted_priors=args.adapted_priors)
     except (OSError, ValueError) as error:
         if made is not None:
             made.rmdir()

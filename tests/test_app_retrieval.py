@@ -90,6 +90,15 @@ def test_only_indexed_libraries_are_offered(libraries, runner, tiny_prior, tmp_p
     served = build_runner(parser.parse_args(["--libraries", str(libraries), "--runs-dir", str(tmp_path / "runs")]))
     assert served.libraries == {"mugs": str(libraries / "mugs")}
     assert build_runner(parser.parse_args(["--runs-dir", str(tmp_path / "runs")])).libraries == {}
+    cached = build_runner(parser.parse_args(["--libraries", str(libraries), "--runs-dir", str(tmp_path / "runs"),
+                                             "--adapted-priors", str(tmp_path / "adapted")]))
+    config = cached.config(RunRequest("a red mug", steps=5, library="mugs"))
+    assert config.retrieval.cache_dir == str(tmp_path / "adapted")
+    from sds3d.app.runner import Run
+
+    (tmp_path / "run").mkdir()
+    shared = Run(tmp_path / "run", config, tiny_prior, library_name="mugs").write_shared_config().read_text()
+    assert str(tmp_path) not in shared and json.loads(shared)["retrieval"]["library"] == "mugs"
 
 
 def test_the_choice_reaches_the_runs_config(libraries, runner):
