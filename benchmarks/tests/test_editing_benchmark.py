@@ -46,6 +46,7 @@ def test_selection_and_recolour_with_the_oracle_hit_the_part_and_leave_the_rest_
     for row in rows:
         assert row["selection_iou"] > 0.6
         assert row["part_color_acc"] >= 0.75, row
+        assert row["part_color_acc_true_selection"] == 1.0, row  # the measure's ceiling is reachable
         assert row["outside_psnr_db"] > 20, row
     assert len(pictures) == 2 and pictures[0].shape[0] == 3 and pictures[0].dtype == np.uint8
     # the selected part changed and the highlight differs from the plain render
@@ -58,6 +59,7 @@ def test_selection_and_recolour_with_the_oracle_hit_the_part_and_leave_the_rest_
     wrong, _ = editing.measure_recolour(gaussians, parts, teacher, Evaluator.load(), cameras, "mushroom", 0, "nonexistent",
                                         "blue")
     assert wrong["selected"] == 0 and wrong["part_color_acc"] == 0.0 and wrong["outside_psnr_db"] == 100.0
+    assert wrong["part_color_acc_true_selection"] == 1.0
 
     before = path.read_text()
     again, new_pictures = editing.recolour_table(editing.Objects(None, "oracle", 1500, 5), None, path, limit=2)
