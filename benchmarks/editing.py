@@ -19,7 +19,8 @@ Four tables, one JSONL each in benchmarks/results/editing/ (rows already there a
   used before, put it at 0.87 on 5,000 Gaussians: they are a pixel or two fuller than the mesh and hide
   thin parts the mesh shows). PSNR outside the part: renders against before, on the pixels the
   true part's Gaussians do not cover (mask < 0.5). Kind accuracy of the evaluator after;
-- global.jsonl: "a red mug" -> "a blue mug" (colour) and "a red cone" -> "a red pyramid" (kind) with
+- global.jsonl: `GLOBAL_CASES`, colour edits ("a red mug" -> "a blue mug", "a green car" -> "a yellow
+  car") and kind edits ("a red cone" -> "a red pyramid", "a blue cube" -> "a blue sphere") with
   `sds3d.edit.edit` and each of pds, dds, ssd, sds: target accuracy (the evaluator's colour head
   for colour edits, kind head for kind edits), Chamfer to the source, seconds;
 - speed.jsonl: one edit of a 20k-Gaussian mug at the default EditConfig, `--speed-steps` steps
