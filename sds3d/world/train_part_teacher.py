@@ -522,6 +522,11 @@ def teacher_readme(config: dict, figures: list[str]) -> str:
             f", from step {step} {weight}" for step, weight in cfg["bce_weight_changes"]) + ")"
     changes = "".join(f" The change at step {step} was made by `--resume --bce-weight {weight}`, as the"
                       " sigmoid's threshold lagged the softmax." for step, weight in cfg.get("bce_weight_changes", []))
+    init = (f" Initialised from `{cfg['init_from']}` (every weight of the same shape; `--init-from`)."
+            if cfg.get("init_from") else "")
+    schedule = "".join(f" At step {step} the run was resumed with `--steps {steps}`: the learning rate then followed the "
+                       f"{steps}-step cosine from step {step} on (a warm restart)."
+                       for step, steps in cfg.get("steps_changes", []))
     arch = config["architecture"]
     grid = config["features"]["grid"]
     full_res = "" if not arch.get("full_res_width") else (
@@ -561,7 +566,7 @@ Load with `sds3d.features.load.load_feature_teacher()`.
   LERF's canonical negatives at target 0.5 (relevancy against them thresholds at the trained bias).{changes}
 - Optimisation: AdamW (lr {cfg['lr']}, {cfg['logit_lr_factor']:g}x for the logit scale and bias, warm-up
   {cfg['warmup']} steps, cosine to 5%, weight decay {cfg['weight_decay']}), batch {cfg['batch']}, {tr['steps']} steps, seed {cfg['seed']}, {tr['threads']} torch thread;
-  the last step is kept.
+  the last step is kept.{schedule}{init}
 - Threshold: the trained logit bias ({tr['bias_calibration']['trained']:.3f}) is then replaced by the one that
   maximises the validation mean IoU ({tr['bias_calibration']['chosen']:.3f}; `calibrate_bias`): the sigmoid's
   likelihood fit is conservative for rare parts.
@@ -617,6 +622,8 @@ def main(argv=None) -> None:
             cfg.setdefault("bce_weight_initial", state["config"]["bce_weight"])
             cfg["bce_weight_changes"] = [*state["config"].get("bce_weight_changes", []),
                                          [int(state["step"]), overrides["bce_weight"]]]
+        if "steps" in overrides and overrides["steps"] != state["config"]["steps"]:
+            cfg["steps_changes"] = [*state["config"].get("steps_changes", []), [int(state["step"]), overrides["steps"]]]
     else:
         if ckpt.exists():
             raise SystemExit(f"{ckpt} exists: pass --resume to continue it, or choose another --out")
