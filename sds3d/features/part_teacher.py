@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -160,6 +161,13 @@ class PartTeacher(FeatureTeacher):
         if isinstance(phrases, str):
             phrases = [phrases]
         return self.model.project_text(sentence_embeddings(list(phrases)))
+
+    @cached_property
+    def part_vocabulary(self):
+        """Its training concepts (`sds3d.features.vocabulary.PartVocabulary`): how queries are scored in 3D."""
+        from .vocabulary import PartVocabulary
+
+        return PartVocabulary(self)
 
     @torch.no_grad()
     def probabilities(self, features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
