@@ -25,8 +25,8 @@ from tiny_pipelines import write_tiny_clip_tokenizer_files  # noqa: E402
 # Measured for the shipped teacher on these 112 renders (seed 7500): mean part IoU 0.445 (trained
 # phrasings), 0.426 (unseen phrasing), whole object 0.807, background 0.972.
 HELD_OUT_RENDERS = 112
-MIN_MEAN_IOU = 0.35
-MIN_UNSEEN_IOU = 0.33
+MIN_MEAN_IOU = 0.55  # the shipped teacher: 0.617 on these renders (the 1,000-step one it replaced: 0.438 on validation)
+MIN_UNSEEN_IOU = 0.47  # 0.527
 
 
 # Part labels -------------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ def test_shipped_teacher_iou_on_held_out_renders(shipped):
     result = evaluate_iou(shipped, data)
     assert result["mean_iou"] > MIN_MEAN_IOU
     assert result["mean_iou_unseen_phrasing"] > MIN_UNSEEN_IOU
-    assert result["object_iou"] > 0.7
+    assert result["object_iou"] > 0.85
     assert result["background_iou"] > 0.9
 
 

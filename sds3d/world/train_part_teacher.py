@@ -524,9 +524,9 @@ def teacher_readme(config: dict, figures: list[str]) -> str:
                       " sigmoid's threshold lagged the softmax." for step, weight in cfg.get("bce_weight_changes", []))
     init = (f" Initialised from `{cfg['init_from']}` (every weight of the same shape; `--init-from`)."
             if cfg.get("init_from") else "")
-    schedule = "".join(f" At step {step} the run was resumed with `--steps {steps}`: the learning rate then followed the "
-                       f"{steps}-step cosine from step {step} on (a warm restart)."
-                       for step, steps in cfg.get("steps_changes", []))
+    schedule = "".join(f" The run was started with `--steps {cfg.get('steps_initial', DEFAULTS['steps'])}`;" * bool(
+        cfg.get("steps_changes")) + f" at step {step} it was resumed with `--resume --steps {steps}`: the learning rate "
+        f"then followed the {steps}-step cosine from step {step} on (a warm restart)." for step, steps in cfg.get("steps_changes", []))
     arch = config["architecture"]
     grid = config["features"]["grid"]
     full_res = "" if not arch.get("full_res_width") else (
@@ -623,6 +623,7 @@ def main(argv=None) -> None:
             cfg["bce_weight_changes"] = [*state["config"].get("bce_weight_changes", []),
                                          [int(state["step"]), overrides["bce_weight"]]]
         if "steps" in overrides and overrides["steps"] != state["config"]["steps"]:
+            cfg.setdefault("steps_initial", state["config"]["steps"])
             cfg["steps_changes"] = [*state["config"].get("steps_changes", []), [int(state["step"]), overrides["steps"]]]
     else:
         if ckpt.exists():
