@@ -114,7 +114,7 @@ def test_vsd_particles_are_all_offered_for_download(runner):
     run = runner.start(RunRequest("a red mug", guidance="vsd", steps=2, particles=2), owner="page-p")
     _wait(run)
     assert [str(p.relative_to(run.dir)) for p in run.files()] == [
-        "asset.ply", "turntable.gif", "preview.png", "particles.png", "metrics.json", "metrics.csv", "loss.png",
+        "asset.ply", "turntable.gif", "preview.png", "particles.png", "share/metrics.json", "metrics.csv", "loss.png",
         "share/config.json", "eval.json", "particle_1/asset.ply"]
     from sds3d.app.ui import final_text
 
