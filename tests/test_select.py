@@ -234,10 +234,13 @@ def test_the_part_teacher_scores_a_query_against_its_own_vocabulary():
     assert scores[0, 0] > 0.5 > scores[0, 1]
     assert scores[1, 1] > 0.5 > scores[1, 0]
     assert scores[2, 0] > 0.5 > scores[2, 1]  # a trained paraphrase: the same part
-    # the mass of the query's own part: its probability plus that of the concepts naming the same part
+    # a trained concept's mass: the softmax over its vocabulary (no other concept names the mug's handle)
     scale = teacher.model.log_scale.exp()
-    query = teacher.text_features(["the mug's handle"])[0]
     group = vocabulary.groups[0]
-    others = group[group != vocabulary.names.index("mug/handle")]
-    p = torch.softmax(scale * handle @ torch.cat([query[None], vocabulary.text[others]]).T, dim=-1)
-    assert float(scores[0, 0]) == pytest.approx(float(p[0]), abs=1e-5)  # no other concept names the mug's handle
+    p = torch.softmax(scale * handle @ vocabulary.text[group].T, dim=-1)
+    mine = int((group == vocabulary.names.index("mug/handle")).nonzero())
+    assert float(scores[0, 0]) == pytest.approx(float(p[mine]), abs=1e-5)
+    # a phrase unlike every concept is not snapped to one: it keeps the open-vocabulary sigmoid
+    dragon = phrase_scores(teacher, points, ["a dragon"])[0]
+    expected = torch.sigmoid(teacher.model.logits(points, teacher.text_features(["a dragon"]))[:, 0])
+    torch.testing.assert_close(dragon, expected)
