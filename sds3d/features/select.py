@@ -44,8 +44,9 @@ def relevancy(features: torch.Tensor, query: torch.Tensor, negatives: torch.Tens
 
 
 def phrase_scores(teacher, features: torch.Tensor, phrases: list[str]) -> torch.Tensor:
-    """[P, N] score of each phrase at each point (features [N, D]): the teacher's calibrated
-    probability when it has one, else LERF relevancy against the canonical negatives."""
+    """[P, N] score of each phrase at each point (features [N, D]): against the teacher's vocabulary
+    when it has one (the part teacher), else its calibrated probability when it has one, else LERF
+    relevancy against the canonical negatives."""
     with torch.no_grad():
         if hasattr(teacher, "part_vocabulary"):
             return teacher.part_vocabulary.scores(F.normalize(features.float(), dim=-1), list(phrases))

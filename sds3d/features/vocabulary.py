@@ -47,13 +47,12 @@ class PartVocabulary:
         kinds = set(KINDS)
         members = [lambda n: "/" in n, lambda n: n.startswith("part:"), lambda n: n in kinds,
                    lambda n: " " in n and n.split(" ", 1)[1] in kinds]
-        self.vocabulary = torch.full((len(concepts),), 1, dtype=torch.long)  # background: the part nouns'
+        self.group_of = torch.full((len(concepts),), 1, dtype=torch.long)  # index into groups; background: the part nouns'
         self.groups = []
         for g, keep in enumerate(members):
             members_g = [i for i, name in enumerate(self.names) if keep(name)]
-            self.vocabulary[members_g] = g
+            self.group_of[members_g] = g
             self.groups.append(torch.tensor([background] + members_g))
-        self.background = background
 
     @cached_property
     def text(self) -> torch.Tensor:
@@ -72,7 +71,7 @@ class PartVocabulary:
             if float(similarity[nearest]) < SNAP_COSINE:  # not a trained concept: the open-vocabulary head
                 out.append(torch.sigmoid(self.teacher.model.logits(features.float(), q[None])[:, 0]))
                 continue
-            group = self.groups[int(self.vocabulary[nearest])] if nearest != self.background else self.groups[1]
+            group = self.groups[int(self.group_of[nearest])]
             p = torch.softmax(scale * features.float() @ self.text[group].T, dim=-1)  # [N, G]
             out.append(p[:, (self.labels[group] & self.labels[nearest]).any(-1)].sum(-1))
         return torch.stack(out)

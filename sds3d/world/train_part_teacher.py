@@ -524,9 +524,11 @@ def teacher_readme(config: dict, figures: list[str]) -> str:
                       " sigmoid's threshold lagged the softmax." for step, weight in cfg.get("bce_weight_changes", []))
     init = (f" Initialised from `{cfg['init_from']}` (every weight of the same shape; `--init-from`)."
             if cfg.get("init_from") else "")
-    schedule = "".join(f" The run was started with `--steps {cfg.get('steps_initial', DEFAULTS['steps'])}`;" * bool(
-        cfg.get("steps_changes")) + f" at step {step} it was resumed with `--resume --steps {steps}`: the learning rate "
-        f"then followed the {steps}-step cosine from step {step} on (a warm restart)." for step, steps in cfg.get("steps_changes", []))
+    steps_changes = cfg.get("steps_changes", [])
+    schedule = (f" The run was started with `--steps {cfg.get('steps_initial', DEFAULTS['steps'])}`;" if steps_changes
+                else "") + "".join(f" at step {step} it was resumed with `--resume --steps {steps}`: the learning rate "
+                                   f"then followed the {steps}-step cosine from step {step} on (a warm restart)."
+                                   for step, steps in steps_changes)
     arch = config["architecture"]
     grid = config["features"]["grid"]
     full_res = "" if not arch.get("full_res_width") else (
