@@ -58,17 +58,15 @@ def visual_hull(alpha: torch.Tensor, cameras: Cameras, grid: int = GRID, bound: 
     masks = (alpha.reshape(len(cameras), cameras.height, cameras.width) > threshold).cpu()
     points = _voxel_centres(grid, bound)
     homogeneous = torch.cat([points, torch.ones(len(points), 1)], dim=-1)
-    inside = torch.ones(len(points), dtype=torch.bool)
-    for b in range(len(cameras)):
-        cam = homogeneous @ cameras.viewmats[b].cpu().float().T
-        z = cam[:, 2].clamp(min=1e-6)
-        K = cameras.Ks[b].cpu().float()
-        u = torch.floor(K[0, 0] * cam[:, 0] / z + K[0, 2]).long()
-        v = torch.floor(K[1, 1] * cam[:, 1] / z + K[1, 2]).long()
-        seen = (cam[:, 2] > 0) & (u >= 0) & (u < cameras.width) & (v >= 0) & (v < cameras.height)
-        hit = torch.zeros(len(points), dtype=torch.bool)
-        hit[seen] = masks[b, v[seen], u[seen]]
-        inside &= hit | ~seen
+    cam = torch.einsum("nj,bij->bni", homogeneous, cameras.viewmats.cpu().float())  # [B, N, 4]
+    z = cam[..., 2].clamp(min=1e-6)
+    K = cameras.Ks.cpu().float()
+    u = torch.floor(K[:, None, 0, 0] * cam[..., 0] / z + K[:, None, 0, 2]).long()
+    v = torch.floor(K[:, None, 1, 1] * cam[..., 1] / z + K[:, None, 1, 2]).long()
+    seen = (cam[..., 2] > 0) & (u >= 0) & (u < cameras.width) & (v >= 0) & (v < cameras.height)
+    pixel = (v.clamp(0, cameras.height - 1) * cameras.width + u.clamp(0, cameras.width - 1))  # [B, N]
+    hit = masks.reshape(len(cameras), -1).gather(1, pixel)
+    inside = (hit | ~seen).all(dim=0)
     return inside.reshape(grid, grid, grid)
 
 

@@ -24,6 +24,28 @@ def test_visual_hull_of_a_sphere_contains_it_and_little_more():
     assert np.abs(np.linalg.norm(points, axis=1) - radius).max() < 0.1
 
 
+def test_visual_hull_matches_a_voxel_by_voxel_projection():
+    """The batched carving against the definition: each voxel centre projected through each camera."""
+    cameras = shape_cameras(resolution=24)
+    alpha = render_trimesh(make_object("mug", "red").mesh, cameras).alpha
+    occupancy = visual_hull(alpha, cameras, grid=12)
+    masks = alpha.reshape(len(cameras), 24, 24) > 0.5
+    axis = (torch.arange(12, dtype=torch.float32) + 0.5) / 12 * 2 * BOUND - BOUND
+    expected = torch.zeros(12, 12, 12, dtype=torch.bool)
+    for i, j, k in np.ndindex(12, 12, 12):
+        carved = False
+        for b in range(len(cameras)):
+            x, y, z, _ = (cameras.viewmats[b] @ torch.tensor([axis[i], axis[j], axis[k], 1.0])).tolist()
+            u = math.floor(cameras.Ks[b, 0, 0] * x / z + cameras.Ks[b, 0, 2])
+            v = math.floor(cameras.Ks[b, 1, 1] * y / z + cameras.Ks[b, 1, 2])
+            if z > 0 and 0 <= u < 24 and 0 <= v < 24 and not masks[b, v, u]:
+                carved = True
+                break
+        expected[i, j, k] = not carved
+    assert 0 < int(expected.sum()) < expected.numel()
+    assert torch.equal(occupancy, expected)
+
+
 def test_normalisation_removes_position_and_scale_only():
     points = np.random.default_rng(0).normal(size=(300, 3)) * [1.0, 2.0, 0.5]
     a, b = normalise(points), normalise(3.0 * points + [1.0, -2.0, 0.5])
