@@ -240,7 +240,18 @@ def test_the_part_teacher_scores_a_query_against_its_own_vocabulary():
     p = torch.softmax(scale * handle @ vocabulary.text[group].T, dim=-1)
     mine = int((group == vocabulary.names.index("mug/handle")).nonzero())
     assert float(scores[0, 0]) == pytest.approx(float(p[mine]), abs=1e-5)
-    # a phrase unlike every concept is not snapped to one: it keeps the open-vocabulary sigmoid
+    # a phrase unlike every concept joins the nearest concept's vocabulary as one more label
+    from sds3d.features.vocabulary import MERGE_COSINE
+
+    q = teacher.text_features(["a dragon"]).float()[0]
+    similarity = vocabulary.text @ q
+    group = vocabulary.groups[int(vocabulary.group_of[int(similarity.argmax())])]
+    assert float(similarity.max()) < MERGE_COSINE  # nothing counts as naming it
     dragon = phrase_scores(teacher, points, ["a dragon"])[0]
-    expected = torch.sigmoid(teacher.model.logits(points, teacher.text_features(["a dragon"]))[:, 0])
+    expected = torch.softmax(scale * torch.cat([points @ q[:, None], points @ vocabulary.text[group].T], 1), -1)[:, 0]
     torch.testing.assert_close(dragon, expected)
+    assert (dragon < 0.5).all()  # it loses to the handle and the cup where they are
+    # an untrained part name close to a concept ("the legs": the table's "tabletop and legs") counts its mass
+    legs = vocabulary.text[vocabulary.names.index("part:tabletop and legs")]
+    assert 0.75 <= float(legs @ teacher.text_features(["the legs"]).float()[0]) < 0.85
+    assert float(phrase_scores(teacher, legs[None], ["the legs"])[0, 0]) > 0.5
