@@ -26,7 +26,8 @@ Four tables, one JSONL each in benchmarks/results/editing/ (rows already there a
 - speed.jsonl: one edit of a 20k-Gaussian mug at the default EditConfig, `--speed-steps` steps
   (default: all of them), with seconds per step and the steps that fit in 60 s.
 `--limit N` caps the cases of each table. The picture grid.png shows before / selection / after
-rows for the recolour cases run. Last line: the JSON summary (also appended to summary.jsonl).
+rows for the recolour cases run. Last line: the JSON summary (also appended to summary.jsonl, with
+the tables run, the teacher and the date; the figures of a table not run are null).
 """
 
 from __future__ import annotations
@@ -372,6 +373,8 @@ def main(argv: list[str] | None = None) -> dict:
         "recolour_method": "select_points + operations.recolour", "points": args.points,
         "global_steps": args.global_steps, "global_cases": len(global_rows), "prior": args.prior, "speed": speed,
         "limit": args.limit, "threads": args.threads, "cpu": cpu_model(),
+        "tables": sorted(tables),  # a table not run leaves its figures null
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     with open(out / "summary.jsonl", "a") as stream:
         stream.write(json.dumps(summary) + "\n")

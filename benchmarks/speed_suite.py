@@ -35,6 +35,7 @@ def main():
     parser.add_argument("--arms", default=ARMS, help=f"comma-separated: defaults and preset names (default {ARMS}); "
                                                      "baseline is always run")
     parser.add_argument("--kinds", help="comma-separated subset of kinds (default: all 28)")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0); each seed is a pass over the suite")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--out", default="runs/speed_suite", help="where the runs go")
     parser.add_argument("--results", default=str(RESULTS), help="JSONL the rows are appended to")
@@ -48,11 +49,13 @@ def main():
     arms = ["baseline", *(arm for arm in args.arms.split(",") if arm and arm != "baseline")]
     rows = {arm: [] for arm in arms}
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    for prompt in suite(args.kinds):
+    passes = [(int(seed), prompt) for seed in args.seeds.split(",") for prompt in suite(args.kinds)]
+    for seed, prompt in passes:
         for arm in arms:
-            config = GenerateConfig(prompt=prompt, seed=0, out=str(Path(args.out) / arm / prompt.replace(" ", "_")))
+            name = prompt.replace(" ", "_") + ("" if seed == 0 else f"_seed{seed}")
+            config = GenerateConfig(prompt=prompt, seed=seed, out=str(Path(args.out) / arm / name))
             row, _ = run_and_score(arm_config(config, arm), prior, evaluator)
-            row = {"run": run_id, "arm": arm, **row, "cpu": cpu, "threads": args.threads}
+            row = {"run": run_id, "arm": arm, "seed": seed, **row, "cpu": cpu, "threads": args.threads}
             rows[arm].append(row)
             print(json.dumps(row), flush=True)
             with open(args.results, "a") as handle:
