@@ -1,5 +1,6 @@
 """The folder mapping installs as one `sds3d` package, with assets and kernel sources inside."""
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -24,10 +25,21 @@ def test_every_python_folder_is_listed_as_a_package():
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
+    """Built from a copy of the sources: setuptools' build/ folder would otherwise stay in the tree and
+    carry files deleted since into later wheels."""
+    source, out = tmp_path_factory.mktemp("source") / "sds3d", tmp_path_factory.mktemp("wheel")
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", "build", "runs", "data", "__pycache__",
+                                                                  "*.egg-info", ".pytest_cache"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(ROOT)], check=True)
+                    str(source)], check=True)
     return next(out.glob("sds3d-*.whl"))
+
+
+def test_a_file_deleted_from_the_sources_is_not_in_the_wheel(wheel):
+    """A stale build/ in the working tree (say, from an older checkout) must not leak into the package."""
+    names = zipfile.ZipFile(wheel).namelist()
+    presets = {Path(n).name for n in names if n.startswith("sds3d/presets/") and n.endswith(".json")}
+    assert presets == {p.name for p in (ROOT / "sds3d" / "presets").glob("*.json")}
 
 
 def test_wheel_holds_one_package_with_assets_and_sources(wheel):
