@@ -4,12 +4,13 @@
     python benchmarks/speed_suite.py --threads 1 [--arms baseline,fast,draft] [--seeds 0,1] [--kinds mug,chair]
 
 An arm is "defaults" (today's GenerateConfig) or a preset's name. Each prompt runs once per arm and
-seed (`--seeds`, default 0; runs of seed s > 0 are named `<prompt>_seed<s>`), and each asset is scored by the evaluator as in `benchmarks/text_to_3d.py`. A run of exactly the
-same config already in `--out` is reused (its seconds are then those of the run that made it), so an
-interrupted suite resumes. Rows go to `benchmarks/results/speed_suite/runs.jsonl` (one per prompt and
-arm and seed, with the CPU and a run id). The last line is JSON: {"speedup": {arm: baseline median seconds /
-the arm's}, "arms": {arm: {kind_acc, color_acc, janus_rate, shape_acc, chamfer, seconds (median)}},
-"cpu", "threads"}.
+seed (`--seeds`, default 0; runs of seed s > 0 are named `<prompt>_seed<s>`), and each asset is scored
+by the evaluator as in `benchmarks/text_to_3d.py`. A run of exactly the same config already in `--out`
+is reused (its seconds are then those of the run that made it), so an interrupted suite resumes. Rows
+go to `benchmarks/results/speed_suite/runs.jsonl` (one per prompt, arm and seed, with the CPU and a run
+id). The last line is JSON: {"speedup": {arm: baseline median seconds / the arm's}, "arms": {arm:
+{kind_acc, color_acc, janus_rate, shape_acc, chamfer, seconds (median over all seeds)}}, "cpu",
+"threads"}.
 """
 
 from __future__ import annotations
