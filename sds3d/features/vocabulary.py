@@ -73,17 +73,17 @@ class PartVocabulary:
     def scores(self, features: torch.Tensor, phrases: list[str]) -> torch.Tensor:
         """features [N, D] unit, phrases (P) -> [P, N] in [0, 1] (module docstring)."""
         queries = self.teacher.text_features(list(phrases)).float()
-        scale = self.teacher.model.log_scale.exp()
+        scaled = self.teacher.model.log_scale.exp() * features.float()  # [N, D]
         out = []
         for q in queries:
             similarity = self.text @ q
             nearest = int(similarity.argmax())
             group = self.groups[int(self.group_of[nearest])]
-            concepts = scale * features.float() @ self.text[group].T  # [N, G]
+            concepts = scaled @ self.text[group].T  # [N, G]
             if float(similarity[nearest]) >= SNAP_COSINE:  # a trained concept
                 p = torch.softmax(concepts, dim=-1)
                 out.append(p[:, (self.labels[group] & self.labels[nearest]).any(-1)].sum(-1))
                 continue
-            p = torch.softmax(torch.cat([scale * features.float() @ q[:, None], concepts], dim=-1), dim=-1)
+            p = torch.softmax(torch.cat([scaled @ q[:, None], concepts], dim=-1), dim=-1)
             out.append(p[:, 0] + p[:, 1:][:, similarity[group] >= MERGE_COSINE].sum(-1))
         return torch.stack(out)
