@@ -95,16 +95,25 @@ def run(config, prior, initial=None):
     return result.representation, result.metrics
 
 
-def finished(config):
+def finished(config, retrieved=None):
     """(representation, row) of a run of exactly this config that this benchmark finished and scored
-    before (`<out>/bench_row.json`), else (None, None): an interrupted benchmark re-runs only the rest."""
+    before (`<out>/bench_row.json`), from the same `retrieved` assets (a list of `Retrieved`, in
+    order, with their yaws) when given, else (None, None): an interrupted benchmark re-runs only the
+    rest, and a change of what retrieval finds re-runs the arms it changed. The row's retrieval
+    scores are today's."""
     from text_to_3d import finished_run
 
     path = Path(config.out) / "bench_row.json"
     if not path.is_file():
         return None, None
+    row = json.loads(path.read_text())
+    if retrieved is not None:
+        now = [{k: v for k, v in item.as_dict().items() if k != "tags"} for item in retrieved]
+        if [(r["path"], r["yaw_degrees"]) for r in row.get("retrieved", [])] != [(r["path"], r["yaw_degrees"]) for r in now]:
+            return None, None
+        row["retrieved"] = now
     representation, _ = finished_run(config)
-    return (representation, json.loads(path.read_text())) if representation is not None else (None, None)
+    return (representation, row) if representation is not None else (None, None)
 
 
 def remember(config, row: dict) -> dict:
@@ -323,7 +332,7 @@ def main(argv=None) -> dict:
                             "retrieved": [], "skipped": "nothing close to the prompt"}
                 continue
             arm_config = replace(config, out=str(out / arm / prompt.replace(" ", "_")))
-            representation, row[arm] = finished(arm_config)
+            representation, row[arm] = finished(arm_config, retrieved)
             if representation is not None:
                 if arm == "variant":
                     ours_rep = representation

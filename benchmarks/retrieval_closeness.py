@@ -1,9 +1,10 @@
 """How close is close? Caption and image scores of micro-world prompts against a variants library.
 
-One prompt per kind ("a <colour> <kind>", colours drawn with seed 0) against a micro-world library
-of `--variants` shape variants per kind (`sds3d library make-microworld`, seed 7), each prompt's
+Two prompts per kind, one canonical ("a <colour> <kind>", colours drawn with seed 0) and one
+paraphrase (`sds3d.world.sample_caption`: synonyms and templates, "a 3d render of a teal-colored
+android"), against a micro-world library of `--variants` shape variants per kind (`sds3d library make-microworld`, seed 7), each prompt's
 prior samples drawn as retrieval draws them (`sds3d.retrieval.retrieve.sample_prior`, 4 + 4
-samples, 20 DDIM steps). For each caption threshold it reports, with the kind in the library, how
+samples, 20 DDIM steps). For each caption threshold and phrasing it reports, with the kind in the library, how
 many prompts keep a candidate and how often the top result after re-ranking is of the prompt's kind
 (against the caption ranking alone); with the kind in the library in other colours only, how many
 keep one of that kind; with the kind left out (leave-kind-out), how many prompts are rightly told
@@ -29,7 +30,8 @@ import numpy as np
 import torch
 
 RESULTS = Path(__file__).parent / "results" / "retrieval_closeness" / "prompts.jsonl"
-THRESHOLDS = tuple(round(0.6 + 0.01 * i, 2) for i in range(16))  # 0.60 ... 0.75
+THRESHOLDS = tuple(round(0.6 + 0.01 * i, 2) for i in range(31))  # 0.60 ... 0.90
+PHRASINGS = ("canonical", "paraphrase")
 
 
 def top_result(text: np.ndarray, image: np.ndarray, threshold: float, candidates: int, rerank: bool):
@@ -47,7 +49,7 @@ def main() -> None:
     from sds3d.retrieval.index import LibraryIndex, build_index
     from sds3d.retrieval.library import read_entries
     from sds3d.retrieval.retrieve import sample_prior
-    from sds3d.world import COLORS, KINDS, canonical_caption
+    from sds3d.world import COLORS, KINDS, canonical_caption, sample_caption
     from sds3d.world.variants import write_microworld_library
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -71,17 +73,21 @@ def main() -> None:
     index = LibraryIndex.load(folder)
     text_embedder, image_embedder, prior = TextEmbedder(), ImageEmbedder(), EmbeddedPrior.load()
     assert [asset.tags for asset in index.assets] == tags
-    rng = np.random.default_rng(0)
+    rng, paraphrase_rng = np.random.default_rng(0), np.random.default_rng(1)
     rows = []
     for i, kind in enumerate(list(KINDS)[:args.limit]):
-        prompt = canonical_caption(kind, list(COLORS)[int(rng.integers(len(COLORS)))])
-        samples = sample_prior(prompt, prior, seed=i)
-        features = image_embedder.embed(torch.cat([samples.front, samples.any]))
-        image = [float((features @ index.image_views[row].T).max(1).values.mean()) for row in range(len(index))]
-        text = (index.text @ text_embedder.embed([prompt])[0]).tolist()
-        rows.append({"prompt": prompt, "kind": kind, "text": text, "image": image})
-        print(json.dumps({"prompt": prompt, "best_same_kind_text": max(t for t, k in zip(text, asset_kinds) if k == kind)}),
-              flush=True)
+        color = list(COLORS)[int(rng.integers(len(COLORS)))]
+        phrasings = {"canonical": canonical_caption(kind, color),
+                     "paraphrase": sample_caption(kind, color, None, paraphrase_rng)}
+        for phrasing, prompt in phrasings.items():
+            samples = sample_prior(prompt, prior, seed=i)
+            features = image_embedder.embed(torch.cat([samples.front, samples.any]))
+            image = [float((features @ index.image_views[row].T).max(1).values.mean()) for row in range(len(index))]
+            text = (index.text @ text_embedder.embed([prompt])[0]).tolist()
+            rows.append({"prompt": prompt, "phrasing": phrasing, "kind": kind, "color": color, "text": text,
+                         "image": image})
+            best = max(t for t, k in zip(text, asset_kinds) if k == kind)
+            print(json.dumps({"prompt": prompt, "best_same_kind_text": round(best, 4)}), flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with open(RESULTS, "w") as handle:
         for row in rows:
@@ -92,43 +98,51 @@ def main() -> None:
 
 
 def save_verdicts(summary: dict) -> dict:
-    """Writes the per-threshold verdicts as a table (thresholds.jsonl beside the rows); returns `summary`."""
+    """Writes the verdicts as a table (thresholds.jsonl beside the rows: one row per phrasing and
+    threshold); returns `summary`."""
     with open(RESULTS.parent / "thresholds.jsonl", "w") as handle:
-        for key, value in summary.items():
-            if isinstance(value, dict):
-                handle.write(json.dumps({"threshold": float(key), **value, "prompts": summary["prompts"],
-                                         "prompts_with_kind_in_other_colour": summary["prompts_with_kind_in_other_colour"]})
-                             + "\n")
+        for phrasing in PHRASINGS:
+            for key, value in summary.get(phrasing, {}).items():
+                if isinstance(value, dict):
+                    handle.write(json.dumps({"phrasing": phrasing, "threshold": float(key), **value,
+                                             "prompts": summary[phrasing]["prompts"],
+                                             "prompts_with_kind_in_other_colour":
+                                                 summary[phrasing]["prompts_with_kind_in_other_colour"]}) + "\n")
     return summary
 
 
 def verdicts(rows: list[dict], asset_kinds: np.ndarray, asset_colors: np.ndarray, summary: dict) -> dict:
-    """Per caption threshold: prompts keeping a candidate (kind present; kind present in other
-    colours only: `kind_other_colour_kept` of `prompts_with_kind_in_other_colour`), top-1 of the
-    right kind by captions and after re-ranking, and prompts rejected with their kind left out."""
+    """Per phrasing and caption threshold: prompts keeping a candidate (kind present; kind present
+    in other colours only: `kind_other_colour_kept` of `prompts_with_kind_in_other_colour`), top-1
+    of the right kind by captions and after re-ranking, and prompts rejected with their kind left
+    out. Adds `summary[phrasing][threshold]`."""
     from sds3d.retrieval.retrieve import DEFAULT_CANDIDATES
 
-    for threshold in THRESHOLDS:
-        kept = text_right = rerank_right = rejected = other_colour_kept = 0
-        other_colour_prompts = 0
-        for row in rows:
-            text, image, same = np.array(row["text"]), np.array(row["image"]), asset_kinds == row["kind"]
-            by_text = top_result(text, image, threshold, DEFAULT_CANDIDATES, rerank=False)
-            by_image = top_result(text, image, threshold, DEFAULT_CANDIDATES, rerank=True)
-            if by_text is not None:
-                kept += 1
-                text_right += bool(same[by_text])
-                rerank_right += bool(same[by_image])
-            rejected += top_result(text[~same], image[~same], threshold, DEFAULT_CANDIDATES, rerank=True) is None
-            colour = row["prompt"].split()[1]
-            other_colour = same & (asset_colors != colour)
-            if other_colour.any():
-                other_colour_prompts += 1
-                other_colour_kept += bool(text[other_colour].max() >= threshold)
-        summary[f"{threshold:.2f}"] = {"kind_present_kept": kept, "top1_kind_text_only": text_right,
-                                       "top1_kind_reranked": rerank_right, "kind_other_colour_kept": other_colour_kept,
-                                       "kind_absent_rejected": rejected}
-    summary["prompts_with_kind_in_other_colour"] = other_colour_prompts
+    for phrasing in PHRASINGS:
+        chosen = [row for row in rows if row.get("phrasing", "canonical") == phrasing]
+        if not chosen:
+            continue
+        table = summary[phrasing] = {"prompts": len(chosen)}
+        for threshold in THRESHOLDS:
+            kept = text_right = rerank_right = rejected = other_colour_kept = other_colour_prompts = 0
+            for row in chosen:
+                text, image, same = np.array(row["text"]), np.array(row["image"]), asset_kinds == row["kind"]
+                by_text = top_result(text, image, threshold, DEFAULT_CANDIDATES, rerank=False)
+                by_image = top_result(text, image, threshold, DEFAULT_CANDIDATES, rerank=True)
+                if by_text is not None:
+                    kept += 1
+                    text_right += bool(same[by_text])
+                    rerank_right += bool(same[by_image])
+                rejected += top_result(text[~same], image[~same], threshold, DEFAULT_CANDIDATES, rerank=True) is None
+                other_colour = same & (asset_colors != row["color"])
+                if other_colour.any():
+                    other_colour_prompts += 1
+                    other_colour_kept += bool(text[other_colour].max() >= threshold)
+            table[f"{threshold:.2f}"] = {"kind_present_kept": kept, "top1_kind_text_only": text_right,
+                                         "top1_kind_reranked": rerank_right,
+                                         "kind_other_colour_kept": other_colour_kept,
+                                         "kind_absent_rejected": rejected}
+        table["prompts_with_kind_in_other_colour"] = other_colour_prompts
     return summary
 
 

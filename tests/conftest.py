@@ -1,8 +1,18 @@
 """Fixtures shared by the tests in this folder."""
 
+import os
+
 import pytest
+import torch
 
 from tiny_priors import tiny_embedded_prior
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker takes one core's worth of threads: workers x threads = cores."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 @pytest.fixture(scope="module")

@@ -123,7 +123,7 @@ def test_build_indexes_readable_assets_and_skips_a_corrupt_one(library):
     index = LibraryIndex.load(folder)
     manifest = index.manifest
     assert manifest["format_version"] == index_module.INDEX_FORMAT_VERSION
-    assert manifest["text_encoder"] == "sentence-transformers/all-MiniLM-L6-v2 mean-pooled"
+    assert manifest["text_encoder"] == "sentence-transformers/all-MiniLM-L6-v2 mean-pooled, of shape phrases"
     assert manifest["image_embedder"].startswith("sds3d-evaluator@")
     assert {a.file: a.sha256 for a in index.assets}["car_0.glb"] == content_hash(folder / "car_0.glb")
     assert {a.file: a.type for a in index.assets}["splats/mug.ply"] == "gaussians"
@@ -156,6 +156,25 @@ def test_rebuild_renders_only_new_or_changed_assets(library, tmp_path, monkeypat
     assert sorted(report.rendered) == ["car_0.glb", "tree.glb"] and len(rendered) == 2
     index = LibraryIndex.load(folder)
     assert len(index) == 5 and index.assets[-1].caption == "a green tree"
+
+
+def test_rebuild_after_a_new_text_encoder_embeds_every_caption_and_renders_nothing(library, tmp_path, monkeypatch):
+    folder = tmp_path / "lib"
+    shutil.copytree(library[0], folder)
+    manifest_path = folder / "library_index" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["text_encoder"] = "an older text encoder"
+    manifest_path.write_text(json.dumps(manifest))
+    real_render, real_embed = index_module.render_views, TextEmbedder.embed
+    rendered, embedded = [], []
+    monkeypatch.setattr(index_module, "render_views", lambda rep, *a, **k: rendered.append(1) or real_render(rep, *a, **k))
+    monkeypatch.setattr(TextEmbedder, "embed", lambda self, texts: embedded.extend(texts) or real_embed(self, texts))
+    with pytest.warns(SkippedAssetWarning):
+        report = build_index(folder, progress=False)
+    assert rendered == [] and len(report.reused) == 4
+    index = LibraryIndex.load(folder)
+    assert sorted(embedded) == sorted({asset.caption for asset in index.assets})
+    assert torch.allclose(index.text, TextEmbedder().embed([asset.caption for asset in index.assets]), atol=1e-6)
 
 
 @pytest.mark.parametrize("field, value, message", [

@@ -1,8 +1,10 @@
 """The two embeddings a library is searched by: captions (text) and renders (images).
 
-- Text: the embedded prior's text encoder (all-MiniLM-L6-v2, `sds3d.guidance.priors.text_encoder`),
-  its token states mean-pooled over the attention mask and L2-normalised: the sentence embedding
-  the model was trained to give, [B, 384].
+- Text: the shape phrase of a caption or prompt (`shape_phrase`: colour words, view phrases and
+  render boilerplate removed, "a crimson mug, front view" -> "mug") through the embedded prior's
+  text encoder (all-MiniLM-L6-v2, `sds3d.guidance.priors.text_encoder`), its token states
+  mean-pooled over the attention mask and L2-normalised: the sentence embedding the model was
+  trained to give, [B, 384].
 - Images: the micro-world evaluator's penultimate features (`sds3d.world.evaluator`, 256-d after
   ReLU) of 32x32 renders, L2-normalised, [B, 256]; with them the evaluator's view head, whose
   probability of "front" helps to find an asset's front.
@@ -21,11 +23,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-TEXT_ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2 mean-pooled"
+from .shape_phrase import shape_phrase
+
+TEXT_ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2 mean-pooled, of shape phrases"
 
 
 class TextEmbedder:
-    """Sentence embeddings of captions and prompts: `embed(texts)` -> [B, 384] unit rows."""
+    """Sentence embeddings of the shape phrases of captions and prompts: `embed(texts)` -> [B, 384]
+    unit rows."""
 
     name = TEXT_ENCODER_NAME
 
@@ -36,7 +41,7 @@ class TextEmbedder:
 
     @torch.no_grad()
     def embed(self, texts: list[str] | str) -> torch.Tensor:
-        texts = [texts] if isinstance(texts, str) else list(texts)
+        texts = [shape_phrase(text) for text in ([texts] if isinstance(texts, str) else texts)]
         hidden, mask = self.encoder.encode(texts)
         weights = mask.to(hidden.dtype)[..., None]
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)

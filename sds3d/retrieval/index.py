@@ -13,7 +13,7 @@
   and type (mesh | gaussians); plus the sha256 of the embeddings file.
 
 Built again, it renders and embeds only assets whose content hash changed or that are new, and
-embeds only captions that changed; assets that cannot be read are skipped with a warning naming
+embeds only captions that changed (all of them, and no render, after a change of text encoder); assets that cannot be read are skipped with a warning naming
 them (`library.SkippedAssetWarning`). Both files are written to temporary names and moved into
 place, the manifest last. `LibraryIndex.load(folder)` refuses (InputError: rebuild) an index of
 another format version, text encoder, image embedder or view set, or one whose embeddings do not
@@ -170,16 +170,19 @@ class LibraryIndex:
 
 
 def _read_previous(folder: Path, text_name: str, image_name: str) -> tuple[dict, dict]:
-    """Reusable rows of an existing index built the same way: ({(file, sha256): row tensors},
-    {caption: text embedding}); empty when there is none or it was built otherwise."""
+    """Reusable rows of an existing index: ({(file, sha256): row tensors} when it was rendered and
+    embedded the same way, {caption: text embedding} when its text encoder is `text_name`); empty
+    when there is none. A new text encoder re-embeds the captions and keeps the renders."""
     try:
-        previous = LibraryIndex.load(folder, text_name, image_name)
-    except InputError:
+        manifest = json.loads((index_dir(folder) / MANIFEST_FILE).read_text())
+        previous = LibraryIndex.load(folder, manifest["text_encoder"], image_name)
+    except (InputError, OSError, json.JSONDecodeError, KeyError, TypeError):
         return {}, {}
     images, captions = {}, {}
     for row, asset in enumerate(previous.assets):
         images[(asset.file, asset.sha256)] = (asset.type, previous.image_views[row], previous.front_probability[row])
-        captions[asset.caption] = previous.text[row]
+        if manifest["text_encoder"] == text_name:
+            captions[asset.caption] = previous.text[row]
     return images, captions
 
 
