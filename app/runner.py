@@ -69,7 +69,7 @@ class RunRequest:
     particles: int = 1  # VSD only: assets optimised together on one LoRA
     library: str = ""  # retrieval: assets like the prompt, to adapt the prior on and start from
     retrieve_k: int = RetrievalConfig.k
-    adapt: bool = RetrievalConfig.adapt
+    adapt: bool = False  # ticked: adapt the prior; unticked: only redream adapts (RetrievalConfig.adapt None)
     init: bool = RetrievalConfig.init
 
 
@@ -379,10 +379,7 @@ class Runner:
         for label, value in (("Adapt the prior", request.adapt), ("Start from the retrieved assets", request.init)):
             if not isinstance(value, bool):
                 raise InputError(f"{label} must be true or false, got {value!r}.")
-        if request.guidance in LIBRARY_GUIDANCE and not request.adapt:
-            raise InputError(f"{request.guidance} scores with the adapted prior: tick \"adapt the prior\" or "
-                             "pick vsd.")
-        return RetrievalConfig(library=self.libraries[name], k=k, adapt=request.adapt, init=request.init,
+        return RetrievalConfig(library=self.libraries[name], k=k, adapt=True if request.adapt else None, init=request.init,
                                cache_dir=self.adapted_priors)
 
     def start(self, request: RunRequest, owner: str) -> Run:

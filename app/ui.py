@@ -206,8 +206,9 @@ def build_ui(runner: Runner, concurrency: int = 1, queue_size: int = 16) -> gr.B
                                         info="assets like the prompt, offered by this server", elem_id="library"),
                             gr.Number(RetrievalConfig.k, label="K: assets retrieved", precision=0, minimum=1,
                                       maximum=limits.max_retrieve_k, elem_id="retrieve-k"),
-                            gr.Checkbox(RetrievalConfig.adapt, label="adapt the prior", elem_id="adapt",
-                                        info="a LoRA trained on renders of the retrieved assets"),
+                            gr.Checkbox(False, label="adapt the prior", elem_id="adapt",
+                                        info="a LoRA trained on renders of the retrieved assets (redream "
+                                             "always adapts)"),
                             gr.Checkbox(RetrievalConfig.init, label="start from the retrieved assets",
                                         elem_id="init")]
             with gr.Column(scale=3):

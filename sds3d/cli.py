@@ -94,13 +94,14 @@ def generate_config(args):
 
 def retrieval_settings(args, settings):
     """`settings` (a RetrievalConfig) with the retrieval flags applied; UsageError for --retrieve-k,
-    --no-adapt, --no-init or --retrieve-optional without a library (--retrieve or retrieval.library)."""
-    given = [flag for flag, value in (("--retrieve-k", args.retrieve_k is not None), ("--no-adapt", args.no_adapt),
+    --adapt / --no-adapt, --no-init or --retrieve-optional without a library (--retrieve or retrieval.library)."""
+    adapt_flag = {True: "--adapt", False: "--no-adapt", None: ""}[args.adapt]
+    given = [flag for flag, value in (("--retrieve-k", args.retrieve_k is not None), (adapt_flag, args.adapt is not None),
                                       ("--no-init", args.no_init), ("--retrieve-optional", args.retrieve_optional))
              if value]
     if given and not (args.retrieve or settings.library):
         raise UsageError(f"{', '.join(given)} given without --retrieve LIB (an asset library to retrieve from)")
-    changes = {"library": args.retrieve, "k": args.retrieve_k, "adapt": False if args.no_adapt else None,
+    changes = {"library": args.retrieve, "k": args.retrieve_k, "adapt": args.adapt,
                "init": False if args.no_init else None, "optional": True if args.retrieve_optional else None}
     return dataclasses.replace(settings, **{key: value for key, value in changes.items() if value is not None})
 
@@ -388,11 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override any config field, e.g. --set sds.guidance_scale=30 (repeatable)")
     retrieval = gen.add_argument_group("retrieval (an asset library built with `sds3d library build`)")
     retrieval.add_argument("--retrieve", metavar="LIB",
-                           help="retrieve assets for the prompt from LIB: adapt the prior on them and start from them")
+                           help="retrieve assets like the prompt from LIB and start from them")
     retrieval.add_argument("--retrieve-k", dest="retrieve_k", type=int, metavar="K",
                            help="assets to retrieve (default: 3)")
-    retrieval.add_argument("--no-adapt", dest="no_adapt", action="store_true",
-                           help="do not adapt the prior on the retrieved assets")
+    retrieval.add_argument("--adapt", action=argparse.BooleanOptionalAction, default=None,
+                           help="adapt the prior on renders of the retrieved assets with a short LoRA, as ReDream "
+                                "(default: only for --guidance redream; on the suite it cost more than the run "
+                                "and gave no better shapes)")
     retrieval.add_argument("--no-init", dest="no_init", action="store_true",
                            help="start from the usual initialisation, not from the retrieved assets")
     retrieval.add_argument("--retrieve-optional", dest="retrieve_optional", action="store_true",

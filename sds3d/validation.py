@@ -182,7 +182,7 @@ def check_retrieval(config) -> None:
     if config.guidance in LIBRARY_GUIDANCE and not retrieval.library:
         raise InputError(f"guidance {config.guidance} retrieves assets for the prompt: give a library "
                          "(--retrieve LIB or retrieval.library)")
-    if config.guidance in LIBRARY_GUIDANCE and not retrieval.adapt:
+    if config.guidance in LIBRARY_GUIDANCE and retrieval.adapt is False:
         raise InputError(f"guidance {config.guidance} scores with the adapted prior: drop --no-adapt "
                          "(retrieval.adapt) or use --guidance vsd")
     if retrieval.library:

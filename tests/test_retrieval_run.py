@@ -56,16 +56,16 @@ def config(**changes):
 def test_one_initial_representation_per_particle_an_adapted_prior_and_a_json_record(tiny_prior, library, tmp_path):
     run = config(guidance="vsd")
     run.vsd.particles = 2
-    initial, adapted, record = prepare_retrieval(run, library, k=2, settings=settings(tmp_path), prior=tiny_prior,
-                                                 progress=False)
+    initial, adapted, record = prepare_retrieval(run, library, k=2, adapt=True, settings=settings(tmp_path),
+                                                 prior=tiny_prior, progress=False)
     assert len(initial) == 2 and all(isinstance(r, Gaussians) and len(r) == 300 for r in initial)
     assert adapted is not tiny_prior and adapted.adaptation["steps"] == 3
     assert [r["path"].endswith("mug_0.glb") for r in record["retrieved"]][0]  # the mug, not the cube, first
     assert {"text_score", "image_score", "yaw_degrees", "caption"} <= set(record["retrieved"][0])
     assert record["adaptation"]["cached"] is False and set(record["seconds"]) == {"retrieve", "adapt", "init"}
     json.dumps(record)  # goes to metrics.json as it is
-    _, again, second = prepare_retrieval(run, library, k=2, settings=settings(tmp_path), prior=tiny_prior,
-                                         retrieved=found(library, tiny_prior), progress=False)
+    _, again, second = prepare_retrieval(run, library, k=2, adapt=True, settings=settings(tmp_path),
+                                         prior=tiny_prior, retrieved=found(library, tiny_prior), progress=False)
     assert second["adaptation"]["cached"] is True and second["adaptation"]["key"] == record["adaptation"]["key"]
     probe = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     text = tiny_prior.encode_prompts(["a red mug"])
@@ -78,9 +78,20 @@ def test_each_use_can_be_switched_off(tiny_prior, library, tmp_path):
     initial, same, record = prepare_retrieval(config(), library, k=1, adapt=False, settings=settings(tmp_path),
                                               prior=tiny_prior, retrieved=found_here, progress=False)
     assert same is tiny_prior and len(initial) == 1 and "adaptation" not in record
-    initial, adapted, record = prepare_retrieval(config(), library, k=1, init=False, settings=settings(tmp_path),
-                                                 prior=tiny_prior, retrieved=found_here, progress=False)
+    initial, adapted, record = prepare_retrieval(config(), library, k=1, adapt=True, init=False,
+                                                 settings=settings(tmp_path), prior=tiny_prior, retrieved=found_here,
+                                                 progress=False)
     assert initial is None and adapted is not tiny_prior and "init" not in record["seconds"]
+
+
+def test_by_default_only_redream_adapts_the_prior(tiny_prior, library, tmp_path):
+    found_here = found(library, tiny_prior)[:1]
+    _, same, record = prepare_retrieval(config(), library, k=1, settings=settings(tmp_path), prior=tiny_prior,
+                                        retrieved=found_here, progress=False)
+    assert same is tiny_prior and record["adapt"] is False and "adaptation" not in record
+    _, adapted, record = prepare_retrieval(config(guidance="redream"), library, k=1, settings=settings(tmp_path),
+                                           prior=tiny_prior, retrieved=found_here, progress=False)
+    assert adapted is not tiny_prior and record["adapt"] is True and record["adaptation"]["steps"] == 3
 
 
 def test_nothing_close_fails_unless_retrieval_is_optional(tiny_prior, library, tmp_path):

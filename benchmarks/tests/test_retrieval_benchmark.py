@@ -29,8 +29,10 @@ def test_tiny_benchmark_writes_its_tables_and_reuses_finished_runs(tmp_path, mon
     assert set(last["ablation"]) == {"both", "init_only", "adapt_only"}
     [row] = [json.loads(line) for line in (results / "per_prompt.jsonl").read_text().splitlines()]
     assert row["prompt"] == retrieval.suite("mug")[0]  # the suite's mug prompt, as text_to_3d.py has it
-    assert Path(row["variant"]["retrieved"][0]["path"]).name == "mug_0.glb"  # the library's only mug
-    assert row["variant"]["adapt_seconds"] > 0 and row["init_only"]["adapt_seconds"] == 0
+    assert Path(row["init_only"]["retrieved"][0]["path"]).name == "mug_0.glb"  # the library's only mug
+    assert row["both"]["adapt_seconds"] > 0 and row["init_only"]["adapt_seconds"] == 0
+    assert last["variant"] == last["ablation"]["init_only"]  # the default uses: no adaptation
+    assert set(row["retrieve_seconds"]) == {"variant", "leave_kind_out"}
     # without mugs nothing is close to the mug prompt: the run is plain SDS, said so
     assert row["leave_kind_out"]["retrieved"] == [] and row["leave_kind_out"]["kind_acc"] == row["sds"]["kind_acc"]
     check = json.loads((results / "adaptation.jsonl").read_text())

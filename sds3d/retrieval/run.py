@@ -5,7 +5,8 @@ initialise the run's representations from them, before the generation loop start
 - the initial representations, one per particle (`sds3d.particle.particle_count`), each from one
   retrieved asset (`init=True`; None with `init=False`: the run starts as usual);
 - the prior to score with: adapted on the retrieved assets (`adapt=True`, a LoRA merged into a copy;
-  cached by asset set) or the given one;
+  cached by asset set) or the given one (`adapt=False`; None: adapted only for ReDream,
+  `adapts`);
 - a JSON-ready record for metrics.json: the library, what was retrieved with its scores and yaw, the
   adaptation's cost (seconds, steps, whether it came from the cache) and each phase's seconds.
 
@@ -34,14 +35,22 @@ class RetrievalConfig:
     library: str = ""  # an asset library folder with its index (`sds3d library build`); "" = no retrieval
     k: int = 3  # assets retrieved (top K after re-ranking by images)
     candidates: int = 16  # N': caption matches re-ranked by images
-    adapt: bool = True  # LoRA-adapt the prior on renders of the retrieved assets
+    adapt: bool | None = None  # LoRA-adapt the prior on the retrieved assets; null: only for redream (docs/retrieval.md)
     init: bool = True  # start from the retrieved assets (one per particle)
     optional: bool = False  # nothing close to the prompt in the library: run without retrieval, not fail
     cache_dir: str = ""  # where adapted LoRAs are kept ("" = ~/.cache/sds3d/adapted_priors)
     adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
 
 
-def prepare_retrieval(config, library, k: int = 3, adapt: bool = True, init: bool = True, *,
+def adapts(adapt: bool | None, guidance: str) -> bool:
+    """Whether a run adapts the prior: `adapt` when said, else only for guidance that scores with
+    the adapted prior (`sds3d.guidance.registry.LIBRARY_GUIDANCE`: redream)."""
+    from sds3d.guidance.registry import LIBRARY_GUIDANCE
+
+    return adapt if adapt is not None else guidance in LIBRARY_GUIDANCE
+
+
+def prepare_retrieval(config, library, k: int = 3, adapt: bool | None = None, init: bool = True, *,
                       settings: RetrievalConfig | None = None, prior=None, retrieved=None,
                       progress: bool = True):
     """(initial representations [n particles] or None, prior, record) for the run `config`
@@ -60,8 +69,9 @@ def prepare_retrieval(config, library, k: int = 3, adapt: bool = True, init: boo
     from .retrieve import retrieve
 
     settings = settings or RetrievalConfig()
-    if config.guidance == "redream" and not adapt:
+    if config.guidance == "redream" and adapt is False:
         raise InputError("--guidance redream scores with the adapted prior: drop --no-adapt (or use --guidance vsd)")
+    adapt = adapts(adapt, config.guidance)
     prior = prior if prior is not None else load_prior(config.prior, config.device)
     seconds = {}
     record = {"library": str(getattr(library, "folder", library)), "k": k, "adapt": adapt, "init": init}
@@ -93,4 +103,4 @@ def prepare_retrieval(config, library, k: int = 3, adapt: bool = True, init: boo
     return initial, prior, record
 
 
-__all__ = ["RetrievalConfig", "prepare_retrieval"]
+__all__ = ["RetrievalConfig", "adapts", "prepare_retrieval"]
