@@ -21,7 +21,10 @@ margin (runner-up's distance minus the prompted kind's; > 0 when right) say by h
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -131,13 +134,58 @@ def mesh_shape_points(mesh) -> np.ndarray:
     return _subsample(normalise(surface_points(largest_component(visual_hull(output.alpha, cameras)))))
 
 
+# What the reference shapes depend on besides the meshes: this score and the mesh rasterizer.
+_REFERENCE_SOURCES = ("sds3d/shape_accuracy.py", "sds3d/cameras.py", "cuda/mesh_rasterizer.py", "cuda/_torch_mesh.py",
+                      "cuda/csrc/mesh_raster.cpp", "cuda/csrc/mesh_math.h")
+
+
+def _reference_key(meshes: dict) -> str:
+    """sha256 of the meshes' vertices and faces and of the sources in `_REFERENCE_SOURCES`."""
+    import sds3d
+    import sds3d.cuda
+
+    digest = hashlib.sha256()
+    roots = {"sds3d": Path(sds3d.__file__).parent, "cuda": Path(sds3d.cuda.__file__).parent}
+    for source in _REFERENCE_SOURCES:
+        package, _, rest = source.partition("/")
+        digest.update((roots[package] / rest).read_bytes())
+    for kind, mesh in meshes.items():
+        digest.update(kind.encode())
+        digest.update(np.ascontiguousarray(mesh.vertices, dtype=np.float64).tobytes())
+        digest.update(np.ascontiguousarray(mesh.faces, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _save_npz(path: Path, arrays: dict) -> None:
+    with open(path, "wb") as handle:  # a file object: np.savez would add ".npz" to a temporary name
+        np.savez(handle, **arrays)
+
+
 @functools.lru_cache(maxsize=None)
 def reference_shapes() -> dict[str, np.ndarray]:
-    """Normalised hull surface points of every micro-world kind (colour does not matter)."""
+    """Normalised hull surface points of every micro-world kind (colour does not matter). Carving
+    them takes seconds, so they are kept in `<cache>/reference_shapes/<key>.npz` (`sds3d.cache`),
+    keyed by the meshes and the sources they are carved with; an unreadable file is carved again."""
+    from sds3d.atomic import atomic_write
+    from sds3d.cache import cache_dir
     from sds3d.world import COLORS, KINDS, make_object
 
     color = next(iter(COLORS))
-    return {kind: mesh_shape_points(make_object(kind, color).mesh) for kind in KINDS}
+    meshes = {kind: make_object(kind, color).mesh for kind in KINDS}
+    path = cache_dir("reference_shapes") / f"{_reference_key(meshes)}.npz"
+    try:
+        with np.load(path) as stored:
+            if set(stored.files) == set(meshes):
+                return {kind: stored[kind] for kind in meshes}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        pass
+    shapes = {kind: mesh_shape_points(mesh) for kind, mesh in meshes.items()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda temporary: _save_npz(temporary, shapes))
+    except OSError:  # a read-only home: carve again next time
+        pass
+    return shapes
 
 
 def yaw_chamfer(points: np.ndarray, reference: np.ndarray, yaws: int = YAWS) -> float:

@@ -93,3 +93,28 @@ def test_far_floaters_are_dropped_and_parts_across_a_small_gap_kept():
     kept = largest_component(occupancy, bridge=3)
     assert int(kept.sum()) == 126 and kept[9, 4, 4] and not kept[18:20, 18:20, 18:20].any()
     assert int(largest_component(occupancy, bridge=0).sum()) == 125  # without bridging the leg goes too
+
+
+def test_reference_shapes_are_kept_on_disk_keyed_by_the_meshes_and_carved_again_when_unreadable(tmp_path, monkeypatch):
+    from sds3d import shape_accuracy
+    from sds3d.world import COLORS, KINDS
+
+    monkeypatch.setenv("SDS3D_CACHE_DIR", str(tmp_path))
+    shape_accuracy.reference_shapes.cache_clear()
+    carved = shape_accuracy.reference_shapes()
+    [stored] = list((tmp_path / "reference_shapes").iterdir())
+    shape_accuracy.reference_shapes.cache_clear()
+    monkeypatch.setattr(shape_accuracy, "mesh_shape_points", lambda mesh: (_ for _ in ()).throw(AssertionError("carved")))
+    loaded = shape_accuracy.reference_shapes()  # from the file, nothing carved
+    assert set(loaded) == set(KINDS) and all(np.array_equal(loaded[k], carved[k]) for k in KINDS)
+    meshes = {kind: make_object(kind, next(iter(COLORS))).mesh for kind in KINDS}
+    assert stored.stem == shape_accuracy._reference_key(meshes)
+    moved = dict(meshes, cube=meshes["cube"].copy().apply_translation([0.0, 0.0, 0.01]))
+    assert shape_accuracy._reference_key(moved) != stored.stem
+    monkeypatch.undo()
+    monkeypatch.setenv("SDS3D_CACHE_DIR", str(tmp_path))
+    stored.write_bytes(b"not an npz")
+    shape_accuracy.reference_shapes.cache_clear()
+    again = shape_accuracy.reference_shapes()
+    assert all(np.array_equal(again[k], carved[k]) for k in KINDS) and stored.stat().st_size > 1000
+    shape_accuracy.reference_shapes.cache_clear()

@@ -76,8 +76,9 @@ class AdaptationAsset:
 
 def default_cache_dir() -> Path:
     """`$SDS3D_CACHE_DIR/adapted_priors`, else `~/.cache/sds3d/adapted_priors`."""
-    root = os.environ.get("SDS3D_CACHE_DIR")
-    return (Path(root) if root else Path.home() / ".cache" / "sds3d") / "adapted_priors"
+    from sds3d.cache import cache_dir
+
+    return cache_dir("adapted_priors")
 
 
 def prior_identity(prior: DiffusersUNetPrior) -> str:
