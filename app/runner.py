@@ -67,7 +67,7 @@ class RunRequest:
     guidance_scale: float | None = None
     resolution: int = 32
     particles: int = 1  # VSD only: assets optimised together on one LoRA
-    library: str = ""  # retrieval: assets like the prompt, to adapt the prior on and start from
+    library: str = ""  # retrieval: assets like the prompt, to start from (and to adapt the prior on)
     retrieve_k: int = RetrievalConfig.k
     adapt: bool = False  # ticked: adapt the prior; unticked: only redream adapts (RetrievalConfig.adapt None)
     init: bool = RetrievalConfig.init
@@ -379,8 +379,8 @@ class Runner:
         for label, value in (("Adapt the prior", request.adapt), ("Start from the retrieved assets", request.init)):
             if not isinstance(value, bool):
                 raise InputError(f"{label} must be true or false, got {value!r}.")
-        return RetrievalConfig(library=self.libraries[name], k=k, adapt=True if request.adapt else None, init=request.init,
-                               cache_dir=self.adapted_priors)
+        return RetrievalConfig(library=self.libraries[name], k=k, adapt=True if request.adapt else None,
+                               init=request.init, cache_dir=self.adapted_priors)
 
     def start(self, request: RunRequest, owner: str) -> Run:
         """Validates `request`, creates its run directory and starts the worker thread. `owner`
