@@ -113,7 +113,8 @@ def finished(config, retrieved=None):
     row = json.loads(path.read_text())
     if retrieved is not None:
         now = [{k: v for k, v in item.as_dict().items() if k != "tags"} for item in retrieved]
-        if [(r["path"], r["yaw_degrees"]) for r in row.get("retrieved", [])] != [(r["path"], r["yaw_degrees"]) for r in now]:
+        placed = [(r["path"], r["yaw_degrees"]) for r in row.get("retrieved", [])]
+        if placed != [(r["path"], r["yaw_degrees"]) for r in now]:
             return None, None
         row["retrieved"] = now
     representation, _ = finished_run(config)
@@ -266,7 +267,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override per run")
     parser.add_argument("--no-ablation", action="store_true", help="run only the default uses (init only)")
     parser.add_argument("--ablation", default=",".join(ABLATION),
-                        help=f"ablation arms beside the default's init only (comma-separated among {', '.join(ABLATION)})")
+                        help=f"ablation arms beside the default's init only (comma-separated among "
+                             f"{', '.join(ABLATION)})")
     parser.add_argument("--no-adaptation-check", action="store_true")
     parser.add_argument("--calibration", action="store_true",
                         help="only score the prompts' ground-truth objects and a shape variant of each (the ceilings)")

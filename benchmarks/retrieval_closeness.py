@@ -2,13 +2,13 @@
 
 Two prompts per kind, one canonical ("a <colour> <kind>", colours drawn with seed 0) and one
 paraphrase (`sds3d.world.sample_caption`: synonyms and templates, "a 3d render of a teal-colored
-android"), against a micro-world library of `--variants` shape variants per kind (`sds3d library make-microworld`, seed 7), each prompt's
-prior samples drawn as retrieval draws them (`sds3d.retrieval.retrieve.sample_prior`, 4 + 4
-samples, 20 DDIM steps). For each caption threshold and phrasing it reports, with the kind in the library, how
-many prompts keep a candidate and how often the top result after re-ranking is of the prompt's kind
-(against the caption ranking alone); with the kind in the library in other colours only, how many
-keep one of that kind; with the kind left out (leave-kind-out), how many prompts are rightly told
-"nothing close". Rows (one per prompt: the scores against every asset) go to
+android"), against a micro-world library of `--variants` shape variants per kind (`sds3d library
+make-microworld`, seed 7), each prompt's prior samples drawn as retrieval draws them
+(`sds3d.retrieval.retrieve.sample_prior`, 4 + 4 samples, 20 DDIM steps). For each caption threshold
+and phrasing it reports, with the kind in the library, how many prompts keep a candidate and how
+often the top result after re-ranking is of the prompt's kind (against the caption ranking
+alone); with the kind in the library in other colours only, how many keep one of that kind; with
+the kind left out (leave-kind-out), how many prompts are rightly told "nothing close". Rows (one per prompt: the scores against every asset) go to
 benchmarks/results/retrieval_closeness/prompts.jsonl, the verdicts to thresholds.jsonl; the last
 line printed is JSON.
 `--from-results` recomputes the verdicts from that file (the library is drawn again, without

@@ -96,8 +96,9 @@ def retrieval_settings(args, settings):
     """`settings` (a RetrievalConfig) with the retrieval flags applied; UsageError for --retrieve-k,
     --adapt / --no-adapt, --no-init or --retrieve-optional without a library (--retrieve or retrieval.library)."""
     adapt_flag = {True: "--adapt", False: "--no-adapt", None: ""}[args.adapt]
-    given = [flag for flag, value in (("--retrieve-k", args.retrieve_k is not None), (adapt_flag, args.adapt is not None),
-                                      ("--no-init", args.no_init), ("--retrieve-optional", args.retrieve_optional))
+    given = [flag for flag, value in (("--retrieve-k", args.retrieve_k is not None),
+                                      (adapt_flag, args.adapt is not None), ("--no-init", args.no_init),
+                                      ("--retrieve-optional", args.retrieve_optional))
              if value]
     if given and not (args.retrieve or settings.library):
         raise UsageError(f"{', '.join(given)} given without --retrieve LIB (an asset library to retrieve from)")

@@ -148,7 +148,8 @@ def _reference_key(meshes: dict) -> str:
     roots = {"sds3d": Path(sds3d.__file__).parent, "cuda": Path(sds3d.cuda.__file__).parent}
     for source in _REFERENCE_SOURCES:
         package, _, rest = source.partition("/")
-        digest.update((roots[package] / rest).read_bytes())
+        path = roots[package] / rest
+        digest.update(path.read_bytes() if path.is_file() else f"{source} missing".encode())
     for kind, mesh in meshes.items():
         digest.update(kind.encode())
         digest.update(np.ascontiguousarray(mesh.vertices, dtype=np.float64).tobytes())

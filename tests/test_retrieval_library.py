@@ -167,7 +167,8 @@ def test_rebuild_after_a_new_text_encoder_embeds_every_caption_and_renders_nothi
     manifest_path.write_text(json.dumps(manifest))
     real_render, real_embed = index_module.render_views, TextEmbedder.embed
     rendered, embedded = [], []
-    monkeypatch.setattr(index_module, "render_views", lambda rep, *a, **k: rendered.append(1) or real_render(rep, *a, **k))
+    monkeypatch.setattr(index_module, "render_views",
+                        lambda rep, *a, **k: rendered.append(1) or real_render(rep, *a, **k))
     monkeypatch.setattr(TextEmbedder, "embed", lambda self, texts: embedded.extend(texts) or real_embed(self, texts))
     with pytest.warns(SkippedAssetWarning):
         report = build_index(folder, progress=False)

@@ -13,11 +13,11 @@
   and type (mesh | gaussians); plus the sha256 of the embeddings file.
 
 Built again, it renders and embeds only assets whose content hash changed or that are new, and
-embeds only captions that changed (all of them, and no render, after a change of text encoder); assets that cannot be read are skipped with a warning naming
-them (`library.SkippedAssetWarning`). Both files are written to temporary names and moved into
-place, the manifest last. `LibraryIndex.load(folder)` refuses (InputError: rebuild) an index of
-another format version, text encoder, image embedder or view set, or one whose embeddings do not
-match its manifest.
+embeds only captions that changed (all of them, and no render, after a change of text encoder);
+assets that cannot be read are skipped with a warning naming them (`library.SkippedAssetWarning`).
+Both files are written to temporary names and moved into place, the manifest last.
+`LibraryIndex.load(folder)` refuses (InputError: rebuild) an index of another format version, text
+encoder, image embedder or view set, or one whose embeddings do not match its manifest.
 
 Reference: Seo et al. 2024, "Retrieval-Augmented Score Distillation for Text-to-3D Generation"
 (ReDream), arXiv:2402.02972.

@@ -3,8 +3,9 @@
 Following ReDream's retrieval: (1) the N' assets whose captions are nearest the prompt (cosine of
 sentence embeddings of their shape phrases, colour words removed: `embedders.TextEmbedder`);
 (2) re-ranked to the top K by image similarity to samples of the 2D prior for the prompt: with f_s
-the evaluator features of the samples and g_v those of an asset's V indexed views, image_score = mean_s max_v cos(f_s, g_v) (each sample matched
-to the asset's view it resembles most); (3) each asset's front: the azimuth a* where the
+the evaluator features of the samples and g_v those of an asset's V indexed views,
+image_score = mean_s max_v cos(f_s, g_v) (each sample matched to the asset's view it resembles
+most); (3) each asset's front: the azimuth a* where the
 evaluator's view head sees the most front, as the mean of its front probability over the view at a*
 and its two neighbours (+-30 degrees) minus the same around a* + 180 (the front bin spans +-45
 degrees, so a three-quarter view also reads as front; the window finds the arc's centre);

@@ -35,7 +35,7 @@ class RetrievalConfig:
     library: str = ""  # an asset library folder with its index (`sds3d library build`); "" = no retrieval
     k: int = 3  # assets retrieved (top K after re-ranking by images)
     candidates: int = 16  # N': caption matches re-ranked by images
-    adapt: bool | None = None  # LoRA-adapt the prior on the retrieved assets; null: only for redream (docs/retrieval.md)
+    adapt: bool | None = None  # LoRA-adapt the prior on the retrieved assets; null: only for redream
     init: bool = True  # start from the retrieved assets (one per particle)
     optional: bool = False  # nothing close to the prompt in the library: run without retrieval, not fail
     cache_dir: str = ""  # where adapted LoRAs are kept ("" = ~/.cache/sds3d/adapted_priors)
