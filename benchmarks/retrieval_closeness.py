@@ -9,7 +9,8 @@ and phrasing it reports, with the kind in the library, how many prompts keep a c
 often the top result after re-ranking is of the prompt's kind (against the caption ranking
 alone); with the kind in the library in other colours only, how many keep one of that kind; with
 the kind left out (leave-kind-out), how many prompts are rightly told "nothing close". Rows (one
-per prompt: the scores against every asset) go to benchmarks/results/retrieval_closeness/prompts.jsonl, the verdicts to thresholds.jsonl; the last
+per prompt: the scores against every asset) go to
+benchmarks/results/retrieval_closeness/prompts.jsonl, the verdicts to thresholds.jsonl; the last
 line printed is JSON.
 `--from-results` recomputes the verdicts from that file (the library is drawn again, without
 rendering, for the assets' kinds and colours).
