@@ -279,7 +279,8 @@ def test_cli_build_and_search(library, tmp_path, capsys):
     sheet = tmp_path / "sheet.png"
     assert main(["library", "search", str(folder), "a chair", "--k", "2", "--sheet", str(sheet)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "chair_0.glb" in lines[1] and len(lines) == 4
+    assert "chair_0.glb" in lines[1] and len(lines) == 5  # header, 2 hits, the note, "wrote"
+    assert lines[3] == "(1 of 2 below the similarity 0.8 retrieval asks for: `generate --retrieve` would not use it)"
     from PIL import Image
 
     assert Image.open(sheet).size == (2 * 128, 128 + 30)

@@ -125,6 +125,10 @@ def _search(args) -> int:
             print(f"{rank:>4}  {score:6.3f}  {asset.file}  {asset.caption}")
             tiles.append(asset_thumbnail(index.path(row)))
             labels.append(f"{rank}. {asset.caption}\nscore {score:.3f}")
+        below = sum(score < MIN_TEXT_SCORE for _, score in hits)
+        if below:
+            print(f"({below} of {len(hits)} below the similarity {MIN_TEXT_SCORE} retrieval asks for: "
+                  f"`generate --retrieve` would not use {'them' if below > 1 else 'it'})")
     save_contact_sheet(tiles, labels, sheet)
     print(f"wrote {sheet}")
     return 0
