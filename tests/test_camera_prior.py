@@ -19,17 +19,17 @@ from test_guidance_contract import ANY_PRIOR  # noqa: E402
 def tiny_prior(camera: bool) -> EmbeddedPrior:
     torch.manual_seed(0)
     unet = build_unet((16, 32), head_dim=16, norm_num_groups=8, camera_dim=6 if camera else 0)
-    if camera:  # a trained projection: not the zero start
-        torch.nn.init.normal_(unet.class_embedding.linear_2.weight, std=0.5)
+    if camera:  # a trained token: not the zero start
+        torch.nn.init.normal_(unet.camera_token.proj.weight, std=0.5)
     return EmbeddedPrior(unet, build_scheduler())
 
 
 class CameraSpy:
-    """Records the `class_labels` that reach the UNet's camera projection."""
+    """Records the camera features that reach the UNet's camera token."""
 
     def __init__(self, prior: EmbeddedPrior):
         self.seen = []
-        prior.unet.class_embedding.register_forward_hook(lambda m, inputs, out: self.seen.append(inputs[0].clone()))
+        prior.unet.camera_token.proj.register_forward_hook(lambda m, inputs, out: self.seen.append(inputs[0].clone()))
 
 
 def test_camera_features_are_periodic_in_azimuth_and_centred_on_the_training_ranges():
@@ -92,7 +92,7 @@ def test_every_guidance_variant_tells_a_camera_prior_each_views_camera(name):
 
 
 def test_a_text_only_export_initialises_a_camera_prior_that_predicts_exactly_the_same(tmp_path):
-    """Fine-tuning starts from the exported model: the zero-initialised camera projection adds nothing."""
+    """Fine-tuning starts from the exported model: the zero-initialised camera token adds nothing."""
     from sds3d.world.train_prior import DEFAULTS, Trainer
 
     v1 = tiny_prior(camera=False)
@@ -140,13 +140,14 @@ def test_coordinate_channels_are_pixel_centres_from_minus_one_to_one():
 def test_a_run_widened_with_coordinate_channels_predicts_exactly_what_its_source_did(tmp_path):
     """--init-from a run without coordinate channels: their conv_in weights start at zero, the rest is
     copied, so the fine-tune starts from the same model; the saved UNet loads and takes 3-channel images."""
+    from sds3d.guidance.priors.camera_token import camera_token_removed, save_camera_token
     from sds3d.guidance.priors.coordinate_channels import coordinate_channels
     from sds3d.guidance.priors.embedded_prior import load_embedded_prior
     from sds3d.world.train_prior import DEFAULTS, Trainer
 
     cfg = dict(DEFAULTS, block_out_channels=(16, 32), head_dim=16, norm_num_groups=8, camera_dim=6, precision="fp32")
     source = Trainer(tmp_path / "source", cfg)
-    torch.nn.init.normal_(source.unet.class_embedding.linear_2.weight, std=0.5)
+    torch.nn.init.normal_(source.unet.camera_token.proj.weight, std=0.5)
     source.ema.shadow_params = [p.detach().clone() for p in source.unet.parameters()]
     widened = Trainer(tmp_path / "widened", dict(cfg, coordinate_channels=1))
     widened.init_from(source.state_dict())
@@ -154,17 +155,56 @@ def test_a_run_widened_with_coordinate_channels_predicts_exactly_what_its_source
     x, t = torch.randn(2, 3, 32, 32), torch.tensor([10, 900])
     hidden, camera = torch.randn(2, 32, 384), torch.randn(2, 6)
     with torch.no_grad():
-        expected = source.unet.eval()(x, t, encoder_hidden_states=hidden, class_labels=camera).sample
-        got = widened.unet.eval()(x, t, encoder_hidden_states=hidden, class_labels=camera).sample
+        expected = source.unet.eval()(x, t, encoder_hidden_states=hidden, camera=camera).sample
+        got = widened.unet.eval()(x, t, encoder_hidden_states=hidden, camera=camera).sample
     torch.testing.assert_close(got, expected)
     torch.nn.init.normal_(widened.unet.conv_in.weight, std=0.1)  # trained: the position now matters
-    widened.unet.save_pretrained(tmp_path / "export" / "unet")
+    with camera_token_removed(widened.unet) as token:
+        widened.unet.save_pretrained(tmp_path / "export" / "unet")
+    save_camera_token(token, tmp_path / "export")
     widened.scheduler.save_pretrained(tmp_path / "export" / "scheduler")
     unet, _ = load_embedded_prior(tmp_path / "export")
-    run = lambda inputs: unet(inputs, t, encoder_hidden_states=hidden, class_labels=camera).sample  # noqa: E731
+    run = lambda inputs: unet(inputs, t, encoder_hidden_states=hidden, camera=camera).sample  # noqa: E731
     with torch.no_grad():
         plain, explicit = run(x), run(torch.cat([x, coordinate_channels(x)], dim=1))
         without = run(torch.cat([x, torch.zeros(2, 2, 32, 32)], dim=1))
     assert plain.shape == x.shape
     torch.testing.assert_close(plain, explicit)
     assert not torch.allclose(plain, without, atol=1e-3)
+
+
+def test_a_camera_run_exports_a_v2_folder_whose_token_is_the_runs_ema(tmp_path, monkeypatch):
+    """`camera_token/` beside `unet/` holds the EMA token; the plain UNet loads without it; a positional
+    call reads the camera the same way; a token for other camera features is a one-line error."""
+    import json
+
+    from test_embedded_prior import TINY
+
+    from sds3d.guidance.priors.embedded_prior import is_camera_conditioned, load_embedded_prior
+    from sds3d.world.train_prior import main
+
+    monkeypatch.setenv("SDS3D_DATA_DIR", str(tmp_path / "data"))
+    threads = torch.get_num_threads()
+    try:
+        main(["--out", str(tmp_path / "run"), "--steps", "3", "--camera-dim", "6", "--camera-lr-scale", "1000",
+              "--export", str(tmp_path / "prior"), *TINY])
+    finally:
+        torch.set_num_threads(threads)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    names = list(state["unet"])
+    unet, _ = load_embedded_prior(tmp_path / "prior")
+    assert is_camera_conditioned(unet)
+    ema_weight = state["ema"]["shadow_params"][names.index("camera_token.proj.weight")]
+    assert ema_weight.abs().max() > 0  # it trained
+    torch.testing.assert_close(unet.camera_token.proj.weight, ema_weight)
+    assert "camera" in json.loads((tmp_path / "prior" / "prior.json").read_text())
+    x, t, hidden, camera = torch.randn(2, 3, 32, 32), torch.tensor([10, 900]), torch.randn(2, 32, 384), torch.randn(2, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(unet(x, t, hidden, camera=camera).sample,
+                                   unet(x, t, encoder_hidden_states=hidden, camera=camera).sample)
+        with pytest.raises(ValueError, match="camera-conditioned"):
+            unet(x, t, encoder_hidden_states=hidden)
+    config = tmp_path / "prior" / "camera_token" / "config.json"
+    config.write_text(config.read_text().replace('"in_features": 6', '"in_features": 16'))
+    with pytest.raises(ValueError, match="takes 16 camera features"):
+        load_embedded_prior(tmp_path / "prior")

@@ -10,7 +10,7 @@ from sds3d.world.train_prior import build_scheduler, build_unet
 
 
 def tiny_embedded_prior(camera_dim: int = 0, seed: int = 0) -> EmbeddedPrior:
-    """A random prior with seed `seed`; `camera_dim` > 0 adds the camera projection (zero-initialised)."""
+    """A random prior with seed `seed`; `camera_dim` > 0 adds the camera token (zero-initialised)."""
     torch.manual_seed(seed)
     unet = build_unet((16, 32), head_dim=16, norm_num_groups=8, camera_dim=camera_dim)
     return EmbeddedPrior(unet, build_scheduler())

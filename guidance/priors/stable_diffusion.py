@@ -339,14 +339,14 @@ class DiffusersUNetPrior(DiffusionPrior):
                     **unet_kwargs) -> torch.Tensor:
         """Raw UNet output (float32, first `latent_channels` channels, i.e. without a learned
         variance), with gradients if enabled. `unet` may be another UNet with the same interface
-        (e.g. a LoRA copy for VSD); `unet_kwargs` go to its forward (class_labels, ...)."""
+        (e.g. a LoRA copy for VSD); `unet_kwargs` go to its forward."""
         unet = self.unet if unet is None else unet
         batch = x_t.shape[0]
         t = _timesteps(t, batch, self.device)
         text = expand_embedding(text, batch)
         self.check_camera(text)
         if text.camera is not None:
-            unet_kwargs["class_labels"] = text.camera.to(self.device, unet.dtype)
+            unet_kwargs["camera"] = text.camera.to(self.device, unet.dtype)
         with contextlib.nullcontext() if self.autocast_dtype is None else _cpu_autocast(unet, self.autocast_dtype):
             out = unet(x_t.to(self.device, unet.dtype), t,
                        encoder_hidden_states=text.hidden.to(self.device, unet.dtype), **unet_kwargs).sample

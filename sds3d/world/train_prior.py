@@ -37,6 +37,7 @@ import torch
 
 from sds3d.atomic import atomic_torch_save, replace_folder
 from sds3d.hardware import PRECISIONS, use_bf16
+from sds3d.guidance.priors.camera_token import camera_token_removed, save_camera_token
 from sds3d.guidance.priors.coordinate_channels import widen_input_for_coordinates
 from sds3d.world.loss_log import truncate_log
 
@@ -59,13 +60,13 @@ HIGH_T_FROM = 0.4
 
 
 def parameter_groups(unet, cfg: dict) -> list[dict]:
-    """One AdamW group, plus for a camera-conditioned UNet the camera projection apart at
-    `camera_lr_scale` times the learning rate: it starts at zero, where its gradients are so small
-    that Adam's steps at the base rate barely move it (measured: after 700 steps at 2e-4 its output
+    """One AdamW group, plus for a camera-conditioned UNet the camera token apart at
+    `camera_lr_scale` times the learning rate: it starts at zero, where Adam's steps at the base rate
+    move it slowly (measured on the earlier timestep-embedding path: after 700 steps at 2e-4 its output
     was 3% of the timestep embedding's norm and the samples ignored the camera)."""
     if not cfg.get("camera_dim"):
         return [{"params": list(unet.parameters())}]
-    camera = list(unet.class_embedding.parameters())
+    camera = list(unet.camera_token.parameters())
     ids = {id(p) for p in camera}
     rest = [p for p in unet.parameters() if id(p) not in ids]
     return [{"params": rest}, {"params": camera, "lr_scale": cfg.get("camera_lr_scale", 1.0)}]
@@ -75,12 +76,14 @@ def build_unet(block_out_channels=(32, 64, 96), layers_per_block=1, head_dim=32,
                cross_attention_dim=384, sample_size=32, camera_dim=0, coordinate_channels=0):
     """The prior's UNet. Level 0 (32x32) has no attention; 16x16, 8x8 and the mid block have
     self- and cross-attention with heads of `head_dim` channels. `camera_dim` > 0 (prior v2) adds
-    camera conditioning as MVDream and Zero123 do: `sds3d.cameras.camera_features` [B, camera_dim]
-    pass through an MLP (`class_embed_type="projection"`) added to the timestep embedding.
+    a zero-initialised camera token (`sds3d.guidance.priors.camera_token`): the UNet is then called
+    with `camera=` [B, camera_dim] features of `sds3d.cameras.camera_features`.
     `coordinate_channels` = 1 appends the pixels' (x, y) to the input
     (`sds3d.guidance.priors.coordinate_channels`), so a global condition can place parts left or right."""
     from diffusers import UNet2DConditionModel
 
+    from sds3d.cameras import CAMERA_FEATURES
+    from sds3d.guidance.priors.camera_token import attach_camera_token
     from sds3d.guidance.priors.coordinate_channels import COORDINATE_CHANNELS, attach_coordinate_channels
 
     channels = tuple(int(c) for c in block_out_channels)
@@ -88,15 +91,16 @@ def build_unet(block_out_channels=(32, 64, 96), layers_per_block=1, head_dim=32,
     heads = tuple(max(1, c // head_dim) for c in channels)
     n = len(channels)
     in_channels = 3 + (COORDINATE_CHANNELS if coordinate_channels else 0)
-    return attach_coordinate_channels(UNet2DConditionModel(
+    if camera_dim and camera_dim != CAMERA_FEATURES:
+        raise ValueError(f"camera_dim must be {CAMERA_FEATURES} (sds3d.cameras.camera_features), got {camera_dim}")
+    unet = attach_coordinate_channels(UNet2DConditionModel(
         sample_size=sample_size, in_channels=in_channels, out_channels=3, cross_attention_dim=cross_attention_dim,
         block_out_channels=channels, layers_per_block=layers_per_block, norm_num_groups=norm_num_groups,
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
         up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
         attention_head_dim=heads,
-        class_embed_type="projection" if camera_dim else None,
-        projection_class_embeddings_input_dim=camera_dim or None,
     ))
+    return attach_camera_token(unet) if camera_dim else unet
 
 
 def unet_from_config(cfg: dict):
@@ -179,31 +183,36 @@ class Trainer:
 
     def init_from(self, state: dict) -> None:
         """Fine-tuning: the model and its EMA both start from another run's EMA weights (a source
-        without coordinate channels gets zero weights for them: the same predictions)."""
+        without coordinate channels or a camera token gets zero weights for them: the same
+        predictions; the token's parameters come last)."""
         ema = dict(state["ema"])
-        names = [name for name, _ in self.unet.named_parameters()]
+        params = list(self.unet.named_parameters())
+        names = [name for name, _ in params]
         shadow = list(ema["shadow_params"])
         i = names.index("conv_in.weight")
         if shadow[i].shape != self.unet.conv_in.weight.shape:
             shadow[i] = widen_input_for_coordinates(shadow[i])
+        shadow += [p.detach().clone() for _, p in params[len(shadow):]]
         self.ema.load_state_dict({**ema, "shadow_params": shadow})
         self.ema.copy_to(self.unet.parameters())
 
     def init_from_export(self, path: Path) -> None:
-        """Fine-tuning from an exported prior (`assets/prior` layout). A camera projection that the
-        export lacks starts at zero (its last layer), so training starts from the exported model."""
+        """Fine-tuning from an exported prior (`assets/prior` layout). A camera token that the export
+        lacks starts at zero, so training starts from the exported model."""
         from safetensors.torch import load_file
+
+        from sds3d.guidance.priors.camera_token import load_camera_token
 
         weights = load_file(Path(path) / "unet" / "diffusion_pytorch_model.safetensors")
         if weights["conv_in.weight"].shape != self.unet.conv_in.weight.shape:
             weights["conv_in.weight"] = widen_input_for_coordinates(weights["conv_in.weight"])
+        token = load_camera_token(path) if self.cfg.get("camera_dim") else None
+        if token is not None:
+            weights.update({"camera_token." + k: v for k, v in token.state_dict().items()})
         missing, unexpected = self.unet.load_state_dict(weights, strict=False)
-        if unexpected or any(not k.startswith("class_embedding.") for k in missing):
+        if unexpected or any(not k.startswith("camera_token.") for k in missing):
             raise SystemExit(f"--init-from-prior {path}: architecture differs (missing {missing[:3]}, "
                              f"unexpected {unexpected[:3]})")
-        if missing:
-            torch.nn.init.zeros_(self.unet.class_embedding.linear_2.weight)
-            torch.nn.init.zeros_(self.unet.class_embedding.linear_2.bias)
         self.ema.shadow_params = [p.detach().clone() for p in self.unet.parameters()]
 
     def save_checkpoint(self) -> None:
@@ -239,7 +248,7 @@ class Trainer:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         self.unet.train()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            eps = self.unet(x_t, t, encoder_hidden_states=hidden, class_labels=camera).sample
+            eps = self.unet(x_t, t, encoder_hidden_states=hidden, **({} if camera is None else {"camera": camera})).sample
         eps = eps.float()
         per_sample = (eps - noise).pow(2).mean(dim=(1, 2, 3))
         loss = (per_sample * self.loss_weight[t]).mean()
@@ -297,7 +306,10 @@ def export(trainer: Trainer, dest: Path, command: str, data_size: int, data_seed
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    ema_unet.save_pretrained(tmp / "unet", safe_serialization=True)
+    with camera_token_removed(ema_unet) as token:
+        ema_unet.save_pretrained(tmp / "unet", safe_serialization=True)
+    if token is not None:
+        save_camera_token(token, tmp)
     trainer.scheduler.save_pretrained(tmp / "scheduler")
     info = {
         "format": "sds3d embedded prior v2" if cfg.get("camera_dim") else "sds3d embedded prior v1",
@@ -306,7 +318,7 @@ def export(trainer: Trainer, dest: Path, command: str, data_size: int, data_seed
                          "max_length": 32, "hidden": "last_hidden_state", "attention_mask": False,
                          "uncond_prompt": ""},
         **({"camera": {"features": "sds3d.cameras.camera_features", "dim": cfg["camera_dim"],
-                       "input": "class_labels"}} if cfg.get("camera_dim") else {}),
+                       "input": "camera_token"}} if cfg.get("camera_dim") else {}),
         **({"coordinate_channels": "the input appends each pixel's (x, y) in [-1, 1] "
                                    "(sds3d.guidance.priors.coordinate_channels)"} if cfg.get("coordinate_channels") else {}),
         "parameters": parameter_count(ema_unet),
@@ -335,9 +347,10 @@ def prior_readme(info: dict) -> str:
         f"  `{source['command']}`.")
     camera_line = "" if not cfg.get("camera_dim") else (
         "\n- Camera (v2): `sds3d.cameras.camera_features` of the view (sin/cos of elevation and azimuth,"
-        "\n  radius and field of view centred on the training ranges), passed as the UNet's `class_labels`:"
-        "\n  a projection (`class_embed_type=\"projection\"`) added to the timestep embedding, as in MVDream."
-        "\n  Classifier-free guidance drops the text and keeps the camera.")
+        "\n  radius and field of view centred on the training ranges) through a linear layer added to the"
+        "\n  last text token (`camera_token/`, `sds3d.guidance.priors.camera_token`), so the UNet reads the"
+        "\n  camera through cross-attention, as Zero123 does. Classifier-free guidance drops the text and"
+        "\n  keeps the camera.")
     if cfg.get("coordinate_channels"):
         camera_line += ("\n- Input: 5 channels, the image's 3 and each pixel's (x, y) in [-1, 1] (CoordConv;"
                         "\n  `sds3d.guidance.priors.coordinate_channels` appends them; `from_pretrained` users must too).")
@@ -396,7 +409,7 @@ def exported_source_line(folder: str | None, seconds: float) -> str:
     detail = (f" ({source.get('steps')} steps, {before / 3600:.2f} h of training; total with this phase "
               f"{(before + seconds) / 3600:.2f} h)") if source else ""
     return (f"\n- Fine-tuned: initialised from the exported prior `{folder}`{detail}; parts it lacks (the camera "
-            "projection's last layer) start at zero, so training starts from that model.")
+            "token) start at zero, so training starts from that model.")
 
 
 def parse_args(argv=None):
@@ -411,7 +424,7 @@ def parse_args(argv=None):
                    help="another run's directory: start a new run from its EMA weights (fine-tuning)")
     p.add_argument("--init-from-prior", type=Path, default=None,
                    help="an exported prior folder (e.g. assets/prior): start a new run from its weights; "
-                        "a camera projection it lacks starts at zero")
+                        "a camera token it lacks starts at zero")
     p.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS["precision"],
                    help="the UNet in fp32 or under bf16 autocast; auto = bf16 where the CPU has native bf16 "
                         "(AMX / AVX512-BF16)")
