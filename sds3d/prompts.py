@@ -5,7 +5,8 @@ embedded prior's captions use too) and the unconditional one is the negative pro
 the usual classifier-free guidance). Embeddings are computed once per distinct text by the prior.
 A camera-conditioned prior (`prior.camera_conditioned`, embedded prior v2) is told each view's camera
 instead: its prompts carry no view words, and every embedding (conditional, unconditional, bare)
-carries the view's camera features.
+carries the view's camera features, except the unconditional one of a prior that knows "no camera"
+(`DiffusionPrior.unconditional_camera`: all-zero features).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class PromptProcessor:
         words = c.view_dependent and camera is None
         texts = [self.view_text(v) if words else self.prompt for v in views]
         cond = self.prior.encode_prompts(texts).with_camera(camera)
-        uncond = self.prior.encode_prompts([c.negative_prompt] * len(texts)).with_camera(camera)
+        unconditional_camera = getattr(self.prior, "unconditional_camera", lambda features: features)
+        uncond = self.prior.encode_prompts([c.negative_prompt] * len(texts)).with_camera(unconditional_camera(camera))
         base_cond = self.prior.encode_prompts([self.prompt] * len(texts)).with_camera(camera)
         return PromptBatch(cond=cond, uncond=uncond, texts=texts, views=views, prompt=self.prompt, base_cond=base_cond)

@@ -174,7 +174,7 @@ def test_a_run_widened_with_coordinate_channels_predicts_exactly_what_its_source
 
 
 def test_a_camera_run_exports_a_v2_folder_whose_token_is_the_runs_ema(tmp_path, monkeypatch):
-    """`camera_token/` beside `unet/` holds the EMA token; the plain UNet loads without it; a positional
+    """`camera_token/` beside `unet/` holds the EMA token and whether it knows "no camera"; a positional
     call reads the camera the same way; a token for other camera features is a one-line error."""
     import json
 
@@ -187,13 +187,14 @@ def test_a_camera_run_exports_a_v2_folder_whose_token_is_the_runs_ema(tmp_path, 
     threads = torch.get_num_threads()
     try:
         main(["--out", str(tmp_path / "run"), "--steps", "3", "--camera-dim", "6", "--camera-lr-scale", "1000",
+              "--camera-dropout", "0.5",
               "--export", str(tmp_path / "prior"), *TINY])
     finally:
         torch.set_num_threads(threads)
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     names = list(state["unet"])
     unet, _ = load_embedded_prior(tmp_path / "prior")
-    assert is_camera_conditioned(unet)
+    assert is_camera_conditioned(unet) and unet.camera_token.null_camera  # camera dropout taught "no camera"
     ema_weight = state["ema"]["shadow_params"][names.index("camera_token.proj.weight")]
     assert ema_weight.abs().max() > 0  # it trained
     torch.testing.assert_close(unet.camera_token.proj.weight, ema_weight)
@@ -208,3 +209,44 @@ def test_a_camera_run_exports_a_v2_folder_whose_token_is_the_runs_ema(tmp_path, 
     config.write_text(config.read_text().replace('"in_features": 6', '"in_features": 16'))
     with pytest.raises(ValueError, match="takes 16 camera features"):
         load_embedded_prior(tmp_path / "prior")
+
+
+def test_a_prior_that_knows_no_camera_drops_it_with_the_text():
+    """Camera dropout's "no camera" (zero features) goes to the unconditional branch only."""
+    prior = tiny_prior(camera=True)
+    prior.unet.camera_token.null_camera = prior.null_camera = True
+    cameras = CameraSampler(width=32, height=32).sample(3, torch.Generator().manual_seed(0))
+    batch = PromptProcessor(prior, PromptConfig("a red mug"))(cameras)
+    torch.testing.assert_close(batch.cond.camera, cameras_features(cameras))
+    torch.testing.assert_close(batch.base_cond.camera, cameras_features(cameras))
+    assert not batch.uncond.camera.any()
+
+
+def test_sampling_guides_the_camera_like_a_view_phrase_when_the_prior_knows_no_camera():
+    """s_v = s is plain CFG against (empty text, no camera); other s_v differ; without "no camera"
+    the camera stays in both branches (a different result)."""
+    prior = tiny_prior(camera=True)
+    cameras = CameraSampler(width=32, height=32).sample(2, torch.Generator().manual_seed(0))
+    run = lambda **kw: sample(["a red mug"], n=2, steps=3, unet=prior.unet, scheduler=prior.scheduler,  # noqa: E731
+                              cameras=cameras, guidance_scale=2.0, **kw)
+    kept = run(view_guidance_scale=2.0)
+    prior.unet.camera_token.null_camera = True
+    joint, composed = run(view_guidance_scale=2.0), run(view_guidance_scale=6.0)
+    assert not torch.allclose(kept, joint) and not torch.allclose(joint, composed)
+    # the joint result by hand: eps(empty, none) + s (eps(p, c) - eps(empty, none))
+    from diffusers import DDIMScheduler
+
+    from sds3d.guidance.priors.text_encoder import get_text_encoder
+
+    ddim = DDIMScheduler.from_config(prior.scheduler.config)
+    ddim.set_timesteps(3)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    cond, uncond = (get_text_encoder().encode([p] * 2)[0] for p in ("a red mug", ""))
+    features = cameras_features(cameras)
+    with torch.no_grad():
+        for t in ddim.timesteps:
+            tt = t.expand(2)
+            eps_c = prior.unet(x, tt, encoder_hidden_states=cond, camera=features).sample
+            eps_u = prior.unet(x, tt, encoder_hidden_states=uncond, camera=torch.zeros_like(features)).sample
+            x = ddim.step(eps_u + 2.0 * (eps_c - eps_u), t, x).prev_sample
+    torch.testing.assert_close(joint, ((x + 1) / 2).clamp(0, 1), atol=1e-5, rtol=0)

@@ -10,6 +10,10 @@ Why not the timestep embedding (MVDream's `class_embed_type="projection"`): fine
 prior for 1,767 steps that path left the epsilon loss at true and at 180-degree-turned cameras equal
 to four digits (the model ignored it); this token made them differ by 1-3% within 1,000 steps.
 
+A prior trained with camera dropout (`null_camera`: some training samples had all-zero features)
+also knows "no camera": classifier-free guidance can then drop text and camera together,
+eps(T, c) against eps(empty, none), so the guidance scale amplifies the view as well as the text.
+
 `attach_camera_token(unet, token)` registers the token as `unet.camera_token` and makes
 `unet(x, t, encoder_hidden_states=h, camera=features)` add it: callers pass `camera=` [B, D].
 Exported priors keep it in `camera_token/` beside `unet/` (`save_camera_token` / `load_camera_token`).
@@ -34,10 +38,12 @@ WEIGHTS_FILE = "model.safetensors"
 
 
 class CameraToken(nn.Module):
-    """hidden [B, L, C], camera [B, D] -> hidden with W camera + b added to token L - 1 (W, b start at 0)."""
+    """hidden [B, L, C], camera [B, D] -> hidden with W camera + b added to token L - 1 (W, b start at 0).
+    `null_camera`: trained with all-zero features as "no camera" (camera dropout)."""
 
-    def __init__(self, width: int, features: int = CAMERA_FEATURES):
+    def __init__(self, width: int, features: int = CAMERA_FEATURES, null_camera: bool = False):
         super().__init__()
+        self.null_camera = null_camera
         self.proj = nn.Linear(features, width)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
@@ -94,7 +100,8 @@ def save_camera_token(token: CameraToken, folder: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().float().contiguous() for k, v in token.state_dict().items()}, out / WEIGHTS_FILE)
     config = {"features": "sds3d.cameras.camera_features", "in_features": token.proj.in_features,
-              "out_features": token.proj.out_features, "added_to": "the last text token"}
+              "out_features": token.proj.out_features, "added_to": "the last text token",
+              "null_camera": token.null_camera}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
@@ -109,6 +116,6 @@ def load_camera_token(folder: Path) -> CameraToken | None:
     if config.get("in_features") != CAMERA_FEATURES:
         raise ValueError(f"the prior's camera token in {path} takes {config.get('in_features')} camera features; "
                          f"sds3d's cameras give {CAMERA_FEATURES}")
-    token = CameraToken(int(config["out_features"]), CAMERA_FEATURES)
+    token = CameraToken(int(config["out_features"]), CAMERA_FEATURES, bool(config.get("null_camera", False)))
     token.load_state_dict(load_file(path / WEIGHTS_FILE))
     return token

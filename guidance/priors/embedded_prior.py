@@ -111,7 +111,9 @@ def sample(prompts: list[str] | str, n: int = 1, guidance_scale: float | None = 
     evaluation for those prompts only.
 
     A camera-conditioned (v2) prior needs `cameras` (orbit `Cameras`, one per image, i.e.
-    len(prompts) * n); the text is dropped for the unconditional branch, the camera kept.
+    len(prompts) * n). The camera plays the view phrase's part when the prior knows "no camera"
+    (`null_camera`): eps = eps(empty, none) + s (eps(p, none) - eps(empty, none)) + s_v (eps(p, c) -
+    eps(p, none)); otherwise the unconditional branch drops the text and keeps the camera.
     """
     from diffusers import DDIMScheduler
 
@@ -128,17 +130,18 @@ def sample(prompts: list[str] | str, n: int = 1, guidance_scale: float | None = 
     device = next(unet.parameters()).device
     text_encoder = text_encoder or get_text_encoder()
     texts = [p for p in prompts for _ in range(n)]
-    camera = None
+    camera, null_camera = None, False
     if is_camera_conditioned(unet):
         from sds3d.cameras import cameras_features
 
         if cameras is None or len(cameras) != len(texts):
             raise ValueError(f"the embedded prior v2 is camera-conditioned: pass cameras for all {len(texts)} images")
         camera = cameras_features(cameras).to(device, unet.dtype)
+        null_camera = unet.camera_token.null_camera
     elif cameras is not None:
         raise ValueError("this embedded prior (v1) takes no cameras: name the view in the prompt instead")
     plain_texts = [strip_view_phrases(text) for text in texts]
-    viewed = [i for i, (text, plain) in enumerate(zip(texts, plain_texts)) if text != plain]
+    viewed = [i for i, (text, plain) in enumerate(zip(texts, plain_texts)) if text != plain or null_camera]
     if view_scale == guidance_scale:  # compositional guidance reduces to plain CFG
         viewed = []
     cond, _ = text_encoder.encode(texts)
@@ -157,7 +160,10 @@ def sample(prompts: list[str] | str, n: int = 1, guidance_scale: float | None = 
     for t in ddim.timesteps:
         copies = 2 if embeddings.shape[0] > batch else 1
         inputs = torch.cat([x] * copies + [x[viewed]])
-        kwargs = {} if camera is None else {"camera": torch.cat([camera] * copies + [camera[viewed]])}
+        kwargs = {}
+        if camera is not None:  # cond at the cameras; uncond and plain without them when the prior can
+            other = torch.zeros_like(camera) if null_camera else camera
+            kwargs["camera"] = torch.cat([camera, other][:copies] + [other[viewed]])
         eps_all = unet(inputs, t.expand(inputs.shape[0]).to(device), encoder_hidden_states=embeddings,
                        **kwargs).sample
         eps = eps_all[:batch]
@@ -190,6 +196,7 @@ class EmbeddedPrior(DiffusersUNetPrior):
         self.resolution = int(unet.config.sample_size)
         self.latent_channels = int(unet.config.out_channels)  # the input adds coordinate channels, if any
         self.camera_conditioned = is_camera_conditioned(unet)
+        self.null_camera = self.camera_conditioned and self.unet.camera_token.null_camera
         self._alphas_cumprod = scheduler.alphas_cumprod.to(torch.float32).to(self.device)
         self._prompts = PromptCache()
 

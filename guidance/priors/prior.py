@@ -31,8 +31,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 class TextEmbedding:
     """The conditioning of a prior call: encoded prompts, hidden states [B, L, C], an optional
     attention mask [B, L], and for camera-conditioned priors the cameras' features [B, D]
-    (`sds3d.cameras.cameras_features`). Classifier-free guidance drops the text, never the camera,
-    so conditional and unconditional embeddings of a view carry the same camera."""
+    (`sds3d.cameras.cameras_features`). Classifier-free guidance drops the text, and the camera too
+    where the prior knows "no camera" (`DiffusionPrior.unconditional_camera`)."""
 
     hidden: torch.Tensor
     mask: torch.Tensor | None = None
@@ -93,6 +93,13 @@ class DiffusionPrior(ABC):
     # True for priors conditioned on the camera (embedded prior v2): every call's TextEmbedding then
     # carries camera features and prompts carry no view words; False: view words only.
     camera_conditioned: bool = False
+    # True for camera-conditioned priors that also know "no camera" (all-zero features, learnt by
+    # camera dropout): their unconditional branch drops the camera with the text.
+    null_camera: bool = False
+
+    def unconditional_camera(self, camera: torch.Tensor | None) -> torch.Tensor | None:
+        """The camera features [B, D] of the unconditional branch for views at `camera` [B, D]."""
+        return torch.zeros_like(camera) if camera is not None and self.null_camera else camera
 
     @property
     @abstractmethod

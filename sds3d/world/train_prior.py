@@ -47,8 +47,11 @@ DEFAULTS = dict(
     data_size=60000, seed=0, data_seed=None, block_out_channels=(32, 64, 96), layers_per_block=1,
     head_dim=32, norm_num_groups=16, beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000,
     ckpt_minutes=5.0, log_every=10, threads=2, camera_dim=0, precision="auto", camera_lr_scale=20.0,
-    high_t_prob=0.0, high_noise_weight=0.0, coordinate_channels=0,
+    high_t_prob=0.0, high_noise_weight=0.0, coordinate_channels=0, camera_dropout=0.0,
 )
+# `camera_dropout`: the fraction of samples whose camera features are zeroed ("no camera"), drawn
+# independently of the caption dropout, so guidance can drop text and camera together (the exported
+# token records `null_camera`).
 # `high_t_prob`: the fraction of a batch whose timesteps are drawn from [HIGH_T_FROM * T, T) instead of
 # [0, T). The view changes the epsilon loss by about 4% at t = 700 and 0.5% at t = 100 (view words
 # swapped front <-> back on the v1 prior), so a camera input learns mostly from noisy timesteps.
@@ -235,6 +238,8 @@ class Trainer:
             from sds3d.cameras import camera_features
 
             camera = camera_features(data.elevation[idx], data.azimuth[idx], data.radius[idx], data.fovy[idx])
+            if cfg.get("camera_dropout"):
+                camera = camera * (torch.rand(B, generator=self.gen) >= cfg["camera_dropout"])[:, None]
         noise = torch.randn(x0.shape, generator=self.gen)
         t = torch.randint(0, cfg["num_train_timesteps"], (B,), generator=self.gen)
         if cfg.get("high_t_prob"):  # more samples where the view decides the layout (see DEFAULTS)
@@ -309,6 +314,7 @@ def export(trainer: Trainer, dest: Path, command: str, data_size: int, data_seed
     with camera_token_removed(ema_unet) as token:
         ema_unet.save_pretrained(tmp / "unet", safe_serialization=True)
     if token is not None:
+        token.null_camera = bool(cfg.get("camera_dropout"))
         save_camera_token(token, tmp)
     trainer.scheduler.save_pretrained(tmp / "scheduler")
     info = {
@@ -350,7 +356,9 @@ def prior_readme(info: dict) -> str:
         "\n  radius and field of view centred on the training ranges) through a linear layer added to the"
         "\n  last text token (`camera_token/`, `sds3d.guidance.priors.camera_token`), so the UNet reads the"
         "\n  camera through cross-attention, as Zero123 does. Classifier-free guidance drops the text and"
-        "\n  keeps the camera.")
+        "\n  keeps the camera" + ("." if not cfg.get("camera_dropout") else
+        f", or drops both: camera dropout {cfg['camera_dropout']} (all-zero features, from step"
+        f" {cfg.get('camera_dropout_from_step', 0)}) taught it \"no camera\"."))
     if cfg.get("coordinate_channels"):
         camera_line += ("\n- Input: 5 channels, the image's 3 and each pixel's (x, y) in [-1, 1] (CoordConv;"
                         "\n  `sds3d.guidance.priors.coordinate_channels` appends them; `from_pretrained` users must too).")
@@ -433,7 +441,8 @@ def parse_args(argv=None):
                 "coordinate_channels"):
         p.add_argument("--" + key.replace("_", "-"), type=int, default=DEFAULTS[key])
     for key in ("lr", "weight_decay", "ema_decay", "caption_dropout", "view_caption_prob", "snr_gamma",
-                "grad_clip", "ckpt_minutes", "camera_lr_scale", "high_t_prob", "high_noise_weight"):
+                "grad_clip", "ckpt_minutes", "camera_lr_scale", "high_t_prob", "high_noise_weight",
+                "camera_dropout"):
         p.add_argument("--" + key.replace("_", "-"), type=float, default=DEFAULTS[key])
     p.add_argument("--data-seed", type=int, default=None, help="render seed (default: SEEDS['prior'])")
     p.add_argument("--lr-schedule", choices=("constant", "cosine", "wsd"), default=None,
@@ -472,6 +481,8 @@ def main(argv=None) -> None:
             cfg["threads"] = args.threads
             cfg["precision"] = args.precision
             cfg["ckpt_minutes"] = args.ckpt_minutes
+            if args.camera_dropout and args.camera_dropout != cfg.get("camera_dropout"):  # a later phase
+                cfg.update(camera_dropout=args.camera_dropout, camera_dropout_from_step=int(state["step"]))
     else:
         if ckpt.exists() and not args.resume:
             raise SystemExit(f"{ckpt} exists: pass --resume to continue it, or choose another --out")
