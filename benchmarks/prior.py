@@ -39,7 +39,8 @@ def main() -> None:
     p.add_argument("--colors", type=int, default=3)
     p.add_argument("--samples", type=int, default=4)
     p.add_argument("--guidance-scale", type=float, default=SAMPLING_GUIDANCE_SCALE)
-    p.add_argument("--view-guidance-scale", type=float, default=SAMPLING_VIEW_GUIDANCE_SCALE)
+    p.add_argument("--view-guidance-scale", type=float, default=None,
+                   help=f"default {SAMPLING_VIEW_GUIDANCE_SCALE} on view words, S on cameras (plain CFG)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grid", default="runs/prior_samples.png")
@@ -80,7 +81,8 @@ def main() -> None:
               "color_acc": float(np.mean([r[2] == r[0][1] for r in plain])),
               ("view_camera_acc" if with_camera else "view_word_acc"): float(np.mean([r[3] == r[0][2] for r in viewed])),
               "per_kind": per_kind, "samples": len(rows), "guidance_scale": args.guidance_scale,
-              "view_guidance_scale": args.view_guidance_scale,
+              "view_guidance_scale": args.view_guidance_scale if args.view_guidance_scale is not None else
+              (args.guidance_scale if with_camera else SAMPLING_VIEW_GUIDANCE_SCALE),
               "seconds": round(time.perf_counter() - start, 1)}
     n_plain = len(plain)
     grid = image_grid((images[:n_plain].permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8),

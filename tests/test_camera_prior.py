@@ -223,7 +223,7 @@ def test_a_prior_that_knows_no_camera_drops_it_with_the_text():
 
 
 def test_sampling_guides_the_camera_like_a_view_phrase_when_the_prior_knows_no_camera():
-    """s_v = s is plain CFG against (empty text, no camera); other s_v differ; without "no camera"
+    """s_v = s (the default for cameras) is plain CFG against (empty text, no camera); other s_v differ; without "no camera"
     the camera stays in both branches (a different result)."""
     prior = tiny_prior(camera=True)
     cameras = CameraSampler(width=32, height=32).sample(2, torch.Generator().manual_seed(0))
@@ -233,6 +233,7 @@ def test_sampling_guides_the_camera_like_a_view_phrase_when_the_prior_knows_no_c
     prior.unet.camera_token.null_camera = True
     joint, composed = run(view_guidance_scale=2.0), run(view_guidance_scale=6.0)
     assert not torch.allclose(kept, joint) and not torch.allclose(joint, composed)
+    torch.testing.assert_close(run(), joint)  # cameras default to plain CFG
     # the joint result by hand: eps(empty, none) + s (eps(p, c) - eps(empty, none))
     from diffusers import DDIMScheduler
 
