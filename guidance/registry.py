@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .priors.prior import DiffusionPrior, resolve_device
-from .priors.prior_type import is_local, prior_type
+from .priors.prior_type import is_local, prior_type, shipped_prior_dir
 
 # name -> (module, class, config class), in the order the config lists their sections
 GUIDANCE = {
@@ -43,7 +43,7 @@ def build_guidance(name: str, prior: DiffusionPrior, config, total_steps: int):
 
 
 def load_prior(spec: str, device: str | torch.device = "cpu") -> DiffusionPrior:
-    """"embedded" -> the shipped micro-world prior; a folder or hub id -> the prior it holds, told
+    """"embedded" -> the shipped micro-world prior ("embedded-v1", "embedded-v2": either shipped version); a folder or hub id -> the prior it holds, told
     apart by `prior_type` (an embedded-prior export, Stable Diffusion or DeepFloyd IF stage I)."""
     device = resolve_device(device)
     kind = prior_type(spec)
@@ -51,7 +51,7 @@ def load_prior(spec: str, device: str | torch.device = "cpu") -> DiffusionPrior:
     if kind == "embedded":
         from .priors.embedded_prior import EmbeddedPrior
 
-        return EmbeddedPrior.load(None if spec == "embedded" else source, device=device)
+        return EmbeddedPrior.load(None if spec == "embedded" else shipped_prior_dir(spec) or source, device=device)
     if kind == "if":
         from .priors.deepfloyd_if import DeepFloydIFPrior
 

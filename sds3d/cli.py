@@ -373,8 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--init-from", dest="init_from", metavar="RUN_DIR",
                      help="start from a finished run's asset (e.g. --representation dmtet --init-from runs/coarse)")
     gen.add_argument("--guidance", help="the score distillation variant")
-    gen.add_argument("--prior", help="'embedded' (default) or a model folder: Stable Diffusion, DeepFloyd IF "
-                                     "or an embedded-prior export (told apart by its files)")
+    gen.add_argument("--prior", help="'embedded' (default), 'embedded-v2' (the camera-conditioned one) or a model "
+                                     "folder: Stable Diffusion, DeepFloyd IF or an embedded-prior export (told apart "
+                                     "by its files)")
     gen.add_argument("--steps", type=int, help="optimisation steps")
     gen.add_argument("--seed", type=int, help="random seed (0 to 2^64-1)")
     gen.add_argument("--particles", type=int, metavar="N",

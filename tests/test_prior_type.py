@@ -61,3 +61,15 @@ def test_the_web_ui_offers_a_deepfloyd_if_folder(tiny_if_folder, tmp_path):
     runner = Runner(tmp_path, prior_choices([str(tiny_if_folder)]))
     assert list(runner.priors) == ["embedded", "pipeline"]
     assert isinstance(runner.models["pipeline"], DeepFloydIFPrior)
+
+
+def test_the_shipped_priors_by_name(capsys, monkeypatch):
+    """"embedded" and "embedded-v1" are the text-only prior, "embedded-v2" the camera-conditioned one."""
+    from sds3d.guidance.priors import embedded_prior
+
+    monkeypatch.setattr(embedded_prior, "_TOLD_TEXT_ONLY", set())  # said once per process
+    assert prior_type("embedded-v1") == prior_type("embedded-v2") == "embedded"
+    v1, v2 = load_prior("embedded-v1"), load_prior("embedded-v2")
+    assert not v1.camera_conditioned and "treated as v1" in capsys.readouterr().err
+    assert v2.camera_conditioned and v2.null_camera
+    assert not load_prior("embedded").camera_conditioned

@@ -31,14 +31,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sds3d.assets import ASSETS_DIR
-
 from .camera_token import attach_camera_token, has_camera_token, load_camera_token
 from .coordinate_channels import attach_coordinate_channels
 from .prior import cfg_combine
+from .prior_type import shipped_prior_dir
 from .stable_diffusion import DiffusersUNetPrior
 
-EMBEDDED_PRIOR_DIR = ASSETS_DIR / "prior"
+EMBEDDED_PRIOR_DIR = shipped_prior_dir("embedded")
 _TOLD_TEXT_ONLY: set[str] = set()  # folders already reported as text-only priors
 RESOLUTION = 32
 

@@ -1,6 +1,7 @@
 """Which kind of prior a `--prior` value names, read from the model folder itself.
 
     prior_type("embedded")                         -> "embedded"  (the shipped micro-world prior)
+    prior_type("embedded-v2")                      -> "embedded"  (the shipped camera-conditioned one)
     prior_type("/models/stable-diffusion-2-1-base") -> "sd"
     prior_type("/models/IF-I-XL-v1.0")              -> "if"
     prior_type("runs/prior_export")                 -> "embedded"  (a folder with prior.json)
@@ -18,9 +19,17 @@ import json
 import re
 from pathlib import Path
 
+from sds3d.assets import ASSETS_DIR
 from sds3d.errors import InputError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # a Hugging Face hub id: org/name
+# The embedded priors shipped in `assets/`, by name; "embedded" is the default one.
+SHIPPED_PRIORS = {"embedded": "prior", "embedded-v1": "prior", "embedded-v2": "prior_v2"}
+
+
+def shipped_prior_dir(spec: str) -> Path | None:
+    """The folder of a shipped prior's name ("embedded", "embedded-v1", "embedded-v2"), else None."""
+    return ASSETS_DIR / SHIPPED_PRIORS[spec] if spec in SHIPPED_PRIORS else None
 PRIOR_TYPES = {"embedded": "embedded micro-world prior", "sd": "Stable Diffusion", "if": "DeepFloyd IF"}
 
 
@@ -30,8 +39,8 @@ def is_local(spec: str) -> bool:
 
 
 def check_prior_spec(spec: str) -> None:
-    """InputError (one line) unless `spec` is "embedded", an existing folder, or a hub id `org/name`."""
-    if spec == "embedded":
+    """InputError (one line) unless `spec` names a shipped prior, an existing folder, or a hub id `org/name`."""
+    if spec in SHIPPED_PRIORS:
         return
     path = Path(spec).expanduser()
     if path.exists():
@@ -40,14 +49,14 @@ def check_prior_spec(spec: str) -> None:
                              f"or 'embedded'")
         return
     if is_local(spec) or not HUB_ID.match(spec):
-        raise InputError(f"unknown prior {spec!r}: not 'embedded', not an existing folder and not a hub id "
-                         f"'org/name'")
+        raise InputError(f"unknown prior {spec!r}: not {', '.join(map(repr, SHIPPED_PRIORS))}, not an existing "
+                         "folder and not a hub id 'org/name'")
 
 
 def prior_type(spec: str) -> str:
     """"embedded", "sd" or "if" for a prior spec; FileNotFoundError for a missing folder, ValueError
     for a folder that holds none of them."""
-    if spec == "embedded":
+    if spec in SHIPPED_PRIORS:
         return "embedded"
     if not is_local(spec):
         return _hub_type(spec)
