@@ -251,7 +251,8 @@ def cmd_sample(args) -> int:
     """Grid of images drawn from the embedded prior for one prompt."""
     import numpy as np
 
-    from sds3d.guidance.priors.embedded_prior import sample
+    from sds3d.guidance.priors.embedded_prior import load_embedded_prior, sample
+    from sds3d.guidance.priors.prior_type import shipped_prior_dir
     from .monitor import quiet
     from .scope import scope_note
     from .turntable import image_grid, save_png
@@ -264,8 +265,10 @@ def cmd_sample(args) -> int:
     if args.quiet:
         quiet()
     try:
+        unet, scheduler = load_embedded_prior(shipped_prior_dir(args.prior) or args.prior)
         images = sample([args.prompt], n=args.n, guidance_scale=args.guidance_scale,
-                        view_guidance_scale=args.view_guidance_scale, steps=args.steps, seed=args.seed)
+                        view_guidance_scale=args.view_guidance_scale, steps=args.steps, seed=args.seed,
+                        unet=unet, scheduler=scheduler)
     except FileNotFoundError as error:
         raise UsageError(str(error).splitlines()[0]) from None
     grid = image_grid((images.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8))
@@ -453,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="guidance on a view phrase such as 'back view', applied on top of the prompt without "
                            "it (default 4.0; equal to --guidance-scale means plain CFG)")
     draw.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    draw.add_argument("--prior", default="embedded",
+                      help="'embedded' (default), 'embedded-v2' (camera-conditioned: a view phrase sets the camera, "
+                           "without one the samples go round the object) or an embedded-prior export folder")
     draw.add_argument("--seed", type=int, default=0)
     draw.add_argument("--zoom", type=int, default=4, help="pixel repeat for viewing 32x32 samples")
     draw.add_argument("--out", default="samples.png")

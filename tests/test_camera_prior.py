@@ -58,8 +58,6 @@ def test_a_camera_prior_without_cameras_and_a_text_prior_with_cameras_are_one_li
         v2.predict_noise(x, t, v2.encode_prompts(["a red mug"]))
     with pytest.raises(ValueError, match="takes no camera"):
         v1.predict_noise(x, t, v1.encode_prompts(["a red mug"]).with_camera(torch.zeros(2, 6)))
-    with pytest.raises(ValueError, match="camera-conditioned"):
-        sample("a red mug", steps=2, unet=v2.unet, scheduler=v2.scheduler)
 
 
 def test_the_camera_changes_the_prediction():
@@ -251,3 +249,16 @@ def test_sampling_guides_the_camera_like_a_view_phrase_when_the_prior_knows_no_c
             eps_u = prior.unet(x, tt, encoder_hidden_states=uncond, camera=torch.zeros_like(features)).sample
             x = ddim.step(eps_u + 2.0 * (eps_c - eps_u), t, x).prev_sample
     torch.testing.assert_close(joint, ((x + 1) / 2).clamp(0, 1), atol=1e-5, rtol=0)
+
+
+def test_sampling_a_camera_prior_without_cameras_reads_them_from_the_view_phrases():
+    from sds3d.guidance.priors.embedded_prior import cameras_from_view_phrases
+
+    texts, cameras = cameras_from_view_phrases(["a red mug, back view", "a red mug", "a red mug"], n=2)
+    assert texts == ["a red mug"] * 3
+    assert cameras.azimuth.tolist() == [180.0, -180.0, 0.0]  # the named bin; then round the object by repeat
+    assert cameras.elevation.tolist() == [15.0] * 3
+    prior = tiny_prior(camera=True)
+    run = lambda prompt, **kw: sample([prompt], n=2, steps=2, unet=prior.unet, scheduler=prior.scheduler, **kw)  # noqa: E731
+    explicit = run("a red mug", cameras=cameras_from_view_phrases(["a red mug, back view"] * 2, n=2)[1])
+    torch.testing.assert_close(run("a red mug, back view"), explicit)

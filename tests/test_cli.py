@@ -44,6 +44,15 @@ def test_sample_writes_a_grid_from_the_embedded_prior(tmp_path):
     assert Image.open(out).size == (64, 32)  # 2 samples of 32x32 side by side
 
 
+def test_sample_from_the_camera_prior_and_a_missing_prior(tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    assert main(["sample", "a red mug, back view", "--prior", "embedded-v2", "--n", "2", "--steps", "2",
+                 "--zoom", "1", "--out", str(out)]) == 0
+    assert out.exists()
+    assert main(["sample", "a red mug", "--prior", str(tmp_path / "nothing"), "--out", str(out)]) != 0
+    assert "no embedded prior under" in capsys.readouterr().err
+
+
 def test_eval_scores_a_run_and_rejects_non_runs(tmp_path, capsys):
     from toy_priors import GaussianToyPrior
 

@@ -112,8 +112,9 @@ def sample(prompts: list[str] | str, n: int = 1, guidance_scale: float | None = 
     (None means `SAMPLING_VIEW_GUIDANCE_SCALE`, or s for a camera; s_v = s is plain CFG). It costs one more UNet
     evaluation for those prompts only.
 
-    A camera-conditioned (v2) prior needs `cameras` (orbit `Cameras`, one per image, i.e.
-    len(prompts) * n). The camera plays the view phrase's part when the prior knows "no camera"
+    A camera-conditioned (v2) prior takes `cameras` (orbit `Cameras`, one per image, i.e.
+    len(prompts) * n), by default `cameras_from_view_phrases` of the prompts, whose view phrases are
+    then dropped. The camera plays the view phrase's part when the prior knows "no camera"
     (`null_camera`): eps = eps(empty, none) + s (eps(p, none) - eps(empty, none)) + s_v (eps(p, c) -
     eps(p, none)); otherwise the unconditional branch drops the text and keeps the camera.
     """
@@ -136,7 +137,9 @@ def sample(prompts: list[str] | str, n: int = 1, guidance_scale: float | None = 
     if is_camera_conditioned(unet):
         from sds3d.cameras import cameras_features
 
-        if cameras is None or len(cameras) != len(texts):
+        if cameras is None:
+            texts, cameras = cameras_from_view_phrases(texts, n)
+        if len(cameras) != len(texts):
             raise ValueError(f"the embedded prior v2 is camera-conditioned: pass cameras for all {len(texts)} images")
         camera = cameras_features(cameras).to(device, unet.dtype)
         null_camera = unet.camera_token.null_camera
@@ -177,6 +180,29 @@ def sample(prompts: list[str] | str, n: int = 1, guidance_scale: float | None = 
             eps = cfg_combine(eps_plain, eps_all[batch:2 * batch], guidance_scale) + view_scale * (eps - eps_plain)
         x = ddim.step(eps, t, x, eta=eta, generator=generator if eta > 0 else None).prev_sample
     return ((x.float() + 1.0) / 2.0).clamp(0, 1).cpu()
+
+
+VIEW_AZIMUTHS = {"front": 0.0, "side": 90.0, "back": 180.0, "overhead": 0.0}
+
+
+def cameras_from_view_phrases(texts: list[str], n: int = 1):
+    """(texts without view phrases, orbit `Cameras` [len(texts)]) for a camera-conditioned prior: a
+    text naming one view ("a red mug, back view") gets that bin's centre (azimuth 0 front, 90 side,
+    180 back; elevation 15, or 70 overhead); others go round the object, the k-th of each group of
+    `n` repeats at azimuth 360 k / n. Radius 2.5, field of view 40 degrees (the training ranges' centres)."""
+    from sds3d.cameras import orbit_cameras
+    from sds3d.world import find_mentions, strip_view_phrases
+
+    elevation, azimuth = [], []
+    for i, text in enumerate(texts):
+        views = find_mentions(text)["view"]
+        view = next(iter(views)) if len(views) == 1 else None
+        elevation.append(70.0 if view == "overhead" else 15.0)
+        azimuth.append(VIEW_AZIMUTHS[view] if view else (360.0 * (i % n) / n + 180.0) % 360.0 - 180.0)
+    count = len(texts)
+    cameras = orbit_cameras(torch.tensor(elevation), torch.tensor(azimuth), torch.full((count,), 2.5),
+                            torch.full((count,), 40.0), RESOLUTION)
+    return [strip_view_phrases(text) for text in texts], cameras
 
 
 class EmbeddedPrior(DiffusersUNetPrior):
