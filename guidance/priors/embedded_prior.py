@@ -83,7 +83,7 @@ SAMPLING_GUIDANCE_SCALE = 1.2
 # kinds, DDIM 50, s = 1.2, view / kind / colour accuracy: s_v = 2 0.49 / 0.93 / 0.98, 3 0.60 / 0.88 /
 # 0.98, 4 0.62 / 0.88 / 0.98, 6 0.59 / 0.82 / 0.97; plain CFG (s_v = s) gave view 0.47 in benchmarks/prior.py.
 SAMPLING_VIEW_GUIDANCE_SCALE = 4.0
-# A camera guided the same way (prior v2 at fine-tuning step 2,751, camera dropout from step 2,016;
+# A camera guided the same way (prior v2 at fine-tuning step 2,751, camera dropout from step 1,994;
 # 28 kinds x 1 colour x 2 samples, 60 camera samples of the fronted kinds, s = 1.2): s_v = 4 kind
 # 0.64 / colour 0.93 / view 0.42; plain CFG (s_v = s) 0.93 / 1.00 / 0.47. Cameras get plain CFG.
 
