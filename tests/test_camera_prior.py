@@ -197,7 +197,8 @@ def test_a_camera_run_exports_a_v2_folder_whose_token_is_the_runs_ema(tmp_path, 
     assert ema_weight.abs().max() > 0  # it trained
     torch.testing.assert_close(unet.camera_token.proj.weight, ema_weight)
     assert "camera" in json.loads((tmp_path / "prior" / "prior.json").read_text())
-    x, t, hidden, camera = torch.randn(2, 3, 32, 32), torch.tensor([10, 900]), torch.randn(2, 32, 384), torch.randn(2, 6)
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([10, 900])
+    hidden, camera = torch.randn(2, 32, 384), torch.randn(2, 6)
     with torch.no_grad():
         torch.testing.assert_close(unet(x, t, hidden, camera=camera).sample,
                                    unet(x, t, encoder_hidden_states=hidden, camera=camera).sample)
@@ -221,8 +222,8 @@ def test_a_prior_that_knows_no_camera_drops_it_with_the_text():
 
 
 def test_sampling_guides_the_camera_like_a_view_phrase_when_the_prior_knows_no_camera():
-    """s_v = s (the default for cameras) is plain CFG against (empty text, no camera); other s_v differ; without "no camera"
-    the camera stays in both branches (a different result)."""
+    """s_v = s (the default for cameras) is plain CFG against (empty text, no camera); other s_v
+    differ; without "no camera" the camera stays in both branches (a different result)."""
     prior = tiny_prior(camera=True)
     cameras = CameraSampler(width=32, height=32).sample(2, torch.Generator().manual_seed(0))
     run = lambda **kw: sample(["a red mug"], n=2, steps=3, unet=prior.unet, scheduler=prior.scheduler,  # noqa: E731
@@ -259,6 +260,8 @@ def test_sampling_a_camera_prior_without_cameras_reads_them_from_the_view_phrase
     assert cameras.azimuth.tolist() == [180.0, -180.0, 0.0]  # the named bin; then round the object by repeat
     assert cameras.elevation.tolist() == [15.0] * 3
     prior = tiny_prior(camera=True)
-    run = lambda prompt, **kw: sample([prompt], n=2, steps=2, unet=prior.unet, scheduler=prior.scheduler, **kw)  # noqa: E731
+    def run(prompt, **kw):
+        return sample([prompt], n=2, steps=2, unet=prior.unet, scheduler=prior.scheduler, **kw)
+
     explicit = run("a red mug", cameras=cameras_from_view_phrases(["a red mug, back view"] * 2, n=2)[1])
     torch.testing.assert_close(run("a red mug, back view"), explicit)

@@ -253,7 +253,8 @@ class Trainer:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         self.unet.train()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            eps = self.unet(x_t, t, encoder_hidden_states=hidden, **({} if camera is None else {"camera": camera})).sample
+            kwargs = {} if camera is None else {"camera": camera}
+            eps = self.unet(x_t, t, encoder_hidden_states=hidden, **kwargs).sample
         eps = eps.float()
         per_sample = (eps - noise).pow(2).mean(dim=(1, 2, 3))
         loss = (per_sample * self.loss_weight[t]).mean()
