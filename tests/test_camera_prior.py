@@ -260,6 +260,7 @@ def test_sampling_a_camera_prior_without_cameras_reads_them_from_the_view_phrase
     assert cameras.azimuth.tolist() == [180.0, -180.0, 0.0]  # the named bin; then round the object by repeat
     assert cameras.elevation.tolist() == [15.0] * 3
     prior = tiny_prior(camera=True)
+
     def run(prompt, **kw):
         return sample([prompt], n=2, steps=2, unet=prior.unet, scheduler=prior.scheduler, **kw)
 
