@@ -91,14 +91,12 @@ def main() -> None:
     print(json.dumps(result))
 
 
-BIN_CENTRES = {"front": 0.0, "side": 90.0, "back": 180.0}
-
-
 def sample_cameras(labels, samples: int, rng: np.random.Generator):
     """One orbit camera per sample (labels repeated `samples` times, as `sample` orders them): random
     in the training ranges without a view label; inside the labelled bin otherwise (either side for
     "side"), at most 20 degrees from its centre, elevation 5-30."""
     from sds3d.cameras import orbit_cameras
+    from sds3d.views import VIEW_AZIMUTHS
 
     elevation, azimuth = [], []
     for _, _, view in (label for label in labels for _ in range(samples)):
@@ -107,7 +105,7 @@ def sample_cameras(labels, samples: int, rng: np.random.Generator):
             azimuth.append(rng.uniform(-180, 180))
         else:
             elevation.append(rng.uniform(5, 30))
-            centre = BIN_CENTRES[view] * (rng.choice([-1, 1]) if view == "side" else 1)
+            centre = VIEW_AZIMUTHS[view] * (rng.choice([-1, 1]) if view == "side" else 1)
             azimuth.append((centre + rng.uniform(-20, 20) + 180) % 360 - 180)
     n = len(elevation)
     return orbit_cameras(torch.tensor(elevation, dtype=torch.float32), torch.tensor(azimuth, dtype=torch.float32),

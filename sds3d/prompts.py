@@ -70,7 +70,7 @@ class PromptProcessor:
         words = c.view_dependent and camera is None
         texts = [self.view_text(v) if words else self.prompt for v in views]
         cond = self.prior.encode_prompts(texts).with_camera(camera)
-        unconditional_camera = getattr(self.prior, "unconditional_camera", lambda features: features)
-        uncond = self.prior.encode_prompts([c.negative_prompt] * len(texts)).with_camera(unconditional_camera(camera))
+        uncond = self.prior.encode_prompts([c.negative_prompt] * len(texts)).with_camera(
+            self.prior.unconditional_camera(camera))
         base_cond = self.prior.encode_prompts([self.prompt] * len(texts)).with_camera(camera)
         return PromptBatch(cond=cond, uncond=uncond, texts=texts, views=views, prompt=self.prompt, base_cond=base_cond)

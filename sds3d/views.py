@@ -11,6 +11,7 @@ import torch
 
 VIEW_BINS = ("front", "side", "back", "overhead")
 VIEW_WORDS = {"front": "front view", "side": "side view", "back": "back view", "overhead": "overhead view"}
+VIEW_AZIMUTHS = {"front": 0.0, "side": 90.0, "back": 180.0, "overhead": 0.0}  # each bin's centre, degrees
 
 
 def view_bins(elevation, azimuth, front_half_angle: float = 45.0, back_half_angle: float = 45.0,

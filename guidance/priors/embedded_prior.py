@@ -182,15 +182,13 @@ def sample(prompts: list[str] | str, n: int = 1, guidance_scale: float | None = 
     return ((x.float() + 1.0) / 2.0).clamp(0, 1).cpu()
 
 
-VIEW_AZIMUTHS = {"front": 0.0, "side": 90.0, "back": 180.0, "overhead": 0.0}
-
-
 def cameras_from_view_phrases(texts: list[str], n: int = 1):
     """(texts without view phrases, orbit `Cameras` [len(texts)]) for a camera-conditioned prior: a
     text naming one view ("a red mug, back view") gets that bin's centre (azimuth 0 front, 90 side,
     180 back; elevation 15, or 70 overhead); others go round the object, the k-th of each group of
     `n` repeats at azimuth 360 k / n. Radius 2.5, field of view 40 degrees (the training ranges' centres)."""
     from sds3d.cameras import orbit_cameras
+    from sds3d.views import VIEW_AZIMUTHS
     from sds3d.world import find_mentions, strip_view_phrases
 
     elevation, azimuth = [], []
