@@ -29,7 +29,7 @@ from sds3d.evaluate import evaluate_asset
 from sds3d.export import bake_textured_mesh, surface_of
 from sds3d.generate import GenerateConfig, generate, load_run
 from sds3d.guidance.priors.prior import DiffusionPrior, resolve_device
-from sds3d.guidance.priors.prior_type import is_local
+from sds3d.guidance.priors.prior_type import SHIPPED_PRIORS, is_local
 from sds3d.guidance.registry import LIBRARY_GUIDANCE, load_prior
 from sds3d.retrieval.run import RetrievalConfig
 from sds3d.scope import scope_note
@@ -79,11 +79,18 @@ def default_guidance_scale(guidance: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+DEFAULT_PRIORS = ("embedded", "embedded-v2")
+
+
 def prior_choices(paths: list[str]) -> dict[str, str]:
-    """Allow-list of priors: name shown on the page -> spec for `load_prior`. "embedded" plus the
-    operator's local diffusers folders (named by their folder name) or hub ids (named as is)."""
-    choices = {"embedded": "embedded"}
+    """Allow-list of priors: name shown on the page -> spec for `load_prior`. The shipped "embedded"
+    (v1, the default) and "embedded-v2" (camera-conditioned) plus the operator's local diffusers
+    folders (named by their folder name) or hub ids (named as is)."""
+    choices = {name: name for name in DEFAULT_PRIORS}
     for spec in paths:
+        if spec in SHIPPED_PRIORS:
+            choices[spec] = spec
+            continue
         local = Path(spec).expanduser()
         looks_like_path = is_local(spec)
         if looks_like_path and not local.is_dir():

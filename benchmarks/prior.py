@@ -12,7 +12,8 @@ default `SAMPLING_VIEW_GUIDANCE_SCALE`; S_V = S is plain CFG) check the view. A 
 prior (v2) is sampled at known orbit cameras instead: every sample gets a random camera, and the
 fronted kinds' prompts, without view words, are drawn at cameras clearly inside the front, side or
 back bin (20 degrees from its centre at most, elevation 5-30); the evaluator's view head against the
-camera's true bin is `view_camera_acc`. Writes a sample grid (`--grid`) and prints JSON last:
+camera's true bin is `view_camera_acc`, and on the true objects rendered at the same cameras
+`view_camera_ceiling`. Writes a sample grid (`--grid`) and prints JSON last:
 kind_acc, color_acc, view_word_acc (v1) or view_camera_acc (v2), per-kind accuracies, seconds.
 """
 
@@ -28,6 +29,7 @@ from tqdm import tqdm
 
 
 def main() -> None:
+    from sds3d.cameras import orbit_cameras
     from sds3d.guidance.priors.embedded_prior import (SAMPLING_GUIDANCE_SCALE, SAMPLING_VIEW_GUIDANCE_SCALE,
                                                       is_camera_conditioned, load_embedded_prior, sample)
     from sds3d.guidance.priors.text_encoder import get_text_encoder
@@ -64,7 +66,8 @@ def main() -> None:
             color = palette[i % len(palette)]
             prompts.append(canonical_caption(kind, color, None if with_camera else view))
             labels.append((kind, color, view))
-    cameras = sample_cameras(labels, args.samples, np.random.default_rng(args.seed)) if with_camera else None
+    orbits = sample_orbits(labels, args.samples, np.random.default_rng(args.seed)) if with_camera else None
+    cameras = None if orbits is None else orbit_cameras(*(torch.as_tensor(v, dtype=torch.float32) for v in orbits), 32)
     images = torch.cat([sample(prompts[s:s + 8], n=args.samples, guidance_scale=args.guidance_scale,
                                view_guidance_scale=args.view_guidance_scale, steps=args.steps,
                                seed=args.seed + s, unet=unet, scheduler=scheduler, text_encoder=encoder,
@@ -84,6 +87,8 @@ def main() -> None:
               "view_guidance_scale": args.view_guidance_scale if args.view_guidance_scale is not None else
               (args.guidance_scale if with_camera else SAMPLING_VIEW_GUIDANCE_SCALE),
               "seconds": round(time.perf_counter() - start, 1)}
+    if with_camera:
+        result["view_camera_ceiling"] = ground_truth_view_accuracy(evaluator, expanded, orbits)
     n_plain = len(plain)
     grid = image_grid((images[:n_plain].permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8),
                       columns=args.colors * args.samples)
@@ -91,11 +96,10 @@ def main() -> None:
     print(json.dumps(result))
 
 
-def sample_cameras(labels, samples: int, rng: np.random.Generator):
-    """One orbit camera per sample (labels repeated `samples` times, as `sample` orders them): random
-    in the training ranges without a view label; inside the labelled bin otherwise (either side for
-    "side"), at most 20 degrees from its centre, elevation 5-30."""
-    from sds3d.cameras import orbit_cameras
+def sample_orbits(labels, samples: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """One orbit (elevation, azimuth, radius, fovy; degrees) per sample, labels repeated `samples`
+    times as `sample` orders them: random in the training ranges without a view label; inside the
+    labelled bin otherwise (either side for "side"), at most 20 degrees from its centre, elevation 5-30."""
     from sds3d.views import VIEW_AZIMUTHS
 
     elevation, azimuth = [], []
@@ -108,10 +112,20 @@ def sample_cameras(labels, samples: int, rng: np.random.Generator):
             centre = VIEW_AZIMUTHS[view] * (rng.choice([-1, 1]) if view == "side" else 1)
             azimuth.append((centre + rng.uniform(-20, 20) + 180) % 360 - 180)
     n = len(elevation)
-    return orbit_cameras(torch.tensor(elevation, dtype=torch.float32), torch.tensor(azimuth, dtype=torch.float32),
-                         torch.as_tensor(rng.uniform(2.2, 2.8, n), dtype=torch.float32),
-                         torch.as_tensor(rng.uniform(35, 45, n), dtype=torch.float32), 32)
+    return np.array(elevation), np.array(azimuth), rng.uniform(2.2, 2.8, n), rng.uniform(35, 45, n)
 
+
+def ground_truth_view_accuracy(evaluator, labels, orbits) -> float:
+    """The view head's accuracy on the true objects rendered at the viewed samples' cameras: the
+    ceiling `view_camera_acc` is read against."""
+    from sds3d.world.dataset import render_views
+
+    hits = []
+    for i, (kind, color, view) in enumerate(labels):
+        if view is not None:
+            image = render_views(kind, color, *(v[i:i + 1] for v in orbits))
+            hits.append(evaluator.predict(image)["view"][0] == view)
+    return float(np.mean(hits))
 
 if __name__ == "__main__":
     main()

@@ -12,19 +12,23 @@ carries the view's camera features, except the unconditional one of a prior that
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .cameras import Cameras, cameras_features
 from .views import VIEW_WORDS, view_bins
 
+if TYPE_CHECKING:
+    from sds3d.guidance.priors.prior import TextEmbedding
+
 
 @dataclass
 class PromptBatch:
-    cond: "TextEmbedding"  # noqa: F821  [B] one per view (view-dependent text)
-    uncond: "TextEmbedding"  # noqa: F821  [B] negative prompt, "" by default
+    cond: "TextEmbedding"  # [B] one per view (view-dependent text)
+    uncond: "TextEmbedding"  # [B] negative prompt, "" by default
     texts: list[str]
     views: list[str]
     prompt: str = ""  # the bare prompt, without view words
-    base_cond: "TextEmbedding | None" = None  # noqa: F821  [B] the bare prompt, for view-independent scores (VSD)
+    base_cond: "TextEmbedding | None" = None  # [B] the bare prompt, for view-independent scores (VSD)
 
 
 @dataclass

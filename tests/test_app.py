@@ -76,8 +76,9 @@ def test_default_guidance_scale_is_the_variants_constant():
 def test_prior_allow_list(tmp_path):
     folder = tmp_path / "sd-2-1"
     folder.mkdir()
-    choices = prior_choices([str(folder), "some-org/some-model"])
-    assert choices == {"embedded": "embedded", "sd-2-1": str(folder), "some-org/some-model": "some-org/some-model"}
+    choices = prior_choices([str(folder), "some-org/some-model", "embedded-v2"])
+    assert choices == {"embedded": "embedded", "embedded-v2": "embedded-v2", "sd-2-1": str(folder),
+                       "some-org/some-model": "some-org/some-model"}
     with pytest.raises(ValueError, match="prior folder /no/such/folder does not exist"):
         prior_choices(["/no/such/folder"])
     (tmp_path / "other").mkdir()
@@ -108,6 +109,14 @@ def test_simultaneous_runs_get_their_own_directories_and_results(runner):
         assert json.loads((run.dir / "eval.json").read_text()) == run.scores and run.scores["kind"] in ("mug", "cube")
     assert first.snapshot().step == 3 and second.snapshot().step == 4
     assert first.snapshot().renders.shape == (32, 4 * 32, 3)  # the step's 4 views side by side
+
+
+def test_the_camera_prior_is_offered_by_default_and_runs(tmp_path):
+    runner = Runner(tmp_path / "runs", prior_choices([]), limits=Limits(max_steps=50), **FAST)
+    assert runner.models["embedded-v2"].camera_conditioned and not runner.models["embedded"].camera_conditioned
+    run = runner.start(RunRequest("a red mug", steps=2, prior="embedded-v2"), owner="page")
+    _wait(run)
+    assert json.loads((run.dir / "config.json").read_text())["prior"] == "embedded-v2"
 
 
 def test_vsd_particles_are_all_offered_for_download(runner):
@@ -227,7 +236,7 @@ def test_server_flags(tmp_path, monkeypatch):
     runner = build_runner(_args("--runs-dir", str(tmp_path / "runs"), "--max-steps", "40", "--concurrency", "2"))
     assert runner.runs_dir == (tmp_path / "runs").resolve() and runner.limits.max_steps == 40
     assert [runner.slots.acquire(blocking=False) for _ in range(3)] == [True, True, False]  # --concurrency slots
-    assert list(runner.priors) == ["embedded"]
+    assert list(runner.priors) == ["embedded", "embedded-v2"]  # the shipped priors, v1 first (the default)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the default runs folder is made
     args = add_arguments(argparse.ArgumentParser()).parse_args([])
     assert (args.host, args.port, args.share, args.concurrency) == ("127.0.0.1", 7860, False, 1)

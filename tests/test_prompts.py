@@ -1,5 +1,4 @@
 import pytest
-import torch
 from toy_priors import GaussianToyPrior
 
 from sds3d.cameras import orbit_cameras
