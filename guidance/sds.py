@@ -38,6 +38,8 @@ class SDSConfig:
     weighting: str = "sds"
     timesteps: TimestepConfig = field(default_factory=TimestepConfig)
     grad_clip: Scheduled | None = None  # elementwise clamp of g, e.g. [0, 2, 8, 1000]
+    alpha_sparsity: Scheduled = 0.0  # floater regulariser on the render's alpha (`alpha_regularizer_loss`)
+    alpha_entropy: Scheduled = 0.0
 
 
 class SDS(NoisedRenderGuidance):

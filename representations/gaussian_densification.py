@@ -19,7 +19,8 @@ class DensificationConfig:
     refine_start_iter: int = 100
     refine_stop_iter: int = 800
     refine_every: int = 100
-    reset_every: int = 100_000  # opacity reset; effectively off for score distillation
+    reset_every: int = 100_000  # opacity reset (clamped to 2 prune_opa) every N steps before refine_stop_iter;
+    # effectively off by default
     grow_grad2d: float = 0.0002
     grow_scale3d: float = 0.01
     prune_opa: float = 0.005
@@ -54,9 +55,20 @@ class GaussianDensifier:
         if count >= self.config.max_gaussians:
             self.strategy.refine_stop_iter = min(self.strategy.refine_stop_iter, step)
         self.strategy.step_post_backward(params, optimizers, self.state, step, meta, packed=False)
+        if 0 < step < self.config.refine_stop_iter and step % self.config.reset_every == 0:
+            self.reset_opacities(params, optimizers)
         if count and not params["means"].shape[0]:
             warnings.warn(f"step {step}: pruning removed every Gaussian (all opacities < prune_opa = "
                           f"{self.config.prune_opa}); the asset is empty from here on", RuntimeWarning, stacklevel=2)
+
+    def reset_opacities(self, params, optimizers) -> None:
+        """Clamp every opacity to 2 prune_opa and clear its Adam moments, as 3DGS's periodic reset does.
+        Done here because gsplat's DefaultStrategy (up to 1.5.3 at least) never runs its own: its test
+        `step % reset_every == 0 & step > 0` parses as a chained comparison that is always false
+        (nerfstudio-project/gsplat#776). Clamping twice is the same as once, so a fixed gsplat is harmless."""
+        from gsplat.strategy.ops import reset_opa
+
+        reset_opa(params=params, optimizers=optimizers, state=self.state, value=2.0 * self.config.prune_opa)
 
     def state_dict(self) -> dict:
         return {key: value.clone() if torch.is_tensor(value) else value for key, value in self.state.items()}

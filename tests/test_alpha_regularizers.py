@@ -8,7 +8,7 @@ from toy_priors import GaussianToyPrior
 
 from sds3d.guidance.dsd import DSD, DSDConfig
 from sds3d.guidance.sdi import SDI, SDIConfig
-from sds3d.guidance.sds import SDS
+from sds3d.guidance.sds import SDS, SDSConfig
 from sds3d.representations.alpha_regularizers import alpha_entropy, alpha_sparsity
 
 
@@ -20,7 +20,7 @@ def test_analytic_values():
     assert alpha_entropy(empty) < 1e-3 and alpha_entropy(full) < 1e-3
 
 
-@pytest.mark.parametrize("cls, config_cls", [(DSD, DSDConfig), (SDI, SDIConfig)])
+@pytest.mark.parametrize("cls, config_cls", [(DSD, DSDConfig), (SDI, SDIConfig), (SDS, SDSConfig)])
 def test_weighted_loss_pulls_each_pixel_with_weight_over_batch(cls, config_cls):
     """Sum-reduced per view: d loss / d alpha = (w_s a / sqrt(a^2 + 0.01) + w_e log((1 - a) / a)) / B."""
     alpha = torch.rand(3, 5, 4, 1, generator=torch.Generator().manual_seed(0)).clamp(0.05, 0.95).requires_grad_()

@@ -92,6 +92,36 @@ def test_densify_and_prune_change_counts_as_expected(backend, generator):
     assert gaussians.opacities.min() >= 0.05
 
 
+@pytest.mark.parametrize("reset_every", [3, 100])
+def test_opacity_reset_clamps_to_twice_the_prune_threshold_on_its_steps_only(reset_every, generator):
+    """The periodic 3DGS opacity reset runs (gsplat's own never fires): opacities above 2 prune_opa are
+    clamped to it at every multiple of reset_every before refine_stop_iter, and their Adam moments cleared."""
+    config = GaussiansConfig(num_points=50, backend="reference", densify=DensificationConfig(
+        refine_start_iter=1000, refine_stop_iter=10, reset_every=reset_every, prune_opa=0.02))
+    gaussians = Gaussians.random_in_sphere(config, generator)
+    with torch.no_grad():
+        gaussians.params["opacities"][:] = torch.logit(torch.linspace(0.01, 0.9, 50))
+    optimizers = gaussians.make_optimizers()
+    for opt in optimizers.values():
+        opt.param_groups[0]["lr"] = 0.0  # Adam keeps moments, parameters stay: only the reset changes them
+    cams = orbit_cameras([10, 40], [0, 120], 2.5, 40, 24)
+    for step in (1, 2, 3):
+        before = gaussians.opacities.detach().clone()
+        out = gaussians.render(cams)
+        gaussians.before_backward(step, out)
+        out.rgb.sum().backward()
+        for opt in optimizers.values():
+            opt.step()
+            opt.zero_grad()
+        gaussians.after_step(step, out, optimizers)
+        after = gaussians.opacities.detach()
+        if step == reset_every:
+            torch.testing.assert_close(after, before.clamp(max=0.04))
+            assert not optimizers["opacities"].state[gaussians.params["opacities"]]["exp_avg"].any()
+        else:
+            torch.testing.assert_close(after, before)
+
+
 @pytest.mark.parametrize("degree,features", [(0, 0), (2, 3)])
 def test_ply_round_trip_is_exact(tmp_path, generator, degree, features):
     gaussians = Gaussians.random_in_sphere(GaussiansConfig(num_points=77, sh_degree=degree, feature_dim=features),
