@@ -111,7 +111,8 @@ def test_missing_prior_is_a_clear_error(tmp_path):
 
 
 def test_train_resume_export_roundtrip(tmp_path, monkeypatch):
-    """Two steps + resume to four equals four steps straight; the export loads with from_pretrained."""
+    """Two steps + resume to four equals four steps straight; resuming a finished run without --steps
+    trains no further; the export loads with from_pretrained."""
     from sds3d.world.train_prior import main
 
     monkeypatch.setenv("SDS3D_DATA_DIR", str(tmp_path / "data"))
@@ -120,6 +121,7 @@ def test_train_resume_export_roundtrip(tmp_path, monkeypatch):
         main(["--out", str(tmp_path / "a"), "--steps", "4", "--no-export", *TINY])
         main(["--out", str(tmp_path / "b"), "--steps", "2", "--no-export", *TINY])
         main(["--out", str(tmp_path / "b"), "--steps", "4", "--resume", "--no-export", *TINY])
+        main(["--out", str(tmp_path / "b"), "--resume", "--no-export", *TINY])  # no --steps: the run's own 4
         main(["--out", str(tmp_path / "b"), "--export-only", "--export", str(tmp_path / "prior")])
     finally:
         torch.set_num_threads(threads)

@@ -437,7 +437,9 @@ def parse_args(argv=None):
     p.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS["precision"],
                    help="the UNet in fp32 or under bf16 autocast; auto = bf16 where the CPU has native bf16 "
                         "(AMX / AVX512-BF16)")
-    for key in ("steps", "batch", "warmup", "decay_steps", "data_size", "seed", "layers_per_block", "head_dim",
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"training steps (default {DEFAULTS['steps']}; on --resume the run's own, a larger number extends it)")
+    for key in ("batch", "warmup", "decay_steps", "data_size", "seed", "layers_per_block", "head_dim",
                 "norm_num_groups", "num_train_timesteps", "log_every", "threads", "camera_dim",
                 "coordinate_channels"):
         p.add_argument("--" + key.replace("_", "-"), type=int, default=DEFAULTS[key])
@@ -472,7 +474,8 @@ def main(argv=None) -> None:
             state = torch.load(ckpt, weights_only=True)
     if state is not None:
         cfg = dict(state["config"])
-        cfg["steps"] = args.steps if not args.export_only else cfg["steps"]  # allow extending a run
+        if args.steps is not None and not args.export_only:  # extend (or shorten) the run
+            cfg["steps"] = args.steps
         cfg.setdefault("decay_steps", DEFAULTS["decay_steps"])
         if args.lr_schedule and args.lr_schedule != cfg["lr_schedule"] and not args.export_only:
             if (cfg["lr_schedule"], args.lr_schedule) != ("constant", "wsd"):
@@ -488,6 +491,7 @@ def main(argv=None) -> None:
         if ckpt.exists() and not args.resume:
             raise SystemExit(f"{ckpt} exists: pass --resume to continue it, or choose another --out")
         cfg = {k: getattr(args, k) for k in DEFAULTS if k not in ("block_out_channels",)}
+        cfg["steps"] = DEFAULTS["steps"] if args.steps is None else args.steps
         if args.init_from_prior is not None:
             cfg["init_from_prior"] = str(args.init_from_prior)
         cfg["lr_schedule"] = args.lr_schedule or DEFAULTS["lr_schedule"]
