@@ -38,4 +38,3 @@ def test_scheduled_weights_and_variants_without_them():
     torch.testing.assert_close(decaying.alpha_regularizer_loss(alpha, step=5), 0.2 * 16 * alpha_sparsity(alpha))
     assert decaying.alpha_regularizer_loss(alpha, step=10) is None  # both weights 0 from step 10 on
     assert SDS(prior, total_steps=20).alpha_regularizer_loss(alpha, step=0) is None
-
