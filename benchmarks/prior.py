@@ -127,5 +127,6 @@ def ground_truth_view_accuracy(evaluator, labels, orbits) -> float:
             hits.append(evaluator.predict(image)["view"][0] == view)
     return float(np.mean(hits))
 
+
 if __name__ == "__main__":
     main()

@@ -438,7 +438,8 @@ def parse_args(argv=None):
                    help="the UNet in fp32 or under bf16 autocast; auto = bf16 where the CPU has native bf16 "
                         "(AMX / AVX512-BF16)")
     p.add_argument("--steps", type=int, default=None,
-                   help=f"training steps (default {DEFAULTS['steps']}; on --resume the run's own, a larger number extends it)")
+                   help=f"training steps (default {DEFAULTS['steps']}; on --resume the run's own, and a larger "
+                        "number extends it)")
     for key in ("batch", "warmup", "decay_steps", "data_size", "seed", "layers_per_block", "head_dim",
                 "norm_num_groups", "num_train_timesteps", "log_every", "threads", "camera_dim",
                 "coordinate_channels"):
