@@ -59,7 +59,7 @@ def test_the_web_ui_offers_a_deepfloyd_if_folder(tiny_if_folder, tmp_path):
     from sds3d.app.runner import Runner, prior_choices
 
     runner = Runner(tmp_path, prior_choices([str(tiny_if_folder)]))
-    assert list(runner.priors) == ["embedded", "pipeline"]
+    assert list(runner.priors) == ["embedded", "embedded-v2", "pipeline"]
     assert isinstance(runner.models["pipeline"], DeepFloydIFPrior)
 
 
