@@ -31,7 +31,8 @@ from tqdm import tqdm
 def main() -> None:
     from sds3d.cameras import orbit_cameras
     from sds3d.guidance.priors.embedded_prior import (SAMPLING_GUIDANCE_SCALE, SAMPLING_VIEW_GUIDANCE_SCALE,
-                                                      is_camera_conditioned, load_embedded_prior, sample)
+                                                      default_view_guidance_scale, is_camera_conditioned,
+                                                      load_embedded_prior, sample)
     from sds3d.guidance.priors.text_encoder import get_text_encoder
     from sds3d.turntable import image_grid, save_png
     from sds3d.world import COLORS, KINDS, canonical_caption, fronted_kinds
@@ -85,7 +86,7 @@ def main() -> None:
               ("view_camera_acc" if with_camera else "view_word_acc"): float(np.mean([r[3] == r[0][2] for r in viewed])),
               "per_kind": per_kind, "samples": len(rows), "guidance_scale": args.guidance_scale,
               "view_guidance_scale": args.view_guidance_scale if args.view_guidance_scale is not None else
-              (args.guidance_scale if with_camera else SAMPLING_VIEW_GUIDANCE_SCALE),
+              default_view_guidance_scale(with_camera, args.guidance_scale),
               "seconds": round(time.perf_counter() - start, 1)}
     if with_camera:
         result["view_camera_ceiling"] = ground_truth_view_accuracy(evaluator, expanded, orbits)

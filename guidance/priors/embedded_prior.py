@@ -88,6 +88,11 @@ SAMPLING_VIEW_GUIDANCE_SCALE = 4.0
 # 0.64 / colour 0.93 / view 0.42; plain CFG (s_v = s) 0.93 / 1.00 / 0.47. Cameras get plain CFG.
 
 
+def default_view_guidance_scale(camera_conditioned: bool, guidance_scale: float) -> float:
+    """s_v when none is given: `SAMPLING_VIEW_GUIDANCE_SCALE` on view phrases, plain CFG (s) on cameras."""
+    return guidance_scale if camera_conditioned else SAMPLING_VIEW_GUIDANCE_SCALE
+
+
 def images_to_pixels(rgb: torch.Tensor, resolution: int = RESOLUTION) -> torch.Tensor:
     """Differentiable: [B, 3, H, W] in [0, 1] -> [B, 3, res, res] in [-1, 1]; larger images are
     reduced by area averaging, as the training renders were."""
@@ -145,8 +150,8 @@ def sample(prompts: list[str] | str, n: int = 1, guidance_scale: float | None = 
         null_camera = unet.camera_token.null_camera
     elif cameras is not None:
         raise ValueError("this embedded prior (v1) takes no cameras: name the view in the prompt instead")
-    if view_scale is None:  # the camera: plain CFG (see SAMPLING_VIEW_GUIDANCE_SCALE)
-        view_scale = guidance_scale if camera is not None else SAMPLING_VIEW_GUIDANCE_SCALE
+    if view_scale is None:
+        view_scale = default_view_guidance_scale(camera is not None, guidance_scale)
     plain_texts = [strip_view_phrases(text) for text in texts]
     viewed = [i for i, (text, plain) in enumerate(zip(texts, plain_texts)) if text != plain or null_camera]
     if view_scale == guidance_scale:  # compositional guidance reduces to plain CFG

@@ -23,6 +23,7 @@ from sds3d.assets import ASSETS_DIR
 from sds3d.errors import InputError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # a Hugging Face hub id: org/name
+PRIOR_TYPES = {"embedded": "embedded micro-world prior", "sd": "Stable Diffusion", "if": "DeepFloyd IF"}
 # The embedded priors shipped in `assets/`, by name; "embedded" is the default one.
 SHIPPED_PRIORS = {"embedded": "prior", "embedded-v1": "prior", "embedded-v2": "prior_v2"}
 
@@ -30,7 +31,6 @@ SHIPPED_PRIORS = {"embedded": "prior", "embedded-v1": "prior", "embedded-v2": "p
 def shipped_prior_dir(spec: str) -> Path | None:
     """The folder of a shipped prior's name ("embedded", "embedded-v1", "embedded-v2"), else None."""
     return ASSETS_DIR / SHIPPED_PRIORS[spec] if spec in SHIPPED_PRIORS else None
-PRIOR_TYPES = {"embedded": "embedded micro-world prior", "sd": "Stable Diffusion", "if": "DeepFloyd IF"}
 
 
 def is_local(spec: str) -> bool:
