@@ -266,3 +266,52 @@ def test_sampling_a_camera_prior_without_cameras_reads_them_from_the_view_phrase
 
     explicit = run("a red mug", cameras=cameras_from_view_phrases(["a red mug, back view"] * 2, n=2)[1])
     torch.testing.assert_close(run("a red mug, back view"), explicit)
+
+
+def test_angle_harmonics_are_the_sines_and_cosines_of_multiples_and_vanish_for_no_camera():
+    from sds3d.guidance.priors.camera_token import HARMONICS, angle_harmonics
+
+    elevation, azimuth = torch.tensor([-10.0, 30.0, 75.0]), torch.tensor([0.0, 47.0, -170.0])
+    features = camera_features(elevation, azimuth, [2.5] * 3, [40.0] * 3)
+    got = angle_harmonics(features)
+    assert got.shape == (3, 6 + 4 * (HARMONICS - 1))
+    torch.testing.assert_close(got[:, :6], features)
+    e, a = torch.deg2rad(elevation), torch.deg2rad(azimuth)
+    for k in range(2, HARMONICS + 1):
+        i = 6 + 4 * (k - 2)
+        expected = torch.stack([(k * a).sin(), (k * a).cos(), (k * e).sin(), (k * e).cos()], dim=-1)
+        torch.testing.assert_close(got[:, i:i + 4], expected, atol=1e-5, rtol=0)
+    assert not angle_harmonics(torch.zeros(2, 6)).any()
+
+
+def test_a_linear_token_export_initialises_an_mlp_token_run_that_predicts_the_same_and_round_trips(tmp_path):
+    """--camera-mlp from a v2 export: the MLP branch's last layer starts at zero, so the run starts as the
+    export; once the branch is trained, its saved token loads back with the same prediction."""
+    from sds3d.guidance.priors.camera_token import camera_token_removed, save_camera_token
+    from sds3d.guidance.priors.embedded_prior import load_embedded_prior
+    from sds3d.world.train_prior import DEFAULTS, Trainer
+
+    v2 = tiny_prior(camera=True)
+    with camera_token_removed(v2.unet) as token:
+        v2.unet.save_pretrained(tmp_path / "v2" / "unet")
+    save_camera_token(token, tmp_path / "v2")
+    cfg = dict(DEFAULTS, block_out_channels=(16, 32), head_dim=16, norm_num_groups=8, camera_dim=6,
+               camera_mlp=8, precision="fp32")
+    trainer = Trainer(tmp_path / "run", cfg)
+    trainer.init_from_export(tmp_path / "v2")
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([50, 700])
+    text = v2.encode_prompts(["a red mug", "a red mug"])
+    cameras = text.with_camera(camera_features([0.0, 40.0], [0.0, 120.0], [2.3, 2.7], [36.0, 44.0]))
+    mlp = EmbeddedPrior(trainer.unet.eval(), v2.scheduler)
+    torch.testing.assert_close(mlp.predict_noise(x, t, cameras), v2.predict_noise(x, t, cameras))
+
+    torch.nn.init.normal_(trainer.unet.camera_token.mlp[2].weight, std=0.5)  # trained
+    trained = mlp.predict_noise(x, t, cameras)
+    assert not torch.allclose(trained, v2.predict_noise(x, t, cameras), atol=1e-3)
+    with camera_token_removed(trainer.unet) as token:
+        trainer.unet.save_pretrained(tmp_path / "mlp" / "unet")
+    save_camera_token(token, tmp_path / "mlp")
+    v2.scheduler.save_pretrained(tmp_path / "mlp" / "scheduler")
+    unet, scheduler = load_embedded_prior(tmp_path / "mlp")
+    assert unet.camera_token.mlp_hidden == 8
+    torch.testing.assert_close(EmbeddedPrior(unet, scheduler).predict_noise(x, t, cameras), trained)

@@ -10,6 +10,12 @@ Why not the timestep embedding (MVDream's `class_embed_type="projection"`): fine
 prior for 1,767 steps that path left the epsilon loss at true and at 180-degree-turned cameras equal
 to four digits (the model ignored it); this token made them differ by 1-3% within 1,000 steps.
 
+A linear map of (sin, cos) of the azimuth turns the token smoothly with the view, so a front and a
+three-quarter camera differ little. `mlp_hidden` > 0 adds a second branch, a 2-layer MLP (as MVDream
+embeds its camera) over the features and their harmonics 2..`HARMONICS` (sin k*a, cos k*a of azimuth and
+elevation, from powers of the unit complex number cos a + i sin a, so all-zero "no camera" features
+stay zero). Its last layer starts at zero, so a token fine-tuned with it starts as the linear one.
+
 A prior trained with camera dropout (`null_camera`: some training samples had all-zero features)
 also knows "no camera": classifier-free guidance can then drop text and camera together,
 eps(T, c) against eps(empty, none), so the guidance scale amplifies the view as well as the text.
@@ -34,25 +40,53 @@ from torch import nn
 from sds3d.cameras import CAMERA_FEATURES
 
 CAMERA_TOKEN_DIR = "camera_token"
+HARMONICS = 4
 WEIGHTS_FILE = "model.safetensors"
 
 
+def angle_harmonics(camera: torch.Tensor, harmonics: int = HARMONICS) -> torch.Tensor:
+    """camera features [B, 6] (`sds3d.cameras.camera_features`) -> [B, 6 + 4 (harmonics - 1)]: the
+    features, then (sin k*a, cos k*a, sin k*e, cos k*e) for k = 2..harmonics (a azimuth, e elevation)."""
+    elevation = torch.complex(camera[:, 1], camera[:, 0])
+    azimuth = torch.complex(camera[:, 3], camera[:, 2])
+    parts = [camera]
+    for k in range(2, harmonics + 1):
+        a, e = azimuth ** k, elevation ** k
+        parts.append(torch.stack([a.imag, a.real, e.imag, e.real], dim=-1))
+    return torch.cat(parts, dim=-1)
+
+
 class CameraToken(nn.Module):
-    """hidden [B, L, C], camera [B, D] -> hidden with W camera + b added to token L - 1 (W, b start at 0).
+    """hidden [B, L, C], camera [B, D] -> hidden with W camera + b (+ MLP(harmonics) when `mlp_hidden`)
+    added to token L - 1; W, b and the MLP's last layer start at 0.
     `null_camera`: trained with all-zero features as "no camera" (camera dropout)."""
 
-    def __init__(self, width: int, features: int = CAMERA_FEATURES, null_camera: bool = False):
+    def __init__(self, width: int, features: int = CAMERA_FEATURES, null_camera: bool = False,
+                 mlp_hidden: int = 0):
         super().__init__()
         self.null_camera = null_camera
+        self.mlp_hidden = mlp_hidden
         self.proj = nn.Linear(features, width)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
+        self.mlp = None
+        if mlp_hidden:
+            self.mlp = nn.Sequential(nn.Linear(features + 4 * (HARMONICS - 1), mlp_hidden), nn.SiLU(),
+                                     nn.Linear(mlp_hidden, width))
+            nn.init.zeros_(self.mlp[2].weight)
+            nn.init.zeros_(self.mlp[2].bias)
+
+    def embed(self, camera: torch.Tensor) -> torch.Tensor:
+        """camera features [B, D] -> [B, C]."""
+        camera = camera.to(self.proj.weight.dtype)
+        out = self.proj(camera)
+        return out if self.mlp is None else out + self.mlp(angle_harmonics(camera))
 
     def forward(self, hidden: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
         if camera.shape != (hidden.shape[0], self.proj.in_features):
             raise ValueError(f"camera features must be [{hidden.shape[0]}, {self.proj.in_features}], "
                              f"got {list(camera.shape)}")
-        token = hidden[:, -1] + self.proj(camera.to(self.proj.weight.dtype)).to(hidden.dtype)
+        token = hidden[:, -1] + self.embed(camera).to(hidden.dtype)
         return torch.cat([hidden[:, :-1], token[:, None]], dim=1)
 
 
@@ -101,7 +135,7 @@ def save_camera_token(token: CameraToken, folder: Path) -> None:
     save_file({k: v.detach().float().contiguous() for k, v in token.state_dict().items()}, out / WEIGHTS_FILE)
     config = {"features": "sds3d.cameras.camera_features", "in_features": token.proj.in_features,
               "out_features": token.proj.out_features, "added_to": "the last text token",
-              "null_camera": token.null_camera}
+              "null_camera": token.null_camera, "mlp_hidden": token.mlp_hidden, "harmonics": HARMONICS}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
@@ -116,6 +150,10 @@ def load_camera_token(folder: Path) -> CameraToken | None:
     if config.get("in_features") != CAMERA_FEATURES:
         raise ValueError(f"the prior's camera token in {path} takes {config.get('in_features')} camera features; "
                          f"sds3d's cameras give {CAMERA_FEATURES}")
-    token = CameraToken(int(config["out_features"]), CAMERA_FEATURES, bool(config.get("null_camera", False)))
+    if config.get("mlp_hidden") and config.get("harmonics") != HARMONICS:
+        raise ValueError(f"the prior's camera token in {path} uses {config.get('harmonics')} harmonics; "
+                         f"this sds3d computes {HARMONICS}")
+    token = CameraToken(int(config["out_features"]), CAMERA_FEATURES, bool(config.get("null_camera", False)),
+                        int(config.get("mlp_hidden", 0)))
     token.load_state_dict(load_file(path / WEIGHTS_FILE))
     return token

@@ -47,8 +47,10 @@ DEFAULTS = dict(
     data_size=60000, seed=0, data_seed=None, block_out_channels=(32, 64, 96), layers_per_block=1,
     head_dim=32, norm_num_groups=16, beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000,
     ckpt_minutes=5.0, log_every=10, threads=2, camera_dim=0, precision="auto", camera_lr_scale=20.0,
-    high_t_prob=0.0, high_noise_weight=0.0, coordinate_channels=0, camera_dropout=0.0,
+    high_t_prob=0.0, high_noise_weight=0.0, coordinate_channels=0, camera_dropout=0.0, camera_mlp=0,
 )
+# `camera_mlp`: hidden width of the camera token's MLP branch over angle harmonics (0 = linear only;
+# `sds3d.guidance.priors.camera_token`).
 # `camera_dropout`: the fraction of samples whose camera features are zeroed ("no camera"), drawn
 # independently of the caption dropout, so guidance can drop text and camera together (the exported
 # token records `null_camera`).
@@ -76,17 +78,18 @@ def parameter_groups(unet, cfg: dict) -> list[dict]:
 
 
 def build_unet(block_out_channels=(32, 64, 96), layers_per_block=1, head_dim=32, norm_num_groups=16,
-               cross_attention_dim=384, sample_size=32, camera_dim=0, coordinate_channels=0):
+               cross_attention_dim=384, sample_size=32, camera_dim=0, coordinate_channels=0, camera_mlp=0):
     """The prior's UNet. Level 0 (32x32) has no attention; 16x16, 8x8 and the mid block have
     self- and cross-attention with heads of `head_dim` channels. `camera_dim` > 0 (prior v2) adds
     a zero-initialised camera token (`sds3d.guidance.priors.camera_token`): the UNet is then called
-    with `camera=` [B, camera_dim] features of `sds3d.cameras.camera_features`.
+    with `camera=` [B, camera_dim] features of `sds3d.cameras.camera_features`; `camera_mlp` > 0 gives
+    the token an MLP branch of that width.
     `coordinate_channels` = 1 appends the pixels' (x, y) to the input
     (`sds3d.guidance.priors.coordinate_channels`), so a global condition can place parts left or right."""
     from diffusers import UNet2DConditionModel
 
     from sds3d.cameras import CAMERA_FEATURES
-    from sds3d.guidance.priors.camera_token import attach_camera_token
+    from sds3d.guidance.priors.camera_token import CameraToken, attach_camera_token
     from sds3d.guidance.priors.coordinate_channels import COORDINATE_CHANNELS, attach_coordinate_channels
 
     channels = tuple(int(c) for c in block_out_channels)
@@ -103,12 +106,15 @@ def build_unet(block_out_channels=(32, 64, 96), layers_per_block=1, head_dim=32,
         up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
         attention_head_dim=heads,
     ))
-    return attach_camera_token(unet) if camera_dim else unet
+    if not camera_dim:
+        return unet
+    return attach_camera_token(unet, CameraToken(cross_attention_dim, CAMERA_FEATURES, mlp_hidden=camera_mlp))
 
 
 def unet_from_config(cfg: dict):
     return build_unet(cfg["block_out_channels"], cfg["layers_per_block"], cfg["head_dim"], cfg["norm_num_groups"],
-                      camera_dim=cfg.get("camera_dim", 0), coordinate_channels=cfg.get("coordinate_channels", 0))
+                      camera_dim=cfg.get("camera_dim", 0), coordinate_channels=cfg.get("coordinate_channels", 0),
+                      camera_mlp=cfg.get("camera_mlp", 0))
 
 
 def build_scheduler(beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000):
@@ -356,8 +362,10 @@ def prior_readme(info: dict) -> str:
         "\n- Camera (v2): `sds3d.cameras.camera_features` of the view (sin/cos of elevation and azimuth,"
         "\n  radius and field of view centred on the training ranges) through a linear layer added to the"
         "\n  last text token (`camera_token/`, `sds3d.guidance.priors.camera_token`), so the UNet reads the"
-        "\n  camera through cross-attention, as Zero123 does. Classifier-free guidance drops the text and"
-        "\n  keeps the camera" + ("." if not cfg.get("camera_dropout") else
+        "\n  camera through cross-attention, as Zero123 does."
+        + (f" A 2-layer MLP branch ({cfg['camera_mlp']} hidden) over the angles' harmonics 1-4 adds to it."
+           if cfg.get("camera_mlp") else "") +
+        "\n  Classifier-free guidance drops the text and keeps the camera" + ("." if not cfg.get("camera_dropout") else
         f", or drops both: camera dropout {cfg['camera_dropout']} (all-zero features, from step"
         f" {cfg.get('camera_dropout_from_step', 0)}) taught it \"no camera\"."))
     if cfg.get("coordinate_channels"):
@@ -442,7 +450,7 @@ def parse_args(argv=None):
                         "number extends it)")
     for key in ("batch", "warmup", "decay_steps", "data_size", "seed", "layers_per_block", "head_dim",
                 "norm_num_groups", "num_train_timesteps", "log_every", "threads", "camera_dim",
-                "coordinate_channels"):
+                "coordinate_channels", "camera_mlp"):
         p.add_argument("--" + key.replace("_", "-"), type=int, default=DEFAULTS[key])
     for key in ("lr", "weight_decay", "ema_decay", "caption_dropout", "view_caption_prob", "snr_gamma",
                 "grad_clip", "ckpt_minutes", "camera_lr_scale", "high_t_prob", "high_noise_weight",
@@ -535,7 +543,7 @@ def main(argv=None) -> None:
 
 
 ARCHITECTURE_KEYS = ("block_out_channels", "layers_per_block", "head_dim", "norm_num_groups", "beta_schedule",
-                     "num_train_timesteps", "camera_dim", "coordinate_channels")
+                     "num_train_timesteps", "camera_dim", "coordinate_channels", "camera_mlp")
 
 
 def load_source_run(run_dir: Path) -> dict:
