@@ -14,7 +14,8 @@ fronted kinds' prompts, without view words, are drawn at cameras clearly inside 
 back bin (20 degrees from its centre at most, elevation 5-30); the evaluator's view head against the
 camera's true bin is `view_camera_acc`, and on the true objects rendered at the same cameras
 `view_camera_ceiling`. Writes a sample grid (`--grid`) and prints JSON last:
-kind_acc, color_acc, view_word_acc (v1) or view_camera_acc (v2), per-kind accuracies, seconds.
+kind_acc, color_acc, view_word_acc (v1) or view_camera_acc (v2), view_confusion (asked-for view ->
+{view read: count}), per-kind accuracies, seconds.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def main() -> None:
     result = {"kind_acc": float(np.mean([r[1] == r[0][0] for r in plain])),
               "color_acc": float(np.mean([r[2] == r[0][1] for r in plain])),
               ("view_camera_acc" if with_camera else "view_word_acc"): float(np.mean([r[3] == r[0][2] for r in viewed])),
-              "per_kind": per_kind, "samples": len(rows), "guidance_scale": args.guidance_scale,
+              "view_confusion": view_confusion(viewed), "per_kind": per_kind, "samples": len(rows), "guidance_scale": args.guidance_scale,
               "view_guidance_scale": args.view_guidance_scale if args.view_guidance_scale is not None else
               default_view_guidance_scale(with_camera, args.guidance_scale),
               "seconds": round(time.perf_counter() - start, 1)}
@@ -95,6 +96,15 @@ def main() -> None:
                       columns=args.colors * args.samples)
     save_png(np.kron(grid, np.ones((2, 2, 1), dtype=np.uint8)), args.grid)
     print(json.dumps(result))
+
+
+def view_confusion(viewed) -> dict[str, dict[str, int]]:
+    """Asked-for view -> {view the evaluator read: count}, over rows (label, kind, colour, view read)."""
+    table: dict[str, dict[str, int]] = {}
+    for (_, _, asked), _, _, read in viewed:
+        row = table.setdefault(asked, {})
+        row[read] = row.get(read, 0) + 1
+    return table
 
 
 def sample_orbits(labels, samples: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:

@@ -53,7 +53,9 @@ def finished_run(config: GenerateConfig):
         return None, None
     saved, representation = load_run(out)
     metrics = json.loads((out / "metrics.json").read_text())
-    if asdict(saved) != asdict(config) or metrics.get("steps") != config.steps:
+    written = json.loads((out / "config.json").read_text())  # a run from before a setting existed lacks it
+    if (asdict(saved) != asdict(config) or written != json.loads(json.dumps(asdict(config)))
+            or metrics.get("steps") != config.steps):
         return None, None
     return representation, metrics
 

@@ -60,6 +60,11 @@ class Representation(nn.Module, ABC):
             optimizer.step()
         self.after_step(step, output, optimizers)
 
+    def finish(self, background: torch.Tensor, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
+        """Called once after the last optimiser step, before the final checkpoint, with the run's solid
+        training background ([3] RGB); -> numbers for metrics.json (e.g. what was pruned)."""
+        return {}
+
     def training_state(self) -> dict:
         """Optimisation state outside `state_dict()` (e.g. densification statistics), for checkpoints."""
         return {}

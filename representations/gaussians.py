@@ -23,6 +23,7 @@ from .base import Representation
 from .color_smoothness import color_smoothness, nearest_neighbours
 from .gaussian_densification import DensificationConfig, GaussianDensifier
 from .gaussian_ply import load_gaussian_ply, save_gaussian_ply, save_gaussian_splat
+from .hidden_gaussians import hidden_gaussians
 from .mesh import Mesh, as_mesh
 from .meshing import gaussians_to_mesh
 from .spherical_harmonics import C0, evaluate_sh, rgb_to_sh0
@@ -47,6 +48,8 @@ class GaussiansConfig:
     lr_shN: float = 5e-4
     lr_features: float = 1e-2
     densify: DensificationConfig = field(default_factory=DensificationConfig)
+    prune_hidden: bool = True  # after the last step, prune the Gaussians the training background hides
+    # ("white fog": background-coloured and invisible on it; `representations.hidden_gaussians`)
 
 
 def _nearest_neighbour_scale(points: np.ndarray, k: int = 3) -> np.ndarray:
@@ -203,6 +206,17 @@ class Gaussians(Representation):
 
     def after_step(self, step: int, output: RenderOutput, optimizers: dict[str, torch.optim.Optimizer]) -> None:
         self.densifier.after_step(self.params, optimizers, step, output.meta)
+
+    def finish(self, background: torch.Tensor, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
+        """Prunes the Gaussians `background` hides (`hidden_gaussians`), optimiser moments included."""
+        if not self.config.prune_hidden or not len(self):
+            return {}
+        from gsplat.strategy.ops import remove
+
+        hidden = hidden_gaussians(self, background)
+        remove(params=self.params, optimizers=optimizers, state=self.densifier.state, mask=hidden)
+        self._neighbours = None
+        return {"hidden_gaussians_pruned": int(hidden.sum())}
 
     def training_state(self) -> dict:
         neighbours = None if self._neighbours is None else self._neighbours.clone()

@@ -276,6 +276,7 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
         shared_optimizers["background"] = torch.optim.Adam(background.parameters(), lr=1e-3)
 
     start_step, elapsed_before, timer = 0, 0.0, Timer()
+    finish_record = state.get("finish", {})  # what `Representation.finish` did after the last step
     if resuming:
         for particle, particle_state in zip(particles, particle_states):
             load_weights(particle.representation, particle_state["representation"], checkpoint_path,
@@ -300,7 +301,8 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
             "background": background.state_dict(), "guidance": guidance.state_dict(),
             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "backoffs": guard.backoffs,
             "elapsed": elapsed_before + time.perf_counter() - started, "timings": timer.totals,
-            **({"retrieval": retrieval_record} if retrieval_record is not None else {})}, checkpoint_path)
+            **({"retrieval": retrieval_record} if retrieval_record is not None else {}),
+            "finish": finish_record}, checkpoint_path)
         save_json(config, out / "config.json")
         guard.last_checkpoint = step
 
@@ -364,6 +366,9 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
         done = steps_done = step + 1
         if config.preview_every and (done % config.preview_every == 0 or done == config.steps):
             _save_preview(representations, preview_cameras, out / "previews" / f"step_{done:05d}.png")
+        if done == config.steps and config.background == "white":
+            finish_record = [particle.representation.finish(torch.ones(3, device=device), particle.optimizers)
+                             for particle in particles][0]
         stop = should_stop is not None and should_stop()
         if stop or (config.checkpoint_every and done % config.checkpoint_every == 0) or done == config.steps:
             save_checkpoint(done)
@@ -375,7 +380,7 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     monitor.close()
 
     seconds = elapsed_before + time.perf_counter() - started
-    extra = {"retrieval": retrieval_record} if retrieval_record is not None else None
+    extra = {**finish_record, **({"retrieval": retrieval_record} if retrieval_record is not None else {})}
     metrics = finish_run(representations, config, out, seconds, logs, timer.totals, steps_done, progress, extra)
     return RunResult(out=out, representation=representations[0], metrics=metrics, particles=representations)
 

@@ -47,6 +47,8 @@ def test_run_directory_contents(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["steps"] == 12 and metrics["seconds"] > 0
     assert set(metrics["time_breakdown"]) == {"render", "prior", "backward", "optimizer"}
+    assert metrics["gaussians"] == len(result.representation)  # counted after the last step's pruning
+    assert metrics["hidden_gaussians_pruned"] >= 0
     # the resolved config re-loads as the same config
     assert load_json(GenerateConfig, tmp_path / "config.json") == tiny_config(tmp_path)
     assert len(result.representation) != 150  # densification ran
