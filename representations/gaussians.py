@@ -48,8 +48,7 @@ class GaussiansConfig:
     lr_shN: float = 5e-4
     lr_features: float = 1e-2
     densify: DensificationConfig = field(default_factory=DensificationConfig)
-    prune_hidden: bool = True  # after the last step, prune the Gaussians the training background hides
-    # ("white fog": background-coloured and invisible on it; `representations.hidden_gaussians`)
+    prune_hidden: bool = True  # after the last step, prune the Gaussians a white background hides (white fog)
 
 
 def _nearest_neighbour_scale(points: np.ndarray, k: int = 3) -> np.ndarray:
