@@ -63,7 +63,8 @@ def main() -> None:
         with torch.no_grad():
             gaussians.params["opacities"][hidden] = -30.0  # renders exactly as if removed
         pruned_scores = evaluate_asset(gaussians, config.prompt, evaluator)
-        row = {"run": run.name, "prompt": config.prompt, "seed": config.seed, "steps": config.steps, "gaussians": len(gaussians), "pruned": int(hidden.sum()),
+        row = {"run": run.name, "prompt": config.prompt, "seed": config.seed, "steps": config.steps,
+               "prior": config.prior, "gaussians": len(gaussians), "pruned": int(hidden.sum()),
                "before": {k: scores[k] for k in KEYS}, "after": {k: pruned_scores[k] for k in KEYS}}
         before.append(row["before"])
         after.append(row["after"])
