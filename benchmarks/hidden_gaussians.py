@@ -20,16 +20,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from text_to_3d import summary  # the suite's means (this script's folder is on sys.path)
+
 KEYS = ("kind_acc", "color_acc", "janus_rate", "shape_acc", "shape_rank", "chamfer")
-
-
-def mean_scores(rows: list[dict]) -> dict:
-    janus = [r["janus_rate"] for r in rows if r["janus_rate"] is not None]
-    return {"kind_acc": statistics.mean(r["kind_acc"] for r in rows),
-            "color_acc": statistics.mean(r["color_acc"] for r in rows),
-            "janus_rate": statistics.mean(janus) if janus else None,
-            "shape_acc": statistics.mean(r["shape_acc"] for r in rows),
-            "chamfer": statistics.mean(r["chamfer"] for r in rows)}
 
 
 def main() -> None:
@@ -48,7 +41,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    runs = sorted(d for d in args.suite.iterdir() if (d / "checkpoint.pt").is_file())
+    runs = sorted(d for d in args.suite.iterdir() if (d / "checkpoint.pt").is_file()) if args.suite.is_dir() else []
     if not runs:
         raise SystemExit(f"no runs in {args.suite} (folders with checkpoint.pt)")
     evaluator = Evaluator.load()
@@ -74,7 +67,7 @@ def main() -> None:
             with args.rows.open("a") as f:
                 f.write(json.dumps({"max_share": args.max_share, "changed": args.changed,
                                     "tolerance": args.tolerance, **row}) + "\n")
-    print(json.dumps({"before": mean_scores(before), "after": mean_scores(after),
+    print(json.dumps({"before": summary(before), "after": summary(after),
                       "pruned_mean": statistics.mean(pruned), "runs": len(runs)}))
 
 
