@@ -363,7 +363,7 @@ def prior_readme(info: dict) -> str:
         "\n  radius and field of view centred on the training ranges) through a linear layer added to the"
         "\n  last text token (`camera_token/`, `sds3d.guidance.priors.camera_token`), so the UNet reads the"
         "\n  camera through cross-attention, as Zero123 does."
-        + (f" A 2-layer MLP branch ({cfg['camera_mlp']} hidden) over the angles' harmonics 1-4 adds to it."
+        + (f"\n  A 2-layer MLP branch ({cfg['camera_mlp']} hidden) over the angles' harmonics 1-4 adds to it."
            if cfg.get("camera_mlp") else "") +
         "\n  Classifier-free guidance drops the text and keeps the camera" + ("." if not cfg.get("camera_dropout") else
         f", or drops both: camera dropout {cfg['camera_dropout']} (all-zero features, from step"
@@ -425,8 +425,8 @@ def exported_source_line(folder: str | None, seconds: float) -> str:
     before = float(source.get("wall_seconds", 0.0))
     detail = (f" ({source.get('steps')} steps, {before / 3600:.2f} h of training; total with this phase "
               f"{(before + seconds) / 3600:.2f} h)") if source else ""
-    return (f"\n- Fine-tuned: initialised from the exported prior `{folder}`{detail}; parts it lacks (the camera "
-            "token) start at zero, so training starts from that model.")
+    return (f"\n- Fine-tuned: initialised from the exported prior `{folder}`{detail}; parts it lacks (a camera "
+            "token, or its MLP branch) start at zero, so training starts from that model.")
 
 
 def parse_args(argv=None):
