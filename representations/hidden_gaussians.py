@@ -5,13 +5,14 @@ opaque where the object should be empty (under a table's top, around a car): the
 the prior's gradient on them is zero and nothing removes them, yet they fill silhouettes, show on a
 dark background and end up in a mesh.
 
-A Gaussian is hidden when (1) its colour (clamped to [0, 1], as renders are read) is within `tolerance` of the background's
-in every view,
-and (2) removing every such Gaussian at once leaves the pixels that carry its visible weight unchanged:
-at most `max_share` of its blending weight (sum over pixels and views of T_i alpha_i, read as the
-gradient of the render with respect to a per-Gaussian colour) falls on pixels whose colour changes by
-more than `changed`. A white object's Gaussians in front of its own shaded surface fail (2) and stay;
-Gaussians no view sees at all (inside the object) carry no weight and are hidden.
+A Gaussian is hidden when (1) its colour, clamped to [0, 1] as renders are read, is within
+`tolerance` of the background's in every view, and (2) removing every such Gaussian at once leaves
+the pixels that carry its visible weight unchanged: at most `max_share` of its blending weight (the
+sum over pixels and views of T_i alpha_i, read as the gradient of the render with respect to a
+per-Gaussian colour) falls on pixels whose colour changes by more than `changed`. A white object's
+Gaussians in front of its own shaded or coloured surface fail (2) and stay; Gaussians no view sees at
+all (inside the object) carry no weight and are hidden. The defaults were chosen on the text-to-3D
+suite's assets (BENCHMARKS.md, "White fog").
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def hidden_gaussians(gaussians, background: torch.Tensor, cameras: Cameras | Non
                      tolerance: float = 0.05, changed: float = 0.05, max_share: float = 0.25) -> torch.Tensor:
     """[N] bool: the Gaussians that `background` ([3] RGB in [0, 1]) hides from `cameras`
     (default `check_cameras()`), by the two tests above."""
-    cameras = (cameras or check_cameras()).to(gaussians.means.device)
+    cameras = (check_cameras() if cameras is None else cameras).to(gaussians.means.device)
     background = background.to(gaussians.means.device).reshape(1, 1, 3)
     with torch.no_grad():
         colours = gaussians.colors(cameras).clamp(0, 1)  # [C, N, 3]; renders are read clamped
