@@ -34,6 +34,7 @@ def main() -> None:
     from sds3d.guidance.priors.embedded_prior import (SAMPLING_GUIDANCE_SCALE, SAMPLING_VIEW_GUIDANCE_SCALE,
                                                       default_view_guidance_scale, is_camera_conditioned,
                                                       load_embedded_prior, sample)
+    from sds3d.guidance.priors.prior_type import shipped_prior_dir
     from sds3d.guidance.priors.text_encoder import get_text_encoder
     from sds3d.turntable import image_grid, save_png
     from sds3d.world import COLORS, KINDS, canonical_caption, fronted_kinds
@@ -48,11 +49,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grid", default="runs/prior_samples.png")
-    p.add_argument("--prior", default=None, help="a prior folder (default: the shipped one in assets/)")
+    p.add_argument("--prior", default=None,
+                   help="a shipped prior (embedded, embedded-v2) or a prior folder (default: embedded)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (use 1 beside another job)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    unet, scheduler = load_embedded_prior(args.prior)
+    unet, scheduler = load_embedded_prior(None if args.prior is None else shipped_prior_dir(args.prior) or args.prior)
     encoder, evaluator = get_text_encoder(), Evaluator.load()
     palette = list(COLORS)
     start = time.perf_counter()
