@@ -51,11 +51,10 @@ def finished_run(config: GenerateConfig):
     out = Path(config.out)
     if not (out / "metrics.json").is_file() or not (out / "config.json").is_file():
         return None, None
-    saved, representation = load_run(out)
+    _, representation = load_run(out)
     metrics = json.loads((out / "metrics.json").read_text())
-    written = json.loads((out / "config.json").read_text())  # a run from before a setting existed lacks it
-    if (asdict(saved) != asdict(config) or written != json.loads(json.dumps(asdict(config)))
-            or metrics.get("steps") != config.steps):
+    written = json.loads((out / "config.json").read_text())  # as written: a run from before a setting lacks it
+    if written != json.loads(json.dumps(asdict(config))) or metrics.get("steps") != config.steps:
         return None, None
     return representation, metrics
 

@@ -367,8 +367,9 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
         if config.preview_every and (done % config.preview_every == 0 or done == config.steps):
             _save_preview(representations, preview_cameras, out / "previews" / f"step_{done:05d}.png")
         if done == config.steps and config.background == "white":
-            finish_record = [particle.representation.finish(torch.ones(3, device=device), particle.optimizers)
-                             for particle in particles][0]
+            records = [particle.representation.finish(torch.ones(3, device=device), particle.optimizers)
+                       for particle in particles]
+            finish_record = records[0]  # metrics.json reports particle 0
         stop = should_stop is not None and should_stop()
         if stop or (config.checkpoint_every and done % config.checkpoint_every == 0) or done == config.steps:
             save_checkpoint(done)
