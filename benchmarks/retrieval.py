@@ -2,12 +2,12 @@
 
     python benchmarks/retrieval.py [--limit N] [--kinds a,b] [--steps N] [--variants 3] [--k 3]
                                    [--adapt-steps N] [--no-ablation | --ablation both,adapt_only]
-                                   [--no-adaptation-check]
-                                   [--out runs/retrieval] [--threads 1]
+                                   [--no-adaptation-check] [--prior embedded-v2]
+                                   [--out runs/retrieval] [--results DIR] [--threads 1]
 
 Prompts and seeds: those of `benchmarks/text_to_3d.py` (28 kinds, colours cycled, seed 0), scored
 by its evaluation (`sds3d.evaluate.evaluate_asset`: kind, colour, Janus, Chamfer, shape accuracy).
-Per prompt, with the embedded prior and Gaussians:
+Per prompt, with the embedded prior (`--prior`: another shipped prior or a prior folder) and Gaussians:
 - sds: plain SDS;
 - variant: SDS with retrieval as `sds3d generate --retrieve` does it by default, from a library of
   shape variants of every kind (`sds3d.world.variants`, `--variants` per kind, never the suite's
@@ -274,6 +274,7 @@ def main(argv=None) -> dict:
                         help="only score the prompts' ground-truth objects and a shape variant of each (the ceilings)")
     parser.add_argument("--samples", type=int, default=6, help="samples per view word in the adaptation check")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prior", default="embedded", help="prior: embedded (default), embedded-v2 or a prior folder")
     parser.add_argument("--out", default="runs/retrieval")
     parser.add_argument("--results", default=str(RESULTS), help="where the JSONL tables and grid.png go")
     parser.add_argument("--threads", type=int, default=1)
@@ -306,7 +307,7 @@ def main(argv=None) -> dict:
     kinds = None if args.library_kinds is None else [k.strip() for k in args.library_kinds.split(",") if k.strip()]
     library = variant_library(out / "library_variants", args.variants, kinds, progress)
     build_seconds = round(time.perf_counter() - started, 1)
-    prior, evaluator = load_prior("embedded"), Evaluator.load()
+    prior, evaluator = load_prior(args.prior), Evaluator.load()
     index = LibraryIndex.load(library)
     ablation = [arm for arm in args.ablation.split(",") if arm]
     if set(ablation) - set(ABLATION):
@@ -316,7 +317,7 @@ def main(argv=None) -> dict:
     for prompt in prompts:
         kind = parse_prompt(prompt)[0]
         config = GenerateConfig(prompt=prompt, seed=args.seed, steps=args.steps, preview_every=0,
-                                out=str(out / "sds" / prompt.replace(" ", "_")))
+                                prior=args.prior, out=str(out / "sds" / prompt.replace(" ", "_")))
         for assignment in args.set:
             config = apply_override(config, assignment)
         sds_rep, sds_row = finished(config)
@@ -371,7 +372,8 @@ def main(argv=None) -> dict:
     if not args.no_adaptation_check:
         summary["adaptation"] = adaptation_check(prior, evaluator, library, settings, args.samples, progress)
     summary["retrieve_seconds_median"] = statistics.median(row["retrieve_seconds"]["variant"] for row in per_prompt)
-    summary.update({"prompts": len(per_prompt), "steps": args.steps, "k": args.k, "variants": args.variants,
+    summary.update({"prompts": len(per_prompt), "prior": args.prior, "steps": args.steps, "k": args.k,
+                    "variants": args.variants,
                     "adapt_steps": settings.adaptation.steps, "library_build_seconds": build_seconds,
                     "threads": args.threads, "cpu": cpu_model()})
     write_jsonl(results / "per_prompt.jsonl", per_prompt)
