@@ -49,8 +49,8 @@ def headless_chromium(window_size: str, *flags: str):
             "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    # get() returns at DOMContentLoaded: Gradio keeps streaming connections open, and waiting for the
-    # full load event hung past the driver's 120 s after a refresh on some chromium builds (150)
+    # get() returns at DOMContentLoaded (the tests wait for the elements they use): waiting for the
+    # full load event hung past the driver's 120 s after a refresh with Debian's chromium 150
     options.page_load_strategy = "eager"
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={window_size}", *flags):
         options.add_argument(flag)
