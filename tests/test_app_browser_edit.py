@@ -109,8 +109,7 @@ def test_upload_select_edit_compare_download(browser, server, two_colour_mug, tm
     assert "Traceback" not in _body(browser) and str(tmp_path) not in _body(browser)
     assert set(runner.runs_dir.iterdir()) == before
 
-    browser.refresh()
-    _open_edit_tab(browser, url)
+    _open_edit_tab(browser, url)  # a fresh page (a refresh before it hung chromium 150 under load)
     _upload(browser, path)
     wait_for(lambda: _asset_shown(browser).startswith("blue_handle_mug.ply · uploaded"), 60, "the uploaded asset")
     (upload_dir,) = set(runner.runs_dir.iterdir()) - before
