@@ -130,11 +130,11 @@ def test_vsd_lora_trains_under_bf16_autocast(tiny_sd):
         text = tiny_sd.encode_prompts(["a red cube"])
         camera = camera_condition(orbit_cameras(torch.tensor([10.0]), torch.tensor([0.0]), 2.5, 40.0, 16))
         g = torch.Generator().manual_seed(7)
-        losses = [vsd.lora_step(y.expand(8, -1, -1, -1), text, camera.expand(8, -1), g) for _ in range(40)]
+        losses = [vsd.lora_step(y.expand(4, -1, -1, -1), text, camera.expand(4, -1), g) for _ in range(20)]
         hook.remove()
         assert seen and all(dtype == torch.bfloat16 for dtype in seen)
         assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in vsd.lora.parameters())
-        assert sum(losses[-10:]) < sum(losses[:10])
+        assert sum(losses[10:]) < sum(losses[:10])
     finally:
         vsd.remove()
         tiny_sd.set_precision("fp32")

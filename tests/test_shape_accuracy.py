@@ -96,28 +96,35 @@ def test_far_floaters_are_dropped_and_parts_across_a_small_gap_kept():
 
 
 def test_reference_shapes_are_kept_on_disk_keyed_by_the_meshes_and_carved_again_when_unreadable(tmp_path, monkeypatch):
+    """The cache's behaviour, with a cheap stand-in for the carving (tested above on its own)."""
     from sds3d import shape_accuracy
     from sds3d.world import COLORS, KINDS
 
-    monkeypatch.setenv("SDS3D_CACHE_DIR", str(tmp_path))
-    shape_accuracy.reference_shapes.cache_clear()
-    carved = shape_accuracy.reference_shapes()
-    [stored] = list((tmp_path / "reference_shapes").iterdir())
-    shape_accuracy.reference_shapes.cache_clear()
-    def no_carving(mesh):
-        raise AssertionError("carved again")
+    carvings = []
 
-    monkeypatch.setattr(shape_accuracy, "mesh_shape_points", no_carving)
-    loaded = shape_accuracy.reference_shapes()  # from the file, nothing carved
-    assert set(loaded) == set(KINDS) and all(np.array_equal(loaded[k], carved[k]) for k in KINDS)
-    meshes = {kind: make_object(kind, next(iter(COLORS))).mesh for kind in KINDS}
-    assert stored.stem == shape_accuracy._reference_key(meshes)
-    moved = dict(meshes, cube=meshes["cube"].copy().apply_translation([0.0, 0.0, 0.01]))
-    assert shape_accuracy._reference_key(moved) != stored.stem
-    monkeypatch.undo()
+    def carve(mesh):  # deterministic per mesh, so a re-carve equals the first
+        carvings.append(mesh)
+        return np.asarray(mesh.vertices[:64], dtype=np.float32)
+
+    monkeypatch.setattr(shape_accuracy, "mesh_shape_points", carve)
     monkeypatch.setenv("SDS3D_CACHE_DIR", str(tmp_path))
-    stored.write_bytes(b"not an npz")
     shape_accuracy.reference_shapes.cache_clear()
-    again = shape_accuracy.reference_shapes()
-    assert all(np.array_equal(again[k], carved[k]) for k in KINDS) and stored.stat().st_size > 1000
-    shape_accuracy.reference_shapes.cache_clear()
+    try:
+        carved = shape_accuracy.reference_shapes()
+        assert len(carvings) == len(KINDS)
+        [stored] = list((tmp_path / "reference_shapes").iterdir())
+        shape_accuracy.reference_shapes.cache_clear()
+        loaded = shape_accuracy.reference_shapes()  # from the file, nothing carved
+        assert len(carvings) == len(KINDS)
+        assert set(loaded) == set(KINDS) and all(np.array_equal(loaded[k], carved[k]) for k in KINDS)
+        meshes = {kind: make_object(kind, next(iter(COLORS))).mesh for kind in KINDS}
+        assert stored.stem == shape_accuracy._reference_key(meshes)
+        moved = dict(meshes, cube=meshes["cube"].copy().apply_translation([0.0, 0.0, 0.01]))
+        assert shape_accuracy._reference_key(moved) != stored.stem
+        stored.write_bytes(b"not an npz")
+        shape_accuracy.reference_shapes.cache_clear()
+        again = shape_accuracy.reference_shapes()
+        assert len(carvings) == 2 * len(KINDS)
+        assert all(np.array_equal(again[k], carved[k]) for k in KINDS) and stored.stat().st_size > 1000
+    finally:
+        shape_accuracy.reference_shapes.cache_clear()

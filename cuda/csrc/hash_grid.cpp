@@ -9,7 +9,13 @@
 //
 // Every scatter into the tables runs one level per thread, points in order, so results do not
 // depend on the number of threads (bit-reproducible); the other passes write disjoint outputs.
-#include <torch/extension.h>
+// Only the headers this file needs (not <torch/extension.h>): the first build takes a fraction as long.
+#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+#include <torch/csrc/utils/pybind.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -31,7 +37,7 @@ struct Level {
   bool hashed;
 };
 
-std::vector<Level> read_layout(const torch::Tensor& tables, const std::vector<int64_t>& resolutions,
+std::vector<Level> read_layout(const at::Tensor& tables, const std::vector<int64_t>& resolutions,
                                const std::vector<int64_t>& offsets, const std::vector<int64_t>& hashed) {
   const size_t L = resolutions.size();
   TORCH_CHECK(tables.size(1) >= 1 && tables.size(1) <= kMaxFeatures, "hash grid: 1 to 32 features per level");
@@ -53,8 +59,8 @@ std::vector<Level> read_layout(const torch::Tensor& tables, const std::vector<in
   return levels;
 }
 
-void check_float(const torch::Tensor& t, const char* name, int64_t dim1) {
-  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.is_contiguous(), name,
+void check_float(const at::Tensor& t, const char* name, int64_t dim1) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous(), name,
               " must be a contiguous float32 CPU tensor");
   TORCH_CHECK(t.dim() == 2 && (dim1 < 0 || t.size(1) == dim1), name, " has the wrong shape");
 }
@@ -171,7 +177,7 @@ struct Inputs {
   int64_t N, L, F;
 };
 
-Inputs check_inputs(const torch::Tensor& points, const torch::Tensor& tables, const std::vector<int64_t>& resolutions,
+Inputs check_inputs(const at::Tensor& points, const at::Tensor& tables, const std::vector<int64_t>& resolutions,
                     const std::vector<int64_t>& offsets, const std::vector<int64_t>& hashed) {
   check_float(points, "points", 3);
   check_float(tables, "tables", -1);
@@ -180,7 +186,7 @@ Inputs check_inputs(const torch::Tensor& points, const torch::Tensor& tables, co
   return in;
 }
 
-void check_per_point(const torch::Tensor& t, const char* name, int64_t width, const Inputs& in) {
+void check_per_point(const at::Tensor& t, const char* name, int64_t width, const Inputs& in) {
   check_float(t, name, width);
   TORCH_CHECK(t.size(0) == in.N, name, " must have one row per point");
 }
@@ -188,21 +194,21 @@ void check_per_point(const torch::Tensor& t, const char* name, int64_t width, co
 }  // namespace
 
 // points [N, 3], tables [P, F] -> encoding [N, L * F].
-torch::Tensor forward(torch::Tensor points, torch::Tensor tables, std::vector<int64_t> resolutions,
+at::Tensor forward(at::Tensor points, at::Tensor tables, std::vector<int64_t> resolutions,
                       std::vector<int64_t> offsets, std::vector<int64_t> hashed) {
   const Inputs in = check_inputs(points, tables, resolutions, offsets, hashed);
-  auto out = torch::empty({in.N, in.L * in.F}, points.options());
+  auto out = at::empty({in.N, in.L * in.F}, points.options());
   gather(points.data_ptr<float>(), nullptr, tables.data_ptr<float>(), out.data_ptr<float>(), in.N, in.F, in.levels);
   return out;
 }
 
 // d(loss)/d(tables) [P, F] from d(loss)/d(encoding) [N, L * F].
-torch::Tensor backward_tables(torch::Tensor grad_out, torch::Tensor points, torch::Tensor tables,
+at::Tensor backward_tables(at::Tensor grad_out, at::Tensor points, at::Tensor tables,
                               std::vector<int64_t> resolutions, std::vector<int64_t> offsets,
                               std::vector<int64_t> hashed) {
   const Inputs in = check_inputs(points, tables, resolutions, offsets, hashed);
   check_per_point(grad_out, "grad_out", in.L * in.F, in);
-  auto grad_tables = torch::zeros_like(tables);
+  auto grad_tables = at::zeros_like(tables);
   scatter(points.data_ptr<float>(), nullptr, grad_out.data_ptr<float>(), grad_tables.data_ptr<float>(), in.N, in.F,
           in.levels);
   return grad_tables;
@@ -210,11 +216,11 @@ torch::Tensor backward_tables(torch::Tensor grad_out, torch::Tensor points, torc
 
 // Vector-Jacobian product with the points: sum over (l, f) of grad_out[n, l F + f] *
 // d(encoding[n, l F + f]) / d(points[n]) -> [N, 3]. Levels in order per point (deterministic).
-torch::Tensor points_vjp(torch::Tensor grad_out, torch::Tensor points, torch::Tensor tables,
+at::Tensor points_vjp(at::Tensor grad_out, at::Tensor points, at::Tensor tables,
                          std::vector<int64_t> resolutions, std::vector<int64_t> offsets, std::vector<int64_t> hashed) {
   const Inputs in = check_inputs(points, tables, resolutions, offsets, hashed);
   check_per_point(grad_out, "grad_out", in.L * in.F, in);
-  auto grad_points = torch::zeros({in.N, 3}, points.options());
+  auto grad_points = at::zeros({in.N, 3}, points.options());
   const float* x = points.data_ptr<float>();
   const float* table = tables.data_ptr<float>();
   const float* g = grad_out.data_ptr<float>();
@@ -254,21 +260,21 @@ torch::Tensor points_vjp(torch::Tensor grad_out, torch::Tensor points, torch::Te
 
 // Backward of points_vjp for an upstream gradient v [N, 3]: returns (d/d grad_out [N, L * F],
 // d/d tables [P, F]); either is an undefined tensor when not requested.
-std::vector<torch::Tensor> points_vjp_backward(torch::Tensor v, torch::Tensor grad_out, torch::Tensor points,
-                                               torch::Tensor tables, std::vector<int64_t> resolutions,
+std::vector<at::Tensor> points_vjp_backward(at::Tensor v, at::Tensor grad_out, at::Tensor points,
+                                               at::Tensor tables, std::vector<int64_t> resolutions,
                                                std::vector<int64_t> offsets, std::vector<int64_t> hashed,
                                                bool need_grad_out, bool need_tables) {
   const Inputs in = check_inputs(points, tables, resolutions, offsets, hashed);
   check_per_point(v, "v", 3, in);
   check_per_point(grad_out, "grad_out", in.L * in.F, in);
-  torch::Tensor gg, gt;
+  at::Tensor gg, gt;
   if (need_grad_out) {
-    gg = torch::empty({in.N, in.L * in.F}, points.options());
+    gg = at::empty({in.N, in.L * in.F}, points.options());
     gather(points.data_ptr<float>(), v.data_ptr<float>(), tables.data_ptr<float>(), gg.data_ptr<float>(), in.N, in.F,
            in.levels);
   }
   if (need_tables) {
-    gt = torch::zeros_like(tables);
+    gt = at::zeros_like(tables);
     scatter(points.data_ptr<float>(), v.data_ptr<float>(), grad_out.data_ptr<float>(), gt.data_ptr<float>(), in.N,
             in.F, in.levels);
   }
