@@ -2,7 +2,7 @@
 clients at once. Skipped only when gradio, Selenium or chromium is missing and CI is not set.
 
 `SDS3D_SCREENSHOT=docs/app.png python -m pytest tests/test_app_browser.py` refreshes the README picture
-(from a 300-step run instead of 20).
+(from a 300-step run instead of 10).
 """
 
 import io
@@ -29,7 +29,7 @@ from sds3d.generate import generate  # noqa: E402
 from sds3d.guidance.registry import load_prior  # noqa: E402
 
 SCREENSHOT = os.environ.get("SDS3D_SCREENSHOT")
-PAGE_STEPS = 300 if SCREENSHOT else 20
+PAGE_STEPS = 300 if SCREENSHOT else 10
 
 
 @pytest.fixture(scope="module")
