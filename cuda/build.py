@@ -1,19 +1,25 @@
-"""Build-on-first-use of the C++ extensions in `csrc/` with torch.utils.cpp_extension (ninja).
+"""Build-on-first-use of the C++ kernels in `csrc/`: shared libraries with a plain C ABI, loaded with ctypes.
 
-Each kernel is built once per install into its own folder under `$SDS3D_BUILD_DIR` (default
-`~/.cache/sds3d/torch_extensions`), named after a hash of its sources, the compiler flags, the torch
-and Python versions and the install's location: two installs on one machine never rebuild each
-other's kernels, and an edited source builds anew. The first build (15-40 s a kernel) is announced
-on stderr; without a C++ compiler, or when a build fails, the kernel falls back to the slower
-PyTorch reference after one warning.
+The kernels include no torch headers (their Python callers check shapes, allocate the outputs and pass
+raw pointers), so one compiles in a second or two instead of the 15-40 s a torch extension takes, and
+the library does not depend on the torch version. Each kernel is built once per install into its own
+folder under `$SDS3D_BUILD_DIR` (default `~/.cache/sds3d/torch_extensions`), named after a hash of its
+sources, the compiler and its flags, and the install's location: two installs on one machine never
+rebuild each other's kernels, and an edited source builds anew. The library is written under a
+temporary name and renamed, so two processes building at once both end with a whole one. The first
+build is announced on stderr; without a C++ compiler, or when a build fails, the kernel falls back to
+the slower PyTorch reference after one warning. (The CUDA hash grid, `csrc/hash_grid.cu`, is a torch
+extension built by `cuda/hash_grid.py`.)
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -23,8 +29,8 @@ from functools import lru_cache
 from pathlib import Path
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-CFLAGS = ("-O3", "-fopenmp")
-LDFLAGS = ("-fopenmp",)
+CFLAGS = ("-O3", "-fopenmp", "-std=c++17", "-shared", "-fPIC")
+LIBRARY_SUFFIX = ".dll" if os.name == "nt" else ".so"
 # kernel -> (what it is, how much slower its PyTorch fallback is: BENCHMARKS.md), for the messages
 KERNELS = {"gaussian_raster": ("the CPU Gaussian rasterizer", "~850x"),
            "mesh_raster": ("the CPU mesh rasterizer", "60-350x"),
@@ -40,21 +46,18 @@ def _build_dir() -> Path:
 
 
 def build_key(sources: list[Path]) -> str:
-    """16 hex digits identifying a build: the sources and every header in `csrc/`, the flags, the
-    torch and Python versions, and where this install and its torch live."""
-    import torch
-
+    """16 hex digits identifying a build: the sources and every header in `csrc/`, the compiler and its
+    flags, and where this install lives."""
     digest = hashlib.sha256()
     for path in [*sources, *sorted(CSRC.glob("*.h")), *sorted(CSRC.glob("*.cuh"))]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    for part in (*CFLAGS, *LDFLAGS, torch.__version__, sys.version, str(CSRC), str(Path(torch.__file__).parent)):
+    for part in (*CFLAGS, str(compiler()), str(CSRC)):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()[:16]
 
 
 def compiler() -> str | None:
-    """The C++ compiler torch's extension builder will call (`$CXX`, else `c++`), or None when it
-    cannot be found."""
+    """The C++ compiler to call (`$CXX`, else `c++`), or None when it cannot be found."""
     return shutil.which(os.environ.get("CXX") or "c++")
 
 
@@ -68,12 +71,46 @@ def _say(message: str) -> None:
 _build_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
+def compile_library(source: Path, library: Path) -> None:
+    """Compile `source` into the shared library `library`, written under a temporary name and then
+    renamed; raises RuntimeError with the compiler's last line when it fails."""
+    partial = library.with_name(f".{library.name}.{os.getpid()}.{threading.get_ident()}")
+    command = [compiler(), *CFLAGS, f"-I{CSRC}", str(source), "-o", str(partial)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        partial.unlink(missing_ok=True)
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        errors = [line for line in lines if "error" in line.lower()]
+        raise RuntimeError((errors or lines or [f"{command[0]} exited with {result.returncode}"])[0])
+    os.replace(partial, library)
+
+
 def load_extension(name: str):
-    """Compile (once per install) and import `csrc/<name>.cpp`; returns the module, or None after one
-    warning when there is no compiler, the build fails, or `SDS3D_DISABLE_NATIVE=1`. Thread-safe: a
-    caller waits for a build another thread has started (`build_in_background`)."""
+    """Compile (once per install) and load `csrc/<name>.cpp`; returns the `ctypes.CDLL`, or None after
+    one warning when there is no compiler, the build fails, or `SDS3D_DISABLE_NATIVE=1`. Thread-safe:
+    a caller waits for a build another thread has started (`build_in_background`). ctypes releases the
+    GIL during every call into the library."""
     with _build_locks[name]:
         return _load_extension(name)
+
+
+def native_function(library: ctypes.CDLL, name: str, argtypes: list, restype=None):
+    """`library.name` with its ctypes signature set (c_void_p for pointers, c_int64, c_double)."""
+    function = getattr(library, name)
+    function.argtypes, function.restype = argtypes, restype
+    return function
+
+
+def pointers(*tensors) -> list[int]:
+    """The data pointers of contiguous CPU tensors (float32, int32 or int64), for a native call."""
+    import torch
+
+    for tensor in tensors:
+        if tensor.device.type != "cpu" or not tensor.is_contiguous() or tensor.dtype not in (
+                torch.float32, torch.int32, torch.int64):
+            raise ValueError(f"native kernels take contiguous float32 / int32 / int64 CPU tensors, got "
+                             f"{tensor.dtype} on {tensor.device} (contiguous: {tensor.is_contiguous()})")
+    return [tensor.data_ptr() for tensor in tensors]
 
 
 _background_builds: list[threading.Thread] = []
@@ -82,8 +119,7 @@ _background_builds: list[threading.Thread] = []
 def build_in_background(names) -> list[threading.Thread]:
     """Start building the kernels `names` in daemon threads (the compiler runs as a subprocess), so
     that a run's set-up (loading the prior, encoding prompts) overlaps the first build. A process
-    that ends early still lets them finish (`_finish_background_builds`): a build cut off mid-way
-    leaves torch's lock file behind, on which the next build would wait for ever."""
+    that ends early still lets them finish (`_finish_background_builds`), so the next run finds them."""
     threads = [threading.Thread(target=load_extension, args=(name,), name=f"build-{name}", daemon=True)
                for name in names]
     for thread in threads:
@@ -112,21 +148,16 @@ def _load_extension(name: str):
                       RuntimeWarning, stacklevel=2)
         return None
     try:
-        from torch.utils.cpp_extension import LIB_EXT, load
-
-        sources = [CSRC / f"{name}.cpp"]
-        build_dir = _build_dir() / f"{name}-{build_key(sources)}"
+        source = CSRC / f"{name}.cpp"
+        build_dir = _build_dir() / f"{name}-{build_key([source])}"
         build_dir.mkdir(parents=True, exist_ok=True)
-        fresh = not (build_dir / f"sds3d_{name}{LIB_EXT}").exists()
-        if fresh:
-            _say(f"sds3d: compiling {what}, once per install (~20 s)...")
-        started = time.perf_counter()
-        module = load(name=f"sds3d_{name}", sources=[str(s) for s in sources], extra_include_paths=[str(CSRC)],
-                      extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS), build_directory=str(build_dir),
-                      verbose=False)
-        if fresh:
-            _say(f"sds3d: compiled {name} in {time.perf_counter() - started:.0f} s (cached in {build_dir})")
-        return module
+        library = build_dir / f"sds3d_{name}{LIBRARY_SUFFIX}"
+        if not library.exists():
+            _say(f"sds3d: compiling {what}, once per install (a few seconds)...")
+            started = time.perf_counter()
+            compile_library(source, library)
+            _say(f"sds3d: compiled {name} in {time.perf_counter() - started:.1f} s (cached in {build_dir})")
+        return ctypes.CDLL(str(library))
     except Exception as error:  # a compiler problem must never stop the library from working
         message = str(error).strip().splitlines()
         warnings.warn(f"sds3d: could not build the native '{name}' kernel ({message[-1] if message else error}); "

@@ -11,18 +11,23 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.autograd import Function
 
-from .build import load_extension
+from ._native_gaussians import GaussianKernels
 from ._torch_gaussians import antialiasing_compensation, rasterize_reference
+from .build import load_extension
 
 BACKENDS = ("auto", "native", "reference", "gsplat")
 RASTERIZE_MODES = ("classic", "antialiased")
 
 
-def _native():
-    return load_extension("gaussian_raster")
+@functools.lru_cache(maxsize=None)
+def _native() -> GaussianKernels | None:
+    library = load_extension("gaussian_raster")
+    return None if library is None else GaussianKernels(library)
 
 
 class _ProjectGaussians(Function):

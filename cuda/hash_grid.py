@@ -32,6 +32,7 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from . import _torch_hash_grid
+from ._native_hash_grid import HashGridKernels
 from .build import CSRC, _build_dir, load_extension
 
 BACKENDS = ("auto", "native", "reference", "cuda")
@@ -80,8 +81,10 @@ class HashGridLayout:
         return list(self.resolutions), list(self.offsets), [int(h) for h in self.hashed]
 
 
-def _native():
-    return load_extension("hash_grid")
+@functools.lru_cache(maxsize=None)
+def _native() -> HashGridKernels | None:
+    library = load_extension("hash_grid")
+    return None if library is None else HashGridKernels(library)
 
 
 @functools.lru_cache(maxsize=None)

@@ -19,6 +19,7 @@ lower triangle id wins; both visibility backends return identical ids.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 import torch
@@ -28,9 +29,16 @@ from sds3d.cameras import Cameras
 from sds3d.types import RenderOutput
 
 from . import _torch_mesh
+from ._native_mesh import MeshKernels
 from .build import load_extension
 
 DEFAULT_COLOR = (0.8, 0.8, 0.8)  # surface colour when neither vertex nor face colours are given
+
+
+@functools.lru_cache(maxsize=None)
+def _native() -> MeshKernels | None:
+    library = load_extension("mesh_raster")
+    return None if library is None else MeshKernels(library)
 
 
 @dataclass
@@ -73,7 +81,7 @@ def visibility(vertices: torch.Tensor, faces: torch.Tensor, cameras: Cameras, ne
     on_cpu = vertices.device.type == "cpu"
     if backend == "native" and not on_cpu:
         raise ValueError("the native mesh rasterizer runs on CPU tensors only; use backend='reference'")
-    native = load_extension("mesh_raster") if on_cpu and backend != "reference" else None
+    native = _native() if on_cpu and backend != "reference" else None
     if backend == "native" and native is None:
         raise RuntimeError("the native mesh rasterizer is unavailable (build failed or SDS3D_DISABLE_NATIVE=1)")
     if native is not None:

@@ -1,14 +1,15 @@
 """Native kernel builds: one folder per install and source version, the first build announced on
-stderr, and a one-line warning naming the fix when there is no C++ compiler."""
+stderr, a one-line warning naming the fix when there is no C++ compiler, and kernels that include no
+torch headers."""
 
 import os
 import shutil
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
-import torch
 
 from sds3d.cuda import build
 
@@ -28,11 +29,11 @@ def test_no_compiler_is_one_warning_line_naming_the_fix(monkeypatch, tmp_path):
     assert not (tmp_path / "builds").exists() or not any((tmp_path / "builds").iterdir())
 
 
-def test_build_key_follows_sources_torch_and_install(monkeypatch, tmp_path):
+def test_build_key_follows_sources_compiler_and_install(monkeypatch, tmp_path):
     sources = [build.CSRC / "gaussian_raster.cpp"]
     key = build.build_key(sources)
     assert key == build.build_key(sources) and len(key) == 16
-    monkeypatch.setattr(torch, "__version__", torch.__version__ + "+other")
+    monkeypatch.setattr(build, "compiler", lambda: "/opt/other/c++")
     assert build.build_key(sources) != key
     monkeypatch.undo()
     other_install = tmp_path / "csrc"  # the same sources in another install
@@ -45,52 +46,71 @@ def test_build_key_follows_sources_torch_and_install(monkeypatch, tmp_path):
     assert build.build_key(copied) not in (key, moved)
 
 
-def test_the_first_build_is_announced_once(monkeypatch, tmp_path, capsys):
-    import torch.utils.cpp_extension as cpp_extension
+def fake_compiler(monkeypatch, built: list, seconds: float = 0.0):
+    """Stand-ins for the compiler (writes an empty library, after `seconds`) and for ctypes' loader
+    (returns the library's path)."""
+    import time
 
-    built = []
+    def compile_library(source, library):
+        built.append(library)
+        time.sleep(seconds)
+        library.write_bytes(b"")
 
-    def fake_load(name, build_directory, **kwargs):  # stands in for the compiler: writes the library
-        built.append(build_directory)
-        (tmp_path / build_directory / f"{name}{cpp_extension.LIB_EXT}").write_bytes(b"")
-        return name
-
-    monkeypatch.setattr(cpp_extension, "load", fake_load)
-    monkeypatch.setenv("SDS3D_BUILD_DIR", str(tmp_path))
+    monkeypatch.setattr(build, "compile_library", compile_library)
+    monkeypatch.setattr(build.ctypes, "CDLL", str)
     monkeypatch.setattr(build, "compiler", lambda: "/usr/bin/c++")
-    assert load_uncached("gaussian_raster") == "sds3d_gaussian_raster"
-    first = capsys.readouterr().err
-    assert first.startswith("sds3d: compiling the CPU Gaussian rasterizer, once per install (~20 s)...\n")
-    assert "compiled gaussian_raster in" in first and len(first.splitlines()) == 2
-    assert load_uncached("gaussian_raster") == "sds3d_gaussian_raster"
-    assert capsys.readouterr().err == ""  # already built: nothing said
+
+
+def test_the_first_build_is_announced_once(monkeypatch, tmp_path, capsys):
+    built = []
+    fake_compiler(monkeypatch, built)
+    monkeypatch.setenv("SDS3D_BUILD_DIR", str(tmp_path))
     key = build.build_key([build.CSRC / "gaussian_raster.cpp"])
-    assert built[0] == built[1] == str(tmp_path / f"gaussian_raster-{key}")
+    library = tmp_path / f"gaussian_raster-{key}" / f"sds3d_gaussian_raster{build.LIBRARY_SUFFIX}"
+    assert load_uncached("gaussian_raster") == str(library)
+    first = capsys.readouterr().err
+    assert first.startswith("sds3d: compiling the CPU Gaussian rasterizer, once per install (a few seconds)...\n")
+    assert "compiled gaussian_raster in" in first and len(first.splitlines()) == 2
+    assert load_uncached("gaussian_raster") == str(library)
+    assert capsys.readouterr().err == ""  # already built: nothing said
+    assert built == [library]
+
+
+def test_a_failed_compile_names_the_compilers_error(tmp_path):
+    source = tmp_path / "broken.cpp"
+    source.write_text("int f() { return undefined_name; }\n")
+    with pytest.raises(RuntimeError, match="undefined_name"):
+        build.compile_library(source, tmp_path / "broken.so")
+    assert not list(tmp_path.glob("*.so")) and not list(tmp_path.glob(".broken*"))  # nothing half-written
 
 
 @pytest.mark.skipif(build.compiler() is None, reason="no C++ compiler here")
-def test_the_kernels_build_and_load():
-    assert build.load_extension("gaussian_raster") is not None
+def test_the_kernels_build_and_load_as_plain_shared_libraries():
+    """No torch headers (which take 15-40 s to compile): the compiler is given no path to them."""
+    import ctypes
+
+    for name in build.KERNELS:
+        source = (build.CSRC / f"{name}.cpp").read_text()
+        assert "#include <torch" not in source and "#include <ATen" not in source and "pybind" not in source
+        assert isinstance(build.load_extension(name), ctypes.CDLL)
 
 
 def test_a_background_build_is_waited_for_not_repeated(monkeypatch, tmp_path):
     """`generate` starts the build while the prior loads; the first render then waits for it."""
     import threading
 
-    import torch.utils.cpp_extension as cpp_extension
-
     started, release, builds = threading.Event(), threading.Event(), []
 
-    def slow_load(name, build_directory, **kwargs):
-        builds.append(name)
+    def slow_compile(source, library):
+        builds.append(library.name)
         started.set()
         release.wait(10)
-        (tmp_path / build_directory / f"{name}{cpp_extension.LIB_EXT}").write_bytes(b"")
-        return name
+        library.write_bytes(b"")
 
-    monkeypatch.setattr(cpp_extension, "load", slow_load)
+    fake_compiler(monkeypatch, [])
+    monkeypatch.setattr(build, "compile_library", slow_compile)
+    monkeypatch.setattr(build.ctypes, "CDLL", lambda path: Path(path).name)
     monkeypatch.setenv("SDS3D_BUILD_DIR", str(tmp_path))
-    monkeypatch.setattr(build, "compiler", lambda: "/usr/bin/c++")
     build._load_extension.cache_clear()
     try:
         (thread,) = build.build_in_background(["mesh_raster"])
@@ -101,25 +121,26 @@ def test_a_background_build_is_waited_for_not_repeated(monkeypatch, tmp_path):
         assert waiting.is_alive()  # the caller waits for the build in progress
         release.set()
         thread.join(10), waiting.join(10)
-        assert builds == ["sds3d_mesh_raster", "sds3d_mesh_raster"]  # one build, then its module
+        name = f"sds3d_mesh_raster{build.LIBRARY_SUFFIX}"
+        assert builds == [name, name]  # one build, then its library
     finally:
         build._load_extension.cache_clear()
 
 
 def test_a_process_that_ends_early_lets_its_background_build_finish(tmp_path):
-    """A build cut off mid-way would leave torch's lock file for the next run to wait on."""
+    """So that the next run finds the kernel built."""
     marker = tmp_path / "built"
     script = f"""
 import time
-import torch.utils.cpp_extension as cpp_extension
 from sds3d.cuda import build
 
-def slow_load(name, build_directory, **kwargs):
+def slow_compile(source, library):
     time.sleep(1.0)
     open({str(marker)!r}, "w").close()
-    return name
+    library.write_bytes(b"")
 
-cpp_extension.load = slow_load
+build.compile_library = slow_compile
+build.ctypes.CDLL = str
 build.compiler = lambda: "/usr/bin/c++"
 build.build_in_background(["mesh_raster"])
 raise SystemExit(2)  # e.g. the prior failed to load

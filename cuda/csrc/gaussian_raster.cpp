@@ -3,15 +3,14 @@
 // reverse order as in 3DGS. Conventions follow gsplat.rasterization: world->camera `viewmats`
 // (OpenCV), pixel intrinsics `Ks`, activated scales and opacities, quaternions (w, x, y, z),
 // pixel centres at (x + 0.5, y + 0.5). The PyTorch twin is cuda/_torch_gaussians.py.
-
-// Only the headers this file needs (not <torch/extension.h>): the first build takes half as long.
-#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
-#include <ATen/ops/zeros_like.h>
-#include <torch/csrc/utils/pybind.h>
+//
+// A plain C ABI over raw pointers (no torch headers, so it builds in about a second): the caller
+// (cuda/gaussian_rasterizer.py) checks shapes and dtypes, allocates every output, zero-filled
+// where the comments say so, and passes contiguous float32 / int32 / int64 buffers.
 #include <omp.h>
+
+#include <cmath>
+#include <cstdint>
 
 #include <algorithm>
 #include <numeric>
@@ -66,20 +65,12 @@ Mat3 camera_covariance(const Camera& cam, const Mat3& M) {
 // Projection
 // ---------------------------------------------------------------------------------------------
 
-std::vector<at::Tensor> project_forward(at::Tensor means, at::Tensor quats, at::Tensor scales,
-                                           at::Tensor opacities, at::Tensor viewmats, at::Tensor Ks,
-                                           int64_t width, int64_t height, double near_plane, double far_plane,
-                                           double eps2d) {
-  const int64_t N = means.size(0), C = viewmats.size(0);
-  auto opts = means.options();
-  auto means2d = at::zeros({C, N, 2}, opts);
-  auto conics = at::zeros({C, N, 3}, opts);
-  auto depths = at::zeros({C, N}, opts);
-  auto radii = at::zeros({C, N, 2}, opts.dtype(at::kInt));
-  const float *pm = means.data_ptr<float>(), *pq = quats.data_ptr<float>(), *ps = scales.data_ptr<float>();
-  const float *po = opacities.data_ptr<float>(), *pv = viewmats.data_ptr<float>(), *pk = Ks.data_ptr<float>();
-  float *out_m = means2d.data_ptr<float>(), *out_c = conics.data_ptr<float>(), *out_d = depths.data_ptr<float>();
-  int32_t* out_r = radii.data_ptr<int32_t>();
+// means [N, 3], quats [N, 4], scales [N, 3], opacities [N], viewmats [C, 4, 4], Ks [C, 3, 3] ->
+// means2d [C, N, 2], conics [C, N, 3], depths [C, N], radii [C, N, 2] (all zero-filled by the caller).
+extern "C" void sds3d_project_forward(const float* pm, const float* pq, const float* ps, const float* po,
+                                      const float* pv, const float* pk, int64_t N, int64_t C, int64_t width,
+                                      int64_t height, double near_plane, double far_plane, double eps2d,
+                                      float* out_m, float* out_c, float* out_d, int32_t* out_r) {
 
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
@@ -111,20 +102,14 @@ std::vector<at::Tensor> project_forward(at::Tensor means, at::Tensor quats, at::
       out_r[2 * i] = (int32_t)ceilf(ex); out_r[2 * i + 1] = (int32_t)ceilf(ey);
     }
   }
-  return {means2d, conics, depths, radii};
 }
 
-std::vector<at::Tensor> project_backward(at::Tensor means, at::Tensor quats, at::Tensor scales,
-                                            at::Tensor viewmats, at::Tensor Ks, int64_t width, int64_t height,
-                                            at::Tensor conics, at::Tensor radii, at::Tensor v_means2d,
-                                            at::Tensor v_conics, at::Tensor v_depths) {
-  const int64_t N = means.size(0), C = viewmats.size(0);
-  auto v_means = at::zeros_like(means), v_quats = at::zeros_like(quats), v_scales = at::zeros_like(scales);
-  const float *pm = means.data_ptr<float>(), *pq = quats.data_ptr<float>(), *ps = scales.data_ptr<float>();
-  const float *pv = viewmats.data_ptr<float>(), *pk = Ks.data_ptr<float>(), *pc = conics.data_ptr<float>();
-  const int32_t* pr = radii.data_ptr<int32_t>();
-  const float *gm = v_means2d.data_ptr<float>(), *gc = v_conics.data_ptr<float>(), *gd = v_depths.data_ptr<float>();
-  float *om = v_means.data_ptr<float>(), *oq = v_quats.data_ptr<float>(), *os = v_scales.data_ptr<float>();
+// Gradients of project_forward: v_means2d [C, N, 2], v_conics [C, N, 3], v_depths [C, N] ->
+// v_means [N, 3], v_quats [N, 4], v_scales [N, 3] (zero-filled by the caller).
+extern "C" void sds3d_project_backward(const float* pm, const float* pq, const float* ps, const float* pv,
+                                       const float* pk, int64_t N, int64_t C, int64_t width, int64_t height,
+                                       const float* pc, const int32_t* pr, const float* gm, const float* gc,
+                                       const float* gd, float* om, float* oq, float* os) {
 
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; ++n) {
@@ -210,7 +195,6 @@ std::vector<at::Tensor> project_backward(at::Tensor means, at::Tensor quats, at:
     const float dot = qn[0] * v_qn[0] + qn[1] * v_qn[1] + qn[2] * v_qn[2] + qn[3] * v_qn[3];
     for (int k = 0; k < 4; ++k) oq[4 * n + k] = (v_qn[k] - qn[k] * dot) / qnorm;
   }
-  return {v_means, v_quats, v_scales};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -218,16 +202,14 @@ std::vector<at::Tensor> project_backward(at::Tensor means, at::Tensor quats, at:
 // ---------------------------------------------------------------------------------------------
 
 // Per camera: Gaussians sorted by depth (ties by index), appended to every tile their box touches.
-// Returns tile_offsets [C, T + 1] (into the flat list) and the flat list of Gaussian ids.
-std::vector<at::Tensor> bin_tiles(at::Tensor means2d, at::Tensor radii, at::Tensor depths,
-                                     int64_t width, int64_t height, int64_t tile_size) {
-  const int64_t C = means2d.size(0), N = means2d.size(1);
+// means2d [C, N, 2], radii [C, N, 2], depths [C, N] -> tile_offsets [C, T + 1] (into the flat list; its
+// last entry is the list's length) and a handle on the lists, which sds3d_take_tile_lists copies into
+// the caller's flat_ids [length] and frees.
+extern "C" void* sds3d_bin_tiles(const float* pm, const int32_t* pr, const float* pd, int64_t C, int64_t N,
+                                 int64_t width, int64_t height, int64_t tile_size, int64_t* pto) {
   const int64_t tiles_x = (width + tile_size - 1) / tile_size, tiles_y = (height + tile_size - 1) / tile_size;
   const int64_t T = tiles_x * tiles_y;
-  const float* pm = means2d.data_ptr<float>();
-  const int32_t* pr = radii.data_ptr<int32_t>();
-  const float* pd = depths.data_ptr<float>();
-  std::vector<std::vector<int32_t>> lists(C);
+  auto* lists = new std::vector<std::vector<int32_t>>(C);
   std::vector<std::vector<int64_t>> offsets(C, std::vector<int64_t>(T + 1, 0));
 
 #pragma omp parallel for schedule(dynamic)
@@ -256,26 +238,26 @@ std::vector<at::Tensor> bin_tiles(at::Tensor means2d, at::Tensor radii, at::Tens
     }
     for (int64_t t = 0; t < T; ++t) off[t + 1] += off[t];
     std::vector<int64_t> cursor(off.begin(), off.end() - 1);
-    lists[c].resize(off[T]);
+    (*lists)[c].resize(off[T]);
     for (int32_t n : order) {
       int64_t x0, x1, y0, y1;
       rect(n, &x0, &x1, &y0, &y1);
       for (int64_t ty = y0; ty <= y1; ++ty)
-        for (int64_t tx = x0; tx <= x1; ++tx) lists[c][cursor[ty * tiles_x + tx]++] = n;
+        for (int64_t tx = x0; tx <= x1; ++tx) (*lists)[c][cursor[ty * tiles_x + tx]++] = n;
     }
   }
   int64_t total = 0;
-  auto tile_offsets = at::empty({C, T + 1}, at::dtype(at::kLong));
-  int64_t* pto = tile_offsets.data_ptr<int64_t>();
   for (int64_t c = 0; c < C; ++c) {
     for (int64_t t = 0; t <= T; ++t) pto[c * (T + 1) + t] = total + offsets[c][t];
     total += offsets[c][T];
   }
-  auto flat_ids = at::empty({total}, at::dtype(at::kInt));
-  int32_t* pf = flat_ids.data_ptr<int32_t>();
-  for (int64_t c = 0; c < C; ++c)
-    std::copy(lists[c].begin(), lists[c].end(), pf + pto[c * (T + 1)]);
-  return {tile_offsets, flat_ids};
+  return lists;
+}
+
+extern "C" void sds3d_take_tile_lists(void* handle, int32_t* pf) {
+  auto* lists = static_cast<std::vector<std::vector<int32_t>>*>(handle);
+  for (const auto& list : *lists) pf = std::copy(list.begin(), list.end(), pf);
+  delete lists;
 }
 
 // Pixel range [lo, hi] (inclusive, clamped to the tile) whose centres lie within `radius` of `mean`.
@@ -288,25 +270,15 @@ inline void pixel_span(float mean, int32_t radius, int64_t tile_lo, int64_t tile
 // box: per pixel this visits the same depth-ordered Gaussians as a per-pixel loop would (pixels
 // outside a box see alpha < kAlphaMin), at a fraction of the cost. Opacities are per camera
 // [C, N] (the antialiased mode scales them view by view).
-// Returns render [C, H, W, D], alphas [C, H, W, 1], last_ids [C, H, W] (end of the contributors in
-// the flat list, for the backward pass).
-std::vector<at::Tensor> rasterize_forward(at::Tensor means2d, at::Tensor conics, at::Tensor colors,
-                                             at::Tensor opacities, at::Tensor radii,
-                                             at::Tensor tile_offsets, at::Tensor flat_ids, int64_t width,
-                                             int64_t height, int64_t tile_size) {
-  const int64_t C = means2d.size(0), N = means2d.size(1), D = colors.size(2);
+// means2d [C, N, 2], conics [C, N, 3], colors [C, N, D], opacities [C, N], radii [C, N, 2] and the tile
+// lists -> render [C, H, W, D], alphas [C, H, W, 1], last_ids [C, H, W] (end of the contributors in the
+// flat list, for the backward pass), all zero-filled by the caller.
+extern "C" void sds3d_rasterize_forward(const float* pm, const float* pc, const float* pcol, const float* po,
+                                        const int32_t* pr, const int64_t* pto, const int32_t* pf, int64_t C,
+                                        int64_t N, int64_t D, int64_t width, int64_t height, int64_t tile_size,
+                                        float* out, float* out_a, int64_t* out_last) {
   const int64_t tiles_x = (width + tile_size - 1) / tile_size, tiles_y = (height + tile_size - 1) / tile_size;
   const int64_t T = tiles_x * tiles_y;
-  auto render = at::zeros({C, height, width, D}, means2d.options());
-  auto alphas = at::zeros({C, height, width, 1}, means2d.options());
-  auto last_ids = at::zeros({C, height, width}, at::dtype(at::kLong));
-  const float *pm = means2d.data_ptr<float>(), *pc = conics.data_ptr<float>(), *pcol = colors.data_ptr<float>();
-  const float* po = opacities.data_ptr<float>();
-  const int32_t* pr = radii.data_ptr<int32_t>();
-  const int64_t* pto = tile_offsets.data_ptr<int64_t>();
-  const int32_t* pf = flat_ids.data_ptr<int32_t>();
-  float *out = render.data_ptr<float>(), *out_a = alphas.data_ptr<float>();
-  int64_t* out_last = last_ids.data_ptr<int64_t>();
 
 #pragma omp parallel
   {
@@ -365,31 +337,24 @@ std::vector<at::Tensor> rasterize_forward(at::Tensor means2d, at::Tensor conics,
         }
     }
   }
-  return {render, alphas, last_ids};
 }
 
 // Gradients w.r.t. means2d [C, N, 2], conics [C, N, 3], colors [C, N, D] and opacities [C, N]:
 // Gaussians are revisited back to front, each pixel recovering its transmittance by division.
-std::vector<at::Tensor> rasterize_backward(at::Tensor means2d, at::Tensor conics, at::Tensor colors,
-                                              at::Tensor opacities, at::Tensor radii,
-                                              at::Tensor tile_offsets, at::Tensor flat_ids,
-                                              at::Tensor alphas, at::Tensor last_ids, at::Tensor v_render,
-                                              at::Tensor v_alphas, int64_t width, int64_t height,
-                                              int64_t tile_size) {
-  const int64_t C = means2d.size(0), N = means2d.size(1), D = colors.size(2);
+// The threads rasterize_backward may use (rows of its buffers).
+extern "C" int64_t sds3d_max_threads() { return omp_get_max_threads(); }
+
+// Gradients w.r.t. means2d [C, N, 2], conics [C, N, 3], colors [C, N, D] and opacities [C, N], per
+// thread: buffers [threads, C, N, 6 + D] (zero-filled by the caller, threads >= sds3d_max_threads(),
+// summed over threads by the caller) hold (mean2d 2, conic 3, opacity 1, colour D) per (camera, Gaussian).
+extern "C" void sds3d_rasterize_backward(const float* pm, const float* pc, const float* pcol, const float* po,
+                                         const int32_t* pr, const int64_t* pto, const int32_t* pf, const float* pa,
+                                         const int64_t* plast, const float* gr, const float* ga, int64_t C,
+                                         int64_t N, int64_t D, int64_t width, int64_t height, int64_t tile_size,
+                                         float* pbuf) {
   const int64_t tiles_x = (width + tile_size - 1) / tile_size, tiles_y = (height + tile_size - 1) / tile_size;
   const int64_t T = tiles_x * tiles_y;
-  const int threads = omp_get_max_threads();
   const int64_t stride = 6 + D;  // per (camera, Gaussian): mean2d(2), conic(3), opacity(1), colour(D)
-  auto buffers = at::zeros({threads, C * N * stride}, means2d.options());
-  const float *pm = means2d.data_ptr<float>(), *pc = conics.data_ptr<float>(), *pcol = colors.data_ptr<float>();
-  const float *po = opacities.data_ptr<float>(), *pa = alphas.data_ptr<float>();
-  const float *gr = v_render.data_ptr<float>(), *ga = v_alphas.data_ptr<float>();
-  const int32_t* pr = radii.data_ptr<int32_t>();
-  const int64_t* pto = tile_offsets.data_ptr<int64_t>();
-  const int64_t* plast = last_ids.data_ptr<int64_t>();
-  const int32_t* pf = flat_ids.data_ptr<int32_t>();
-  float* pbuf = buffers.data_ptr<float>();
 
 #pragma omp parallel
   {
@@ -466,18 +431,4 @@ std::vector<at::Tensor> rasterize_backward(at::Tensor means2d, at::Tensor conics
       }
     }
   }
-  auto total = buffers.sum(0).view({C, N, stride});
-  auto v_means2d = total.slice(2, 0, 2).contiguous();
-  auto v_conics = total.slice(2, 2, 5).contiguous();
-  auto v_opacities = total.select(2, 5).contiguous();
-  auto v_colors = total.slice(2, 6, 6 + D).contiguous();
-  return {v_means2d, v_conics, v_colors, v_opacities};
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("project_forward", &project_forward);
-  m.def("project_backward", &project_backward);
-  m.def("bin_tiles", &bin_tiles);
-  m.def("rasterize_forward", &rasterize_forward);
-  m.def("rasterize_backward", &rasterize_backward);
 }

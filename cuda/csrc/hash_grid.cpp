@@ -9,13 +9,9 @@
 //
 // Every scatter into the tables runs one level per thread, points in order, so results do not
 // depend on the number of threads (bit-reproducible); the other passes write disjoint outputs.
-// Only the headers this file needs (not <torch/extension.h>): the first build takes a fraction as long.
-#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
-#include <ATen/ops/zeros_like.h>
-#include <torch/csrc/utils/pybind.h>
+//
+// A plain C ABI over raw pointers (no torch headers, so it builds in about a second): the caller
+// (cuda/_native_hash_grid.py) checks the layout, shapes and dtypes and allocates the outputs.
 #include <omp.h>
 
 #include <algorithm>
@@ -37,32 +33,13 @@ struct Level {
   bool hashed;
 };
 
-std::vector<Level> read_layout(const at::Tensor& tables, const std::vector<int64_t>& resolutions,
-                               const std::vector<int64_t>& offsets, const std::vector<int64_t>& hashed) {
-  const size_t L = resolutions.size();
-  TORCH_CHECK(tables.size(1) >= 1 && tables.size(1) <= kMaxFeatures, "hash grid: 1 to 32 features per level");
-  TORCH_CHECK(L > 0 && offsets.size() == L + 1 && hashed.size() == L,
-              "hash grid layout: need L resolutions, L + 1 offsets, L flags");
-  TORCH_CHECK(offsets[0] == 0 && offsets[L] == tables.size(0), "hash grid layout: offsets must span the table rows");
+std::vector<Level> make_levels(const int64_t* resolutions, const int64_t* offsets, const int64_t* hashed,
+                               int64_t L) {
   std::vector<Level> levels(L);
-  for (size_t l = 0; l < L; ++l) {
-    const int64_t size = offsets[l + 1] - offsets[l], side = resolutions[l] + 1;
-    TORCH_CHECK(resolutions[l] >= 1, "hash grid layout: resolutions must be >= 1");
-    if (hashed[l]) {
-      TORCH_CHECK(size > 0 && (size & (size - 1)) == 0 && size <= (int64_t(1) << 31),
-                  "hashed levels need a power-of-two table size up to 2^31");
-    } else {
-      TORCH_CHECK(size == side * side * side, "dense levels need (resolution + 1)^3 rows");
-    }
-    levels[l] = {static_cast<int32_t>(resolutions[l]), offsets[l], static_cast<uint32_t>(size), hashed[l] != 0};
-  }
+  for (int64_t l = 0; l < L; ++l)
+    levels[l] = {static_cast<int32_t>(resolutions[l]), offsets[l], static_cast<uint32_t>(offsets[l + 1] - offsets[l]),
+                 hashed[l] != 0};
   return levels;
-}
-
-void check_float(const at::Tensor& t, const char* name, int64_t dim1) {
-  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous(), name,
-              " must be a contiguous float32 CPU tensor");
-  TORCH_CHECK(t.dim() == 2 && (dim1 < 0 || t.size(1) == dim1), name, " has the wrong shape");
 }
 
 // Calls fn with a compile-time feature count for the common sizes (0 = use the runtime count).
@@ -172,68 +149,37 @@ void scatter(const float* x, const float* v, const float* g, float* grad_tables,
   });
 }
 
-struct Inputs {
-  std::vector<Level> levels;
-  int64_t N, L, F;
-};
-
-Inputs check_inputs(const at::Tensor& points, const at::Tensor& tables, const std::vector<int64_t>& resolutions,
-                    const std::vector<int64_t>& offsets, const std::vector<int64_t>& hashed) {
-  check_float(points, "points", 3);
-  check_float(tables, "tables", -1);
-  Inputs in{read_layout(tables, resolutions, offsets, hashed), points.size(0), 0, tables.size(1)};
-  in.L = static_cast<int64_t>(in.levels.size());
-  return in;
-}
-
-void check_per_point(const at::Tensor& t, const char* name, int64_t width, const Inputs& in) {
-  check_float(t, name, width);
-  TORCH_CHECK(t.size(0) == in.N, name, " must have one row per point");
-}
-
 }  // namespace
 
-// points [N, 3], tables [P, F] -> encoding [N, L * F].
-at::Tensor forward(at::Tensor points, at::Tensor tables, std::vector<int64_t> resolutions,
-                      std::vector<int64_t> offsets, std::vector<int64_t> hashed) {
-  const Inputs in = check_inputs(points, tables, resolutions, offsets, hashed);
-  auto out = at::empty({in.N, in.L * in.F}, points.options());
-  gather(points.data_ptr<float>(), nullptr, tables.data_ptr<float>(), out.data_ptr<float>(), in.N, in.F, in.levels);
-  return out;
+// Every call: points [N, 3], tables [P, F] float32, layout resolutions [L], offsets [L + 1], hashed [L] int64.
+#define LAYOUT const int64_t *resolutions, const int64_t *offsets, const int64_t *hashed, int64_t L
+
+// -> encoding out [N, L * F].
+extern "C" void sds3d_hash_grid_forward(const float* points, int64_t N, const float* tables, int64_t F, LAYOUT,
+                                        float* out) {
+  gather(points, nullptr, tables, out, N, F, make_levels(resolutions, offsets, hashed, L));
 }
 
-// d(loss)/d(tables) [P, F] from d(loss)/d(encoding) [N, L * F].
-at::Tensor backward_tables(at::Tensor grad_out, at::Tensor points, at::Tensor tables,
-                              std::vector<int64_t> resolutions, std::vector<int64_t> offsets,
-                              std::vector<int64_t> hashed) {
-  const Inputs in = check_inputs(points, tables, resolutions, offsets, hashed);
-  check_per_point(grad_out, "grad_out", in.L * in.F, in);
-  auto grad_tables = at::zeros_like(tables);
-  scatter(points.data_ptr<float>(), nullptr, grad_out.data_ptr<float>(), grad_tables.data_ptr<float>(), in.N, in.F,
-          in.levels);
-  return grad_tables;
+// d(loss)/d(tables) grad_tables [P, F] (zero-filled by the caller) from d(loss)/d(encoding) grad_out [N, L * F].
+extern "C" void sds3d_hash_grid_backward_tables(const float* grad_out, const float* points, int64_t N, int64_t F,
+                                                LAYOUT, float* grad_tables) {
+  scatter(points, nullptr, grad_out, grad_tables, N, F, make_levels(resolutions, offsets, hashed, L));
 }
 
 // Vector-Jacobian product with the points: sum over (l, f) of grad_out[n, l F + f] *
-// d(encoding[n, l F + f]) / d(points[n]) -> [N, 3]. Levels in order per point (deterministic).
-at::Tensor points_vjp(at::Tensor grad_out, at::Tensor points, at::Tensor tables,
-                         std::vector<int64_t> resolutions, std::vector<int64_t> offsets, std::vector<int64_t> hashed) {
-  const Inputs in = check_inputs(points, tables, resolutions, offsets, hashed);
-  check_per_point(grad_out, "grad_out", in.L * in.F, in);
-  auto grad_points = at::zeros({in.N, 3}, points.options());
-  const float* x = points.data_ptr<float>();
-  const float* table = tables.data_ptr<float>();
-  const float* g = grad_out.data_ptr<float>();
-  float* gp = grad_points.data_ptr<float>();
-  const int64_t N = in.N, L = in.L;
-  dispatch_features(in.F, [&](auto fc) {
+// d(encoding[n, l F + f]) / d(points[n]) -> grad_points [N, 3] (zero-filled by the caller). Levels in
+// order per point (deterministic).
+extern "C" void sds3d_hash_grid_points_vjp(const float* g, const float* x, int64_t N, const float* table, int64_t F,
+                                           LAYOUT, float* gp) {
+  const std::vector<Level> levels = make_levels(resolutions, offsets, hashed, L);
+  dispatch_features(F, [&](auto fc) {
     constexpr int kF = decltype(fc)::value;
-    const int64_t nf = kF ? kF : in.F;
+    const int64_t nf = kF ? kF : F;
 #pragma omp parallel
     {
       BlockCorners block;
       for (int64_t l = 0; l < L; ++l) {
-        const Level lv = in.levels[l];
+        const Level lv = levels[l];
         const float* level_table = table + lv.offset * nf;
 #pragma omp for schedule(static) nowait
         for (int64_t b = 0; b < N; b += kBlock) {
@@ -255,35 +201,14 @@ at::Tensor points_vjp(at::Tensor grad_out, at::Tensor points, at::Tensor tables,
       }
     }
   });
-  return grad_points;
 }
 
-// Backward of points_vjp for an upstream gradient v [N, 3]: returns (d/d grad_out [N, L * F],
-// d/d tables [P, F]); either is an undefined tensor when not requested.
-std::vector<at::Tensor> points_vjp_backward(at::Tensor v, at::Tensor grad_out, at::Tensor points,
-                                               at::Tensor tables, std::vector<int64_t> resolutions,
-                                               std::vector<int64_t> offsets, std::vector<int64_t> hashed,
-                                               bool need_grad_out, bool need_tables) {
-  const Inputs in = check_inputs(points, tables, resolutions, offsets, hashed);
-  check_per_point(v, "v", 3, in);
-  check_per_point(grad_out, "grad_out", in.L * in.F, in);
-  at::Tensor gg, gt;
-  if (need_grad_out) {
-    gg = at::empty({in.N, in.L * in.F}, points.options());
-    gather(points.data_ptr<float>(), v.data_ptr<float>(), tables.data_ptr<float>(), gg.data_ptr<float>(), in.N, in.F,
-           in.levels);
-  }
-  if (need_tables) {
-    gt = at::zeros_like(tables);
-    scatter(points.data_ptr<float>(), v.data_ptr<float>(), grad_out.data_ptr<float>(), gt.data_ptr<float>(), in.N,
-            in.F, in.levels);
-  }
-  return {gg, gt};
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward);
-  m.def("backward_tables", &backward_tables);
-  m.def("points_vjp", &points_vjp);
-  m.def("points_vjp_backward", &points_vjp_backward);
+// Backward of points_vjp for an upstream gradient v [N, 3]: d/d grad_out -> gg [N, L * F] and d/d tables
+// -> gt [P, F] (zero-filled by the caller); either may be null when not requested.
+extern "C" void sds3d_hash_grid_points_vjp_backward(const float* v, const float* grad_out, const float* points,
+                                                    int64_t N, const float* tables, int64_t F, LAYOUT, float* gg,
+                                                    float* gt) {
+  const std::vector<Level> levels = make_levels(resolutions, offsets, hashed, L);
+  if (gg) gather(points, v, tables, gg, N, F, levels);
+  if (gt) scatter(points, v, grad_out, gt, N, F, levels);
 }

@@ -15,12 +15,8 @@
 #pragma GCC optimize("fp-contract=off")
 #endif
 
-// Only the headers this file needs (not <torch/extension.h>): the first build takes half as long.
-#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <torch/csrc/utils/pybind.h>
-
+// A plain C ABI over raw pointers (no torch headers, so it builds in about a second): the caller
+// (cuda/_native_mesh.py) checks shapes and dtypes and allocates the outputs.
 #include <algorithm>
 #include <cstdint>
 #include <limits>
@@ -156,63 +152,30 @@ void raster_tile(const Triangle* triangles, const int64_t* ids, int64_t count, i
 
 }  // namespace
 
-// vertices [1 or B, V, 3] float32 world, faces [F, 3] int64, viewmats [B, 4, 4], Ks [B, 3, 3]
-// -> (face_ids [B, H, W] int64 with -1 on background, depth [B, H, W] float32 with 0 there).
-std::vector<at::Tensor> visibility(at::Tensor vertices, at::Tensor faces, at::Tensor viewmats, at::Tensor Ks,
-                                   int64_t width, int64_t height, double near, bool cull_backfaces) {
-  TORCH_CHECK(vertices.dim() == 3 && vertices.size(2) == 3 && vertices.scalar_type() == at::kFloat,
-              "vertices must be float32 [1 or B, V, 3]");
-  TORCH_CHECK(faces.dim() == 2 && faces.size(1) == 3 && faces.scalar_type() == at::kLong,
-              "faces must be int64 [F, 3]");
-  TORCH_CHECK(viewmats.dim() == 3 && viewmats.size(1) == 4 && viewmats.size(2) == 4, "viewmats must be [B, 4, 4]");
-  TORCH_CHECK(Ks.dim() == 3 && Ks.size(0) == viewmats.size(0) && Ks.size(1) == 3 && Ks.size(2) == 3,
-              "Ks must be [B, 3, 3]");
-  TORCH_CHECK(vertices.size(0) == 1 || vertices.size(0) == viewmats.size(0), "vertices batch must be 1 or B");
-  vertices = vertices.contiguous();
-  faces = faces.contiguous();
-  viewmats = viewmats.to(at::kFloat).contiguous();
-  Ks = Ks.to(at::kFloat).contiguous();
-
-  const int64_t num_vertices = vertices.size(1), num_faces = faces.size(0);
-  Frame frame{viewmats.size(0), width, height, (width + kTile - 1) / kTile, (height + kTile - 1) / kTile};
-  const bool shared_vertices = vertices.size(0) == 1;
+// vertices [1 or B, V, 3] float32 world (shared_vertices: one set for every camera), faces [F, 3] int64,
+// viewmats [B, 4, 4], Ks [B, 3, 3] float32 -> face_ids [B, H, W] int64 with -1 on background, depth
+// [B, H, W] float32 with 0 there (every pixel written).
+extern "C" void sds3d_mesh_visibility(const float* vertex_ptr, int64_t num_vertices, bool shared_vertices,
+                                      const int64_t* face_ptr, int64_t num_faces, const float* viewmat_ptr,
+                                      const float* K_ptr, int64_t cameras, int64_t width, int64_t height,
+                                      double near, bool cull_backfaces, int64_t* id_ptr, float* depth_ptr) {
+  Frame frame{cameras, width, height, (width + kTile - 1) / kTile, (height + kTile - 1) / kTile};
   const float near_f = static_cast<float>(near);
-  auto face_ids = at::empty({frame.cameras, height, width}, at::kLong);
-  auto depth = at::empty({frame.cameras, height, width}, at::kFloat);
-
-  const float* vertex_ptr = vertices.data_ptr<float>();
-  const int64_t* face_ptr = faces.data_ptr<int64_t>();
-  const float* viewmat_ptr = viewmats.data_ptr<float>();
-  const float* K_ptr = Ks.data_ptr<float>();
-  int64_t* id_ptr = face_ids.data_ptr<int64_t>();
-  float* depth_ptr = depth.data_ptr<float>();
-
   std::vector<Triangle> triangles(frame.cameras * num_faces);
   std::vector<Bins> bins(frame.cameras);
-  {
-    pybind11::gil_scoped_release no_gil;
 #pragma omp parallel for
-    for (int64_t b = 0; b < frame.cameras; ++b) {
-      prepare_camera(vertex_ptr + (shared_vertices ? 0 : b) * num_vertices * 3, num_vertices, face_ptr, num_faces,
-                     viewmat_ptr + 16 * b, K_ptr + 9 * b, frame, near_f, cull_backfaces,
-                     triangles.data() + b * num_faces, bins[b]);
-    }
-#pragma omp parallel for schedule(dynamic)
-    for (int64_t job = 0; job < frame.cameras * frame.tiles(); ++job) {
-      const int64_t b = job / frame.tiles(), t = job % frame.tiles();
-      const Bins& camera_bins = bins[b];
-      raster_tile(triangles.data() + b * num_faces, camera_bins.ids.data() + camera_bins.start[t],
-                  camera_bins.start[t + 1] - camera_bins.start[t], static_cast<int>((t % frame.tiles_x) * kTile),
-                  static_cast<int>((t / frame.tiles_x) * kTile), frame, id_ptr + b * height * width,
-                  depth_ptr + b * height * width);
-    }
+  for (int64_t b = 0; b < frame.cameras; ++b) {
+    prepare_camera(vertex_ptr + (shared_vertices ? 0 : b) * num_vertices * 3, num_vertices, face_ptr, num_faces,
+                   viewmat_ptr + 16 * b, K_ptr + 9 * b, frame, near_f, cull_backfaces,
+                   triangles.data() + b * num_faces, bins[b]);
   }
-  return {face_ids, depth};
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("visibility", &visibility,
-        "Nearest triangle id and depth per pixel (OpenMP over cameras x 8x8 tiles).",
-        pybind11::arg("vertices"), pybind11::arg("faces"), pybind11::arg("viewmats"), pybind11::arg("Ks"),
-        pybind11::arg("width"), pybind11::arg("height"), pybind11::arg("near"), pybind11::arg("cull_backfaces"));
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t job = 0; job < frame.cameras * frame.tiles(); ++job) {
+    const int64_t b = job / frame.tiles(), t = job % frame.tiles();
+    const Bins& camera_bins = bins[b];
+    raster_tile(triangles.data() + b * num_faces, camera_bins.ids.data() + camera_bins.start[t],
+                camera_bins.start[t + 1] - camera_bins.start[t], static_cast<int>((t % frame.tiles_x) * kTile),
+                static_cast<int>((t / frame.tiles_x) * kTile), frame, id_ptr + b * height * width,
+                depth_ptr + b * height * width);
+  }
 }
