@@ -13,12 +13,6 @@ def pytest_configure(config):
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
-        # the xdist controller runs no tests: it compiles the native kernels (once per install) while the
-        # workers start, so that their first renders do not each wait for one build after another
-        from sds3d.cuda.build import KERNELS, build_in_background
-
-        build_in_background(KERNELS)
 
 
 @pytest.fixture(scope="module")
