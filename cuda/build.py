@@ -3,7 +3,7 @@
 The kernels include no torch headers (their Python callers check shapes, allocate the outputs and pass
 raw pointers), so one compiles in a second or two instead of the 15-40 s a torch extension takes, and
 the library does not depend on the torch version. Each kernel is built once per install into its own
-folder under `$SDS3D_BUILD_DIR` (default `~/.cache/sds3d/torch_extensions`), named after a hash of its
+folder under `$SDS3D_BUILD_DIR` (default `~/.cache/sds3d/kernels`), named after a hash of its
 sources, the compiler and its flags, and the install's location: two installs on one machine never
 rebuild each other's kernels, and an edited source builds anew. The library is written under a
 temporary name and renamed, so two processes building at once both end with a whole one. The first
@@ -38,8 +38,8 @@ KERNELS = {"gaussian_raster": ("the CPU Gaussian rasterizer", "~850x"),
 
 
 def _build_dir() -> Path:
-    """The root of every build: `$SDS3D_BUILD_DIR` or `~/.cache/sds3d/torch_extensions`."""
-    root = os.environ.get("SDS3D_BUILD_DIR") or Path.home() / ".cache" / "sds3d" / "torch_extensions"
+    """The root of every build: `$SDS3D_BUILD_DIR` or `~/.cache/sds3d/kernels`."""
+    root = os.environ.get("SDS3D_BUILD_DIR") or Path.home() / ".cache" / "sds3d" / "kernels"
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path
