@@ -73,7 +73,7 @@ _build_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
 def compile_library(source: Path, library: Path) -> None:
     """Compile `source` into the shared library `library`, written under a temporary name and then
-    renamed; raises RuntimeError with the compiler's last line when it fails."""
+    renamed; raises RuntimeError with the compiler's first error line when it fails."""
     partial = library.with_name(f".{library.name}.{os.getpid()}.{threading.get_ident()}")
     command = [compiler(), *CFLAGS, f"-I{CSRC}", str(source), "-o", str(partial)]
     result = subprocess.run(command, capture_output=True, text=True)
