@@ -29,7 +29,9 @@ from functools import lru_cache
 from pathlib import Path
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-CFLAGS = ("-O3", "-fopenmp", "-std=c++20", "-shared", "-fPIC")  # c++20: a 7% faster rasterizer backward than c++17 (gcc 12)
+CFLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC")
+# tried in order: c++20 gives a 7% faster rasterizer backward than c++17 (gcc 12); gcc < 10 knows only c++17
+STANDARDS = ("-std=c++20", "-std=c++17")
 LIBRARY_SUFFIX = ".dll" if os.name == "nt" else ".so"
 # kernel -> (what it is, how much slower its PyTorch fallback is: BENCHMARKS.md), for the messages
 KERNELS = {"gaussian_raster": ("the CPU Gaussian rasterizer", "~850x"),
@@ -51,7 +53,7 @@ def build_key(sources: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in [*sources, *sorted(CSRC.glob("*.h")), *sorted(CSRC.glob("*.cuh"))]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    for part in (*CFLAGS, str(compiler()), str(CSRC)):
+    for part in (*CFLAGS, *STANDARDS, str(compiler()), str(CSRC)):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()[:16]
 
@@ -72,17 +74,22 @@ _build_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
 def compile_library(source: Path, library: Path) -> None:
-    """Compile `source` into the shared library `library`, written under a temporary name and then
-    renamed; raises RuntimeError with the compiler's first error line when it fails."""
+    """Compile `source` into the shared library `library` (with the first of `STANDARDS` the compiler
+    accepts), written under a temporary name and then renamed; raises RuntimeError with the compiler's
+    first error line when every standard fails."""
     partial = library.with_name(f".{library.name}.{os.getpid()}.{threading.get_ident()}")
-    command = [compiler(), *CFLAGS, f"-I{CSRC}", str(source), "-o", str(partial)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
+    failures = []
+    for standard in STANDARDS:
+        command = [compiler(), *CFLAGS, standard, f"-I{CSRC}", str(source), "-o", str(partial)]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode == 0:
+            os.replace(partial, library)
+            return
         partial.unlink(missing_ok=True)
         lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
         errors = [line for line in lines if "error" in line.lower()]
-        raise RuntimeError((errors or lines or [f"{command[0]} exited with {result.returncode}"])[0])
-    os.replace(partial, library)
+        failures.append((errors or lines or [f"{command[0]} exited with {result.returncode}"])[0])
+    raise RuntimeError(failures[0])
 
 
 def load_extension(name: str):

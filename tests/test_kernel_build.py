@@ -76,6 +76,19 @@ def test_the_first_build_is_announced_once(monkeypatch, tmp_path, capsys):
     assert built == [library]
 
 
+def test_a_compiler_without_cpp20_builds_with_cpp17(monkeypatch, tmp_path):
+    real = build.compiler()
+    if real is None:
+        pytest.skip("no C++ compiler here")
+    old_gcc = tmp_path / "old-c++"  # rejects -std=c++20, as gcc 9 does
+    old_gcc.write_text(f'#!/bin/sh\ncase " $* " in *" -std=c++20 "*) echo "error: unrecognized option" >&2; exit 1;; esac\n'
+                       f'exec {real} "$@"\n')
+    old_gcc.chmod(0o755)
+    monkeypatch.setenv("CXX", str(old_gcc))
+    build.compile_library(build.CSRC / "mesh_raster.cpp", tmp_path / "mesh.so")
+    assert (tmp_path / "mesh.so").stat().st_size > 0
+
+
 def test_a_failed_compile_names_the_compilers_error(tmp_path):
     source = tmp_path / "broken.cpp"
     source.write_text("int f() { return undefined_name; }\n")
