@@ -162,3 +162,29 @@ raise SystemExit(2)  # e.g. the prior failed to load
                             env={**os.environ, "SDS3D_BUILD_DIR": str(tmp_path / "builds")})
     assert result.returncode == 2 and marker.exists(), result.stderr
     assert "finishing the kernel build before exiting" in result.stderr
+
+
+@pytest.mark.skipif(build.compiler() is None, reason="no C++ compiler here")
+def test_native_calls_refuse_tensors_the_c_code_would_misread():
+    """The C ABI reads raw memory: a float64, non-contiguous or wrongly shaped tensor is a ValueError."""
+    import torch
+
+    from sds3d.cuda.hash_grid import HashGridLayout
+    from sds3d.cuda.hash_grid import _native as hash_grid
+    from sds3d.cuda.mesh_rasterizer import _native as mesh
+
+    means, quats, scales, opacities = torch.zeros(2, 3), torch.tensor([[1.0, 0, 0, 0]] * 2), torch.ones(2, 3), torch.ones(2)
+    viewmats, Ks = torch.eye(4)[None], torch.eye(3)[None]
+    with pytest.raises(ValueError, match="float32"):
+        build.pointers(means.double())
+    with pytest.raises(ValueError, match="contiguous: False"):
+        build.pointers(torch.zeros(3, 2).t())
+    layout = HashGridLayout.make(levels=2, log2_table_size=6, base_resolution=2, max_resolution=4)
+    tables = torch.zeros(layout.num_rows, 2)
+    with pytest.raises(ValueError, match="points has the wrong shape"):
+        hash_grid().forward(torch.zeros(5, 2), tables, *layout.args)
+    with pytest.raises(ValueError, match="offsets must span"):
+        hash_grid().forward(torch.zeros(5, 3), tables[:-1].contiguous(), *layout.args)
+    with pytest.raises(ValueError, match="faces must be int64"):
+        mesh().visibility(torch.zeros(1, 3, 3), torch.zeros(1, 3, dtype=torch.int32), viewmats, Ks, 8, 8, 0.01, True)
+    assert build.pointers(means, quats, scales, opacities, viewmats, Ks)  # the well-formed ones pass
