@@ -46,24 +46,16 @@ def test_build_key_follows_sources_compiler_and_install(monkeypatch, tmp_path):
     assert build.build_key(copied) not in (key, moved)
 
 
-def fake_compiler(monkeypatch, built: list, seconds: float = 0.0):
-    """Stand-ins for the compiler (writes an empty library, after `seconds`) and for ctypes' loader
-    (returns the library's path)."""
-    import time
+def test_the_first_build_is_announced_once(monkeypatch, tmp_path, capsys):
+    built = []
 
-    def compile_library(source, library):
+    def compile_library(source, library):  # stands in for the compiler: writes an empty library
         built.append(library)
-        time.sleep(seconds)
         library.write_bytes(b"")
 
     monkeypatch.setattr(build, "compile_library", compile_library)
-    monkeypatch.setattr(build.ctypes, "CDLL", str)
+    monkeypatch.setattr(build.ctypes, "CDLL", str)  # "loads" it as its path
     monkeypatch.setattr(build, "compiler", lambda: "/usr/bin/c++")
-
-
-def test_the_first_build_is_announced_once(monkeypatch, tmp_path, capsys):
-    built = []
-    fake_compiler(monkeypatch, built)
     monkeypatch.setenv("SDS3D_BUILD_DIR", str(tmp_path))
     key = build.build_key([build.CSRC / "gaussian_raster.cpp"])
     library = tmp_path / f"gaussian_raster-{key}" / f"sds3d_gaussian_raster{build.LIBRARY_SUFFIX}"
@@ -76,10 +68,9 @@ def test_the_first_build_is_announced_once(monkeypatch, tmp_path, capsys):
     assert built == [library]
 
 
+@pytest.mark.skipif(build.compiler() is None, reason="no C++ compiler here")
 def test_a_compiler_without_cpp20_builds_with_cpp17(monkeypatch, tmp_path):
     real = build.compiler()
-    if real is None:
-        pytest.skip("no C++ compiler here")
     old_gcc = tmp_path / "old-c++"  # rejects -std=c++20, as gcc 9 does
     old_gcc.write_text(f'#!/bin/sh\ncase " $* " in *" -std=c++20 "*) echo "error: unrecognized option" >&2; exit 1;; esac\n'
                        f'exec {real} "$@"\n')
@@ -89,6 +80,7 @@ def test_a_compiler_without_cpp20_builds_with_cpp17(monkeypatch, tmp_path):
     assert (tmp_path / "mesh.so").stat().st_size > 0
 
 
+@pytest.mark.skipif(build.compiler() is None, reason="no C++ compiler here")
 def test_a_failed_compile_names_the_compilers_error(tmp_path):
     source = tmp_path / "broken.cpp"
     source.write_text("int f() { return undefined_name; }\n")
@@ -120,9 +112,9 @@ def test_a_background_build_is_waited_for_not_repeated(monkeypatch, tmp_path):
         release.wait(10)
         library.write_bytes(b"")
 
-    fake_compiler(monkeypatch, [])
     monkeypatch.setattr(build, "compile_library", slow_compile)
     monkeypatch.setattr(build.ctypes, "CDLL", lambda path: Path(path).name)
+    monkeypatch.setattr(build, "compiler", lambda: "/usr/bin/c++")
     monkeypatch.setenv("SDS3D_BUILD_DIR", str(tmp_path))
     build._load_extension.cache_clear()
     try:
@@ -187,4 +179,4 @@ def test_native_calls_refuse_tensors_the_c_code_would_misread():
         hash_grid().forward(torch.zeros(5, 3), tables[:-1].contiguous(), *layout.args)
     with pytest.raises(ValueError, match="faces must be int64"):
         mesh().visibility(torch.zeros(1, 3, 3), torch.zeros(1, 3, dtype=torch.int32), viewmats, Ks, 8, 8, 0.01, True)
-    assert build.pointers(means, quats, scales, opacities, viewmats, Ks)  # the well-formed ones pass
+    assert len(build.pointers(means, quats, scales, opacities, viewmats, Ks)) == 6  # the well-formed ones pass
