@@ -12,10 +12,12 @@ Orientation (`sds3d.axes`): files are written with `up` = "-y" by default, the c
 COLMAP-trained 3DGS scenes that SuperSplat, antimatter15/splat and gsplat.js (the web UI's viewer)
 show upright; "+z" keeps sds3d's world frame (gsplat's viewer), "+y" is glTF's. Positions,
 quaternions and SH coefficients of degree >= 1 are rotated together. The header records the choice
-(`comment sds3d up -y`), and reading undoes it; foreign files are taken as "-y" unless told.
+(`comment sds3d up -y`), and reading undoes it; foreign files are taken as "-y" unless told, except
+nerfstudio's exports, whose header says `comment Vertical Axis: z` (its world frame, +z up).
 
 Reading (plyfile) accepts any SH degree 0-3, ASCII and either byte order (the layouts of the
-original 3DGS code, gsplat and nerfstudio's splatfacto), and ignores properties it does not know. A
+original 3DGS code, gsplat and nerfstudio's splatfacto, whose `ply_color_mode rgb` writes uchar
+red/green/blue instead of f_dc_*), and ignores properties it does not know. A
 one-line `InputError` (a ValueError) naming the file and the property refuses: a file that is not a
 PLY, no `vertex` element, a missing required property (x/y/z, f_dc_*, opacity, scale_*, rot_*), an
 f_rest count that is no SH degree (9, 24 or 45) or has gaps, and a NaN / infinite value. A file
@@ -34,10 +36,13 @@ import torch
 
 from sds3d.axes import UP_AXES, rotate_gaussians, world_to_file
 from sds3d.errors import InputError
+from sds3d.representations.spherical_harmonics import C0
 
 REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
             "rot_0", "rot_1", "rot_2", "rot_3")
 _UP_COMMENT = re.compile(r"^sds3d up (\S+)$")
+_NERFSTUDIO_UP = re.compile(r"^Vertical Axis: z$", re.IGNORECASE)  # nerfstudio's exports: its +z-up world
+COLOURS = ("red", "green", "blue")  # splatfacto's rgb mode: the colour without SH, in place of f_dc_*
 
 
 def _in_file_frame(params: Mapping[str, torch.Tensor], up: str, sh_degree: int | None) -> dict[str, torch.Tensor]:
@@ -120,7 +125,8 @@ def load_gaussian_ply(path, up: str | None = None) -> dict[str, torch.Tensor]:
         raise InputError(f"{path}: not a 3DGS PLY: no 'vertex' element")
     vertex = ply["vertex"]
     names = [prop.name for prop in vertex.properties]
-    for name in REQUIRED:
+    rgb = "f_dc_0" not in names and all(colour in names for colour in COLOURS)
+    for name in REQUIRED if not rgb else [n for n in REQUIRED if not n.startswith("f_dc_")]:
         if name not in names:
             raise InputError(f"{path}: not a 3DGS PLY: no property {name!r}")
     rest = sorted((n for n in names if re.fullmatch(r"f_rest_\d+", n)), key=lambda n: int(n[7:]))
@@ -132,7 +138,8 @@ def load_gaussian_ply(path, up: str | None = None) -> dict[str, torch.Tensor]:
         raise InputError(f"{path}: property {gap!r} is missing ({len(rest)} f_rest properties, numbered with gaps)")
     if up is None:
         recorded = [m.group(1) for m in map(_UP_COMMENT.match, ply.comments) if m]
-        up = recorded[0] if recorded else "-y"
+        nerfstudio = any(map(_NERFSTUDIO_UP.match, ply.comments))
+        up = recorded[0] if recorded else "+z" if nerfstudio else "-y"
     if up not in UP_AXES:
         raise InputError(f"{path}: unknown up axis {up!r}; choose one of {', '.join(UP_AXES)}")
 
@@ -143,9 +150,15 @@ def load_gaussian_ply(path, up: str | None = None) -> dict[str, torch.Tensor]:
     count, k = len(vertex), len(rest) // 3
     means, quats = stack(["x", "y", "z"]), stack(["rot_0", "rot_1", "rot_2", "rot_3"])
     shN = stack(rest).reshape(count, 3, k).transpose(1, 2)
+    if rgb:  # integer colours scaled to [0, 1], then the SH DC term that renders them
+        dtype = vertex["red"].dtype
+        top = np.iinfo(dtype).max if np.issubdtype(dtype, np.integer) else 1.0
+        sh0 = (stack(list(COLOURS)) / top - 0.5) / C0
+    else:
+        sh0 = stack(["f_dc_0", "f_dc_1", "f_dc_2"])
     means, quats, shN = rotate_gaussians(means, quats, shN, world_to_file(up).T)
     return {"means": means, "quats": quats, "scales": stack(["scale_0", "scale_1", "scale_2"]),
-            "opacities": stack(["opacity"])[:, 0], "sh0": stack(["f_dc_0", "f_dc_1", "f_dc_2"])[:, None, :],
+            "opacities": stack(["opacity"])[:, 0], "sh0": sh0[:, None, :],
             "shN": shN, "features": stack(features)}
 
 

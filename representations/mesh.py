@@ -120,7 +120,8 @@ class Mesh(Representation):
     def load(cls, path, config: MeshConfig | None = None) -> "Mesh":
         """.obj (+ .mtl, texture), .glb/.gltf, .ply or anything else trimesh reads; a scene is
         flattened into one mesh; .glb/.gltf/.obj are +Y up (`mesh_files.load_trimesh`). InputError
-        (one line) for a missing, unreadable or empty file, or one with NaN / infinite positions."""
+        (one line) for a missing, unreadable or empty file, one with NaN / infinite positions or one
+        whose triangles have no area."""
         from sds3d.errors import InputError, first_line
 
         if not Path(path).is_file():
@@ -133,6 +134,8 @@ class Mesh(Representation):
             raise InputError(f"{path}: holds no triangles (empty, or not a mesh file)")
         if not np.isfinite(np.asarray(mesh.vertices)).all():
             raise InputError(f"{path}: vertex positions are NaN or infinite")
+        if not mesh.area > 0:
+            raise InputError(f"{path}: its triangles have no area (every one is degenerate)")
         return cls.from_trimesh(mesh, config)
 
     # ----- geometry and colour -------------------------------------------------------------------

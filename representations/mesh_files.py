@@ -39,12 +39,42 @@ def save_trimesh(mesh, path) -> Path:
     return path
 
 
+def _textured(visual) -> bool:
+    """A texture image and UVs to sample it (what `Mesh.from_trimesh` keeps as a texture)."""
+    material = getattr(visual, "material", None)
+    image = getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
+    return visual.kind == "texture" and visual.uv is not None and image is not None
+
+
+def _vertex_colors(visual, count: int) -> np.ndarray:
+    """[count, 4] uint8 colours of a TextureVisuals part's vertices: its texture at their UVs (times
+    a glTF baseColorFactor), or its material's colour when it has no texture or no UVs."""
+    from trimesh.visual.color import uv_to_color
+
+    material = visual.material
+    if not _textured(visual):
+        return np.tile(material.main_color, (count, 1))
+    image = getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
+    factor = getattr(material, "baseColorFactor", None)
+    factor = np.ones(4) if factor is None else np.asarray(factor, dtype=np.float64) / 255.0
+    return (uv_to_color(visual.uv, image) * factor).round().astype(np.uint8)
+
+
 def load_trimesh(path):
     """Inverse of `save_trimesh`: a mesh file (a scene flattened into one trimesh.Trimesh) in the
-    world frame; .glb / .gltf / .obj are taken as +Y up, as their formats say."""
+    world frame; .glb / .gltf / .obj are taken as +Y up, as their formats say. When a scene's parts
+    are not all textured, its textured and material-coloured parts turn to vertex colours first
+    (`_vertex_colors`): trimesh's merge of mixed parts would leave them grey or black."""
     import trimesh
 
-    mesh = trimesh.load(path, force="mesh", process=False)
+    parts = [part for part in trimesh.load(path, force="scene", process=False).dump()
+             if isinstance(part, trimesh.Trimesh)]  # placed where the scene puts them
+    if len(parts) > 1 and not all(_textured(part.visual) for part in parts):
+        for part in parts:
+            if isinstance(part.visual, trimesh.visual.TextureVisuals):
+                colors = _vertex_colors(part.visual, len(part.vertices))
+                part.visual = trimesh.visual.ColorVisuals(part, vertex_colors=colors)
+    mesh = trimesh.util.concatenate(parts) if parts else trimesh.Trimesh()
     if Path(path).suffix.lower() in Y_UP_SUFFIXES:
         mesh.vertices = np.asarray(mesh.vertices) @ world_to_file("+y").numpy()
     return mesh

@@ -57,6 +57,7 @@ from sds3d.guidance.edit.sds import EditSDSConfig
 from sds3d.guidance.edit.ssd import SSDConfig
 from sds3d.guidance.priors.stable_diffusion import DiffusersUNetPrior
 from sds3d.representations import Gaussians, Representation
+from sds3d.scene.load import load_asset
 
 
 @dataclass
@@ -111,15 +112,16 @@ RESUMABLE = ("steps", "out", "device", "checkpoint_every", "turntable_frames", "
 
 
 def load_source(source) -> tuple[GenerateConfig | None, Representation]:
-    """A run directory, a 3DGS .ply file or a Representation -> (its GenerateConfig or None, a copy of
-    the asset to edit). InputError (one line) for anything else."""
+    """A run directory, an asset file (`load_asset`: a 3DGS .ply, or a .glb / .gltf / .obj mesh as
+    Gaussians on its surface, sampled with seed 0) or a Representation -> (its GenerateConfig or None,
+    a copy of the asset to edit). InputError (one line) for anything else."""
     if isinstance(source, Representation):
         return None, copy.deepcopy(source).eval()
     path = Path(source)
-    if path.is_file() and path.suffix.lower() == ".ply":
-        return None, Gaussians.load_ply(path).eval()
+    if path.is_file():
+        return None, load_asset(path, generator=torch.Generator().manual_seed(0)).eval()
     if not path.exists():
-        raise InputError(f"{path}: no such run directory or .ply file")
+        raise InputError(f"{path}: no such run directory or asset file")
     return load_run(path)
 
 
@@ -227,7 +229,7 @@ def edit(source, prompt: str | None = None, source_prompt: str | None = None, re
          region: str | None = None, guidance: str | None = None, steps: int | None = None, out: str | None = None,
          config: EditConfig | None = None, prior=None, resume: bool = False, progress: bool = True,
          evaluate: bool = True, should_stop=None) -> EditResult:
-    """Edit `source` (a run directory, a 3DGS .ply or a Representation) towards `prompt`.
+    """Edit `source` (a run directory, a 3DGS .ply, a mesh file or a Representation) towards `prompt`.
 
     Keyword arguments override the fields of `config` (an EditConfig; defaults otherwise).
     `region_mask` is a bool tensor [N], one entry per Gaussian; `region` a text query answered by

@@ -45,6 +45,30 @@ def test_the_capture_script_refuses_a_folder_that_is_not_empty(capture, tmp_path
     assert not (tmp_path / "x").exists()
 
 
+def test_a_blender_scene_reads_as_the_same_capture(capture, tmp_path):
+    """nerf_synthetic's transforms: the field of view `camera_angle_x` instead of fl_x / w / h, and
+    file paths without their suffix (in the json and its splits): the same cameras and images."""
+    meta = json.loads((capture / "transforms.json").read_text())
+    angle = 2 * math.atan(meta["w"] / (2 * meta["fl_x"]))
+    blender = {"camera_angle_x": angle, "frames": [dict(f, file_path="./" + f["file_path"][:-4]) for f in meta["frames"]],
+               "test_filenames": [name[:-4] for name in meta["test_filenames"]]}
+    (tmp_path / "images").symlink_to(capture / "images")
+    (tmp_path / "transforms_train.json").write_text(json.dumps(blender))
+    data, original = load_capture(tmp_path / "transforms_train.json"), load_capture(capture, use_nerfstudio=False)
+    assert data.reader == "sds3d" and data.splits["test"] == original.splits["test"]
+    torch.testing.assert_close(data.cameras.Ks, original.cameras.Ks)
+    torch.testing.assert_close(data.cameras.viewmats, original.cameras.viewmats)
+    assert torch.equal(data.images, original.images) and torch.equal(data.alphas, original.alphas)
+
+
+def test_a_16_bit_grey_image_keeps_its_values(tmp_path):
+    grey = np.full((6, 8), round(0.25 * 65535), np.uint16)
+    Image.fromarray(grey).save(tmp_path / "a.png")
+    (tmp_path / "transforms.json").write_text(json.dumps(_meta()))
+    data = load_capture(tmp_path)
+    torch.testing.assert_close(data.images, torch.full((1, 3, 6, 8), 0.25), atol=1e-4, rtol=0)
+
+
 def _write(folder, meta: dict, size=(8, 6), images=("a.png",), mode="RGB"):
     for name in images:
         Image.new(mode, size, (200, 10, 10) if mode == "RGB" else 0).save(folder / name)
@@ -136,6 +160,10 @@ BAD = {  # name -> (change to the meta, the field the message must name)
     "no frames": (_meta(frames=[]), "frames"),
     "bad applied_transform": (_meta(applied_transform=[[1, 0, 0]]), "applied_transform"),
     "unknown test file": (_meta(test_filenames=["zzz.png"]), "test_filenames"),
+    "huge integer w": (_meta(w=10 ** 400), "w"),
+    "huge integer in matrix": (_meta(frame={"transform_matrix": [[10 ** 400] * 4] * 4}), "transform_matrix"),
+    "fl_x beyond float32": (_meta(fl_x=1e300), "fl_x"),
+    "field of view of 180 degrees": (_meta(fl_x=None, camera_angle_x=math.pi), "camera_angle_x"),
 }
 
 

@@ -153,6 +153,63 @@ def test_meshes_become_gaussians_on_their_surface_with_their_colours(tmp_path, r
     assert (np.abs(rgb - body).max(1) < 2 / 255).mean() > 0.5  # mostly red
 
 
+def test_a_scene_of_textured_and_plain_coloured_parts_keeps_every_colour(tmp_path):
+    """A GLB of three boxes: one textured blue, one coloured by its material's baseColorFactor only
+    (red), one by vertex colours (green). Each part's Gaussians carry its colour (trimesh alone
+    merges such parts into grey or black)."""
+    import trimesh
+    from PIL import Image
+    from trimesh.visual import TextureVisuals
+    from trimesh.visual.material import PBRMaterial
+
+    def box(x):
+        return trimesh.creation.box(transform=trimesh.transformations.translation_matrix([x, 0, 0]))
+
+    textured, plain, coloured = box(-3), box(0), box(3)
+    textured.visual = TextureVisuals(uv=np.full((8, 2), 0.5),
+                                     material=PBRMaterial(baseColorTexture=Image.new("RGB", (4, 4), (0, 0, 255))))
+    plain.visual = TextureVisuals(material=PBRMaterial(baseColorFactor=[255, 0, 0, 255]))
+    coloured.visual.vertex_colors = [0, 255, 0, 255]
+    path = tmp_path / "parts.glb"
+    trimesh.Scene([textured, plain, coloured]).export(path)
+    asset = load_asset(path, num_points=3000, generator=torch.Generator().manual_seed(0))
+    rgb = (asset.params["sh0"][:, 0].detach() * C0 + 0.5).numpy()
+    position = asset.means[:, 1].detach().numpy()  # the file's +x is the world's +y (+Y up)
+    for low, high, colour in ((-4, -2, (0, 0, 1)), (-1, 1, (1, 0, 0)), (2, 4, (0, 1, 0))):
+        part = (position > low) & (position < high)
+        assert part.sum() > 500 and np.abs(rgb[part] - colour).max() < 2 / 255
+
+
+def test_a_mesh_whose_triangles_have_no_area_is_one_line(tmp_path):
+    path = tmp_path / "flat.obj"
+    path.write_text("v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n")
+    with pytest.raises(InputError, match="no area") as error:
+        load_asset(path)
+    assert "\n" not in str(error.value) and str(path) in str(error.value)
+
+
+def test_edit_and_feature_commands_read_what_load_asset_reads(tmp_path, red_mug):
+    """`sds3d edit` starts from a mesh file as Gaussians on its surface; it, distill-features and
+    select refuse a PLY of zero Gaussians in one line naming it; a PLY with faces is a mesh to them."""
+    from sds3d.edit import load_source
+    from sds3d.features.assets import load_representation
+
+    glb = tmp_path / "mug.glb"
+    Mesh.from_trimesh(red_mug).save(glb)
+    config, asset = load_source(glb)
+    assert config is None and isinstance(asset, Gaussians) and len(asset) == 20000
+    assert on_surface_distance(asset.means[:500].detach().double().numpy(), red_mug).max() < 1e-5
+    empty = tmp_path / "empty.ply"
+    splat_ply(empty, n=0)
+    for read in (load_source, load_representation):
+        with pytest.raises(InputError, match="zero Gaussians") as error:
+            read(empty)
+        assert str(empty) in str(error.value)
+    mesh_ply = tmp_path / "mug.ply"
+    Mesh.from_trimesh(red_mug).save(mesh_ply)
+    assert isinstance(load_representation(mesh_ply), Mesh)
+
+
 def test_a_run_folder_loads_its_representation(tmp_path):
     from sds3d.config import save_json
     from sds3d.generate import GenerateConfig

@@ -1,4 +1,5 @@
-"""`sds3d edit RUN --prompt TEXT`: edit a finished run (or a 3DGS .ply) towards a new prompt (sds3d.edit)."""
+"""`sds3d edit RUN --prompt TEXT`: edit a finished run (or a 3DGS .ply, .glb or .obj) towards a new prompt
+(sds3d.edit)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ GUIDANCES = ("pds", "dds", "ssd", "sds")  # sds3d.guidance.edit.base.EDIT_SCORES
 
 def add_command(subparsers) -> None:
     parser = subparsers.add_parser("edit", help="edit a finished run towards a new prompt (PDS, DDS, SSD or SDS)")
-    parser.add_argument("run", help="a run directory (or a 3DGS .ply, with --source-prompt)")
+    parser.add_argument("run", help="a run directory (or a 3DGS .ply or a .glb / .gltf / .obj mesh, with "
+                                    "--source-prompt)")
     parser.add_argument("--prompt", required=True, help="the target prompt, e.g. \"a blue mug\"")
     parser.add_argument("--source-prompt", dest="source_prompt", default=None,
                         help="what the asset shows now (default: the run's own prompt)")

@@ -54,24 +54,33 @@ def _check_output(args, source_is_run: bool):
 
 
 def _write_asset(representation, path: Path) -> None:
-    """A .ply (Gaussians) or a mesh file, written through a temp name then renamed."""
+    """A .ply (Gaussians) or a mesh file, written under its own name in a temporary folder beside
+    `path` (an .obj with its .mtl and .png), then moved into place, the asset file last."""
     import os
+    import shutil
+    import tempfile
 
     from sds3d.errors import InputError
     from sds3d.representations import Gaussians
 
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    if path.suffix.lower() == ".ply" and isinstance(representation, Gaussians):
-        representation.save_ply(tmp)
-    elif path.suffix.lower() == ".ply":
+    if path.suffix.lower() == ".ply" and not isinstance(representation, Gaussians):
         raise InputError(f"--out {path}: a mesh is written as .glb or .obj")
-    elif isinstance(representation, Gaussians):
-        from sds3d.export import export_textured
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{path.stem}.", dir=path.parent))
+    try:
+        tmp = folder / path.name
+        if path.suffix.lower() == ".ply":
+            representation.save_ply(tmp)
+        elif isinstance(representation, Gaussians):
+            from sds3d.export import export_textured
 
-        export_textured(representation, tmp)
-    else:
-        representation.save(tmp)
-    os.replace(tmp, path)
+            export_textured(representation, tmp)
+        else:
+            representation.save(tmp)
+        for written in sorted(folder.iterdir(), key=lambda file: file == tmp):
+            os.replace(written, path.parent / written.name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _write_run(source: Path, representation, out: Path) -> None:

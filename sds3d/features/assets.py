@@ -1,7 +1,7 @@
 """Where feature fields live beside an asset, and loading an asset with its field.
 
 An asset is a run directory (`load_run`: config.json + checkpoint.pt), a 3DGS PLY (sds3d's or any
-trainer's) or a mesh file (.glb, .gltf, .obj). Its fields are saved as
+trainer's) or a mesh file (.glb, .gltf, .obj, or .ply with faces). Its fields are saved as
 `<teacher>-d<latent dim>.safetensors` in `RUN/features/`, or for a file `x.ply` in `x_features/`
 beside it.
 """
@@ -23,25 +23,28 @@ def features_dir(asset) -> Path:
 
 
 def load_representation(asset):
-    """The representation stored at `asset` (run directory, .ply, .glb/.gltf/.obj); InputError
-    (one line) for anything else."""
-    from sds3d.scene.load import run_representation
+    """The representation stored at `asset` (run directory, 3DGS .ply, mesh .glb/.gltf/.obj or .ply
+    with faces); InputError (one line) for anything else, or a PLY with zero Gaussians."""
+    from sds3d.scene.load import ply_kind, run_representation
 
     path = Path(asset)
     run = run_representation(path)
     if run is not None:
         return run
     suffix = path.suffix.lower()
-    if suffix == ".ply":
+    if suffix == ".ply" and ply_kind(path) == "gaussians":
         from sds3d.representations import Gaussians
 
         try:
-            return Gaussians.load_ply(path)
+            gaussians = Gaussians.load_ply(path)
         except InputError:
             raise
         except Exception as error:
             raise InputError(f"{path}: not a readable 3DGS PLY ({str(error).splitlines()[0][:80]})") from None
-    if suffix in MESH_SUFFIXES:
+        if len(gaussians) == 0:
+            raise InputError(f"{path}: element 'vertex' holds zero Gaussians; there is nothing to work on")
+        return gaussians
+    if suffix in MESH_SUFFIXES + (".ply",):
         from sds3d.representations import Mesh
 
         return Mesh.load(path)

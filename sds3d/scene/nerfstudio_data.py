@@ -21,12 +21,17 @@ file path, as nerfstudio does. Images with an alpha channel are composited over 
 alpha kept; OpenCV radial-tangential distortion (k1, k2, k3, p1, p2) is removed by resampling each
 image onto the undistorted pinhole camera with the same intrinsics.
 
+Blender's scenes (nerf_synthetic's transforms_*.json) are read too: `camera_angle_x` (the horizontal
+field of view in radians) in place of fl_x makes w and h the image's, fl_x = w / (2 tan(angle / 2)),
+fl_y the same from `camera_angle_y` or equal to fl_x, and the principal point the image centre; a
+`file_path` without a suffix names the first of IMAGE_SUFFIXES that exists.
+
 When nerfstudio is installed (`import nerfstudio` works; optional, not a dependency), its own
 `Nerfstudio` dataparser reads the poses, intrinsics and file names (with its auto-orientation,
-centring and scaling turned off, so the frame stays the file's), after the checks below; otherwise
-the small reader here does. Bad input — a missing image, missing or non-positive intrinsics, a
-fisheye camera model, a transform that is not 4x4 or not invertible, a NaN — is one `InputError`
-line naming the file and the field.
+centring and scaling turned off, so the frame stays the file's), after the checks below; otherwise,
+and for Blender's scenes, which its dataparser does not read, the small reader here does. Bad input
+— a missing image, missing or non-positive intrinsics, a fisheye camera model, a transform that is
+not 4x4 or not invertible, a NaN — is one `InputError` line naming the file and the field.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ from sds3d.errors import InputError
 PERSPECTIVE_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE")
 INTRINSICS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
 DISTORTION = ("k1", "k2", "k3", "k4", "p1", "p2")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")  # tried for a file_path without one
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+SIXTEEN_BIT_GREY = ("I", "I;16", "I;16B", "I;16L")  # Pillow's modes of a 16-bit greyscale PNG
 OPENGL_TO_OPENCV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
 
 
@@ -78,12 +86,14 @@ def transforms_path(path) -> Path:
     path = Path(path)
     json_path = path / "transforms.json" if path.is_dir() else path
     if not json_path.is_file():
-        raise InputError(f"{json_path}: no such file (a nerfstudio capture is a folder with transforms.json)")
+        raise InputError(f"{json_path}: no such file (a nerfstudio capture is a folder with transforms.json; "
+                         f"give a Blender scene's transforms_train.json itself)")
     return json_path
 
 
 def _number(json_path: Path, where: str, name: str, value, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    """A JSON number that float32 holds (NaN, infinity and huge integers are refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not abs(value) <= FLOAT32_MAX:
         raise InputError(f"{json_path}: {where}{name} must be a finite number, got {json.dumps(value)[:40]}")
     if positive and value <= 0:
         raise InputError(f"{json_path}: {where}{name} must be positive, got {value}")
@@ -94,7 +104,7 @@ def _matrix(json_path: Path, where: str, name: str, value, rows: tuple[int, ...]
     """A JSON matrix with one of `rows` rows of 4 finite numbers -> float64 tensor."""
     try:
         matrix = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InputError(f"{json_path}: {where}{name} must be a matrix of numbers") from None
     if matrix.ndim != 2 or matrix.shape[1] != 4 or matrix.shape[0] not in rows:
         shape = "x".join(map(str, matrix.shape)) or "a number"
@@ -111,6 +121,48 @@ class _Frame:
     mask: Path | None
     c2w: torch.Tensor  # [4, 4] float64, OpenGL axes
     intrinsics: dict[str, float]  # fl_x fl_y cx cy w h k1 k2 k3 k4 p1 p2
+    blender: bool = False  # camera_angle_x or a file_path without suffix: nerfstudio's dataparser cannot read it
+
+
+def _image_file(folder: Path, name: str) -> Path:
+    """`folder / name`; when that is no file, the first `name` + one of IMAGE_SUFFIXES that is."""
+    path = folder / name
+    if path.is_file():
+        return path
+    return next((c for c in (Path(f"{path}{suffix}") for suffix in IMAGE_SUFFIXES) if c.is_file()), path)
+
+
+def _image_size(json_path: Path, path: Path, field: str) -> tuple[int, int]:
+    """(width, height) of an image, from its header."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise InputError(f"{json_path}: {field}: {path} is not a readable image "
+                         f"({str(error).splitlines()[0][:80]})") from None
+
+
+def _blender_intrinsics(json_path: Path, where: str, image: Path, values: dict, angle_x, angle_y) -> dict:
+    """`values` (the intrinsics, None where not given) completed from Blender's fields of view
+    (radians): w and h from the image, fl_x from `angle_x`, fl_y from `angle_y` or fl_x, the
+    principal point at the centre."""
+    if values["w"] is None or values["h"] is None:
+        width, height = _image_size(json_path, image, f"{where}file_path")
+        values = {"w": width, "h": height} | {k: v for k, v in values.items() if v is not None}
+    width = _number(json_path, where, "w", values["w"], positive=True)
+    height = _number(json_path, where, "h", values["h"], positive=True)
+    focal = {}
+    for name, angle, size in (("camera_angle_x", angle_x, width), ("camera_angle_y", angle_y, height)):
+        if angle is not None:
+            angle = _number(json_path, where, name, angle, positive=True)
+            if angle >= math.pi:
+                raise InputError(f"{json_path}: {where}{name} = {angle} is no field of view (radians, below pi)")
+            focal[name] = size / (2 * math.tan(angle / 2))
+    filled = {"fl_x": focal["camera_angle_x"], "fl_y": focal.get("camera_angle_y", focal["camera_angle_x"]),
+              "cx": width / 2, "cy": height / 2}
+    return filled | {k: v for k, v in values.items() if v is not None}
 
 
 def read_transforms(json_path: Path) -> tuple[list[_Frame], torch.Tensor | None, dict[str, list[int]]]:
@@ -140,7 +192,7 @@ def read_transforms(json_path: Path) -> tuple[list[_Frame], torch.Tensor | None,
             raise InputError(f"{json_path}: frames[{i}] must be a JSON object")
         if not isinstance(frame.get("file_path"), str):
             raise InputError(f"{json_path}: {where}file_path is missing (the image, relative to the json)")
-        image = json_path.parent / frame["file_path"]
+        image = _image_file(json_path.parent, frame["file_path"])
         if not image.is_file():
             raise InputError(f"{json_path}: {where}file_path: image {image} does not exist")
         mask = None
@@ -155,9 +207,15 @@ def read_transforms(json_path: Path) -> tuple[list[_Frame], torch.Tensor | None,
             raise InputError(f"{json_path}: {where}transform_matrix's last row must be [0, 0, 0, 1]")
         if abs(float(torch.linalg.det(c2w[:3, :3]))) < 1e-9:
             raise InputError(f"{json_path}: {where}transform_matrix is singular (its 3x3 part has no inverse)")
+        values = {name: frame.get(name, meta.get(name)) for name in INTRINSICS + DISTORTION}
+        angle_x = frame.get("camera_angle_x", meta.get("camera_angle_x"))
+        from_angle = values["fl_x"] is None and angle_x is not None
+        if from_angle:
+            values |= _blender_intrinsics(json_path, where, image, values, angle_x,
+                                          frame.get("camera_angle_y", meta.get("camera_angle_y")))
         intrinsics = {}
         for name in INTRINSICS + DISTORTION:
-            value = frame.get(name, meta.get(name))
+            value = values[name]
             if value is None and name in DISTORTION:
                 value = 0.0
             if value is None:
@@ -170,7 +228,8 @@ def read_transforms(json_path: Path) -> tuple[list[_Frame], torch.Tensor | None,
         if intrinsics["k4"]:
             raise InputError(f"{json_path}: k4 = {intrinsics['k4']} is a fisheye coefficient; camera_model "
                              f"{model} takes k1, k2, k3, p1, p2")
-        parsed.append(_Frame(image, mask, c2w, intrinsics))
+        blender = from_angle or image != json_path.parent / frame["file_path"]
+        parsed.append(_Frame(image, mask, c2w, intrinsics, blender))
     sizes = {(f.intrinsics["w"], f.intrinsics["h"]) for f in parsed}
     if len(sizes) > 1:
         raise InputError(f"{json_path}: frames have {len(sizes)} different image sizes (w, h); sds3d needs one")
@@ -184,10 +243,10 @@ def read_transforms(json_path: Path) -> tuple[list[_Frame], torch.Tensor | None,
             continue
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise InputError(f"{json_path}: {split}_filenames must be a list of file paths")
-        unknown = [n for n in names if (json_path.parent / n).resolve() not in index]
+        unknown = [n for n in names if _image_file(json_path.parent, n).resolve() not in index]
         if unknown:
             raise InputError(f"{json_path}: {split}_filenames names {unknown[0]!r}, which no frame's file_path is")
-        splits[split] = sorted(index[(json_path.parent / n).resolve()] for n in names)
+        splits[split] = sorted(index[_image_file(json_path.parent, n).resolve()] for n in names)
     return parsed, applied, splits
 
 
@@ -243,9 +302,12 @@ def _read_image(json_path: Path, path: Path, field: str, width: int, height: int
     try:
         with Image.open(path) as image:
             image.load()
-            if image.mode not in ("L", "RGB", "RGBA"):
-                image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-            array = np.asarray(image, dtype=np.float32) / 255.0
+            if image.mode in SIXTEEN_BIT_GREY:
+                array = np.asarray(image, dtype=np.float32) / 65535.0
+            else:
+                if image.mode not in ("L", "RGB", "RGBA"):
+                    image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+                array = np.asarray(image, dtype=np.float32) / 255.0
     except (OSError, UnidentifiedImageError, ValueError) as error:
         raise InputError(f"{json_path}: {field}: {path} is not a readable image "
                          f"({str(error).splitlines()[0][:80]})") from None
@@ -278,11 +340,13 @@ def undistort(image: torch.Tensor, K: torch.Tensor, k1: float, k2: float, k3: fl
 
 def load_capture(path, use_nerfstudio: bool | None = None) -> CaptureData:
     """A nerfstudio capture (its folder or transforms.json) -> `CaptureData`. `use_nerfstudio`: read
-    poses and intrinsics with nerfstudio's dataparser (None: when it is installed)."""
+    poses and intrinsics with nerfstudio's dataparser (None: when it is installed), unless the file is
+    Blender-style, which only the reader here reads."""
     json_path = transforms_path(path)
     frames, applied, splits = read_transforms(json_path)
     if use_nerfstudio is None:
         use_nerfstudio = nerfstudio_available()
+    use_nerfstudio = use_nerfstudio and not any(f.blender for f in frames)
     if use_nerfstudio:
         frames = _frames_from_nerfstudio(json_path, frames)
     width, height = int(frames[0].intrinsics["w"]), int(frames[0].intrinsics["h"])
