@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import os
 import sys
 import time
 import warnings
@@ -16,6 +18,30 @@ from .errors import InputError, first_line
 
 class UsageError(InputError):
     """Bad command-line input: printed as one line, exit code 2."""
+
+
+def _number(kind: type, low: float | None = None, high: float | None = None):
+    """An argparse type: a finite `kind` (int or float), at least `low` and at most `high` when given;
+    anything else is one usage line naming the range."""
+    wanted = "a finite number" if low is None else f"at least {low}" if high is None else f"between {low} and {high}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+        if not ((kind is int or math.isfinite(value)) and (low is None or value >= low)
+                and (high is None or value <= high)):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+    return parse
+
+
+# ranges of flags, spelled out so that parsing imports no torch: sds3d.validation's MAX_SEED and its
+# turntable_frames / turntable_resolution (tests/test_cli.py keeps them equal)
+SEED = _number(int, 0, 2**64 - 1)
+FRAMES = _number(int, 1, 1000)
+IMAGE_SIZE = _number(int, 8, 2048)
 
 
 def _output_dir(path: str) -> Path:
@@ -152,8 +178,8 @@ def cmd_batch(args) -> int:
     if args.quiet:
         quiet()
     start = time.perf_counter()
-    records = run_batch(items, args.out, args.workers, args.threads_per_run or default_threads(args.workers),
-                        args.address, progress=not args.quiet)
+    threads = default_threads(args.workers) if args.threads_per_run is None else args.threads_per_run
+    records = run_batch(items, args.out, args.workers, threads, args.address, progress=not args.quiet)
     result = summary(records, time.perf_counter() - start)
     out = Path(args.out)
     print(f"wrote {out / 'batch.jsonl'}, {out / 'contact_sheet.png'} and {len(records)} run folders")
@@ -183,15 +209,17 @@ def _particle_dir(run: Path, particle: int) -> Path:
 
 def cmd_render(args) -> int:
     """Turntable of a finished run."""
-    from .turntable import render_turntable, save_animation
+    from .turntable import animation_format, render_turntable, save_animation
 
     run, _, asset = _load_run(args.run_dir, args.particle)
-    frames = render_turntable(asset, args.frames, args.resolution, elevation=args.elevation)
-    default = _particle_dir(run, args.particle) / f"turntable_{args.resolution}.{args.format}"
+    default = f"turntable_{args.resolution}.{args.format}"
+    out = Path(args.out) if args.out else _particle_dir(run, args.particle) / default
     try:
-        out = save_animation(frames, Path(args.out) if args.out else default)
+        animation_format(out)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    _output_dir(str(out.parent))  # both checked before the frames are rendered
+    save_animation(render_turntable(asset, args.frames, args.resolution, elevation=args.elevation), out)
     print(f"wrote {out}")
     return 0
 
@@ -237,11 +265,12 @@ def cmd_export(args) -> int:
 def cmd_eval(args) -> int:
     """Evaluator scores and Chamfer distance of a finished run; JSON on the last line."""
     from .evaluate import evaluate_asset
+    from .world import parse_problem
 
     run, config, asset = _load_run(args.run_dir, args.particle)
     scores = evaluate_asset(asset, config.prompt)
     if not scores:
-        print(f"sds3d: prompt {config.prompt!r} names no micro-world object; nothing to score", file=sys.stderr)
+        print(f"sds3d: prompt {config.prompt!r} {parse_problem(config.prompt)}; nothing to score", file=sys.stderr)
     (_particle_dir(run, args.particle) / "eval.json").write_text(json.dumps(scores, indent=2))
     print(json.dumps(scores))
     return 0
@@ -250,32 +279,40 @@ def cmd_eval(args) -> int:
 def cmd_sample(args) -> int:
     """Grid of images drawn from the embedded prior for one prompt."""
     import numpy as np
+    from PIL import Image
 
     from sds3d.guidance.priors.embedded_prior import load_embedded_prior, sample
     from sds3d.guidance.priors.prior_type import shipped_prior_dir
     from .monitor import quiet
+    from .prompts import validate_prompt
     from .scope import scope_note
     from .turntable import image_grid, save_png
 
-    if not args.prompt.strip():
-        raise UsageError("the prompt is empty")
-    note = scope_note(args.prompt, "embedded")
+    try:
+        prompt = validate_prompt(args.prompt)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    out = Path(args.out)
+    if Image.registered_extensions().get(out.suffix.lower()) not in Image.SAVE:
+        raise UsageError(f"--out {out}: not an image file name; give one such as samples.png")
+    _output_dir(str(out.parent))
+    note = scope_note(prompt, "embedded")
     if note:
         print(f"sds3d: note: {note}", file=sys.stderr)
     if args.quiet:
         quiet()
     try:
         unet, scheduler = load_embedded_prior(shipped_prior_dir(args.prior) or args.prior)
-        images = sample([args.prompt], n=args.n, guidance_scale=args.guidance_scale,
+        if args.steps > scheduler.config.num_train_timesteps:
+            raise UsageError(f"--steps must be at most {scheduler.config.num_train_timesteps} (the prior's "
+                             f"training timesteps), got {args.steps}")
+        images = sample([prompt], n=args.n, guidance_scale=args.guidance_scale,
                         view_guidance_scale=args.view_guidance_scale, steps=args.steps, seed=args.seed,
                         unet=unet, scheduler=scheduler)
     except FileNotFoundError as error:
         raise UsageError(str(error).splitlines()[0]) from None
     grid = image_grid((images.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8))
-    grid = np.kron(grid, np.ones((args.zoom, args.zoom, 1), dtype=np.uint8))
-    out = Path(args.out)
-    _output_dir(str(out.parent))
-    save_png(grid, out)
+    save_png(np.kron(grid, np.ones((args.zoom, args.zoom, 1), dtype=np.uint8)), out)
     print(f"wrote {out}")
     return 0
 
@@ -360,10 +397,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="render a micro-world object as 3D Gaussians (turntable + PLY)")
     demo.add_argument("--kind", default="mug")
     demo.add_argument("--color", default="red")
-    demo.add_argument("--points", type=int, default=20000)
-    demo.add_argument("--frames", type=int, default=24)
-    demo.add_argument("--resolution", type=int, default=128)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--points", type=_number(int, 1, 10**7), default=20000)
+    demo.add_argument("--frames", type=FRAMES, default=24)
+    demo.add_argument("--resolution", type=IMAGE_SIZE, default=128)
+    demo.add_argument("--seed", type=SEED, default=0)
     demo.add_argument("--out", default="runs/demo")
     demo.set_defaults(func=cmd_demo)
 
@@ -434,9 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("run_dir")
     render.add_argument("--particle", type=int, default=0, metavar="I",
                         help="which VSD particle of a run with several (default 0)")
-    render.add_argument("--frames", type=int, default=36)
-    render.add_argument("--resolution", type=int, default=256)
-    render.add_argument("--elevation", type=float, default=15.0)
+    render.add_argument("--frames", type=FRAMES, default=36)
+    render.add_argument("--resolution", type=IMAGE_SIZE, default=256)
+    render.add_argument("--elevation", type=_number(float, -90, 90), default=15.0)
     render.add_argument("--format", choices=("gif", "mp4"), default="gif", help="when --out is not given")
     render.add_argument("--out")
     render.set_defaults(func=cmd_render)
@@ -449,18 +486,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     draw = commands.add_parser("sample", help="sample a grid PNG from the embedded prior")
     draw.add_argument("prompt")
-    draw.add_argument("--n", type=int, default=16)
-    draw.add_argument("--guidance-scale", dest="guidance_scale", type=float, default=None,
+    draw.add_argument("--n", type=_number(int, 1, 1024), default=16)
+    draw.add_argument("--guidance-scale", dest="guidance_scale", type=_number(float, 0), default=None,
                       help="classifier-free guidance scale (default: the prior's sampling default, 1.2)")
-    draw.add_argument("--view-guidance-scale", dest="view_guidance_scale", type=float, default=None,
+    draw.add_argument("--view-guidance-scale", dest="view_guidance_scale", type=_number(float, 0), default=None,
                       help="guidance on a view phrase such as 'back view', applied on top of the prompt without "
-                           "it (default 4.0; equal to --guidance-scale means plain CFG)")
-    draw.add_argument("--steps", type=int, default=50, help="DDIM steps")
+                           "it (default 4.0; for embedded-v2, which takes the view as a camera, the "
+                           "--guidance-scale; equal to --guidance-scale means plain CFG)")
+    draw.add_argument("--steps", type=_number(int, 1), default=50, help="DDIM steps (at most the prior's training "
+                                                                      "timesteps, 1000)")
     draw.add_argument("--prior", default="embedded",
                       help="'embedded' (default), 'embedded-v2' (camera-conditioned: a view phrase sets the camera, "
                            "without one the samples go round the object) or an embedded-prior export folder")
-    draw.add_argument("--seed", type=int, default=0)
-    draw.add_argument("--zoom", type=int, default=4, help="pixel repeat for viewing 32x32 samples")
+    draw.add_argument("--seed", type=SEED, default=0)
+    draw.add_argument("--zoom", type=_number(int, 1, 64), default=4, help="pixel repeat for viewing 32x32 samples")
     draw.add_argument("--out", default="samples.png")
     draw.add_argument("--quiet", action="store_true", help="no progress bars (model loading)")
     draw.set_defaults(func=cmd_sample)
@@ -481,9 +520,10 @@ def build_parser() -> argparse.ArgumentParser:
     meshes.add_argument("--method", choices=EXPORT_METHODS, default="marching-cubes",
                         help="how Gaussians become a surface: marching cubes of their density (default), or "
                              "Poisson reconstruction / TSDF fusion of rendered depth (open3d)")
-    meshes.add_argument("--texture-size", dest="texture_size", type=int, default=1024)
-    meshes.add_argument("--max-faces", dest="max_faces", type=int, default=20000, help="decimation target")
-    meshes.add_argument("--resolution", type=int, default=128, help="meshing grid cells a side (NeRF, Gaussians)")
+    meshes.add_argument("--texture-size", dest="texture_size", type=_number(int, 16, 16384), default=1024)
+    meshes.add_argument("--max-faces", dest="max_faces", type=_number(int, 4), default=20000, help="decimation target")
+    meshes.add_argument("--resolution", type=_number(int, 2, 1024), default=128,
+                        help="meshing grid cells a side (NeRF, Gaussians)")
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     export.set_defaults(func=cmd_export)
 
@@ -509,10 +549,15 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as done:  # --help, --version, or a usage mistake (one line, code 2)
         return done.code
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader that has gone shows here, not as a traceback at exit
+        return code
     except InputError as error:  # UsageError included
         print(f"sds3d: error: {first_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sds3d: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `sds3d config | head`: stop writing, quietly, as `cat` would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE

@@ -7,7 +7,6 @@ when a prompt for the embedded prior names none of those kinds (a run still goes
 
 from __future__ import annotations
 
-import re
 import textwrap
 import warnings
 
@@ -37,14 +36,7 @@ def names_a_kind(prompt: str) -> bool:
     """Whether `prompt` names a micro-world kind (any synonym, singular or plural)."""
     from .world import find_mentions
 
-    singular = " ".join(map(_singular, re.findall(r"[a-z0-9]+", prompt.lower())))
-    return bool(find_mentions(prompt)["kind"] or find_mentions(singular)["kind"])
-
-
-def _singular(word: str) -> str:
-    if word.endswith(("ses", "xes", "zes", "ches", "shes")):
-        return word[:-2]
-    return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
+    return bool(find_mentions(prompt)["kind"])
 
 
 def scope_note(prompt: str, prior) -> str | None:

@@ -35,21 +35,28 @@ def image_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
     return grid
 
 
+def animation_format(path) -> str:
+    """The turntable format `path` asks for by its suffix, gif or mp4; ValueError for any other suffix, or for
+    MP4 without imageio-ffmpeg."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in ANIMATION_FORMATS:
+        raise ValueError(f"turntables are written as {' or '.join(ANIMATION_FORMATS)}, not {suffix or '(no suffix)'!r}")
+    if suffix == "mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401  (the plugin imageio uses for MP4)
+        except ImportError:
+            raise ValueError("MP4 turntables need imageio-ffmpeg: pip install imageio-ffmpeg") from None
+    return suffix
+
+
 def save_animation(frames: np.ndarray, path, fps: int = 12) -> Path:
     """Writes a looping GIF, or an H.264 MP4 (through imageio-ffmpeg), by the suffix of `path`."""
     import imageio.v3 as iio
 
     path = Path(path)
-    suffix = path.suffix.lower().lstrip(".")
-    if suffix not in ANIMATION_FORMATS:
-        raise ValueError(f"turntables are written as {' or '.join(ANIMATION_FORMATS)}, not {suffix or '(no suffix)'!r}")
-    if suffix == "gif":
+    if animation_format(path) == "gif":
         iio.imwrite(path, frames, duration=1000 / fps, loop=0)
         return path
-    try:
-        import imageio_ffmpeg  # noqa: F401  (the plugin imageio uses for MP4)
-    except ImportError:
-        raise ValueError("MP4 turntables need imageio-ffmpeg: pip install imageio-ffmpeg") from None
     iio.imwrite(path, frames, extension=".mp4", plugin="FFMPEG", fps=fps, codec="libx264",
                 pixelformat="yuv420p", macro_block_size=2)
     return path

@@ -144,6 +144,12 @@ def test_output_that_is_a_file(tmp_path, capsys):
     assert "it is a file" in err and (tmp_path / "taken").read_text() == "x"
 
 
+def test_output_folder_that_cannot_be_made():
+    """/proc takes no new folders, even from root, whom the permission check lets through."""
+    with pytest.raises(InputError, match="cannot write to output directory /proc/sds3d/run"):
+        generate(tiny_config("/proc/sds3d/run", steps=1), prior=toy_prior(), progress=False)
+
+
 # a finished run resumed with settings that do not match it: refused before anything is written
 BAD_RESUMES = {
     ("--representation", "nerf"): "representation ('gaussians' -> 'nerf')",

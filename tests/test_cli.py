@@ -1,4 +1,6 @@
+import argparse
 import json
+import os
 import subprocess
 import sys
 
@@ -68,3 +70,108 @@ def test_eval_scores_a_run_and_rejects_non_runs(tmp_path, capsys):
     assert scores["kind"] == "cube" and 0 <= scores["kind_acc"] <= 1 and scores["chamfer"] > 0
     assert (tmp_path / "eval.json").exists()
     assert main(["eval", str(tmp_path / "missing")]) == 2
+
+
+def toy_run(out, prompt: str):
+    """A finished 2-step Gaussians run of `prompt` (toy prior), for the commands that read runs."""
+    from toy_priors import GaussianToyPrior
+
+    from sds3d.generate import GenerateConfig, generate
+    from sds3d.representations import GaussiansConfig
+
+    config = GenerateConfig(prompt=prompt, steps=2, resolution=16, views_per_step=1, out=str(out),
+                            turntable_frames=2, turntable_resolution=16, gaussians=GaussiansConfig(num_points=100))
+    generate(config, prior=GaussianToyPrior({}, resolution=16), progress=False)
+    return out
+
+
+def test_eval_says_why_a_prompt_cannot_be_scored(tmp_path, capsys):
+    toy_run(tmp_path / "chair", "a wooden chair")
+    toy_run(tmp_path / "cubes", "two red cubes")
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "chair")]) == 0
+    captured = capsys.readouterr()
+    assert "'a wooden chair' names no micro-world colour; nothing to score" in captured.err
+    assert json.loads(captured.out.strip().splitlines()[-1]) == {}
+    assert main(["eval", str(tmp_path / "cubes")]) == 0  # a plural names the kind
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["kind"] == "cube"
+
+
+BAD_NUMBERS = {
+    ("demo", "--frames", "0"): "argument --frames: must be between 1 and 1000, got 0",
+    ("demo", "--resolution", "0"): "argument --resolution: must be between 8 and 2048, got 0",
+    ("demo", "--points", "-5"): "argument --points: must be between 1 and 10000000, got -5",
+    ("demo", "--seed", str(2**64)): "argument --seed: must be between 0 and 18446744073709551615",
+    ("render", "RUN", "--frames", "-2"): "argument --frames: must be between 1 and 1000, got -2",
+    ("render", "RUN", "--resolution", "0"): "argument --resolution: must be between 8 and 2048",
+    ("render", "RUN", "--elevation", "nan"): "argument --elevation: must be between -90 and 90, got nan",
+    ("export", "RUN", "--out", "a.glb", "--resolution", "0"): "argument --resolution: must be between 2 and 1024",
+    ("export", "RUN", "--out", "a.glb", "--texture-size", "0"): "argument --texture-size: must be between 16",
+    ("export", "RUN", "--out", "a.glb", "--max-faces", "-1"): "argument --max-faces: must be at least 4, got -1",
+    ("sample", "a red mug", "--n", "0"): "argument --n: must be between 1 and 1024, got 0",
+    ("sample", "a red mug", "--steps", "0"): "argument --steps: must be at least 1, got 0",
+    ("sample", "a red mug", "--zoom", "0"): "argument --zoom: must be between 1 and 64, got 0",
+    ("sample", "a red mug", "--guidance-scale", "nan"): "argument --guidance-scale: must be at least 0, got nan",
+    ("sample", "a red mug", "--seed", "1e3"): "argument --seed: invalid int value: '1e3'",
+}
+
+
+@pytest.mark.parametrize("args", list(BAD_NUMBERS), ids=[" ".join(a) for a in BAD_NUMBERS])
+def test_numbers_out_of_range_are_one_usage_line(args, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main([*args, "--out", "out"] if args[0] in ("demo", "render") else list(args)) == 2
+    err = capsys.readouterr().err.strip()
+    assert BAD_NUMBERS[args] in err and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_flag_ranges_are_the_configs():
+    from sds3d.cli import FRAMES, IMAGE_SIZE, SEED
+    from sds3d.validation import RANGES
+
+    for parse, field in ((FRAMES, "turntable_frames"), (IMAGE_SIZE, "turntable_resolution"), (SEED, "seed")):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"must be {RANGES[field][1]}"):
+            parse("-1")
+
+
+def test_render_checks_its_output_before_rendering(tmp_path, capsys, monkeypatch):
+    run = toy_run(tmp_path / "run", "a red cube")
+    monkeypatch.setattr("sds3d.turntable.render_turntable", lambda *args, **kwargs: pytest.fail("rendered"))
+    for out, message in ((tmp_path / "t.avi", "turntables are written as gif or mp4, not 'avi'"),
+                         ("/proc/sds3d/t.gif", "cannot write to output directory /proc/sds3d")):
+        capsys.readouterr()
+        assert main(["render", str(run), "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["a red mug", "--out", "OUT/samples"], "--out OUT/samples: not an image file name"),
+    (["a red mug " * 40, "--out", "OUT/s.png"], "the prompt is 399 characters long; the limit is 300"),
+    (["a red mug", "--steps", "2000", "--out", "OUT/s.png"], "--steps must be at most 1000"),
+])
+def test_sample_refuses_bad_input_before_sampling(args, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("sds3d.guidance.priors.embedded_prior.sample", lambda *a, **k: pytest.fail("sampled"))
+    args = [arg.replace("OUT", str(tmp_path / "out")) for arg in args]
+    assert main(["sample", *args, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message.replace("OUT", str(tmp_path / "out")) in err and len(err.splitlines()) == 1
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """`sds3d config | head -1`: the pipe closes before the listing is written."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = subprocess.run([sys.executable, "-m", "sds3d", "config"], stdout=write, stderr=subprocess.PIPE,
+                                text=True, timeout=60)
+    finally:
+        os.close(write)
+    assert result.returncode == 141 and result.stderr == ""
+
+
+def test_batch_refuses_zero_threads_per_run(tmp_path, capsys):
+    (tmp_path / "prompts.txt").write_text("a red mug\n")
+    assert main(["batch", str(tmp_path / "prompts.txt"), "--out", str(tmp_path / "b"), "--threads-per-run", "0",
+                 "--set", "steps=1", "--quiet"]) == 2
+    assert "--threads-per-run must be at least 1, got 1 and 0" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

@@ -9,7 +9,7 @@ import trimesh
 
 from sds3d.views import VIEW_BINS, VIEW_WORDS
 from sds3d.world import (COLORS, KINDS, VIEW_PHRASES, canonical_caption, fronted_kinds, make_object,
-                         parse_prompt, sample_caption, shaded_distance,
+                         parse_problem, parse_prompt, sample_caption, shaded_distance,
                          strip_view_phrases)
 from sds3d.world.captions import _OBJECT_TEMPLATES, _WRAPPERS, _article, _tokens
 from sds3d.world.colors import PART_CONTRAST, rgba8
@@ -225,9 +225,28 @@ def test_sampling_is_seeded_and_varied():
     ("a red and blue cube", None),
     ("a red cube, front view, back view", None),
     ("a gray cube", None),
+    ("two red mugs", ("mug", "red", None)),
+    ("three white snowmen", ("snowman", "white", None)),
+    ("blue houses, side view", ("house", "blue", "side")),
+    ("green pine trees", ("pine_tree", "green", None)),
+    ("red hourglasses", ("hourglass", "red", None)),
+    ("a red glass", None),
+    ("two red buses", None),
 ])
 def test_parse_prompt(text, expected):
     assert parse_prompt(text) == expected
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("a dragon", "names no micro-world object"),
+    ("a wooden chair", "names no micro-world colour"),
+    ("a red mug on a table", "names 2 objects (mug, table), not one"),
+    ("a mug that is red and blue", "names 2 colours (blue, red), not one"),
+    ("a red cube, front view, back view", "names 2 views (back, front), not one"),
+    ("two red mugs, back view", None),
+])
+def test_parse_problem_says_why_a_prompt_does_not_parse(text, problem):
+    assert parse_problem(text) == problem and (parse_prompt(text) is None) == (problem is not None)
 
 
 def test_phrases_are_unambiguous():

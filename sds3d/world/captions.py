@@ -87,6 +87,17 @@ def _tokens(text: str) -> tuple[str, ...]:
     return tuple(re.findall(r"[a-z0-9]+", text.lower()))
 
 
+_KIND_WORDS = {word for spec in KINDS.values() for noun in spec.synonyms for word in _tokens(noun)}
+
+
+def _singular(word: str) -> str:
+    """A plural of a kind's word as that word ("mugs", "boxes", "houses", "snowmen"); any other word as is."""
+    if word in _KIND_WORDS:
+        return word
+    candidates = [word[:-1], word[:-2]] if word.endswith("s") else [word[:-3] + "man"] if word.endswith("men") else []
+    return next((candidate for candidate in candidates if candidate in _KIND_WORDS), word)
+
+
 def _vocabulary() -> dict[str, list[tuple[tuple[str, ...], str, str]]]:
     """First token -> [(phrase tokens, "kind" | "color" | "view", name)], longest phrases first."""
     entries = [(noun, "kind", name) for name, spec in KINDS.items() for noun in spec.synonyms]
@@ -105,8 +116,9 @@ _VOCABULARY = _vocabulary()
 
 
 def find_mentions(text: str) -> dict[str, set[str]]:
-    """Kinds, colours and view bins named in `text`, matching the longest phrase at each word."""
-    tokens = _tokens(text)
+    """Kinds, colours and view bins named in `text`, matching the longest phrase at each word; a kind may
+    be named in the plural ("two red mugs")."""
+    tokens = tuple(map(_singular, _tokens(text)))
     found: dict[str, set[str]] = {"kind": set(), "color": set(), "view": set()}
     i = 0
     while i < len(tokens):
@@ -140,9 +152,22 @@ def strip_view_phrases(text: str) -> str:
 
 def parse_prompt(text: str) -> tuple[str, str, str | None] | None:
     """(kind, color, view or None) if `text` names exactly one kind, one colour and at most one view
-    bin of the micro-world, else None. Case, punctuation and other words are ignored."""
-    found = find_mentions(text)
-    if len(found["kind"]) != 1 or len(found["color"]) != 1 or len(found["view"]) > 1:
+    bin of the micro-world, else None (`parse_problem` says why). Case, punctuation and other words are
+    ignored."""
+    if parse_problem(text):
         return None
+    found = find_mentions(text)
     view = next(iter(found["view"])) if found["view"] else None
     return next(iter(found["kind"])), next(iter(found["color"])), view
+
+
+def parse_problem(text: str) -> str | None:
+    """Why `parse_prompt(text)` is None, e.g. "names no micro-world colour"; None when it parses."""
+    found = find_mentions(text)
+    for category, what in (("kind", "object"), ("color", "colour"), ("view", "view")):
+        names = sorted(found[category])
+        if not names and category != "view":
+            return f"names no micro-world {what}"
+        if len(names) > 1:
+            return f"names {len(names)} {what}s ({', '.join(names)}), not one"
+    return None
