@@ -136,6 +136,30 @@ def test_library_three_lines_and_cli(mug, tmp_path, monkeypatch):
     assert len(Gaussians.load_ply(tmp_path / "rest.ply")) == len(asset) - int(mask.sum())
 
 
+def test_select_writes_an_obj_with_its_own_mtl_and_texture(tmp_path, monkeypatch):
+    """`--out part.obj` of a textured mesh: part.obj, part.mtl and part.png, and no temporary names."""
+    import trimesh
+    from PIL import Image
+    from trimesh.visual import TextureVisuals
+    from trimesh.visual.material import PBRMaterial
+
+    from sds3d.representations import Mesh
+
+    box = trimesh.creation.box()
+    box.visual = TextureVisuals(uv=np.full((8, 2), 0.5),
+                                material=PBRMaterial(baseColorTexture=Image.new("RGB", (4, 4), (0, 0, 255))))
+    source = tmp_path / "box.obj"
+    Mesh.from_trimesh(box).save(source)
+    monkeypatch.setattr("sds3d.features.load.load_feature_teacher", lambda path=None: ColourTeacher())
+    assert main(["distill-features", str(source), "--steps", "0", "--dim", "4", "--views", "4", "--resolution", "32",
+                 "--quiet"]) == 0
+    out = tmp_path / "parts" / "part.obj"
+    assert main(["select", str(source), "--query", "blue", "--out", str(out)]) == 0
+    assert sorted(f.name for f in out.parent.iterdir()) == ["part.mtl", "part.obj", "part.png"]
+    assert "mtllib part.mtl" in out.read_text() and "map_Kd part.png" in (out.parent / "part.mtl").read_text()
+    assert len(Mesh.load(out).faces) == 12
+
+
 def test_cli_bad_input_writes_nothing(tmp_path, capsys, monkeypatch):
     gaussians, _ = part_gaussians("cube", count=100)
     ply = tmp_path / "cube.ply"
@@ -234,12 +258,28 @@ def test_the_part_teacher_scores_a_query_against_its_own_vocabulary():
     assert scores[0, 0] > 0.5 > scores[0, 1]
     assert scores[1, 1] > 0.5 > scores[1, 0]
     assert scores[2, 0] > 0.5 > scores[2, 1]  # a trained paraphrase: the same part
-    # a trained concept's mass: the softmax over its vocabulary (no other concept names the mug's handle)
+    # a part's score: the larger mass of the two part vocabularies, its own concept among every kind's
+    # parts, or the nouns naming it among the part nouns ("the handle": every kind's handle)
     scale = teacher.model.log_scale.exp()
-    group = vocabulary.groups[0]
-    p = torch.softmax(scale * handle @ vocabulary.text[group].T, dim=-1)
-    mine = int((group == vocabulary.names.index("mug/handle")).nonzero())
-    assert float(scores[0, 0]) == pytest.approx(float(p[mine]), abs=1e-5)
+    names = vocabulary.names
+
+    def mass(point, group, named):
+        members = vocabulary.groups[group]
+        p = torch.softmax(scale * point @ vocabulary.text[members].T, dim=-1)
+        return float(sum(p[k] for k, j in enumerate(members.tolist()) if names[j] in named))
+
+    def nouns_naming(concept):
+        label = vocabulary.labels[names.index(concept)]
+        return {n for i, n in enumerate(names) if n.startswith("part:") and (vocabulary.labels[i] & label).any()}
+
+    assert "part:handle" in nouns_naming("mug/handle")
+    expected = max(mass(handle, 0, {"mug/handle"}), mass(handle, 1, nouns_naming("mug/handle")))
+    assert float(scores[0, 0]) == pytest.approx(expected, abs=1e-5)
+    # where the kinds' parts miss a part that the nouns name (an octahedron's body seen as a generic body)
+    generic_body = vocabulary.text[names.index("part:body")]
+    score = float(phrase_scores(teacher, generic_body[None], ["the octahedron's body"])[0, 0])
+    assert mass(generic_body, 0, {"octahedron/body"}) < 0.5 < score
+    assert score == pytest.approx(mass(generic_body, 1, nouns_naming("octahedron/body")), abs=1e-5)
     # a phrase unlike every concept joins the nearest concept's vocabulary as one more label
     from sds3d.features.vocabulary import MERGE_COSINE, SNAP_COSINE
 

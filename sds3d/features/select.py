@@ -11,7 +11,7 @@ part teacher scores a query against its own training vocabulary instead (`part_v
 `sds3d.features.vocabulary`: the softmax mass of what the query names); a teacher with calibrated
 per-phrase probabilities only (`teacher.probabilities`) by those. The part teacher's negatives were
 never trained against its phrases: on the micro-world's parts, relevancy selected at 0.15 mean IoU,
-its sigmoid probabilities at 0.62 and its vocabulary at 0.69. Points of
+its sigmoid probabilities at 0.62 and its vocabulary at 0.73. Points of
 a NeRF are the occupied cells of its occupancy grid; of a mesh, its vertices; of Gaussians, the
 Gaussians.
 
