@@ -190,9 +190,16 @@ def cmd_batch(args) -> int:
 
 
 def _load_run(run_dir: str, particle: int = 0):
-    """-> (run directory, its GenerateConfig, its representation (that particle's) from the checkpoint)."""
+    """-> (run directory, its GenerateConfig, its representation (that particle's) from the checkpoint);
+    for an asset file (a 3DGS .ply, a .glb / .gltf / .obj mesh) -> (the file, None, its representation)."""
     from .generate import load_run
 
+    if Path(run_dir).is_file():
+        from .features.assets import load_representation
+
+        if particle != 0:
+            raise UsageError(f"--particle {particle}: {run_dir} is one asset file, not a run with particles")
+        return Path(run_dir), None, load_representation(run_dir)
     try:
         config, representation = load_run(run_dir, particle)
     except (FileNotFoundError, ValueError) as error:
@@ -201,7 +208,10 @@ def _load_run(run_dir: str, particle: int = 0):
 
 
 def _particle_dir(run: Path, particle: int) -> Path:
-    """Where a particle's files live: the run directory for particle 0, else run/particle_<i>/."""
+    """Where a particle's files live: the run directory for particle 0, else run/particle_<i>/; beside
+    an asset file, the file's folder."""
+    if run.is_file():
+        return run.parent
     directory = run if particle == 0 else run / f"particle_{particle}"
     directory.mkdir(exist_ok=True)  # a crashed run has no particle folders yet
     return directory
@@ -212,7 +222,7 @@ def cmd_render(args) -> int:
     from .turntable import animation_format, render_turntable, save_animation
 
     run, _, asset = _load_run(args.run_dir, args.particle)
-    default = f"turntable_{args.resolution}.{args.format}"
+    default = f"{run.stem + '_' if run.is_file() else ''}turntable_{args.resolution}.{args.format}"
     out = Path(args.out) if args.out else _particle_dir(run, args.particle) / default
     try:
         animation_format(out)
@@ -268,10 +278,14 @@ def cmd_eval(args) -> int:
     from .world import parse_problem
 
     run, config, asset = _load_run(args.run_dir, args.particle)
-    scores = evaluate_asset(asset, config.prompt)
+    prompt = args.prompt or (config.prompt if config is not None else None)
+    if prompt is None:
+        raise UsageError(f"{run} is an asset file: give the prompt it should show, e.g. --prompt \"a red mug\"")
+    scores = evaluate_asset(asset, prompt)
     if not scores:
-        print(f"sds3d: prompt {config.prompt!r} {parse_problem(config.prompt)}; nothing to score", file=sys.stderr)
-    (_particle_dir(run, args.particle) / "eval.json").write_text(json.dumps(scores, indent=2))
+        print(f"sds3d: prompt {prompt!r} {parse_problem(prompt)}; nothing to score", file=sys.stderr)
+    eval_path = run.with_name(f"{run.stem}_eval.json") if run.is_file() else _particle_dir(run, args.particle) / "eval.json"
+    eval_path.write_text(json.dumps(scores, indent=2))
     print(json.dumps(scores))
     return 0
 
@@ -467,8 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
     batch.set_defaults(func=cmd_batch)
 
-    render = commands.add_parser("render", help="turntable GIF (or MP4) of a finished run")
-    render.add_argument("run_dir")
+    render = commands.add_parser("render", help="turntable GIF (or MP4) of a finished run or an asset file")
+    render.add_argument("run_dir", help="a run directory, or a 3DGS .ply / .glb / .gltf / .obj file")
     render.add_argument("--particle", type=int, default=0, metavar="I",
                         help="which VSD particle of a run with several (default 0)")
     render.add_argument("--frames", type=FRAMES, default=36)
@@ -478,10 +492,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--out")
     render.set_defaults(func=cmd_render)
 
-    evaluate = commands.add_parser("eval", help="score a finished run on the micro-world (JSON)")
-    evaluate.add_argument("run_dir")
+    evaluate = commands.add_parser("eval", help="score a finished run (or an asset file) on the micro-world (JSON)")
+    evaluate.add_argument("run_dir", help="a run directory, or a 3DGS .ply / .glb / .gltf / .obj file (with --prompt)")
     evaluate.add_argument("--particle", type=int, default=0, metavar="I",
                           help="which VSD particle of a run with several (default 0)")
+    evaluate.add_argument("--prompt", default=None, help="what the asset should show (default: the run's prompt); "
+                                                         "scores go to eval.json, or <file>_eval.json beside a file")
     evaluate.set_defaults(func=cmd_eval)
 
     draw = commands.add_parser("sample", help="sample a grid PNG from the embedded prior")
@@ -506,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="export a finished run's asset (.ply, .splat or .compressed.ply "
                                  "for Gaussians; .glb or .obj textured mesh)")
-    export.add_argument("run_dir")
+    export.add_argument("run_dir", help="a run directory, or a 3DGS .ply / .glb / .gltf / .obj file")
     export.add_argument("--particle", type=int, default=0, metavar="I",
                         help="which VSD particle of a run with several (default 0)")
     export.add_argument("--out", required=True)

@@ -175,3 +175,32 @@ def test_batch_refuses_zero_threads_per_run(tmp_path, capsys):
                  "--set", "steps=1", "--quiet"]) == 2
     assert "--threads-per-run must be at least 1, got 1 and 0" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_render_eval_and_export_take_asset_files(tmp_path, capsys):
+    """A 3DGS .ply or a .glb mesh in place of a run: render and eval write beside the file (eval needs
+    the prompt), export converts it; a particle other than 0 is refused."""
+    from sds3d.representations.convert import mesh_to_gaussians
+    from sds3d.representations.mesh import Mesh
+    from sds3d.world import make_object
+
+    mesh = Mesh.from_trimesh(make_object("cube", "blue").mesh)
+    ply, glb = tmp_path / "cube.ply", tmp_path / "cube.glb"
+    mesh_to_gaussians(mesh, num_points=2000).save_ply(ply)
+    mesh.save(glb)
+    assert main(["render", str(ply), "--frames", "3", "--resolution", "32"]) == 0
+    assert (tmp_path / "cube_turntable_32.gif").stat().st_size > 0
+    assert main(["render", str(glb), "--frames", "3", "--resolution", "32", "--out", str(tmp_path / "m.gif")]) == 0
+    assert main(["eval", str(ply), "--prompt", "a blue cube"]) == 0
+    scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert scores["kind"] == "cube" and scores["kind_acc"] > 0.5 and scores["color_acc"] > 0.5
+    assert json.loads((tmp_path / "cube_eval.json").read_text()) == scores
+    assert main(["export", str(glb), "--out", str(tmp_path / "again.obj"), "--texture-size", "32", "--quiet"]) == 0
+    assert (tmp_path / "again.obj").stat().st_size > 0
+    capsys.readouterr()
+    for args, message in ((["eval", str(ply)], "give the prompt"),
+                          (["render", str(ply), "--particle", "1"], "not a run with particles"),
+                          (["export", str(glb), "--out", str(tmp_path / "x.ply")], "not 3D Gaussians")):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
