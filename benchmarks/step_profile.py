@@ -6,12 +6,13 @@ this machine's matmul rate, and each speed-up measured on its own against today'
     python benchmarks/step_profile.py --parallel  # one 2-thread run against two 1-thread runs at once
 
 Two loop runs of "a red mug" in this process, `--preset baseline` (the settings every speed-up is
-measured against: the prior in fp32) and `--preset fast` (its UNet under bf16 autocast where the CPU
-has native bf16), each timed per phase after `--warmup` steps: prior (its UNet apart), render,
+measured against: the prior in fp32 on torch's intra-op threads) and `--preset fast` (its UNet under
+bf16 autocast where the CPU has native bf16, and with more than one thread its batch in slices on
+worker threads, `prior_batch_threads`), each timed per phase after `--warmup` steps: prior (its UNet apart), render,
 backward, optimiser, densification (Gaussians' statistics and growth, taken out of render and
 optimiser) and other (the loop's own work: progress bar, metrics.csv, checkpoints, previews). The
 UNet alone is timed on the loop's batch (views x 2 for classifier-free guidance) in fp32, under bf16
-autocast and channels-last, alternating; its FLOPs per call come from `torch.utils.flop_counter`
+autocast (only where the CPU has native bf16), channels-last and in batch slices, alternating; its FLOPs per call come from `torch.utils.flop_counter`
 (convolutions, matrix products and attention), and its GFLOP/s are set against torch.mm's rate on
 1024x1024 matrices in fp32 and bf16 on the same threads. Both report their fastest single call
 (UNet: over `--repeats` alternating rounds of 3 calls), which tracks what the machine can do when it
@@ -41,6 +42,7 @@ import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -84,8 +86,10 @@ def unet_flops(prior, views: int) -> int:
 
     cpu_attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: attention}
     x, t, text = unet_inputs(prior, views)
+    prior.batch_threads = False  # the counter sees this thread only
     with FlopCounterMode(display=False, custom_mapping=cpu_attention) as counter, torch.no_grad():
         prior.unet_output(x, t, text)
+    prior.batch_threads = True
     return counter.get_total_flops()
 
 
@@ -100,14 +104,20 @@ def channels_last(prior):
 
 def unet_microbenchmark(prior, views: int, repeats: int) -> dict[str, float]:
     """Best seconds per UNet call of each variant, measured in alternating rounds."""
+    from sds3d.hardware import fast_bf16
+
     x, t, text = unet_inputs(prior, views)
-    variants = {"fp32": ("fp32", False), "bf16": ("bf16", False),
-                "fp32_channels_last": ("fp32", True), "bf16_channels_last": ("bf16", True)}
+    variants = {"fp32": ("fp32", False, False), "fp32_channels_last": ("fp32", True, False),
+                "fp32_batch_threads": ("fp32", False, True)}
+    if fast_bf16():  # emulated bf16 is many times slower: not worth timing
+        variants |= {"bf16": ("bf16", False, False), "bf16_channels_last": ("bf16", True, False),
+                     "bf16_batch_threads": ("bf16", False, True)}
     best = dict.fromkeys(variants, float("inf"))
     with torch.no_grad():
         for _ in range(repeats):
-            for name, (precision, last) in variants.items():
+            for name, (precision, last, threads) in variants.items():
                 prior.set_precision(precision)
+                prior.batch_threads = threads
                 with channels_last(prior) if last else contextlib.nullcontext():
                     inputs = x.contiguous(memory_format=torch.channels_last) if last else x
                     prior.unet_output(inputs, t, text)
@@ -116,6 +126,7 @@ def unet_microbenchmark(prior, views: int, repeats: int) -> dict[str, float]:
                         prior.unet_output(inputs, t, text)
                         best[name] = min(best[name], time.perf_counter() - start)
     prior.set_precision("fp32")
+    prior.batch_threads = True
     return best
 
 
@@ -128,16 +139,22 @@ class Recorder:
         self.snapshots: list[tuple[float, dict, float, int, dict]] = []
         self.timer = None
         self.encodings = 0
-        self._start = None
+        self._start, self._running, self._lock = None, 0, threading.Lock()
         self.hooks = [prior.unet.register_forward_pre_hook(self._unet_start),
                       prior.unet.register_forward_hook(self._unet_end)]
 
-    def _unet_start(self, module, args):
-        self._start = time.perf_counter()
+    def _unet_start(self, module, args):  # slices of one call run at once on worker threads: time their union
+        with self._lock:
+            if self._running == 0:
+                self._start = time.perf_counter()
+            self._running += 1
 
     def _unet_end(self, module, args, output):
-        self.unet_seconds += time.perf_counter() - self._start
-        self.unet_images += args[0].shape[0]
+        with self._lock:
+            self._running -= 1
+            self.unet_images += args[0].shape[0]
+            if self._running == 0:
+                self.unet_seconds += time.perf_counter() - self._start
 
     def callback(self, step, logs, output):
         self.snapshots.append((time.perf_counter(), dict(self.timer.totals), self.unet_seconds, self.unet_images,
@@ -283,12 +300,12 @@ def main() -> None:
         "speedup": round(base["seconds_per_step"] / fast["seconds_per_step"], 3),
         "unet_gflop_per_call": round(flops / 1e9, 3), "unet_batch": 2 * views,
         "unet_gflops": round(fast["unet_gflops_in_loop"], 1),
-        "unet_gflops_fp32": round(unet["fp32"], 1), "unet_gflops_bf16": round(unet["bf16"], 1),
+        "unet_gflops_fp32": round(unet["fp32"], 1), "unet_gflops_bf16": round(unet["bf16"], 1) if "bf16" in unet else None,
         "unet_seconds_per_call": {name: round(seconds, 4) for name, seconds in micro.items()},
         "unet_speedup_over_fp32": {name: round(micro["fp32"] / seconds, 3) for name, seconds in micro.items()},
         "matmul_gflops_fp32": round(rates["fp32"], 1), "matmul_gflops_bf16": round(rates["bf16"], 1),
         "unet_fraction_of_matmul_fp32": round(unet["fp32"] / rates["fp32"], 3),
-        "unet_fraction_of_matmul_bf16": round(unet["bf16"] / rates["bf16"], 3),
+        "unet_fraction_of_matmul_bf16": round(unet["bf16"] / rates["bf16"], 3) if "bf16" in unet else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "breakdown": fast["breakdown"], "runs": runs,
         "threads": args.threads, "steps": args.steps, "fast_bf16_cpu": fast_bf16(),

@@ -70,6 +70,7 @@ class RunSettings:
     guidance: str = "sds"
     prior: str = "embedded"  # or a Stable Diffusion, DeepFloyd IF or embedded-prior folder / hub id (prior_type)
     prior_precision: str = "fp32"  # auto | fp32 | bf16 (prior UNet under CPU autocast); auto = bf16 on AVX512-BF16/AMX
+    prior_batch_threads: bool = True  # on the CPU, the prior's batch in slices run side by side, one core each
     steps: int = 600
     seed: int = 0
     views_per_step: int = 4
@@ -243,6 +244,7 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     prior = prior if prior is not None else load_prior(config.prior, device)
     if isinstance(prior, DiffusersUNetPrior):
         prior.set_precision(config.prior_precision)
+        prior.batch_threads = config.prior_batch_threads
     # a resumed run keeps what it retrieved when it started (and what adapting cost then); the adapted
     # prior comes back from the cache
     retrieval_record = state.get("retrieval")
@@ -289,7 +291,10 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         start_step, elapsed_before, timer.totals = state["step"], state["elapsed"], state["timings"]
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # what check_writable cannot see, e.g. root on a virtual file system such as /sys
+        raise InputError(f"cannot write to output directory {out}: {error.strerror or error}") from None
     guard = FiniteGuard(out, state.get("backoffs", 0), start_step if resuming else None)
 
     def save_checkpoint(step: int) -> None:

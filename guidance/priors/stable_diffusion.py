@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .batch_threads import batch_chunks, run_in_slices
 from .prior import DiffusionPrior, TextEmbedding, expand_embedding, resolve_device
 from .prior_type import HUB_ID, is_local
 
@@ -279,6 +280,7 @@ class DiffusersUNetPrior(DiffusionPrior):
 
     kind = "diffusers"
     autocast_dtype: torch.dtype | None = None  # the UNet's CPU autocast dtype (`set_precision`); None runs it as loaded
+    batch_threads: bool = True  # no-grad CPU calls: one slice of the batch per intra-op thread (`batch_threads.py`)
 
     def _setup(self, unet, text_encoder, tokenizer, scheduler_config, device, dtype) -> None:
         self.device = resolve_device(device)
@@ -339,18 +341,25 @@ class DiffusersUNetPrior(DiffusionPrior):
                     **unet_kwargs) -> torch.Tensor:
         """Raw UNet output (float32, first `latent_channels` channels, i.e. without a learned
         variance), with gradients if enabled. `unet` may be another UNet with the same interface
-        (e.g. a LoRA copy for VSD); `unet_kwargs` go to its forward."""
+        (e.g. a LoRA copy for VSD); `unet_kwargs` go to its forward. Without gradients on the CPU,
+        the batch runs as one slice per intra-op thread, each on one core (`batch_threads`)."""
         unet = self.unet if unet is None else unet
         batch = x_t.shape[0]
         t = _timesteps(t, batch, self.device)
         text = expand_embedding(text, batch)
         self.check_camera(text)
-        if text.camera is not None:
-            unet_kwargs["camera"] = text.camera.to(self.device, unet.dtype)
-        with contextlib.nullcontext() if self.autocast_dtype is None else _cpu_autocast(unet, self.autocast_dtype):
-            out = unet(x_t.to(self.device, unet.dtype), t,
-                       encoder_hidden_states=text.hidden.to(self.device, unet.dtype), **unet_kwargs).sample
-        return out[:, : self.latent_channels].float()
+
+        def forward(part: slice) -> torch.Tensor:
+            kwargs = dict(unet_kwargs)
+            if text.camera is not None:
+                kwargs["camera"] = text.camera[part].to(self.device, unet.dtype)
+            with contextlib.nullcontext() if self.autocast_dtype is None else _cpu_autocast(unet, self.autocast_dtype):
+                out = unet(x_t[part].to(self.device, unet.dtype), t[part],
+                           encoder_hidden_states=text.hidden[part].to(self.device, unet.dtype), **kwargs).sample
+            return out[:, : self.latent_channels].float()
+
+        split = self.batch_threads and self.device.type == "cpu" and not torch.is_grad_enabled() and not unet_kwargs
+        return run_in_slices(forward, batch, batch_chunks(batch) if split else 1)
 
     @torch.no_grad()
     def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, text: TextEmbedding) -> torch.Tensor:
