@@ -192,7 +192,7 @@ def cmd_batch(args) -> int:
 def _load_run(run_dir: str, particle: int = 0):
     """-> (run directory, its GenerateConfig, its representation (that particle's) from the checkpoint);
     for an asset file (a 3DGS .ply, a .glb / .gltf / .obj mesh) -> (the file, None, its representation)."""
-    from .generate import load_run
+    from .generate import StoppedRunWarning, load_run
 
     if Path(run_dir).is_file():
         from .features.assets import load_representation
@@ -201,9 +201,16 @@ def _load_run(run_dir: str, particle: int = 0):
             raise UsageError(f"--particle {particle}: {run_dir} is one asset file, not a run with particles")
         return Path(run_dir), None, load_representation(run_dir)
     try:
-        config, representation = load_run(run_dir, particle)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", StoppedRunWarning)
+            config, representation = load_run(run_dir, particle)
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from None
+    for warning in caught:
+        if issubclass(warning.category, StoppedRunWarning):
+            print(f"sds3d: note: {warning.message}", file=sys.stderr)
+        else:
+            warnings.warn(warning.message, warning.category, stacklevel=2)
     return Path(run_dir), config, representation
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field, make_dataclass, replace
 from pathlib import Path
 
@@ -143,11 +144,16 @@ def build_representation(config: GenerateConfig, generator: torch.Generator, ini
     return create_representation(name, section, generator)
 
 
+class StoppedRunWarning(UserWarning):
+    """`load_run` of a run that stopped before its last step: its last checkpoint is what loads."""
+
+
 def load_run(run_dir: str | Path, particle: int = 0) -> tuple[GenerateConfig, Representation]:
     """A finished (or stopped) run's config and representation (particle `particle` of a run with
     several VSD particles), restored from its checkpoint. The checkpoint is read without running
     code (`load_checkpoint`); InputError (one line) for a folder that is not a run, a damaged or
-    foreign checkpoint, one that does not hold the config's representation, or non-finite values."""
+    foreign checkpoint, one that does not hold the config's representation, or non-finite values;
+    a StoppedRunWarning when the run stopped before its last step."""
     from .config import load_json
 
     run = Path(run_dir)
@@ -164,6 +170,10 @@ def load_run(run_dir: str | Path, particle: int = 0) -> tuple[GenerateConfig, Re
         raise InputError(f"{run / 'checkpoint.pt'}: not an sds3d run checkpoint (no representation weights)")
     representation = build_representation(config, torch.Generator().manual_seed(config.seed), initialise=False)
     load_weights(representation, weights, run / "checkpoint.pt", config.representation)
+    step = state.get("step")
+    if isinstance(step, int) and step < config.steps:
+        warnings.warn(f"{run} stopped at step {step} of {config.steps}: its last checkpoint is used "
+                      f"(`sds3d generate ... --out {run} --resume` finishes it)", StoppedRunWarning, stacklevel=2)
     return config, representation.eval()
 
 

@@ -204,3 +204,17 @@ def test_render_eval_and_export_take_asset_files(tmp_path, capsys):
         assert main(args) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1
+
+
+def test_a_stopped_run_is_read_from_its_last_checkpoint_with_a_note(tmp_path, capsys):
+    """render / eval / export of a run that stopped before its last step say so in one line."""
+    run = toy_run(tmp_path / "cube", "a red cube")
+    assert main(["render", str(run), "--frames", "2", "--resolution", "16"]) == 0
+    assert "note" not in capsys.readouterr().err  # a finished run: nothing to say
+    config = json.loads((run / "config.json").read_text())
+    config["steps"] = 5  # as if it had stopped after 2 of 5 steps
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["render", str(run), "--frames", "2", "--resolution", "16"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"sds3d: note: {run} stopped at step 2 of 5: its last checkpoint is used "
+                   f"(`sds3d generate ... --out {run} --resume` finishes it)"]
