@@ -14,16 +14,17 @@ the softmax over the vocabulary that concept belongs to:
 so a point is selected (score > 0.5) where the majority of the mass names the query's parts (synonyms
 add up). A part is named in two vocabularies, the parts of every kind ("mug/handle") and the part
 nouns ("the handle", over every kind with a handle); their softmaxes were trained side by side and
-each misses parts the other finds (an octahedron's body taken for another kind's body; a dumbbell's
-bar the nouns miss). A part query is scored by both, and the larger mass counts:
+each misses parts the other finds (the kinds' parts give an octahedron's body to other kinds' bodies,
+the nouns find it; the nouns miss most of a clock's dial, the kinds' parts find more). A part query is
+scored by both, and the larger mass counts:
 
     score(x) = max( mass in the kinds' parts of the concepts naming the query's parts,
                     mass in the part nouns of the nouns naming them )
 
 (selection on the micro-world, 116 queries: 0.693 -> 0.729 mean IoU; `benchmarks/selection.py`).
 Within one object the kind adds nothing; in a scene of several objects, "the mug's handle" also
-selects another kind's handle. Paraphrases of the micro-world's parts sit at cosine 0.89-1.0 (the untrained "the <part> on
-this <kind>": 0.95 at least), unrelated phrases at 0.54-0.82.
+selects another kind's handle. Paraphrases of the micro-world's parts sit at cosine 0.89-1.0 (the
+untrained "the <part> on this <kind>": 0.95 at least), unrelated phrases at 0.54-0.82.
 
 Any other query q ("the legs", "a dragon") joins the nearest concept's vocabulary as one more label,
 and the concepts whose phrasing is close to it (cosine >= MERGE_COSINE) count as naming it too:
@@ -105,11 +106,11 @@ class PartVocabulary:
         for q in queries:
             similarity = self.text @ q
             nearest = int(similarity.argmax())
-            group = self.groups[int(self.group_of[nearest])]
-            concepts = scaled @ self.text[group].T  # [N, G]
             if float(similarity[nearest]) >= SNAP_COSINE:  # a trained concept
                 out.append(self._concept_score(scaled, nearest))
                 continue
+            group = self.groups[int(self.group_of[nearest])]
+            concepts = scaled @ self.text[group].T  # [N, G]
             p = torch.softmax(torch.cat([scaled @ q[:, None], concepts], dim=-1), dim=-1)
             out.append(p[:, 0] + p[:, 1:][:, similarity[group] >= MERGE_COSINE].sum(-1))
         return torch.stack(out)
