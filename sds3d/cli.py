@@ -195,11 +195,11 @@ def _load_run(run_dir: str, particle: int = 0):
     from .generate import StoppedRunWarning, load_run
 
     if Path(run_dir).is_file():
-        from .features.assets import load_representation
+        from .scene.load import read_asset
 
         if particle != 0:
             raise UsageError(f"--particle {particle}: {run_dir} is one asset file, not a run with particles")
-        return Path(run_dir), None, load_representation(run_dir)
+        return Path(run_dir), None, read_asset(run_dir)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", StoppedRunWarning)

@@ -192,7 +192,7 @@ def test_edit_and_feature_commands_read_what_load_asset_reads(tmp_path, red_mug)
     """`sds3d edit` starts from a mesh file as Gaussians on its surface; it, distill-features and
     select refuse a PLY of zero Gaussians in one line naming it; a PLY with faces is a mesh to them."""
     from sds3d.edit import load_source
-    from sds3d.features.assets import load_representation
+    from sds3d.scene.load import read_asset as load_representation
 
     glb = tmp_path / "mug.glb"
     Mesh.from_trimesh(red_mug).save(glb)

@@ -26,17 +26,18 @@ def run(args) -> int:
 
     import torch
 
-    from sds3d.features.assets import features_dir, load_representation
+    from sds3d.features.assets import features_dir
     from sds3d.features.distill import DistillConfig, check_config, distill_features
     from sds3d.features.field import field_filename, save_field
     from sds3d.features.load import load_feature_teacher
+    from sds3d.scene.load import read_asset
     from sds3d.validation import check_writable
 
     overrides = {"steps": args.steps, "latent_dim": args.dim, "views": args.views, "resolution": args.resolution,
                  "loss": args.loss}
     config = DistillConfig(**{k: v for k, v in overrides.items() if v is not None})
     check_config(config)
-    representation = load_representation(args.asset)
+    representation = read_asset(args.asset)
     out_dir = features_dir(args.asset)
     check_writable(out_dir)
     teacher = load_feature_teacher(args.teacher)

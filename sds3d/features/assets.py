@@ -11,44 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from sds3d.errors import InputError
+from sds3d.scene.load import read_asset
 from .field import load_field, read_field_metadata
-
-MESH_SUFFIXES = (".glb", ".gltf", ".obj")
-
 
 def features_dir(asset) -> Path:
     """The folder that holds the feature fields of the asset at `asset`."""
     path = Path(asset)
     return path / "features" if path.is_dir() else path.with_name(f"{path.stem}_features")
-
-
-def load_representation(asset):
-    """The representation stored at `asset` (run directory, 3DGS .ply, mesh .glb/.gltf/.obj or .ply
-    with faces); InputError (one line) for anything else, or a PLY with zero Gaussians."""
-    from sds3d.scene.load import ply_kind, run_representation
-
-    path = Path(asset)
-    run = run_representation(path)
-    if run is not None:
-        return run
-    suffix = path.suffix.lower()
-    if suffix == ".ply" and ply_kind(path) == "gaussians":
-        from sds3d.representations import Gaussians
-
-        try:
-            gaussians = Gaussians.load_ply(path)
-        except InputError:
-            raise
-        except Exception as error:
-            raise InputError(f"{path}: not a readable 3DGS PLY ({str(error).splitlines()[0][:80]})") from None
-        if len(gaussians) == 0:
-            raise InputError(f"{path}: element 'vertex' holds zero Gaussians; there is nothing to work on")
-        return gaussians
-    if suffix in MESH_SUFFIXES + (".ply",):
-        from sds3d.representations import Mesh
-
-        return Mesh.load(path)
-    raise InputError(f"{path}: not an asset sds3d reads (a run directory, .ply, {', '.join(MESH_SUFFIXES)})")
 
 
 def saved_fields(asset, teacher_name: str | None = None) -> list[Path]:
@@ -64,7 +33,7 @@ def load_with_features(asset, teacher_name: str | None = None, require_features:
     """The representation at `asset` with its newest saved feature field attached (of `teacher_name`
     if given). Without a saved field: InputError naming `sds3d distill-features`, or the bare
     representation when `require_features` is False."""
-    representation = load_representation(asset)
+    representation = read_asset(asset)
     fields = saved_fields(asset, teacher_name)
     if fields:
         load_field(fields[0], representation)
@@ -74,4 +43,4 @@ def load_with_features(asset, teacher_name: str | None = None, require_features:
     return representation
 
 
-__all__ = ["MESH_SUFFIXES", "features_dir", "load_representation", "load_with_features", "saved_fields"]
+__all__ = ["features_dir", "load_with_features", "saved_fields"]

@@ -61,31 +61,49 @@ def run_representation(path: Path) -> Representation | None:
     return None
 
 
-def load_asset(path, num_points: int = 20000, up: str | None = None,
-               generator: torch.Generator | None = None) -> Representation:
-    """A 3DGS PLY, a mesh (.glb/.gltf/.obj, or a PLY with faces) or an sds3d run folder -> the
-    representation an edit starts from (see the module docstring). `num_points`: Gaussians sampled
-    on a mesh's surface; `up`: a 3DGS PLY's up axis ("-y" | "+y" | "+z"; None = its header's, else -y)."""
+def read_asset(path, up: str | None = None) -> Representation:
+    """The representation stored at `path`: a run folder's, a 3DGS PLY's Gaussians (`up` as in
+    `load_asset`), a mesh file's Mesh. InputError (one line) for anything else, or a PLY with zero
+    Gaussians."""
     path = Path(path)
     run = run_representation(path)
     if run is not None:
         return run
     suffix = path.suffix.lower()
     if suffix == ".ply" and ply_kind(path) == "gaussians":
-        gaussians = Gaussians.load_ply(path, up=up)
+        try:
+            gaussians = Gaussians.load_ply(path, up=up)
+        except InputError:
+            raise
+        except Exception as error:
+            raise InputError(f"{path}: not a readable 3DGS PLY ({str(error).splitlines()[0][:80]})") from None
         if len(gaussians) == 0:
-            raise InputError(f"{path}: element 'vertex' holds zero Gaussians; nothing to start from")
+            raise InputError(f"{path}: element 'vertex' holds zero Gaussians; there is nothing to work on")
         return gaussians
     if suffix in MESH_SUFFIXES + (".ply",):
-        from sds3d.representations.convert import mesh_to_gaussians
         from sds3d.representations.mesh import Mesh
 
-        if num_points < 1:
-            raise InputError(f"num_points must be at least 1, got {num_points}")
-        mesh = Mesh.load(path)
-        return mesh_to_gaussians(mesh, num_points=num_points, generator=generator)
+        return Mesh.load(path)
     raise InputError(f"{path}: unsupported file type {suffix or '(none)'!r}; give a 3DGS .ply, a mesh "
                      f"(.glb, .gltf, .obj, .ply with faces) or an sds3d run folder")
 
 
-__all__ = ["load_asset", "ply_kind", "run_representation", "MESH_SUFFIXES"]
+def load_asset(path, num_points: int = 20000, up: str | None = None,
+               generator: torch.Generator | None = None) -> Representation:
+    """A 3DGS PLY, a mesh (.glb/.gltf/.obj, or a PLY with faces) or an sds3d run folder -> the
+    representation an edit starts from (see the module docstring): `read_asset`'s, with a mesh as
+    `num_points` Gaussians sampled on its surface; `up`: a 3DGS PLY's up axis ("-y" | "+y" | "+z";
+    None = its header's, else -y)."""
+    from sds3d.representations.mesh import Mesh
+
+    representation = read_asset(path, up)
+    if not isinstance(representation, Mesh) or Path(path).is_dir():
+        return representation
+    if num_points < 1:
+        raise InputError(f"num_points must be at least 1, got {num_points}")
+    from sds3d.representations.convert import mesh_to_gaussians
+
+    return mesh_to_gaussians(representation, num_points=num_points, generator=generator)
+
+
+__all__ = ["load_asset", "ply_kind", "read_asset", "run_representation", "MESH_SUFFIXES"]
