@@ -86,10 +86,10 @@ def unet_flops(prior, views: int) -> int:
 
     cpu_attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: attention}
     x, t, text = unet_inputs(prior, views)
-    prior.batch_threads = False  # the counter sees this thread only
+    batch_threads, prior.batch_threads = prior.batch_threads, False  # the counter sees this thread only
     with FlopCounterMode(display=False, custom_mapping=cpu_attention) as counter, torch.no_grad():
         prior.unet_output(x, t, text)
-    prior.batch_threads = True
+    prior.batch_threads = batch_threads
     return counter.get_total_flops()
 
 
@@ -107,6 +107,7 @@ def unet_microbenchmark(prior, views: int, repeats: int) -> dict[str, float]:
     from sds3d.hardware import fast_bf16
 
     x, t, text = unet_inputs(prior, views)
+    batch_threads = prior.batch_threads
     variants = {"fp32": ("fp32", False, False), "fp32_channels_last": ("fp32", True, False),
                 "fp32_batch_threads": ("fp32", False, True)}
     if fast_bf16():  # emulated bf16 is many times slower: not worth timing
@@ -126,7 +127,7 @@ def unet_microbenchmark(prior, views: int, repeats: int) -> dict[str, float]:
                         prior.unet_output(inputs, t, text)
                         best[name] = min(best[name], time.perf_counter() - start)
     prior.set_precision("fp32")
-    prior.batch_threads = True
+    prior.batch_threads = batch_threads
     return best
 
 

@@ -39,10 +39,14 @@ def save_trimesh(mesh, path) -> Path:
     return path
 
 
+def _texture_image(material):
+    """A material's texture image (glTF baseColorTexture or a simple material's image), or None."""
+    return getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
+
+
 def _textured(visual) -> bool:
     """A texture image and UVs to sample it (what `Mesh.from_trimesh` keeps as a texture)."""
-    material = getattr(visual, "material", None)
-    image = getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
+    image = _texture_image(getattr(visual, "material", None))
     return visual.kind == "texture" and visual.uv is not None and image is not None
 
 
@@ -54,7 +58,7 @@ def _vertex_colors(visual, count: int) -> np.ndarray:
     material = visual.material
     if not _textured(visual):
         return np.tile(material.main_color, (count, 1))
-    image = getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
+    image = _texture_image(material)
     factor = getattr(material, "baseColorFactor", None)
     factor = np.ones(4) if factor is None else np.asarray(factor, dtype=np.float64) / 255.0
     return (uv_to_color(visual.uv, image) * factor).round().astype(np.uint8)
