@@ -137,19 +137,25 @@ def cmd_generate(args) -> int:
     """Text -> 3D asset in a run directory (see sds3d.generate for its contents)."""
     from .generate import generate
     from .monitor import quiet
+    from .run_folder import ReplacedRunWarning, choose_run_folder
     from .scope import OutsideWorldWarning, scope_note
     from .validation import validate_config
 
     config = generate_config(args)
     validate_config(config)
+    out, note = choose_run_folder(config.out, default=not (args.out or args.config), resume=args.resume)
+    if note:
+        print(f"sds3d: note: {note}", file=sys.stderr)
+    config = dataclasses.replace(config, out=str(out))
     if args.quiet:
         quiet()
     try:
         note = scope_note(config.prompt, config.prior)
         if note:
             print(f"sds3d: note: {note}", file=sys.stderr)
-        with warnings.catch_warnings():  # the note above is the warning's one line
+        with warnings.catch_warnings():  # the notes above are the warnings' one lines
             warnings.simplefilter("ignore", OutsideWorldWarning)
+            warnings.simplefilter("ignore", ReplacedRunWarning)
             result = generate(config, resume=args.resume, progress=not args.quiet)
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error).splitlines()[0]) from None
@@ -361,8 +367,15 @@ def cmd_config(args) -> int:
     """Every config field (or those under a section) with its type, default and description; or the presets."""
     from .config_docs import field_table
     from .generate import GenerateConfig
-    from .presets import load_preset, preset_names
+    from .config import get_field
+    from .presets import load_preset, preset_fields, preset_names
 
+    if args.presets and args.section:  # one preset: each field it sets, against the default
+        preset, defaults = load_preset(args.section), GenerateConfig()
+        print(f"{args.section}: {preset['description']}")
+        for path, value in preset_fields(preset):
+            print(f"    {path} = {json.dumps(value)}  (default {json.dumps(get_field(defaults, path))})")
+        return 0
     if args.presets:
         for name in preset_names():
             preset = load_preset(name)
@@ -556,8 +569,10 @@ def build_parser() -> argparse.ArgumentParser:
     world.set_defaults(func=cmd_world)
 
     config = commands.add_parser("config", help="list every config field: type, default, description")
-    config.add_argument("section", nargs="?", help="only this field or section, e.g. sds or gaussians.densify")
-    config.add_argument("--presets", action="store_true", help="list the presets and what they set")
+    config.add_argument("section", nargs="?", help="only this field or section, e.g. sds or gaussians.densify "
+                                                   "(with --presets: a preset's name)")
+    config.add_argument("--presets", action="store_true",
+                        help="list the presets and what they set (with a name: that preset, field by field)")
     config.set_defaults(func=cmd_config)
 
     app = add_arguments(commands.add_parser("app", help="start the web UI (needs the app extra)"))

@@ -65,6 +65,13 @@ def set_field(config, path: str, value):
     return _replace_path(config, path.split("."), value, path, value)
 
 
+def get_field(config, path: str):
+    """The value of dotted field `path` of `config` (older field names accepted, `FIELD_ALIASES`)."""
+    for key in path.split("."):
+        config = getattr(config, _field_name(type(config), key))
+    return config
+
+
 def _field_name(cls, name: str) -> str:
     """`name`, or the field an older name of it stands for (`FIELD_ALIASES`)."""
     return getattr(cls, "FIELD_ALIASES", {}).get(name, name)

@@ -46,6 +46,7 @@ from .generate import (CameraConfig, GenerateConfig, Timer, eight_frames, load_r
 from .monitor import RunMonitor
 from .particle import Particle
 from .prompts import PromptConfig, PromptProcessor, validate_prompt
+from .run_folder import replace_earlier_run
 from .turntable import image_grid, render_turntable, save_animation, save_png
 from .validation import check_field, check_finite_weights, check_writable, fields
 from sds3d.guidance.edit.base import EDIT_SCORES, build_edit_score
@@ -299,6 +300,8 @@ def edit(source, prompt: str | None = None, source_prompt: str | None = None, re
         torch.set_rng_state(state["torch_rng"])
         start_step, elapsed_before, timer.totals = state["step"], state["elapsed"], state["timings"]
     hooks = freeze_unselected(asset, point_mask) if point_mask is not None else []
+    if not resuming:
+        replace_earlier_run(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     guard = FiniteGuard(out_dir, state.get("backoffs", 0), start_step if resuming else None)
     started = time.perf_counter()

@@ -50,6 +50,7 @@ from sds3d.guidance.priors.stable_diffusion import DiffusersUNetPrior
 from sds3d.guidance.registry import guidance_configs
 from sds3d.retrieval.run import RetrievalConfig
 from .turntable import image_grid, render_turntable, save_animation, save_png
+from .run_folder import replace_earlier_run
 from .validation import check_finite_weights, check_resume, check_writable, validate_config
 
 @dataclass
@@ -301,6 +302,8 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         start_step, elapsed_before, timer.totals = state["step"], state["elapsed"], state["timings"]
+    if not resuming:
+        replace_earlier_run(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:  # what check_writable cannot see, e.g. root on a virtual file system such as /sys

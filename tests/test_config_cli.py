@@ -40,6 +40,16 @@ def test_presets_are_valid_and_set_the_documented_recipes(capsys):
     assert (densify.refine_start_iter, densify.refine_stop_iter, densify.refine_every) == (100, 800, 100)
 
 
+def test_one_preset_is_shown_field_by_field_against_the_defaults(capsys):
+    assert main(["config", "--presets", "magic3d-fine"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("magic3d-fine: ") and len(lines) > 2
+    assert '    representation = "dmtet"  (default "gaussians")' in lines
+    assert "    steps = 300  (default 600)" in lines
+    assert main(["config", "--presets", "nope"]) == 2
+    assert "unknown preset 'nope'; choose one of baseline," in capsys.readouterr().err
+
+
 def test_flags_override_a_preset_and_resume_starts_from_the_run_config(tmp_path):
     args = build_parser().parse_args(["generate", "a red mug", "--preset", "magic3d-fine", "--steps", "50",
                                       "--out", str(tmp_path / "run")])

@@ -18,6 +18,7 @@ from sds3d.guidance.edit.region import (freeze_unselected, preservation_loss, re
                                         restrict_to_region)
 from sds3d.prompts import PromptBatch
 from sds3d.representations.convert import mesh_to_gaussians
+from sds3d.run_folder import ReplacedRunWarning
 from sds3d.world import make_object
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -174,6 +175,8 @@ def test_bad_library_input_is_one_line_and_writes_nothing(mug, tmp_path):
     run_edit(mug, out, steps=2)
     with pytest.raises(InputError, match="differs from its edit.json in guidance"):
         run_edit(mug, out, guidance="ssd", config=small(out, steps=4), resume=True)
+    with pytest.warns(ReplacedRunWarning, match="held a finished run of 'a blue mug': replaced"):
+        run_edit(mug, out, guidance="ssd", steps=2)  # a fresh edit, not a resume: the earlier one goes
 
 
 @pytest.mark.parametrize("args, message", [

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import warnings
 from pathlib import Path
 
 GUIDANCES = ("pds", "dds", "ssd", "sds")  # sds3d.guidance.edit.base.EDIT_SCORES (tests keep them equal)
@@ -38,12 +40,16 @@ def run(args) -> int:
     from sds3d.config import apply_override
     from sds3d.edit import EditConfig, edit
     from sds3d.errors import InputError
+    from sds3d.run_folder import ReplacedRunWarning, choose_run_folder
 
     config = EditConfig()
     for assignment in args.set:
         config = apply_override(config, assignment)
     source = Path(args.run)
-    out = args.out or str(source.parent / f"{source.stem}_{_slug(args.prompt)}")
+    out, note = choose_run_folder(args.out or source.parent / f"{source.stem}_{_slug(args.prompt)}",
+                                  default=not args.out, resume=args.resume)
+    if note:
+        print(f"sds3d: note: {note}", file=sys.stderr)
     for name in ("seed", "steps"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
@@ -52,8 +58,11 @@ def run(args) -> int:
 
         quiet()
     try:
-        result = edit(source, args.prompt, source_prompt=args.source_prompt, region=args.region, guidance=args.guidance,
-                      out=out, config=config, resume=args.resume, progress=not args.quiet)
+        with warnings.catch_warnings():  # the note above is the warning's one line
+            warnings.simplefilter("ignore", ReplacedRunWarning)
+            result = edit(source, args.prompt, source_prompt=args.source_prompt, region=args.region,
+                          guidance=args.guidance, out=str(out), config=config, resume=args.resume,
+                          progress=not args.quiet)
     except (FileNotFoundError, ValueError) as error:  # InputError included
         raise InputError(str(error).splitlines()[0] if str(error) else type(error).__name__) from None
     animation = next(Path(result.out).glob("turntable.*")).name  # .gif or .mp4 (turntable_format)

@@ -26,9 +26,14 @@ def load_preset(name: str) -> dict:
     return json.loads((PRESETS_DIR / f"{name}.json").read_text())
 
 
+def preset_fields(preset: dict) -> list[tuple[str, object]]:
+    """[(dotted field path, value)] of every field a loaded preset sets, in its file's order."""
+    return list(_leaves(preset["set"]))
+
+
 def apply_preset(config, name: str):
     """`config` with preset `name`'s fields set (a new config; the original is unchanged)."""
-    for path, value in _leaves(load_preset(name)["set"]):
+    for path, value in preset_fields(load_preset(name)):
         config = set_field(config, path, value)
     return config
 
