@@ -133,6 +133,21 @@ def test_undistortion_moves_a_distorted_dot_to_its_pinhole_position():
     torch.testing.assert_close(identity, dot, atol=1e-5, rtol=0)
 
 
+def test_images_downscaled_from_the_json_size_scale_the_intrinsics(tmp_path):
+    (tmp_path / "masks").mkdir()
+    mask = np.zeros((6, 8), np.uint8)  # at the json's size: follows the image's
+    mask[:, 4:] = 255
+    Image.fromarray(mask).save(tmp_path / "masks" / "a.png")
+    meta = _meta(fl_x=10.0, fl_y=12.0, cx=4.0, cy=3.0, w=8, h=6, frame={"mask_path": "masks/a.png"})
+    data = load_capture(_write(tmp_path, meta, size=(16, 12)))  # as nerfstudio's images_2 would be at 2x
+    assert (data.cameras.width, data.cameras.height) == (16, 12) and data.images.shape[-2:] == (12, 16)
+    torch.testing.assert_close(data.cameras.Ks[0], torch.tensor([[20.0, 0, 8], [0, 24, 6], [0, 0, 1]]))
+    assert data.masks[0, 0, :, :8].sum() == 0 and bool(data.masks[0, 0, :, 8:].all())
+    _write(tmp_path, meta, size=(16, 6))  # another aspect ratio: refused, as a mismatch always was
+    with pytest.raises(InputError, match="16x6 pixels, the json's w x h says 8x6 \\(another aspect ratio\\)"):
+        load_capture(tmp_path)
+
+
 def _nan():
     return float("nan")
 

@@ -26,6 +26,11 @@ field of view in radians) in place of fl_x makes w and h the image's, fl_x = w /
 fl_y the same from `camera_angle_y` or equal to fl_x, and the principal point the image centre; a
 `file_path` without a suffix names the first of IMAGE_SUFFIXES that exists.
 
+Images stored smaller or larger than the json's w x h at its aspect ratio (nerfstudio's downscaled
+`images_2/`, `images_4/` folders named in file_path, or images resized after capture) are read at
+their own size with fl_x, cx scaled by their width's ratio and fl_y, cy by their height's, as
+nerfstudio's `rescale_output_resolution` does; masks follow their image's size (nearest).
+
 When nerfstudio is installed (`import nerfstudio` works; optional, not a dependency), its own
 `Nerfstudio` dataparser reads the poses, intrinsics and file names (with its auto-orientation,
 centring and scaling turned off, so the frame stays the file's), after the checks below; otherwise,
@@ -39,7 +44,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -295,13 +300,44 @@ def nerfstudio_from_viewmats(viewmats: torch.Tensor) -> torch.Tensor:
     return torch.linalg.inv(viewmats.double()) @ OPENGL_TO_OPENCV
 
 
+def _same_aspect(size: tuple[int, int], width: float, height: float) -> bool:
+    """Whether an image of `size` (w, h) is `width` x `height` rescaled: both sides differ, in the same
+    ratio to within a pixel of rounding."""
+    return size[0] != width and size[1] != height and abs(size[0] * height / width - size[1]) <= 1 and abs(size[1] * width / height - size[0]) <= 1
+
+
+def _at_image_size(json_path: Path, frames: list[_Frame]) -> list[_Frame]:
+    """`frames` with the intrinsics of any frame whose image file is its w x h uniformly rescaled
+    (nerfstudio's downscaled `images_2/`, or images resized after capture) scaled to the file's
+    pixels; InputError (one line) for a file of another aspect ratio, or when sizes then differ."""
+    rescaled = []
+    for i, frame in enumerate(frames):
+        k = frame.intrinsics
+        size = _image_size(json_path, frame.image, f"frames[{i}].file_path")
+        if size != (k["w"], k["h"]):
+            if not _same_aspect(size, k["w"], k["h"]):
+                raise InputError(f"{json_path}: frames[{i}].file_path: {frame.image} is {size[0]}x{size[1]} pixels, "
+                                 f"the json's w x h says {k['w']:g}x{k['h']:g} (another aspect ratio)")
+            sx, sy = size[0] / k["w"], size[1] / k["h"]
+            k = {**k, "fl_x": k["fl_x"] * sx, "cx": k["cx"] * sx, "w": float(size[0]),
+                 "fl_y": k["fl_y"] * sy, "cy": k["cy"] * sy, "h": float(size[1])}
+        rescaled.append(replace(frame, intrinsics=k))
+    sizes = {(f.intrinsics["w"], f.intrinsics["h"]) for f in rescaled}
+    if len(sizes) > 1:
+        raise InputError(f"{json_path}: the frames' images have {len(sizes)} different sizes; sds3d needs one")
+    return rescaled
+
+
 def _read_image(json_path: Path, path: Path, field: str, width: int, height: int) -> np.ndarray:
-    """float32 [H, W, C] in [0, 1] (C = 1, 3 or 4), checked against the json's w and h."""
+    """float32 [H, W, C] in [0, 1] (C = 1, 3 or 4) of `width` x `height` pixels; a mask (`field`
+    "...mask_path") of the same aspect ratio is resized to it (nearest), any other size refused."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
             image.load()
+            if field.endswith("mask_path") and image.size != (width, height) and _same_aspect(image.size, width, height):
+                image = image.resize((width, height), Image.Resampling.NEAREST)
             if image.mode in SIXTEEN_BIT_GREY:
                 array = np.asarray(image, dtype=np.float32) / 65535.0
             else:
@@ -349,6 +385,7 @@ def load_capture(path, use_nerfstudio: bool | None = None) -> CaptureData:
     use_nerfstudio = use_nerfstudio and not any(f.blender for f in frames)
     if use_nerfstudio:
         frames = _frames_from_nerfstudio(json_path, frames)
+    frames = _at_image_size(json_path, frames)
     width, height = int(frames[0].intrinsics["w"]), int(frames[0].intrinsics["h"])
     Ks = torch.zeros(len(frames), 3, 3)
     Ks[:, 0, 0] = torch.tensor([f.intrinsics["fl_x"] for f in frames])
