@@ -171,17 +171,24 @@ def _without_densification(representation: Representation) -> None:
         representation.densifier = GaussianDensifier(representation.config.densify)
 
 
-def _attach_run_field(source, representation: Representation) -> None:
-    """A text region on a run directory or .ply: attach the newest feature field saved beside it
-    (`sds3d.features.assets`), unless the asset carries one already."""
+def _select_by_text(source, representation: Representation, query: str) -> torch.Tensor:
+    """The points of `representation` that `query` selects, by the asset's own feature field, else the
+    newest one saved beside the run or file (`sds3d.features.assets`). A mesh file is edited as
+    Gaussians sampled on its surface, while its saved field lives on the mesh: that surface field is
+    queried at the Gaussians' centres."""
     from sds3d.features.assets import saved_fields
     from sds3d.features.field import ATTRIBUTE, load_field
+    from sds3d.features.select import select_points
+    from sds3d.representations.mesh import Mesh
+    from sds3d.scene.load import read_asset
 
-    if isinstance(source, Representation) or ATTRIBUTE in representation.__dict__:
-        return
-    found = saved_fields(source)
+    found = [] if isinstance(source, Representation) or ATTRIBUTE in representation.__dict__ else saved_fields(source)
+    if found and Path(source).is_file() and isinstance(stored := read_asset(source), Mesh):
+        load_field(found[0], stored)
+        return select_points(stored, query, at=representation.means.detach())
     if found:
         load_field(found[0], representation)
+    return select_points(representation, query)
 
 
 def _select(source, representation: Representation, region_mask, query: str) -> torch.Tensor | None:
@@ -193,13 +200,7 @@ def _select(source, representation: Representation, region_mask, query: str) -> 
         raise InputError(f"region edits need 3D Gaussians; this asset is a {type(representation).__name__} "
                          f"(edit it without a region)")
     if query:
-        try:
-            from sds3d.features.select import select_points
-        except ImportError:
-            raise InputError("text regions need sds3d.features.select, which this install lacks; pass a "
-                             "per-point mask instead") from None
-        _attach_run_field(source, representation)
-        region_mask = select_points(representation, query)
+        region_mask = _select_by_text(source, representation, query)
     return check_point_mask(region_mask, len(representation))
 
 

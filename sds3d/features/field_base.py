@@ -47,6 +47,11 @@ class FeatureField(nn.Module, ABC):
         """Decoded features [N, D] at `points(representation)` (not normalised)."""
         return self.decoder(self.latents(representation))
 
+    def latents_at(self, points: torch.Tensor) -> torch.Tensor:
+        """Latents [M, d] at any world points [M, 3], for fields that are a function of position;
+        InputError for fields stored per point (Gaussians' latents)."""
+        raise InputError(f"a {self.kind} feature field is stored per point: it cannot be queried at other points")
+
     # ----- per representation ----------------------------------------------------------------
 
     @abstractmethod

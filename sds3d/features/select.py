@@ -73,14 +73,16 @@ def resolve_teacher(field, teacher=None):
     return teacher
 
 
-def query_relevancy(representation, query: str, teacher=None) -> torch.Tensor:
-    """Score [N] of `query` at each point of the representation's field (see module docstring)."""
+def query_relevancy(representation, query: str, teacher=None, at: torch.Tensor | None = None) -> torch.Tensor:
+    """Score [N] of `query` at each point of the representation's field (see module docstring), or
+    [M] at world points `at` [M, 3] for a field that is a function of position (a mesh's surface field)."""
     if not isinstance(query, str) or not query.strip():
         raise InputError("query: give a non-empty phrase, e.g. \"the handle\"")
     field = feature_field_of(representation)
     teacher = resolve_teacher(field, teacher)
     with torch.no_grad():
-        return phrase_scores(teacher, field.point_features(representation), [query.strip()])[0]
+        features = field.point_features(representation) if at is None else field.decoder(field.latents_at(at.float()))
+        return phrase_scores(teacher, features, [query.strip()])[0]
 
 
 def candidate_phrases(teacher) -> list[str]:
@@ -108,17 +110,22 @@ def best_phrases(representation, teacher=None, top: int = 3) -> list[tuple[str, 
     return [(phrases[i], float(peak[i])) for i in order[:top]]
 
 
-def select_points(representation, query: str, teacher=None, threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
+def select_points(representation, query: str, teacher=None, threshold: float = DEFAULT_THRESHOLD,
+                  at: torch.Tensor | None = None) -> torch.Tensor:
     """[N] bool: the points of `representation` (which must carry a distilled feature field,
     `attach_field` / `load_field`) whose relevancy to `query` exceeds `threshold` (0.5: the query
-    beats every canonical negative). `teacher`: the field's own when None. InputError when the
-    asset has no field, or when no point matches (naming the phrases that match best)."""
+    beats every canonical negative); with `at` [M, 3], which of those world points are selected, for
+    a field that is a function of position (e.g. Gaussians sampled on a mesh with a surface field).
+    `teacher`: the field's own when None. InputError when the asset has no field, or when no point
+    matches (naming the phrases that match best)."""
     if not 0.0 < threshold < 1.0:
         raise InputError(f"threshold must be in (0, 1), got {threshold}")
     field = feature_field_of(representation)
     teacher = resolve_teacher(field, teacher)
-    scores = query_relevancy(representation, query, teacher)
-    mask = (scores > threshold) & field.occupied(representation)
+    scores = query_relevancy(representation, query, teacher, at)
+    mask = scores > threshold
+    if at is None:
+        mask &= field.occupied(representation)
     if not mask.any():
         best = best_phrases(representation, teacher)
         suggestions = ", ".join(f"\"{phrase}\" ({score:.2f})" for phrase, score in best)

@@ -60,6 +60,9 @@ class SurfaceFeatureField(FeatureField):
         """World points [M, 3] -> latents [M, d]."""
         return self.head(self.encoding(points))
 
+    def latents_at(self, points: torch.Tensor) -> torch.Tensor:
+        return self.field(points)
+
     def render(self, representation, cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
         vertices, faces = surface_of(representation)
         fragments = rasterize_mesh(vertices, faces, cameras.to(vertices.device))
