@@ -9,6 +9,7 @@ from toy_priors import GaussianToyPrior
 from sds3d.export import save_asset
 from sds3d.generate import GenerateConfig, generate
 from sds3d.monitor import RunMonitor, plot_metrics, read_metrics
+from sds3d.run_folder import ReplacedRunWarning
 from sds3d.representations import GaussiansConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -53,7 +54,8 @@ def test_a_resumed_run_has_each_step_once(tmp_path):
     rows = read_metrics(tmp_path / "metrics.csv")
     assert [row["step"] for row in rows] == [1, 2, 3, 4]
     assert all(earlier["seconds"] < later["seconds"] for earlier, later in zip(rows, rows[1:]))
-    generate(tiny_config(tmp_path, steps=2), prior=prior(), progress=False)  # a new run starts a new file
+    with pytest.warns(ReplacedRunWarning):  # a new run in the folder replaces the old one's files
+        generate(tiny_config(tmp_path, steps=2), prior=prior(), progress=False)  # and starts a new log
     assert [row["step"] for row in read_metrics(tmp_path / "metrics.csv")] == [1, 2]
 
 

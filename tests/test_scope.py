@@ -52,7 +52,7 @@ def test_the_library_warns_and_goes_on(embedded, tmp_path):
                             turntable_frames=2, turntable_resolution=16, gaussians=GaussiansConfig(num_points=100))
     with pytest.warns(OutsideWorldWarning, match="names no micro-world object"):
         assert generate(config, prior=embedded, progress=False).metrics["steps"] == 1
-    config.prompt = "a red mug"
+    config.prompt, config.out = "a red mug", str(tmp_path / "mug")
     with warnings.catch_warnings():
         warnings.simplefilter("error", OutsideWorldWarning)
         generate(config, prior=embedded, progress=False)
