@@ -17,7 +17,7 @@ from pathlib import Path
 RUN_FILES = ("config.json", "edit.json", "checkpoint.pt", "metrics.csv", "loss.png", "metrics.json",
              "asset.ply", "asset.glb", "turntable.gif", "turntable.mp4", "preview.png", "particles.png",
              "before_after.gif", "before_after.png", "eval.json")
-RUN_FOLDERS = ("previews", "tensorboard")  # and particle_<i>/
+RUN_FOLDERS = ("previews", "tensorboard", "features")  # and particle_<i>/; features/: `sds3d distill-features`
 
 
 class ReplacedRunWarning(UserWarning):

@@ -23,8 +23,10 @@ def fake_run(folder, finished=True, prompt="a red mug"):
 def test_a_fresh_run_replaces_the_earlier_run_and_keeps_other_files(tmp_path):
     generate(tiny_config(tmp_path, preview_every=6), prior=prior(), progress=False)
     (tmp_path / "particle_1").mkdir()
+    (tmp_path / "features").mkdir()  # a feature field of the earlier asset
     (tmp_path / "notes.txt").write_text("mine")
     assert (tmp_path / "previews" / "step_00012.png").exists() and (tmp_path / "asset.ply").exists()
+
     def crash(step, logs, output):
         if step == 3:
             raise KeyboardInterrupt
@@ -34,7 +36,8 @@ def test_a_fresh_run_replaces_the_earlier_run_and_keeps_other_files(tmp_path):
         generate(tiny_config(tmp_path, preview_every=0, checkpoint_every=1), prior=prior(), progress=False,
                  callback=crash)
     left = {path.name for path in tmp_path.iterdir()}
-    assert {"asset.ply", "metrics.json", "turntable.gif", "preview.png", "previews", "particle_1"}.isdisjoint(left)
+    assert {"asset.ply", "metrics.json", "turntable.gif", "preview.png", "previews", "particle_1",
+            "features"}.isdisjoint(left)
     assert {"checkpoint.pt", "config.json", "notes.txt"} <= left
     assert earlier_run(tmp_path) == "an unfinished run of 'a red mug'"
 
