@@ -32,21 +32,18 @@ def add_command(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _slug(text: str) -> str:
-    return "_".join("".join(ch if ch.isalnum() else " " for ch in text.lower()).split())[:60] or "edit"
-
-
 def run(args) -> int:
     from sds3d.config import apply_override
     from sds3d.edit import EditConfig, edit
     from sds3d.errors import InputError
+    from sds3d.prompts import slug
     from sds3d.run_folder import ReplacedRunWarning, choose_run_folder
 
     config = EditConfig()
     for assignment in args.set:
         config = apply_override(config, assignment)
     source = Path(args.run)
-    out, note = choose_run_folder(args.out or source.parent / f"{source.stem}_{_slug(args.prompt)}",
+    out, note = choose_run_folder(args.out or source.parent / f"{source.stem}_{slug(args.prompt, 'edit')}",
                                   default=not args.out, resume=args.resume)
     if note:
         print(f"sds3d: note: {note}", file=sys.stderr)
