@@ -143,7 +143,7 @@ def cmd_generate(args) -> int:
 
     config = generate_config(args)
     validate_config(config)
-    out, note = choose_run_folder(config.out, default=not (args.out or args.config), resume=args.resume)
+    out, note = choose_run_folder(config.out, default=not args.out, resume=args.resume)
     if note:
         print(f"sds3d: note: {note}", file=sys.stderr)
     config = dataclasses.replace(config, out=str(out))

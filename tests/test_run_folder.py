@@ -7,7 +7,8 @@ import warnings
 import pytest
 from test_generate import prior, tiny_config
 
-from sds3d.generate import generate
+from sds3d.config import save_json
+from sds3d.generate import GenerateConfig, generate
 from sds3d.run_folder import ReplacedRunWarning, choose_run_folder, earlier_run
 
 
@@ -96,3 +97,6 @@ def test_the_cli_writes_a_second_run_of_a_prompt_beside_the_first(tmp_path, monk
     for args in (["--resume"], ["--out", "runs/a_red_mug"]):
         with pytest.raises(Stop, match="runs/a_red_mug$"):
             main(["generate", "a red mug", *args])
+    save_json(GenerateConfig(out="runs/a_red_mug"), tmp_path / "runs" / "a_red_mug" / "config.json")
+    with pytest.raises(Stop, match="runs/a_red_mug_2"):  # re-running a run's config keeps that run
+        main(["generate", "--config", "runs/a_red_mug/config.json", "--set", "sds.guidance_scale=30"])
