@@ -45,7 +45,7 @@ def main():
     from sds3d.guidance.registry import load_prior
     from sds3d.world.evaluator import Evaluator
 
-    prior, evaluator = load_prior("embedded"), Evaluator.load()
+    priors, evaluator = {}, Evaluator.load()  # each arm's prior (a preset may name another), loaded once
     run_id, cpu = time.strftime("%Y-%m-%dT%H:%M:%S"), cpu_model()
     arms = ["baseline", *(arm for arm in args.arms.split(",") if arm and arm != "baseline")]
     rows = {arm: [] for arm in arms}
@@ -54,8 +54,10 @@ def main():
     for seed, prompt in passes:
         for arm in arms:
             name = prompt.replace(" ", "_") + ("" if seed == 0 else f"_seed{seed}")
-            config = GenerateConfig(prompt=prompt, seed=seed, out=str(Path(args.out) / arm / name))
-            row, _ = run_and_score(arm_config(config, arm), prior, evaluator)
+            config = arm_config(GenerateConfig(prompt=prompt, seed=seed, out=str(Path(args.out) / arm / name)), arm)
+            if config.prior not in priors:
+                priors[config.prior] = load_prior(config.prior)
+            row, _ = run_and_score(config, priors[config.prior], evaluator)
             row = {"run": run_id, "arm": arm, "seed": seed, **row, "cpu": cpu, "threads": args.threads}
             rows[arm].append(row)
             print(json.dumps(row), flush=True)
