@@ -1,6 +1,6 @@
 """An earlier run in a run folder: what it is, and clearing its files before a fresh run starts there.
 
-A fresh run (not resumed) into a folder that holds an earlier generation or edit replaces it: the
+A fresh run (not resumed) into a folder that holds an earlier generation, edit or fit replaces it: the
 files the earlier run wrote (`RUN_FILES`, `RUN_FOLDERS`) are removed just before the new run writes
 its first file, so the folder never mixes an old asset with a new checkpoint. Nothing else in the
 folder is touched. `sds3d generate` without --out writes to a new `<folder>_<n>` instead
@@ -16,7 +16,7 @@ from pathlib import Path
 
 RUN_FILES = ("config.json", "edit.json", "checkpoint.pt", "metrics.csv", "loss.png", "metrics.json",
              "asset.ply", "asset.glb", "turntable.gif", "turntable.mp4", "preview.png", "particles.png",
-             "before_after.gif", "before_after.png", "eval.json")
+             "before_after.gif", "before_after.png", "eval.json", "fit.json", "fit_views.png")
 RUN_FOLDERS = ("previews", "tensorboard", "features")  # and particle_<i>/; features/: `sds3d distill-features`
 
 

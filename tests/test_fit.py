@@ -13,6 +13,7 @@ from sds3d.cameras import orbit_cameras
 from sds3d.cli import main
 from sds3d.errors import InputError
 from sds3d.representations import Gaussians
+from sds3d.run_folder import ReplacedRunWarning
 from sds3d.scene.fit import (FitConfig, fit, focus_point, normalization, photometric_loss, prepare, psnr, ssim_map,
                              transform_cameras)
 from sds3d.scene.load import load_asset
@@ -67,6 +68,8 @@ def test_a_stopped_fit_resumes_to_the_same_gaussians(capture, tmp_path):
         torch.testing.assert_close(resumed.gaussians.params[name], value, atol=0, rtol=0)
     with pytest.raises(InputError, match="lambda_dssim differs"):
         fit(tiny(capture, tmp_path / "parts", lambda_dssim=0.0, **config), resume=True, progress=False)
+    with pytest.warns(ReplacedRunWarning, match="held a finished run"):  # a fresh fit there replaces the run
+        fit(tiny(capture, tmp_path / "parts", steps=2), progress=False)
 
 
 def test_the_capture_frame_is_moved_to_the_look_at_point(capture):

@@ -29,9 +29,12 @@ def add_command(subparsers) -> None:
 
 def run(args) -> int:
     import json
+    import sys
+    import warnings
 
     import torch
 
+    from sds3d.run_folder import ReplacedRunWarning, choose_run_folder
     from sds3d.scene.fit import FitConfig, fit
 
     if torch.get_num_threads() > 2 and "OMP_NUM_THREADS" not in __import__("os").environ:
@@ -40,7 +43,12 @@ def run(args) -> int:
                        max_gaussians=args.max_gaussians, sh_degree=args.sh_degree, init=args.init,
                        lambda_dssim=args.dssim, normalize=not args.no_normalize, seed=args.seed,
                        checkpoint_every=args.checkpoint_every)
-    result = fit(config, resume=args.resume, progress=not args.quiet)
+    _, note = choose_run_folder(args.out, default=False, resume=args.resume)
+    if note:
+        print(f"sds3d: note: {note}", file=sys.stderr)
+    with warnings.catch_warnings():  # the note above is the warning's one line
+        warnings.simplefilter("ignore", ReplacedRunWarning)
+        result = fit(config, resume=args.resume, progress=not args.quiet)
     shown = {key: result.metrics.get(key) for key in ("steps", "seconds", "gaussians", "psnr_train", "psnr_test",
                                                        "psnr_test_initial", "init")}
     print(f"wrote {result.out}")

@@ -44,6 +44,7 @@ from sds3d.cameras import Cameras
 from sds3d.errors import InputError
 from sds3d.representations import Gaussians, GaussiansConfig
 from sds3d.representations.gaussian_densification import DensificationConfig
+from sds3d.run_folder import replace_earlier_run
 from sds3d.scene.nerfstudio_data import CaptureData, load_capture
 
 INITS = ("auto", "hull", "frustum", "sphere")
@@ -344,6 +345,8 @@ def fit(config: FitConfig, resume: bool = False, progress: bool = True, should_s
         torch.set_rng_state(state["torch_rng"])
         start_step, elapsed_before, timer.totals = state["step"], state["elapsed"], state["timings"]
         init_used = state.get("init", init_used)
+    else:
+        replace_earlier_run(out)
     out.mkdir(parents=True, exist_ok=True)
     guard = FiniteGuard(out, state.get("backoffs", 0), start_step if resuming else None)
     started = time.perf_counter()
