@@ -455,7 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--particles", type=int, metavar="N",
                      help="VSD and ReDream only: optimise N assets sharing one LoRA (particle_<i>/ and particles.png)")
     gen.add_argument("--device", help="auto | cpu | cuda")
-    gen.add_argument("--out", help="run directory (default runs/<prompt>)")
+    gen.add_argument("--out", help="run directory (default runs/<prompt>, or runs/<prompt>_2, _3, ... when that "
+                                    "holds a run; a folder named here that holds a run is replaced)")
     gen.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     gen.add_argument("--config", help="a config.json (e.g. from an earlier run) to start from")
     gen.add_argument("--preset", action="append", metavar="NAME",
