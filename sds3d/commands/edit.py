@@ -24,7 +24,8 @@ def add_command(subparsers) -> None:
     parser.add_argument("--guidance", choices=GUIDANCES, default="pds", help="editing score (default pds)")
     parser.add_argument("--steps", type=int, default=None, help="optimisation steps (default 200)")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--out", default=None, help="new run directory (default: <RUN>_<prompt>, or <RUN>_<prompt>_2, ... when that holds a run)")
+    parser.add_argument("--out", default=None, help="new run directory (default: <RUN>_<prompt>, or "
+                                                    "<RUN>_<prompt>_2, ... when that holds a run)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted edit in --out")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="any EditConfig field, e.g. pds.guidance_scale=50 (repeatable)")
