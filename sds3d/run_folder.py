@@ -74,7 +74,8 @@ def choose_run_folder(folder: str | Path, default: bool, resume: bool) -> tuple[
     if not default:
         return folder, f"{folder} holds {held}, which this run replaces"
     free = unused_folder(folder)
-    keep = f"`--out {folder}` replaces it" if held.startswith("a finished") else f"`--out {folder} --resume` continues it"
+    finished = held.startswith("a finished")
+    keep = f"`--out {folder}` replaces it" if finished else f"`--out {folder} --resume` continues it"
     return free, f"{folder} holds {held} ({keep}); writing to {free}"
 
 

@@ -303,7 +303,9 @@ def nerfstudio_from_viewmats(viewmats: torch.Tensor) -> torch.Tensor:
 def _same_aspect(size: tuple[int, int], width: float, height: float) -> bool:
     """Whether an image of `size` (w, h) is `width` x `height` rescaled: both sides differ, in the same
     ratio to within a pixel of rounding."""
-    return size[0] != width and size[1] != height and abs(size[0] * height / width - size[1]) <= 1 and abs(size[1] * width / height - size[0]) <= 1
+    if size[0] == width or size[1] == height:
+        return False
+    return abs(size[0] * height / width - size[1]) <= 1 and abs(size[1] * width / height - size[0]) <= 1
 
 
 def _at_image_size(json_path: Path, frames: list[_Frame]) -> list[_Frame]:
@@ -336,7 +338,7 @@ def _read_image(json_path: Path, path: Path, field: str, width: int, height: int
     try:
         with Image.open(path) as image:
             image.load()
-            if field.endswith("mask_path") and image.size != (width, height) and _same_aspect(image.size, width, height):
+            if field.endswith("mask_path") and _same_aspect(image.size, width, height):
                 image = image.resize((width, height), Image.Resampling.NEAREST)
             if image.mode in SIXTEEN_BIT_GREY:
                 array = np.asarray(image, dtype=np.float32) / 65535.0
