@@ -365,9 +365,9 @@ def cmd_app(args) -> int:
 
 def cmd_config(args) -> int:
     """Every config field (or those under a section) with its type, default and description; or the presets."""
+    from .config import get_field
     from .config_docs import field_table
     from .generate import GenerateConfig
-    from .config import get_field
     from .presets import load_preset, preset_fields, preset_names
 
     if args.presets and args.section:  # one preset: each field it sets, against the default

@@ -49,8 +49,8 @@ from sds3d.cuda.build import build_in_background
 from sds3d.guidance.priors.stable_diffusion import DiffusersUNetPrior
 from sds3d.guidance.registry import guidance_configs
 from sds3d.retrieval.run import RetrievalConfig
-from .turntable import image_grid, render_turntable, save_animation, save_png
 from .run_folder import replace_earlier_run
+from .turntable import image_grid, render_turntable, save_animation, save_png
 from .validation import check_finite_weights, check_resume, check_writable, validate_config
 
 @dataclass
