@@ -27,29 +27,35 @@ class ReplacedRunWarning(UserWarning):
 def earlier_run(folder: str | Path) -> str | None:
     """A phrase describing the run in `folder` ("a finished run of 'a red mug'", "an unfinished run of
     'a red mug'"), or None when the folder holds none (no checkpoint.pt)."""
-    folder = Path(folder)
+    found = _earlier_run(Path(folder))
+    return None if found is None else found[1]
+
+
+def _earlier_run(folder: Path) -> tuple[bool, str] | None:
+    """(whether it finished, `earlier_run`'s phrase) of the run in `folder`, or None."""
     if not (folder / "checkpoint.pt").is_file():
         return None
     config = _read_json(folder / "config.json")
     prompt = f" of {config['prompt']!r}" if isinstance(config.get("prompt"), str) else ""
     steps_done, steps = _read_json(folder / "metrics.json").get("steps"), config.get("steps")
     finished = isinstance(steps_done, int) and (not isinstance(steps, int) or steps_done >= steps)
-    return f"{'a finished' if finished else 'an unfinished'} run{prompt}"
+    return finished, f"{'a finished' if finished else 'an unfinished'} run{prompt}"
 
 
 def replace_earlier_run(folder: str | Path) -> None:
     """Removes the files and folders an earlier run wrote in `folder` (when it holds one), with a
     ReplacedRunWarning naming it. Call it just before the new run's first write."""
     folder = Path(folder)
-    described = earlier_run(folder)
-    if described is None:
+    found = _earlier_run(folder)
+    if found is None:
         return
+    finished, described = found
     for name in RUN_FILES:
         (folder / name).unlink(missing_ok=True)
     for path in [*(folder / name for name in RUN_FOLDERS), *folder.glob("particle_*")]:
         if path.is_dir():
             shutil.rmtree(path)
-    keep = "another --out keeps a run" if described.startswith("a finished") else "--resume continues a stopped run"
+    keep = "another --out keeps a run" if finished else "--resume continues a stopped run"
     warnings.warn(f"{folder} held {described}: replaced ({keep})", ReplacedRunWarning, stacklevel=3)
 
 
@@ -68,13 +74,13 @@ def choose_run_folder(folder: str | Path, default: bool, resume: bool) -> tuple[
     run goes to the next unused `<folder>_<n>`. A folder the user chose is kept (the run replaces what
     it holds, and the note says so); with `resume` nothing changes."""
     folder = Path(folder)
-    held = None if resume else earlier_run(folder)
-    if held is None:
+    found = None if resume else _earlier_run(folder)
+    if found is None:
         return folder, None
+    finished, held = found
     if not default:
         return folder, f"{folder} holds {held}, which this run replaces"
     free = unused_folder(folder)
-    finished = held.startswith("a finished")
     keep = f"`--out {folder}` replaces it" if finished else f"`--out {folder} --resume` continues it"
     return free, f"{folder} holds {held} ({keep}); writing to {free}"
 
