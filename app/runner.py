@@ -61,8 +61,8 @@ class RunRequest:
     negative_prompt: str = ""
     representation: str = "gaussians"
     guidance: str = "sds"
-    prior: str = "embedded"
-    steps: int = GenerateConfig.steps
+    prior: str | None = None  # None: the representation's tuned prior if the server offers it, else its first
+    steps: int | None = None  # None: the representation's tuned step count (within the server's limit)
     seed: int = 0
     guidance_scale: float | None = None
     resolution: int = 32
@@ -84,7 +84,7 @@ DEFAULT_PRIORS = ("embedded", "embedded-v2")
 
 def prior_choices(paths: list[str]) -> dict[str, str]:
     """Allow-list of priors: name shown on the page -> spec for `load_prior`. The shipped "embedded"
-    (v1, the default) and "embedded-v2" (camera-conditioned) plus the operator's local diffusers
+    (v1, text only) and "embedded-v2" (camera-conditioned) plus the operator's local diffusers
     folders (named by their folder name) or hub ids (named as is)."""
     choices = {name: name for name in DEFAULT_PRIORS}
     for spec in paths:
@@ -100,6 +100,13 @@ def prior_choices(paths: list[str]) -> dict[str, str]:
             raise ValueError(f"two priors are named {name!r}; rename one of the folders")
         choices[name] = str(local.resolve()) if looks_like_path else spec
     return choices
+
+
+def tuned_prior(priors: dict[str, str], representation: str) -> str:
+    """The name in `priors` (an allow-list) of the prior `representation` is tuned with
+    (`RepresentationEntry.run_defaults`) when it is offered, else the list's first."""
+    tuned = GenerateConfig(representation=representation).prior
+    return tuned if tuned in priors else next(iter(priors))
 
 
 def library_choices(folder: str | Path | None) -> dict[str, str]:
@@ -312,7 +319,7 @@ class Runner:
                  slots: int | None = None, libraries: dict[str, str] | None = None, adapted_priors: str = ""):
         self.runs_dir = Path(runs_dir).resolve()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        self.priors = priors or {"embedded": "embedded"}
+        self.priors = priors or prior_choices([])
         self.models = {name: load_prior(spec, resolve_device(device)) for name, spec in self.priors.items()}  # loaded once, shared
         self.libraries = libraries or {}  # retrieval libraries on offer: name -> folder (`library_choices`)
         self.adapted_priors = str(adapted_priors or "")  # their adapted priors' cache ("" = the user's default)
@@ -333,9 +340,12 @@ class Runner:
             if len(text) > limits.max_prompt_chars:
                 raise InputError(f"The {label} is {len(text)} characters long; the limit is {limits.max_prompt_chars}.")
         check_registered(str(request.representation), str(request.guidance))
-        if request.prior not in self.priors:
-            raise InputError(f"Unknown prior {request.prior!r}; this server offers {', '.join(self.priors)}.")
-        steps, seed = whole_number(request.steps, "Steps"), whole_number(request.seed, "Seed")
+        prior = self.prior_name(request)
+        if prior not in self.priors:
+            raise InputError(f"Unknown prior {prior!r}; this server offers {', '.join(self.priors)}.")
+        tuned = GenerateConfig(representation=str(request.representation))
+        steps = min(tuned.steps, limits.max_steps) if request.steps is None else whole_number(request.steps, "Steps")
+        seed = whole_number(request.seed, "Seed")
         if not 1 <= steps <= limits.max_steps:
             raise InputError(f"Steps must be between 1 and {limits.max_steps}, got {steps}.")
         if not 0 <= seed <= limits.max_seed:
@@ -349,7 +359,7 @@ class Runner:
         check_particles(request.guidance, particles)
         retrieval = self.retrieval_settings(request)
         config = GenerateConfig(prompt=prompt, negative_prompt=negative, representation=request.representation,
-                                guidance=request.guidance, prior=self.priors[request.prior], steps=steps, seed=seed,
+                                guidance=request.guidance, prior=self.priors[prior], steps=steps, seed=seed,
                                 resolution=resolution, device=self.device,
                                 turntable_frames=self.turntable_frames, turntable_resolution=self.turntable_resolution,
                                 retrieval=retrieval)
@@ -366,6 +376,11 @@ class Runner:
         config = dataclasses.replace(config, vsd=dataclasses.replace(config.vsd, separate_unet=True, particles=particles))
         validate_config(config)  # anything the limits above do not cover (e.g. control characters in a prompt)
         return config
+
+    def prior_name(self, request: RunRequest) -> str:
+        """The name (on this server's list) of the prior `request` runs with: its own, or for None
+        `tuned_prior`'s."""
+        return request.prior if request.prior is not None else tuned_prior(self.priors, str(request.representation))
 
     def retrieval_settings(self, request: RunRequest) -> RetrievalConfig:
         """The run's retrieval settings: the library's folder looked up by its name; InputError for a
@@ -392,12 +407,12 @@ class Runner:
     def start(self, request: RunRequest, owner: str) -> Run:
         """Validates `request`, creates its run directory and starts the worker thread. `owner`
         (the page session) is who may stop it; a session's earlier run is stopped first."""
-        config = self.config(request)
+        config, prior = self.config(request), self.prior_name(request)
         run_dir = self.runs_dir / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(16)}"
         run_dir.mkdir()
-        run = Run(dir=run_dir, config=dataclasses.replace(config, out=str(run_dir)), prior=self.models[request.prior],
-                  prior_name=request.prior, library_name=str(request.library or ""),
-                  note=scope_note(config.prompt, self.models[request.prior]))
+        run = Run(dir=run_dir, config=dataclasses.replace(config, out=str(run_dir)), prior=self.models[prior],
+                  prior_name=prior, library_name=str(request.library or ""),
+                  note=scope_note(config.prompt, self.models[prior]))
         self._active.start(owner, run)
         log.info("run %s: %r, %d steps, seed %d", run_dir.name, config.prompt, config.steps, config.seed)
         threading.Thread(target=self._work, args=(run, owner), name=f"sds3d-run-{run_dir.name}", daemon=True).start()

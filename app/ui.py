@@ -13,7 +13,7 @@ from sds3d.retrieval.run import RetrievalConfig
 from sds3d.world import canonical_caption
 
 from .edit_tab import add_edit_tab
-from .runner import InputError, Run, Runner, RunRequest, Snapshot, default_guidance_scale
+from .runner import InputError, Run, Runner, RunRequest, Snapshot, default_guidance_scale, tuned_prior
 
 CSS = "#turntable img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
 POLL_SECONDS = 0.5  # how often a running job's snapshot is sent to the page
@@ -163,6 +163,11 @@ def build_ui(runner: Runner, concurrency: int = 1, queue_size: int = 16) -> gr.B
         else:
             gr.Warning("Nothing is running.")
 
+    def representation_changed(representation):
+        """The representation's tuned prior (when offered) and step count."""
+        steps = min(GenerateConfig(representation=representation).steps, limits.max_steps)
+        return gr.update(value=tuned_prior(runner.priors, representation)), gr.update(value=steps)
+
     def guidance_changed(guidance):
         scale = default_guidance_scale(guidance)
         info = "the variant's default" if scale is not None else "scheduled or none for this variant: leave empty"
@@ -189,8 +194,10 @@ def build_ui(runner: Runner, concurrency: int = 1, queue_size: int = 16) -> gr.B
                     representation = gr.Dropdown(list(REPRESENTATIONS), value=GenerateConfig.representation,
                                                  label="Representation")
                     guidance = gr.Dropdown(sorted(GUIDANCE), value=GenerateConfig.guidance, label="Guidance")
-                    prior = gr.Dropdown(list(runner.priors), value="embedded", label="Prior",
-                                        info="offered by this server")
+                    prior = gr.Dropdown(list(runner.priors), label="Prior",
+                                        value=tuned_prior(runner.priors, GenerateConfig.representation),
+                                        info="offered by this server; the representation's tuned one is picked "
+                                             "with it", elem_id="prior")
                     guidance_scale = gr.Number(default_guidance_scale("sds"), label="Guidance scale",
                                                info="the variant's default", minimum=0,
                                                maximum=limits.max_guidance_scale)
@@ -232,6 +239,7 @@ def build_ui(runner: Runner, concurrency: int = 1, queue_size: int = 16) -> gr.B
         last_run = gr.State(None)  # the page's latest Run, kept on the server
 
         guidance.change(guidance_changed, guidance, guidance_scale, queue=False)
+        representation.change(representation_changed, representation, [prior, steps], queue=False)
         run_button.click(generate_retrieving if retrieving else generate,
                          [prompt, negative_prompt, representation, guidance, prior, steps, seed, guidance_scale,
                           resolution, particles, *retrieval_inputs],

@@ -1,7 +1,7 @@
 """Batch generation on Ray: throughput of one worker with 2 threads against two workers with 1 thread
 each, and a fault test.
 
-    python benchmarks/batch.py [--prompts 8] [--steps 600] [--out runs/batch_bench]
+    python benchmarks/batch.py [--prompts 8] [--steps N] [--out runs/batch_bench]
 
 The first N prompts of the micro-world suite (default settings, seed 0), three batches on a local Ray
 instance, each in a fresh folder under --out:
@@ -83,7 +83,7 @@ def timed(items, out: Path, workers: int, threads: int) -> tuple[list[dict], flo
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, help="steps per run (default: the defaults')")
     parser.add_argument("--out", default="runs/batch_bench")
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # inherited by the local Ray workers
@@ -91,7 +91,8 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     prompts = out / "prompts.txt"
     prompts.write_text("".join(p + "\n" for p in suite_prompts(args.prompts)))
-    base = replace(GenerateConfig(), steps=args.steps, checkpoint_every=min(50, max(1, args.steps // 4)))
+    base = GenerateConfig()
+    base = replace(base, steps=args.steps or base.steps, checkpoint_every=min(50, max(1, (args.steps or base.steps) // 4)))
 
     seconds, per_hour, records = {}, {}, {}
     for name, workers, threads in (("1x2", 1, 2), ("2x1", 2, 1), ("fault", 2, 1)):

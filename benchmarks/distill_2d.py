@@ -94,7 +94,7 @@ def main() -> None:
     for name in names:
         pictures = []
         for prompt in suite(args.kinds):
-            config = GenerateConfig(prompt=prompt, guidance=name, steps=args.steps)
+            config = GenerateConfig(prompt=prompt, guidance=name, prior="embedded", steps=args.steps)
             for assignment in args.set:
                 config = apply_override(config, assignment)
             image = distill(config, prior, args.lr)

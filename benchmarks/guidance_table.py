@@ -1,4 +1,4 @@
-"""Every guidance variant on the same micro-world suite (Gaussians, same seeds), one row each.
+"""Every guidance variant on the same micro-world suite (Gaussians, same seeds, the `v1` preset), one row each.
 
     python benchmarks/guidance_table.py [--guidance sds,vsd,...] [--limit N] [--kinds a,b] [--diversity-prompts N]
                                         [--seeds 3] [--steps N] [--out runs/guidance_table] [--set key=value ...]
@@ -57,6 +57,7 @@ from sds3d.config import apply_override
 from sds3d.evaluate import evaluate_asset, evaluation_cameras, render_for_evaluator
 from sds3d.generate import GenerateConfig, generate
 from sds3d.guidance.registry import GUIDANCE, LIBRARY_GUIDANCE, load_prior
+from sds3d.presets import apply_preset
 from sds3d.turntable import image_grid, render_turntable, save_png
 
 from text_to_3d import suite
@@ -130,6 +131,12 @@ def _result_settings(settings: dict) -> dict:
             if key not in _BOOKKEEPING and (key not in GUIDANCE or key == settings["guidance"])}
 
 
+def table_config(**fields) -> GenerateConfig:
+    """A run of the table: Gaussians on the `v1` preset (the text-only prior, 600 steps of 4 views),
+    the settings its committed runs were made with, so that every variant is compared on them."""
+    return apply_preset(GenerateConfig(**fields), "v1")
+
+
 def run_settings(config: GenerateConfig) -> dict:
     """`_settings_used` without prompt and seed, which a run's line holds: the settings one hash
     stands for, shared by every run of a variant in a table."""
@@ -199,7 +206,7 @@ class Ledger:
         current = run_settings(config)
         if run["settings_hash"] == settings_hash(current):
             return run
-        defaults = run_settings(GenerateConfig(guidance=config.guidance))
+        defaults = run_settings(table_config(guidance=config.guidance))
         return run if settings_match(self.settings[run["settings_hash"]], current, defaults) else None
 
     def features(self, key: str) -> torch.Tensor | None:
@@ -321,8 +328,8 @@ def run_variant(name: str, prompts: list[str], args, prior, evaluator, ledger: L
     for index, prompt in enumerate(prompts):
         diverse = index < args.diversity_prompts
         for seed in range(args.seeds) if diverse else range(1):
-            config = GenerateConfig(prompt=prompt, guidance=name, seed=seed,
-                                    out=str(ledger.folder / run_id(name, prompt, seed)))
+            config = table_config(prompt=prompt, guidance=name, seed=seed,
+                                  out=str(ledger.folder / run_id(name, prompt, seed)))
             if args.steps:
                 config.steps = args.steps
             for assignment in args.set:

@@ -7,7 +7,8 @@
 
 Prompts and seeds: those of `benchmarks/text_to_3d.py` (28 kinds, colours cycled, seed 0), scored
 by its evaluation (`sds3d.evaluate.evaluate_asset`: kind, colour, Janus, Chamfer, shape accuracy).
-Per prompt, with the embedded prior (`--prior`: another shipped prior or a prior folder) and Gaussians:
+Per prompt, with the embedded prior (`--prior`: another shipped prior or a prior folder) and Gaussians
+on the `v1` preset's views and densification:
 - sds: plain SDS;
 - variant: SDS with retrieval as `sds3d generate --retrieve` does it by default, from a library of
   shape variants of every kind (`sds3d.world.variants`, `--variants` per kind, never the suite's
@@ -286,6 +287,7 @@ def main(argv=None) -> dict:
     from sds3d.config import apply_override
     from sds3d.generate import GenerateConfig
     from sds3d.guidance.registry import load_prior
+    from sds3d.presets import apply_preset
     from sds3d.retrieval.index import LibraryIndex
     from sds3d.retrieval.retrieve import retrieve
     from sds3d.retrieval.run import RetrievalConfig, prepare_retrieval
@@ -316,8 +318,9 @@ def main(argv=None) -> dict:
     per_prompt, pictures = [], []
     for prompt in prompts:
         kind = parse_prompt(prompt)[0]
-        config = GenerateConfig(prompt=prompt, seed=args.seed, steps=args.steps, preview_every=0,
-                                prior=args.prior, out=str(out / "sds" / prompt.replace(" ", "_")))
+        config = apply_preset(GenerateConfig(prompt=prompt, seed=args.seed, preview_every=0,
+                                             out=str(out / "sds" / prompt.replace(" ", "_"))), "v1")
+        config = replace(config, prior=args.prior, steps=args.steps)  # on v1's views and densification
         for assignment in args.set:
             config = apply_override(config, assignment)
         sds_rep, sds_row = finished(config)

@@ -35,6 +35,7 @@ from sds3d.cameras import orbit_cameras
 from sds3d.config import apply_override
 from sds3d.generate import GenerateConfig, make_guidance
 from sds3d.guidance.registry import GUIDANCE, load_prior
+from sds3d.presets import apply_preset
 from sds3d.prompts import PromptConfig, PromptProcessor
 from sds3d.types import RenderOutput
 from sds3d.world import parse_prompt
@@ -106,7 +107,7 @@ def main() -> None:
         prompts = PromptProcessor(prior, PromptConfig(prompt, defaults.negative_prompt, defaults.view_dependent))
         for name in names:
             for t in [int(v) for v in args.timesteps.split(",")]:
-                config = GenerateConfig(prompt=prompt, guidance=name)
+                config = apply_preset(GenerateConfig(prompt=prompt, guidance=name), "v1")  # the prior loaded above
                 for assignment in args.set:
                     config = apply_override(config, assignment)
                 for key, value in (("kind", "random"), ("min_step_percent", t / 1000), ("max_step_percent", t / 1000)):

@@ -208,11 +208,12 @@ def instrumented(recorder: Recorder, prior):
 
 
 def profile_run(arm: str, prior, steps: int, warmup: int, out: Path, flops_per_image: float) -> dict:
-    """One generate() run of `arm` ("defaults" or a preset); seconds per step by phase after `warmup`."""
-    from sds3d.generate import GenerateConfig, generate
+    """One generate() run of `arm` (a preset on top of `v1`, the recipe of the prior profiled); seconds per
+    step by phase after `warmup`."""
+    from sds3d.generate import generate
     from sds3d.presets import arm_config
 
-    config = dataclasses.replace(arm_config(GenerateConfig(prompt=PROMPT), arm), steps=steps, out=str(out))
+    config = dataclasses.replace(arm_config(v1_config(), arm), steps=steps, out=str(out))
     prior.clear_prompt_cache()
     recorder = Recorder(prior)
     with instrumented(recorder, prior):
@@ -234,6 +235,14 @@ def profile_run(arm: str, prior, steps: int, warmup: int, out: Path, flops_per_i
             "unet_gflops_in_loop": (images1 - images0) * flops_per_image / max(unet1 - unet0, 1e-12) / 1e9,
             "text_encodings": recorder.encodings, "gaussians": result.representation.stats().get("gaussians"),
             "steps_timed": n}
+
+
+def v1_config():
+    """The config the arms start from: the `v1` preset, whose prior (the text-only v1) is the one profiled."""
+    from sds3d.generate import GenerateConfig
+    from sds3d.presets import apply_preset
+
+    return apply_preset(GenerateConfig(prompt=PROMPT), "v1")
 
 
 def parallel_runs(steps: int) -> dict:
@@ -281,12 +290,11 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
 
-    from sds3d.generate import GenerateConfig
     from sds3d.guidance.registry import load_prior
     from sds3d.hardware import fast_bf16
 
-    prior = load_prior("embedded", "cpu")
-    views = GenerateConfig().views_per_step
+    prior = load_prior(v1_config().prior, "cpu")
+    views = v1_config().views_per_step
     flops = unet_flops(prior, views)
     micro = unet_microbenchmark(prior, views, args.repeats)
     rates = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}

@@ -103,14 +103,14 @@ def main():
     parser.add_argument("--init-from-suite", metavar="DIR",
                         help="an earlier suite's --out: each prompt starts from its run there (e.g. mesh from nerf)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    parser.add_argument("--prior", default="embedded", help="prior: embedded (default) or a prior folder")
+    parser.add_argument("--prior", help="prior: the representation's (default), embedded, embedded-v2 or a folder")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     prompts = suite(args.kinds)[: args.limit]
     from sds3d.guidance.registry import load_prior
     from sds3d.world.evaluator import Evaluator
 
-    prior, evaluator = load_prior(args.prior), Evaluator.load()
+    priors, evaluator = {}, Evaluator.load()  # each loaded once, by the name a config gives
     rows, pictures = [], []
     for prompt in prompts:
         run_name = prompt.replace(" ", "_")
@@ -124,7 +124,9 @@ def main():
             config.steps = args.steps
         for assignment in args.set:
             config = apply_override(config, assignment)
-        row, representation = run_and_score(config, prior, evaluator)
+        if config.prior not in priors:
+            priors[config.prior] = load_prior(config.prior)
+        row, representation = run_and_score(config, priors[config.prior], evaluator)
         rows.append(row)
         pictures.append(render_turntable(representation, n_frames=4, resolution=64))
         print(json.dumps(row), flush=True)

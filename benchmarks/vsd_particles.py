@@ -4,7 +4,7 @@
                                        [--out runs/vsd_particles] [--results benchmarks/results/guidance_table]
 
 For the first `--prompts` prompts of the micro-world suite (the guidance table's diversity prompts),
-one VSD run (seed 0, defaults otherwise) with `--particles` particles. Each particle is scored by the
+one VSD run (seed 0, the guidance table's settings otherwise) with `--particles` particles. Each particle is scored by the
 evaluator (kind and colour accuracy over 16 views), and the particles' diversity is measured as the
 guidance table measures the diversity of seeds: the mean over pairs and views of 1 - cos between the
 evaluator's features. The comparison is the guidance table's recorded VSD runs of the same prompts,
@@ -26,19 +26,21 @@ import numpy as np
 import torch
 
 from sds3d.evaluate import evaluate_asset, evaluation_cameras, render_for_evaluator
-from sds3d.generate import GenerateConfig, generate, load_run
+from sds3d.generate import generate, load_run
 from sds3d.guidance.registry import load_prior
 from sds3d.guidance.vsd import VSDConfig
 from sds3d.turntable import image_grid, render_turntable, save_png
 
-from guidance_table import RESULTS, Ledger, pairwise_feature_distance, run_id
+from guidance_table import RESULTS, Ledger, pairwise_feature_distance, run_id, table_config
 from text_to_3d import suite
+
+TABLE_STEPS = table_config().steps  # the guidance table's runs: its seeds are compared only at these steps
 
 
 def particle_run(prompt: str, n: int, steps: int, out: Path, prior) -> tuple[list, float]:
     """(the n particles of a finished VSD run of `prompt`, its seconds); runs or resumes it if needed."""
-    config = GenerateConfig(prompt=prompt, guidance="vsd", seed=0, steps=steps, out=str(out),
-                            vsd=VSDConfig(particles=n))
+    config = table_config(prompt=prompt, guidance="vsd", seed=0, out=str(out), vsd=VSDConfig(particles=n))
+    config.steps = steps
     if not (out / "metrics.json").is_file():
         generate(config, prior=prior, resume=True, progress=False)
     seconds = json.loads((out / "metrics.json").read_text())["seconds"]
@@ -47,9 +49,9 @@ def particle_run(prompt: str, n: int, steps: int, out: Path, prior) -> tuple[lis
 
 def seconds_per_step(prompt: str, n: int, steps: int, out: Path, prior) -> float:
     """Seconds per step of a short VSD run with n particles (no previews or checkpoints)."""
-    config = GenerateConfig(prompt=prompt, guidance="vsd", seed=0, steps=steps, out=str(out), preview_every=0,
-                            checkpoint_every=0, turntable_frames=1, turntable_resolution=16,
-                            vsd=VSDConfig(particles=n))
+    config = table_config(prompt=prompt, guidance="vsd", seed=0, out=str(out), preview_every=0,
+                          checkpoint_every=0, turntable_frames=1, turntable_resolution=16, vsd=VSDConfig(particles=n))
+    config.steps = steps
     return generate(config, prior=prior, progress=False).metrics["seconds_per_step"]
 
 
@@ -68,7 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=3, help="first N prompts of the suite")
     parser.add_argument("--particles", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=GenerateConfig.steps)
+    parser.add_argument("--steps", type=int, default=TABLE_STEPS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cost-steps", type=int, default=10, help="steps of the cost measurement (0: skip)")
     parser.add_argument("--out", default="runs/vsd_particles")
@@ -91,7 +93,7 @@ def main() -> None:
         row = {"prompt": prompt, "particles_kind_acc": [s["kind_acc"] for s in scores],
                "particles_color_acc": [s["color_acc"] for s in scores],
                "particles_diversity": pairwise_feature_distance(features), "particles_seconds": seconds}
-        seeds = recorded_seeds(results, prompt, args.particles) if args.steps == GenerateConfig.steps else None
+        seeds = recorded_seeds(results, prompt, args.particles) if args.steps == TABLE_STEPS else None
         if seeds is not None:
             row |= {"seeds_kind_acc": [s["row"]["kind_acc"] for s in seeds],
                     "seeds_color_acc": [s["row"]["color_acc"] for s in seeds],

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import torch
 
+from sds3d.errors import InputError
 from .priors.prior import DiffusionPrior, resolve_device
-from .priors.prior_type import is_local, prior_type, shipped_prior_dir
+from .priors.prior_type import is_local, prior_identity, prior_type, shipped_prior_dir
 
 # name -> (module, class, config class), in the order the config lists their sections
 GUIDANCE = {
@@ -52,11 +53,22 @@ def load_prior(spec: str, device: str | torch.device = "cpu") -> DiffusionPrior:
     if kind == "embedded":
         from .priors.embedded_prior import EmbeddedPrior
 
-        return EmbeddedPrior.load(None if spec == "embedded" else shipped_prior_dir(spec) or source, device=device)
-    if kind == "if":
+        prior = EmbeddedPrior.load(None if spec == "embedded" else shipped_prior_dir(spec) or source, device=device)
+    elif kind == "if":
         from .priors.deepfloyd_if import DeepFloydIFPrior
 
-        return DeepFloydIFPrior.from_pretrained(source, device=device)
-    from .priors.stable_diffusion import StableDiffusionPrior
+        prior = DeepFloydIFPrior.from_pretrained(source, device=device)
+    else:
+        from .priors.stable_diffusion import StableDiffusionPrior
 
-    return StableDiffusionPrior.from_pretrained(source, device=device)
+        prior = StableDiffusionPrior.from_pretrained(source, device=device)
+    prior.loaded_from = prior_identity(spec)
+    return prior
+
+
+def check_prior_is(prior: DiffusionPrior, spec: str) -> None:
+    """InputError when `prior` was loaded (`load_prior`) from another prior than `spec` names: a run's
+    config.json must say which prior made it. Priors built otherwise (tests' tiny ones) pass."""
+    if prior.loaded_from is not None and prior.loaded_from != prior_identity(spec):
+        raise InputError(f"the prior passed was loaded from {prior.loaded_from}, but the config's prior is {spec!r} "
+                         f"({prior_identity(spec)}); pass that one or set the config's prior")

@@ -26,11 +26,14 @@ class RepresentationEntry:
     summary: str  # one line for --help and `sds3d config`
     aliases: tuple[str, ...] = ()  # older names, still read from config.json, --representation and --set
     native_kernels: tuple[str, ...] = ()  # its C++ kernels on the CPU (cuda/csrc), built while a run sets up
+    run_defaults: tuple[tuple[str, object], ...] = (("prior", "embedded"), ("steps", 600), ("views_per_step", 4))
+    # ^ the run settings it is tuned with: what a config that leaves them unset (None) gets
 
 
 REPRESENTATIONS: dict[str, RepresentationEntry] = {
     "gaussians": RepresentationEntry(Gaussians, GaussiansConfig, "3D Gaussians, written as the 3DGS asset.ply",
-                                     native_kernels=("gaussian_raster",)),
+                                     native_kernels=("gaussian_raster",),
+                                     run_defaults=(("prior", "embedded-v2"), ("steps", 300), ("views_per_step", 3))),
     "nerf": RepresentationEntry(NeRF, NeRFConfig, "a hash-grid NeRF, written as a textured asset.glb",
                                 native_kernels=("hash_grid",)),
     "dmtet": RepresentationEntry(DMTet, DMTetConfig, "a DMTet mesh (Magic3D's fine stage), written as a textured "

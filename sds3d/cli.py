@@ -104,10 +104,12 @@ def generate_config(args):
         prompt = args.prompt if args.prompt is not None else config.prompt
     for preset in args.preset or []:
         config = apply_preset(config, preset)
-    flags = {name: getattr(args, name) for name in ("negative_prompt", "representation", "init_from", "guidance",
-                                                    "prior", "steps", "seed", "device", "turntable_format")
+    if args.representation is not None:  # first: the prior, steps and views it is tuned with come along
+        config = config.with_representation(args.representation)  # an alias becomes its name
+    flags = {name: getattr(args, name) for name in ("negative_prompt", "init_from", "guidance", "prior", "steps",
+                                                    "seed", "device", "turntable_format")
              if getattr(args, name) is not None}
-    config = dataclasses.replace(config, prompt=prompt, out=str(out), **flags)  # an alias becomes its name
+    config = dataclasses.replace(config, prompt=prompt, out=str(out), **flags)
     for assignment in args.set or []:
         config = apply_override(config, assignment)
     config = dataclasses.replace(config, retrieval=retrieval_settings(args, config.retrieval))
@@ -370,11 +372,14 @@ def cmd_config(args) -> int:
     from .generate import GenerateConfig
     from .presets import load_preset, preset_fields, preset_names
 
-    if args.presets and args.section:  # one preset: each field it sets, against the default
-        preset, defaults = load_preset(args.section), GenerateConfig()
+    if args.presets and args.section:  # one preset: each field it sets, against the default (of its representation)
+        preset = load_preset(args.section)
+        fields = preset_fields(preset)
+        defaults = GenerateConfig(representation=dict(fields).get("representation", GenerateConfig.representation))
         print(f"{args.section}: {preset['description']}")
-        for path, value in preset_fields(preset):
-            print(f"    {path} = {json.dumps(value)}  (default {json.dumps(get_field(defaults, path))})")
+        for path, value in fields:
+            default = GenerateConfig.representation if path == "representation" else get_field(defaults, path)
+            print(f"    {path} = {json.dumps(value)}  (default {json.dumps(default)})")
         return 0
     if args.presets:
         for name in preset_names():
@@ -406,6 +411,7 @@ class _ConfigDefaults(argparse.HelpFormatter):
     and --guidance take from their registries (all imported only to print help)."""
 
     def _get_help_string(self, action):
+        from .config_docs import run_default_text
         from .generate import GenerateConfig
         from sds3d.guidance.registry import GUIDANCE
         from sds3d.representations.registry import ALIASES, REPRESENTATIONS
@@ -416,7 +422,9 @@ class _ConfigDefaults(argparse.HelpFormatter):
         text = action.help or ""
         if action.dest in registered:
             text += ": " + " | ".join(registered[action.dest])
-        if action.dest in defaults and "default" not in text:
+        if run_default_text(action.dest):
+            text += f" (default: the representation's: {run_default_text(action.dest)})"
+        elif action.dest in defaults and "default" not in text:
             text += f" (default: {json.dumps(defaults[action.dest])})"
         return text
 
@@ -447,9 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--init-from", dest="init_from", metavar="RUN_DIR",
                      help="start from a finished run's asset (e.g. --representation dmtet --init-from runs/coarse)")
     gen.add_argument("--guidance", help="the score distillation variant")
-    gen.add_argument("--prior", help="'embedded' (default), 'embedded-v2' (the camera-conditioned one) or a model "
-                                     "folder: Stable Diffusion, DeepFloyd IF or an embedded-prior export (told apart "
-                                     "by its files)")
+    gen.add_argument("--prior", help="'embedded-v2' (camera-conditioned), 'embedded' (text only) or a model folder: "
+                                     "Stable Diffusion, DeepFloyd IF or an embedded-prior export (told apart by its "
+                                     "files)")
     gen.add_argument("--steps", type=int, help="optimisation steps")
     gen.add_argument("--seed", type=int, help="random seed (0 to 2^64-1)")
     gen.add_argument("--particles", type=int, metavar="N",

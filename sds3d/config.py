@@ -95,6 +95,8 @@ def _replace_path(config, keys: list[str], value, full: str, raw):
         if hint is str and not isinstance(value, str):  # prompt=123 is the text "123"
             value = raw
         value = check_value(_tuples(value), hint, full)
+    if name == "representation" and hasattr(config, "with_representation"):
+        return config.with_representation(value)  # its tuned prior, steps and views come along
     return dataclasses.replace(config, **{name: value})
 
 

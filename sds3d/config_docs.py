@@ -18,6 +18,9 @@ DESCRIPTIONS = {
     "prompt": "the text to turn into 3D (at most 300 characters)",
     "GenerateConfig.negative_prompt": "what the asset should not look like (the unconditional text of CFG)",
     "GenerateConfig.steps": "optimisation steps",
+    "GenerateConfig.prior": "the diffusion model: embedded-v2 (camera-conditioned), embedded (text only), or a Stable "
+                            "Diffusion, DeepFloyd IF or embedded-prior folder / hub id",
+    "GenerateConfig.views_per_step": "random camera views rendered and scored per step",
     "GenerateConfig.seed": "random seed (0 to 2^64-1); the same seed repeats a run exactly",
     "views_per_step": "random camera views rendered and scored per step",
     "view_dependent": "append view words (front / side / back / overhead view) to the prompt per camera",
@@ -141,13 +144,29 @@ def _line_comments(cls) -> dict[str, str]:
             if isinstance(node, ast.AnnAssign) and node.lineno in comments}
 
 
-def _registered(cls, name: str) -> str | None:
-    """The run's `representation` and `guidance`: the names their registries hold."""
-    if cls.__name__ != "GenerateConfig" or name not in ("representation", "guidance"):
+def run_default_text(name: str) -> str | None:
+    """"gaussians 300, nerf 600, dmtet 600" for a run setting every representation sets for itself
+    (`RepresentationEntry.run_defaults`: prior, steps, views_per_step), else None."""
+    from sds3d.representations.registry import REPRESENTATIONS
+
+    tuned = {rep: dict(entry.run_defaults) for rep, entry in REPRESENTATIONS.items()}
+    if not all(name in values for values in tuned.values()):
         return None
+    return ", ".join(f"{rep} {values[name]}" for rep, values in tuned.items())
+
+
+def _registered(cls, name: str) -> str | None:
+    """The run's `representation` and `guidance`: the names their registries hold; the run settings each
+    representation sets for itself (`RepresentationEntry.run_defaults`): the text below and its values."""
     from sds3d.guidance.registry import GUIDANCE
     from sds3d.representations.registry import ALIASES, REPRESENTATIONS
 
+    if cls.__name__ != "GenerateConfig":
+        return None
+    if run_default_text(name):
+        return f"{DESCRIPTIONS[f'GenerateConfig.{name}']} (unset: the representation's: {run_default_text(name)})"
+    if name not in ("representation", "guidance"):
+        return None
     if name == "guidance":
         return f"score distillation variant: {' | '.join(GUIDANCE)}"
     aliases = "".join(f"; {old} is read as {new}" for old, new in ALIASES.items())

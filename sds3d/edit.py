@@ -239,7 +239,7 @@ def edit(source, prompt: str | None = None, source_prompt: str | None = None, re
     notebooks); `evaluate` adds evaluator scores of micro-world prompts to the metrics;
     `should_stop()` returning True ends the edit after a checkpoint (resume it later)."""
     from sds3d.guidance.priors.prior import resolve_device
-    from sds3d.guidance.registry import load_prior
+    from sds3d.guidance.registry import check_prior_is, load_prior
 
     config = copy.deepcopy(config) if config is not None else EditConfig()
     for name, value in (("prompt", prompt), ("source_prompt", source_prompt), ("region", region),
@@ -281,6 +281,8 @@ def edit(source, prompt: str | None = None, source_prompt: str | None = None, re
     for param in asset.parameters():
         param.requires_grad_(True)
     generator = seed_everything(config.seed)
+    if prior is not None:
+        check_prior_is(prior, config.prior)
     prior = prior if prior is not None else load_prior(config.prior, device)
     if isinstance(prior, DiffusersUNetPrior):
         prior.set_precision(config.prior_precision)

@@ -70,12 +70,13 @@ class RunSettings:
     representation: str = "gaussians"  # a name of representations.registry.REPRESENTATIONS (or an alias)
     init_from: str = ""  # a finished run directory whose asset initialises this one (coarse -> fine)
     guidance: str = "sds"
-    prior: str = "embedded"  # or a Stable Diffusion, DeepFloyd IF or embedded-prior folder / hub id (prior_type)
+    prior: str | None = None  # None: the representation's (gaussians embedded-v2, else embedded); or a Stable
+    # Diffusion, DeepFloyd IF or embedded-prior folder / hub id (prior_type)
     prior_precision: str = "fp32"  # auto | fp32 | bf16 (prior UNet under CPU autocast); auto = bf16 on AVX512-BF16/AMX
     prior_batch_threads: bool = True  # on the CPU, the prior's batch in slices run side by side, one core each
-    steps: int = 600
+    steps: int | None = None  # None: the representation's (gaussians 300, nerf and dmtet 600)
     seed: int = 0
-    views_per_step: int = 4
+    views_per_step: int | None = None  # None: the representation's (gaussians 3, nerf and dmtet 4)
     resolution: int = 32  # render size during distillation
     background: str = "white"  # white | random | learned
     view_dependent: bool = True
@@ -91,6 +92,23 @@ class RunSettings:
 
     def __post_init__(self):
         self.representation = canonical_name(self.representation)  # "mesh" (older runs) -> "dmtet"
+        for name, value in _run_defaults(self.representation).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+
+    def with_representation(self, name: str):
+        """This config for representation `name`; the settings that hold the old representation's run
+        defaults (prior, steps, views_per_step) take the new one's, settings chosen otherwise stay."""
+        old, new = _run_defaults(self.representation), _run_defaults(canonical_name(name))
+        moved = {key: value for key, value in new.items() if getattr(self, key) == old.get(key)}
+        return replace(self, representation=name, **moved)
+
+
+def _run_defaults(representation: str) -> dict:
+    """{setting: value} a representation is tuned with (`RepresentationEntry.run_defaults`); {} for an
+    unknown name, which validation refuses with the choices."""
+    entry = REPRESENTATIONS.get(representation)
+    return dict(entry.run_defaults) if entry else {}
 
 
 def _with_sections(settings: type) -> type:
@@ -227,7 +245,7 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     optimiser step. Each particle follows the same schedules as a one-particle run; a step costs n times
     as much. Particle 0 is the run's asset; the others are written to `particle_<i>/`."""
     from sds3d.guidance.priors.prior import resolve_device
-    from sds3d.guidance.registry import load_prior
+    from sds3d.guidance.registry import check_prior_is, load_prior
 
     # Everything is checked before anything is written: a run that cannot start leaves `out` as it
     # was, and config.json is written with the first checkpoint, so the two always belong together.
@@ -252,6 +270,8 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
     if device.type == "cpu":  # a first run compiles its kernels while the prior loads
         build_in_background(representation_entry(config.representation).native_kernels)
 
+    if prior is not None:
+        check_prior_is(prior, config.prior)
     prior = prior if prior is not None else load_prior(config.prior, device)
     if isinstance(prior, DiffusersUNetPrior):
         prior.set_precision(config.prior_precision)

@@ -37,7 +37,7 @@ def runner(tmp_path_factory):
     (dict(resolution=48), "Resolution must be one of 32, 64, 128, got 48."),
     (dict(representation="hologram"), "unknown representation 'hologram'; choose one of gaussians, nerf, dmtet"),
     (dict(guidance="magic"), "unknown guidance 'magic'"),
-    (dict(prior="/etc"), "Unknown prior '/etc'; this server offers embedded."),
+    (dict(prior="/etc"), "Unknown prior '/etc'; this server offers embedded, embedded-v2."),
     (dict(guidance="csd", guidance_scale=7.5), "csd has no guidance scale; leave the field empty."),
     (dict(guidance_scale=0), "Guidance scale must be above 0 and at most 1000, got 0."),
     (dict(guidance="vsd", particles=0), "Particles must be between 1 and 4, got 0."),
@@ -60,11 +60,22 @@ def test_config_takes_the_request_and_the_operators_output_settings(runner):
     assert (config.prompt, config.guidance, config.steps, config.seed, config.resolution) == ("a blue cube", "nfsd", 7,
                                                                                               3, 64)
     assert config.nfsd.guidance_scale == 12.0 and config.sds.guidance_scale == SDSConfig.guidance_scale
-    assert (config.turntable_frames, config.turntable_resolution, config.prior) == (4, 32, "embedded")
+    assert (config.turntable_frames, config.turntable_resolution, config.prior) == (4, 32, "embedded-v2")
     assert runner.config(RunRequest("a red mug", guidance="cds", steps=5)).cds.guidance_scale == (0, 101.0, 51.0, 3000)
     assert config.vsd.separate_unet  # VSD's LoRA must not land on the prior the runs share
     assert config.vsd.particles == 1
     assert runner.config(RunRequest("a red mug", guidance="vsd", steps=5, particles=3)).vsd.particles == 3
+
+
+def test_a_request_without_prior_or_steps_runs_its_representations_tuned_ones(tmp_path):
+    runner = Runner(tmp_path / "runs", limits=Limits(max_steps=1000), **FAST)
+    gaussians, nerf = (runner.config(RunRequest("a red mug", representation=name)) for name in ("gaussians", "nerf"))
+    assert (gaussians.prior, gaussians.steps, gaussians.views_per_step) == ("embedded-v2", 300, 3)
+    assert (nerf.prior, nerf.steps, nerf.views_per_step) == ("embedded", 600, 4)
+    assert runner.config(RunRequest("a red mug", representation="nerf", prior="embedded-v2", steps=9)).prior == "embedded-v2"
+    assert Runner(tmp_path / "small", limits=Limits(max_steps=50), **FAST).config(RunRequest("a red mug")).steps == 50
+    only_v1 = Runner(tmp_path / "v1", priors={"embedded": "embedded"}, **FAST)
+    assert only_v1.prior_name(RunRequest("a red mug")) == "embedded"  # the tuned one is not offered: the first
 
 
 def test_default_guidance_scale_is_the_variants_constant():
@@ -108,7 +119,8 @@ def test_simultaneous_runs_get_their_own_directories_and_results(runner):
         assert str(runner.runs_dir) not in shared and json.loads(shared)["prompt"] == prompt
         assert json.loads((run.dir / "eval.json").read_text()) == run.scores and run.scores["kind"] in ("mug", "cube")
     assert first.snapshot().step == 3 and second.snapshot().step == 4
-    assert first.snapshot().renders.shape == (32, 4 * 32, 3)  # the step's 4 views side by side
+    views = first.config.views_per_step
+    assert first.snapshot().renders.shape == (32, views * 32, 3)  # the step's views side by side
 
 
 def test_the_camera_prior_is_offered_by_default_and_runs(tmp_path):

@@ -14,7 +14,8 @@ from sds3d.generate import GenerateConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
 import guidance_table  # noqa: E402
-from guidance_table import Ledger, ledger_table, recorded_run, run_id, run_settings, settings_hash  # noqa: E402
+from guidance_table import (Ledger, ledger_table, recorded_run, run_id, run_settings, settings_hash,  # noqa: E402
+                             table_config)
 
 
 def record(ledger: Ledger, config: GenerateConfig, kind_acc: float = 1.0, features: bool = False) -> dict:
@@ -28,7 +29,7 @@ def record(ledger: Ledger, config: GenerateConfig, kind_acc: float = 1.0, featur
 
 def test_runs_are_read_back_only_with_their_settings(tmp_path):
     ledger = Ledger(tmp_path)
-    config = GenerateConfig(prompt="a red cube", guidance="sds", seed=0)
+    config = table_config(prompt="a red cube", guidance="sds", seed=0)
     run = record(ledger, config, features=True)
     record(ledger, dataclasses.replace(config, prompt="a blue sphere", seed=1))
 
@@ -49,7 +50,7 @@ def test_runs_are_read_back_only_with_their_settings(tmp_path):
 
 def test_a_field_added_after_a_run_matches_at_its_default(tmp_path):
     ledger = Ledger(tmp_path)
-    config = GenerateConfig(prompt="a red cube", guidance="vsd")
+    config = table_config(prompt="a red cube", guidance="vsd")
     run = record(ledger, config)
     del ledger.settings[run["settings_hash"]]["vsd"]["particles"]  # as recorded before the field existed
     assert ledger.find(config) == run
@@ -58,7 +59,7 @@ def test_a_field_added_after_a_run_matches_at_its_default(tmp_path):
 
 def test_the_last_line_of_a_run_counts(tmp_path):
     ledger = Ledger(tmp_path)
-    config = GenerateConfig(prompt="a red cube", guidance="sds")
+    config = table_config(prompt="a red cube", guidance="sds")
     retuned = dataclasses.replace(config, sds=dataclasses.replace(config.sds, guidance_scale=30.0))
     record(ledger, config, kind_acc=0.5)
     run = record(Ledger(tmp_path), retuned, kind_acc=0.75)
@@ -75,14 +76,14 @@ def table_args(tmp_path, *extra):
 def test_a_table_is_published_only_when_complete_and_reads_back_the_same(tmp_path, monkeypatch, capsys):
     working = Ledger(tmp_path / "out")
     for prompt in ("an orange cube", "a purple sphere"):
-        record(working, GenerateConfig(prompt=prompt, guidance="sds", seed=0), features=True)
+        record(working, table_config(prompt=prompt, guidance="sds", seed=0), features=True)
     monkeypatch.setattr(sys, "argv", table_args(tmp_path, "--publish"))
     with pytest.raises(SystemExit, match="runs are missing"):  # seeds 1 and 2 of the first prompt
         guidance_table.main()
     assert not (tmp_path / "results").exists()
 
     for seed in (1, 2):
-        record(working, GenerateConfig(prompt="an orange cube", guidance="sds", seed=seed), features=True)
+        record(working, table_config(prompt="an orange cube", guidance="sds", seed=seed), features=True)
     guidance_table.main()
     results = Ledger(tmp_path / "results")
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [
@@ -97,7 +98,7 @@ def test_a_table_is_published_only_when_complete_and_reads_back_the_same(tmp_pat
     assert summary["prompts"] == 2 and summary["diversity"] > 0
 
     # the published table is read back, with its features, for the same settings
-    config = GenerateConfig(prompt="an orange cube", guidance="sds", seed=1)
+    config = table_config(prompt="an orange cube", guidance="sds", seed=1)
     run = recorded_run(config, [Ledger(tmp_path / "empty"), results], keep_features=True)
     assert run["run"] == results.runs[run_id("sds", "an orange cube", 1)]
     assert torch.equal(run["features"], working.features(run_id("sds", "an orange cube", 1)))

@@ -96,6 +96,8 @@ class DiffusionPrior(ABC):
     # True for camera-conditioned priors that also know "no camera" (all-zero features, learnt by
     # camera dropout): their unconditional branch drops the camera with the text.
     null_camera: bool = False
+    # What `sds3d.guidance.registry.load_prior` loaded it from (`prior_identity`); None when built otherwise.
+    loaded_from: str | None = None
 
     def unconditional_camera(self, camera: torch.Tensor | None) -> torch.Tensor | None:
         """The camera features [B, D] of the unconditional branch for views at `camera` [B, D]."""

@@ -33,6 +33,14 @@ def shipped_prior_dir(spec: str) -> Path | None:
     return ASSETS_DIR / SHIPPED_PRIORS[spec] if spec in SHIPPED_PRIORS else None
 
 
+def prior_identity(spec: str) -> str:
+    """One name per prior, whatever the spelling: a shipped prior's folder, an absolute folder, or a hub id."""
+    shipped = shipped_prior_dir(spec)
+    if shipped is not None:
+        return str(shipped)
+    return str(Path(spec).expanduser().resolve()) if is_local(spec) else spec
+
+
 def is_local(spec: str) -> bool:
     """A path rather than a hub id: starts with '.', '/' or '~', or exists."""
     return spec.startswith((".", "/", "~")) or Path(spec).expanduser().exists()
