@@ -78,6 +78,16 @@ def test_a_request_without_prior_or_steps_runs_its_representations_tuned_ones(tm
     assert only_v1.prior_name(RunRequest("a red mug")) == "embedded"  # the tuned one is not offered: the first
 
 
+def test_picking_a_representation_on_the_page_picks_its_prior_and_steps(tmp_path):
+    from sds3d.app.ui import build_ui
+
+    demo = build_ui(Runner(tmp_path / "runs", limits=Limits(max_steps=1000), **FAST))
+    fns = demo.fns.values() if isinstance(demo.fns, dict) else demo.fns
+    changed = next(f.fn for f in fns if getattr(f, "name", "") == "representation_changed")
+    assert [update["value"] for update in changed("nerf")] == ["embedded", 600]
+    assert [update["value"] for update in changed("gaussians")] == ["embedded-v2", 300]
+
+
 def test_default_guidance_scale_is_the_variants_constant():
     assert default_guidance_scale("sds") == SDSConfig.guidance_scale and default_guidance_scale("vsd") == 7.5
     assert default_guidance_scale("cds") is None  # a schedule

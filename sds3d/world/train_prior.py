@@ -373,8 +373,9 @@ def prior_readme(info: dict) -> str:
                         "\n  `sds3d.guidance.priors.coordinate_channels` appends them; `from_pretrained` users must too).")
     return f"""# Embedded micro-world prior
 
-A pixel-space text-to-image diffusion model of the sds3d micro-world (`sds3d/world/`), used as the
-default prior for score distillation when no Stable Diffusion weights are available.
+A pixel-space text-to-image diffusion model of the sds3d micro-world (`sds3d/world/`), the prior of
+score distillation when no Stable Diffusion weights are available (`sds3d generate --help` says which
+shipped prior each representation uses by default).
 
 - Layout: diffusers, `unet/` (`UNet2DConditionModel`, safetensors, the EMA weights) and `scheduler/`
   (`DDPMScheduler`); load with `sds3d.guidance.priors.embedded_prior.load_embedded_prior()` or
