@@ -91,8 +91,8 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     prompts = out / "prompts.txt"
     prompts.write_text("".join(p + "\n" for p in suite_prompts(args.prompts)))
-    base = GenerateConfig()
-    base = replace(base, steps=args.steps or base.steps, checkpoint_every=min(50, max(1, (args.steps or base.steps) // 4)))
+    base = GenerateConfig(steps=args.steps)  # None: the defaults'
+    base = replace(base, checkpoint_every=min(50, max(1, base.steps // 4)))
 
     seconds, per_hour, records = {}, {}, {}
     for name, workers, threads in (("1x2", 1, 2), ("2x1", 2, 1), ("fault", 2, 1)):

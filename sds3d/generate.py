@@ -70,13 +70,13 @@ class RunSettings:
     representation: str = "gaussians"  # a name of representations.registry.REPRESENTATIONS (or an alias)
     init_from: str = ""  # a finished run directory whose asset initialises this one (coarse -> fine)
     guidance: str = "sds"
-    prior: str | None = None  # None: the representation's (gaussians embedded-v2, else embedded); or a Stable
-    # Diffusion, DeepFloyd IF or embedded-prior folder / hub id (prior_type)
+    # prior, steps, views_per_step: None takes the representation's (`RepresentationEntry.run_defaults`)
+    prior: str | None = None  # embedded | embedded-v2 | a Stable Diffusion, DeepFloyd IF or prior folder / hub id
     prior_precision: str = "fp32"  # auto | fp32 | bf16 (prior UNet under CPU autocast); auto = bf16 on AVX512-BF16/AMX
     prior_batch_threads: bool = True  # on the CPU, the prior's batch in slices run side by side, one core each
-    steps: int | None = None  # None: the representation's (gaussians 300, nerf and dmtet 600)
+    steps: int | None = None
     seed: int = 0
-    views_per_step: int | None = None  # None: the representation's (gaussians 3, nerf and dmtet 4)
+    views_per_step: int | None = None
     resolution: int = 32  # render size during distillation
     background: str = "white"  # white | random | learned
     view_dependent: bool = True
