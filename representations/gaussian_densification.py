@@ -16,8 +16,8 @@ import torch
 @dataclass
 class DensificationConfig:
     enabled: bool = True
-    refine_start_iter: int = 50  # the three: tuned for the Gaussians' 300 steps; scale them with --steps
-    refine_stop_iter: int = 250
+    refine_start_iter: int = 50  # the three: tuned for the Gaussians' 250 steps; scale them with --steps
+    refine_stop_iter: int = 200
     refine_every: int = 50
     reset_every: int = 100_000  # opacity reset (clamped to 2 prune_opa) every N steps before refine_stop_iter;
     # effectively off by default

@@ -33,7 +33,7 @@ class RepresentationEntry:
 REPRESENTATIONS: dict[str, RepresentationEntry] = {
     "gaussians": RepresentationEntry(Gaussians, GaussiansConfig, "3D Gaussians, written as the 3DGS asset.ply",
                                      native_kernels=("gaussian_raster",),
-                                     run_defaults=(("prior", "embedded-v2"), ("steps", 300), ("views_per_step", 3))),
+                                     run_defaults=(("prior", "embedded-v2"), ("steps", 250), ("views_per_step", 3))),
     "nerf": RepresentationEntry(NeRF, NeRFConfig, "a hash-grid NeRF, written as a textured asset.glb",
                                 native_kernels=("hash_grid",)),
     "dmtet": RepresentationEntry(DMTet, DMTetConfig, "a DMTet mesh (Magic3D's fine stage), written as a textured "
