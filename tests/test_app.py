@@ -70,7 +70,7 @@ def test_config_takes_the_request_and_the_operators_output_settings(runner):
 def test_a_request_without_prior_or_steps_runs_its_representations_tuned_ones(tmp_path):
     runner = Runner(tmp_path / "runs", limits=Limits(max_steps=1000), **FAST)
     gaussians, nerf = (runner.config(RunRequest("a red mug", representation=name)) for name in ("gaussians", "nerf"))
-    assert (gaussians.prior, gaussians.steps, gaussians.views_per_step) == ("embedded-v2", 300, 3)
+    assert (gaussians.prior, gaussians.steps, gaussians.views_per_step) == ("embedded-v2", 250, 3)
     assert (nerf.prior, nerf.steps, nerf.views_per_step) == ("embedded", 600, 4)
     chosen = runner.config(RunRequest("a red mug", representation="nerf", prior="embedded-v2", steps=9))
     assert (chosen.prior, chosen.steps) == ("embedded-v2", 9)
@@ -86,7 +86,7 @@ def test_picking_a_representation_on_the_page_picks_its_prior_and_steps(tmp_path
     fns = demo.fns.values() if isinstance(demo.fns, dict) else demo.fns
     changed = next(f.fn for f in fns if getattr(f, "name", "") == "representation_changed")
     assert [update["value"] for update in changed("nerf")] == ["embedded", 600]
-    assert [update["value"] for update in changed("gaussians")] == ["embedded-v2", 300]
+    assert [update["value"] for update in changed("gaussians")] == ["embedded-v2", 250]
 
 
 def test_default_guidance_scale_is_the_variants_constant():

@@ -68,7 +68,7 @@ def test_version_and_generate_help_show_defaults(capsys):
     assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"sds3d {__version__}"
     assert main(["generate", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "optimisation steps (default: the representation's: gaussians 300, nerf 600, dmtet 600)" in text
+    assert "optimisation steps (default: the representation's: gaussians 250, nerf 600, dmtet 600)" in text
     assert '(default: "gaussians")' in text and '(default: "sds")' in text
 
 

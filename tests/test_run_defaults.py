@@ -25,7 +25,7 @@ def test_a_config_left_unset_gets_its_representations_settings(name):
 
 
 def test_gaussians_and_the_others_differ_and_an_alias_is_its_representation():
-    assert settings(GenerateConfig()) == ("embedded-v2", 300, 3)
+    assert settings(GenerateConfig()) == ("embedded-v2", 250, 3)
     assert settings(GenerateConfig(representation="nerf")) == ("embedded", 600, 4)
     assert settings(GenerateConfig(representation="mesh")) == settings(GenerateConfig(representation="dmtet"))
 
