@@ -138,6 +138,15 @@ class EditWorkspace:
         self.mesh_points = mesh_points
         self._active = OwnerJobs()
 
+    def prior_spec(self, name: str) -> str:
+        """What the prior on offer as `name` was loaded from (the runner's allow-list: a folder for an
+        operator's prior): an edit's config.json records it, as a run's does."""
+        return getattr(self.runner, "priors", {}).get(name, name)
+
+    def prior_model(self, spec: str):
+        """The loaded prior an edit config names (`prior_spec` of one on offer)."""
+        return next(model for name, model in self.priors.items() if self.prior_spec(name) == spec)
+
     # ----- the page's assets ------------------------------------------------------------------
 
     def remember_run(self, session: EditSession, run) -> None:
@@ -295,7 +304,7 @@ class EditWorkspace:
         if not 0 <= seed <= limits.max_seed:
             raise InputError(f"Seed must be between 0 and {limits.max_seed}, got {seed}.")
         config = dataclasses.replace(self.base, prompt=texts["edit prompt"], source_prompt=texts["source prompt"],
-                                     guidance=guidance, region="", steps=steps, seed=seed, prior=prior,
+                                     guidance=guidance, region="", steps=steps, seed=seed, prior=self.prior_spec(prior),
                                      out=str(self._new_dir()))
         try:
             validate_edit_config(config)
@@ -353,7 +362,7 @@ class EditWorkspace:
                     job.error = "Stopped before it started."
                     return
                 result = edit(job.asset.source, config=job.config, region_mask=mask,
-                              prior=self.priors[job.config.prior], progress=False, evaluate=self.evaluate,
+                              prior=self.prior_model(job.config.prior), progress=False, evaluate=self.evaluate,
                               should_stop=job.tick)
                 job.metrics = result.metrics
         except ValueError as error:
@@ -469,7 +478,7 @@ def add_edit_tab(runner, concurrency: int = 1, generated=None, workspace: EditWo
             raise fail(error, picked) from None
         from sds3d.scope import scope_note
 
-        note = scope_note(config.prompt, workspace.priors[config.prior])
+        note = scope_note(config.prompt, workspace.prior_model(config.prior))
         if note:
             gr.Warning(note)
         try:

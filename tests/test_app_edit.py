@@ -165,6 +165,18 @@ def test_an_edit_finishes_and_offers_the_edited_asset(workspace, uploaded):
     assert edited.source_prompt == "a mug with a blue handle"
 
 
+def test_an_operators_prior_is_recorded_by_its_folder_and_runs(workspace, uploaded, tmp_path):
+    session, label, _ = uploaded
+    folder = tmp_path / "my_prior"
+    folder.mkdir()
+    workspace.runner.priors = {"toy": str(folder)}  # the allow-list: name on the page -> what was loaded
+    workspace.priors["toy"].loaded_from = str(folder)
+    config = workspace.edit_config(session, label, "a red mug", "a blue mug", "dds", 2, 0, "toy")
+    assert config.prior == str(folder)  # config.json says which prior made the edit, as a run's does
+    job = workspace.start(session, label, config, None, owner="page")
+    assert job.finished.wait(120) and job.error is None, job.error
+
+
 def test_stop_ends_the_edit_with_a_partial_result(workspace, uploaded):
     session, label, _ = uploaded
     config = workspace.edit_config(session, label, "a red mug", "a blue mug", "sds", 50, 0, "toy")
