@@ -8,7 +8,7 @@ gsplat's (grow by 2D gradient, split large / duplicate small, prune transparent 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -16,9 +16,10 @@ import torch
 @dataclass
 class DensificationConfig:
     enabled: bool = True
-    refine_start_iter: int = 50  # the three: tuned for the Gaussians' 250 steps; scale them with --steps
+    refine_start_iter: int = 50
     refine_stop_iter: int = 200
     refine_every: int = 50
+    reference_steps: int = 250  # the three refine_* are for a run this long; a run of other length scales them
     reset_every: int = 100_000  # opacity reset (clamped to 2 prune_opa) every N steps before refine_stop_iter;
     # effectively off by default
     grow_grad2d: float = 0.0002
@@ -27,6 +28,14 @@ class DensificationConfig:
     prune_scale3d: float = 0.1
     scene_scale: float = 1.0
     max_gaussians: int = 60_000  # growth stops beyond this count
+
+    def for_steps(self, steps: int) -> DensificationConfig:
+        """This schedule for a run of `steps` steps: the refine_* steps times steps / reference_steps
+        (250 -> 600 steps: every 120 steps from 120 to 480)."""
+        scale = steps / self.reference_steps
+        return replace(self, refine_start_iter=max(1, round(self.refine_start_iter * scale)),
+                       refine_stop_iter=round(self.refine_stop_iter * scale),
+                       refine_every=max(1, round(self.refine_every * scale)), reference_steps=steps)
 
 
 class GaussianDensifier:

@@ -8,7 +8,7 @@ Colour is 3DGS's: rgb = max(SH(view dir) + 0.5, 0); SH degree 0 keeps `shN` empt
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,10 @@ class GaussiansConfig:
     lr_features: float = 1e-2
     densify: DensificationConfig = field(default_factory=DensificationConfig)
     prune_hidden: bool = True  # after the last step, prune the Gaussians a white background hides (white fog)
+
+    def for_steps(self, steps: int) -> GaussiansConfig:
+        """This config for a run of `steps` steps (its densification schedule scaled, `DensificationConfig.for_steps`)."""
+        return replace(self, densify=self.densify.for_steps(steps))
 
 
 def _nearest_neighbour_scale(points: np.ndarray, k: int = 3) -> np.ndarray:

@@ -154,13 +154,19 @@ def seed_everything(seed: int) -> torch.Generator:
 def build_representation(config: GenerateConfig, generator: torch.Generator, initialise: bool = True) -> Representation:
     """The run's representation from its config section: from `config.init_from`'s asset when set (and
     `initialise`), else freshly created (Gaussians in a ball, NeRF and DMTet as a sphere-like blob)."""
-    name = canonical_name(config.representation)
-    section = getattr(config, name, None)
+    name, section = canonical_name(config.representation), run_section(config)
     if config.init_from and initialise:
         from sds3d.representations.convert import initialise_from
 
         return initialise_from(load_run(config.init_from)[1], name, section, generator)
     return create_representation(name, section, generator)
+
+
+def run_section(config: GenerateConfig):
+    """The config section of the run's representation, with its schedules in steps (Gaussians'
+    densification) fitted to `config.steps` (a section's `for_steps`)."""
+    section = getattr(config, canonical_name(config.representation), None)
+    return section.for_steps(config.steps) if hasattr(section, "for_steps") else section
 
 
 class StoppedRunWarning(UserWarning):

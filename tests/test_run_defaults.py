@@ -1,12 +1,14 @@
 """Run settings each representation is tuned with (`RepresentationEntry.run_defaults`): prior, steps and
-views per step follow the representation unless chosen; a prior passed in must be the config's."""
+views per step follow the representation unless chosen, and the Gaussians' densification follows the
+steps; a prior passed in must be the config's."""
 
 import pytest
+import torch
 
 from sds3d.cli import build_parser, generate_config
 from sds3d.config import apply_override
 from sds3d.errors import InputError
-from sds3d.generate import GenerateConfig, generate
+from sds3d.generate import GenerateConfig, build_representation, generate, run_section
 from sds3d.guidance.registry import check_prior_is, load_prior
 from sds3d.presets import apply_preset
 from sds3d.representations.registry import REPRESENTATIONS
@@ -63,3 +65,16 @@ def test_a_prior_passed_in_must_be_the_one_the_config_names(tmp_path):
     with pytest.raises(InputError, match="the config's prior is 'embedded-v2'"):
         generate(GenerateConfig(steps=1, out=str(tmp_path / "run")), prior=v1, progress=False)
     assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize("steps, schedule", [(250, (50, 200, 50)), (600, (120, 480, 120)), (100, (20, 80, 20))])
+def test_the_gaussians_densification_follows_the_runs_steps(steps, schedule):
+    strategy = build_representation(GenerateConfig(steps=steps), torch.Generator().manual_seed(0)).densifier.strategy
+    assert (strategy.refine_start_iter, strategy.refine_stop_iter, strategy.refine_every) == schedule
+
+
+def test_a_preset_that_pins_a_schedule_for_its_steps_keeps_it():
+    for preset, schedule in (("v1", (100, 800, 100)), ("draft-v2", (50, 250, 50))):
+        config = apply_preset(GenerateConfig(), preset)
+        densify = run_section(config).densify
+        assert (densify.refine_start_iter, densify.refine_stop_iter, densify.refine_every) == schedule

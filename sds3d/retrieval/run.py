@@ -61,6 +61,7 @@ def prepare_retrieval(config, library, k: int = 3, adapt: bool | None = None, in
     a list of `Retrieved` (for callers that searched already). InputError (one line) for a library
     with nothing close to the prompt (unless `settings.optional`: then nothing is retrieved, the
     record says why, and the run goes on without retrieval), and for ReDream without adaptation."""
+    from sds3d.generate import run_section
     from sds3d.particle import particle_count
     from sds3d.guidance.registry import load_prior
     from sds3d.representations.registry import canonical_name
@@ -97,7 +98,7 @@ def prepare_retrieval(config, library, k: int = 3, adapt: bool | None = None, in
         started = time.perf_counter()
         name = canonical_name(config.representation)
         generator = torch.Generator().manual_seed(config.seed)
-        initial = initial_representations(retrieved, name, getattr(config, name), particle_count(config), generator)
+        initial = initial_representations(retrieved, name, run_section(config), particle_count(config), generator)
         seconds["init"] = round(time.perf_counter() - started, 2)
     record["seconds"] = seconds
     return initial, prior, record
