@@ -13,13 +13,17 @@ from dataclasses import dataclass, replace
 import torch
 
 
+UNSCHEDULED_RUN_STEPS = 250  # the run length a schedule left None is for outside a run: the Gaussians' default
+
+
 @dataclass
 class DensificationConfig:
     enabled: bool = True
-    refine_start_iter: int = 50
-    refine_stop_iter: int = 200
-    refine_every: int = 50
-    reference_steps: int = 250  # the three refine_* are for a run this long; a run of other length scales them
+    # the three refine_* steps: None follows the run's length (`for_steps`): every steps / 5 steps from
+    # steps / 5 to 4 steps / 5 (250 steps: 50, 200, 50); numbers are taken as they are
+    refine_start_iter: int | None = None
+    refine_stop_iter: int | None = None
+    refine_every: int | None = None
     reset_every: int = 100_000  # opacity reset (clamped to 2 prune_opa) every N steps before refine_stop_iter;
     # effectively off by default
     grow_grad2d: float = 0.0002
@@ -30,16 +34,18 @@ class DensificationConfig:
     max_gaussians: int = 60_000  # growth stops beyond this count
 
     def for_steps(self, steps: int) -> DensificationConfig:
-        """This schedule for a run of `steps` steps: the refine_* steps times steps / reference_steps
-        (250 -> 600 steps: every 120 steps from 120 to 480)."""
-        scale = steps / self.reference_steps
-        return replace(self, refine_start_iter=max(1, round(self.refine_start_iter * scale)),
-                       refine_stop_iter=round(self.refine_stop_iter * scale),
-                       refine_every=max(1, round(self.refine_every * scale)), reference_steps=steps)
+        """This schedule for a run of `steps` steps: the refine_* steps left None filled in (600 steps:
+        every 120 steps from 120 to 480)."""
+        every = max(1, round(steps / 5))
+        start, stop = (self.refine_start_iter, self.refine_stop_iter)
+        return replace(self, refine_every=every if self.refine_every is None else self.refine_every,
+                       refine_start_iter=every if start is None else start,
+                       refine_stop_iter=round(4 * steps / 5) if stop is None else stop)
 
 
 class GaussianDensifier:
     def __init__(self, config: DensificationConfig):
+        config = config.for_steps(UNSCHEDULED_RUN_STEPS)  # a no-op for a run's (`generate.run_section`)
         self.config = config
         self.strategy = None
         self.state: dict = {}

@@ -56,10 +56,17 @@ def representation_entry(name: str) -> RepresentationEntry:
     return entry
 
 
+def run_section(config):
+    """The section of a run's config (`GenerateConfig`) for its representation, with the schedules it
+    counts in steps (Gaussians' densification) fitted to `config.steps` (a section's `for_steps`)."""
+    section = getattr(config, canonical_name(config.representation), None)
+    return section.for_steps(config.steps) if hasattr(section, "for_steps") else section
+
+
 def create_representation(name: str, config, generator: torch.Generator | None = None) -> Representation:
     """A fresh representation `name` from its config section (what a run starts from)."""
     return representation_entry(name).cls.create(config, generator)
 
 
 __all__ = ["RepresentationEntry", "REPRESENTATIONS", "ALIASES", "canonical_name", "representation_entry",
-           "create_representation"]
+           "run_section", "create_representation"]

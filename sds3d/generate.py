@@ -44,7 +44,7 @@ from .prompts import PromptConfig, PromptProcessor, validate_prompt
 from .scope import warn_outside_world
 from sds3d.representations import Representation
 from sds3d.representations.registry import (ALIASES, REPRESENTATIONS, canonical_name, create_representation,
-                                            representation_entry)
+                                            representation_entry, run_section)
 from sds3d.cuda.build import build_in_background
 from sds3d.guidance.priors.stable_diffusion import DiffusersUNetPrior
 from sds3d.guidance.registry import guidance_configs
@@ -162,13 +162,6 @@ def build_representation(config: GenerateConfig, generator: torch.Generator, ini
     return create_representation(name, section, generator)
 
 
-def run_section(config: GenerateConfig):
-    """The config section of the run's representation, with its schedules in steps (Gaussians'
-    densification) fitted to `config.steps` (a section's `for_steps`)."""
-    section = getattr(config, canonical_name(config.representation), None)
-    return section.for_steps(config.steps) if hasattr(section, "for_steps") else section
-
-
 class StoppedRunWarning(UserWarning):
     """`load_run` of a run that stopped before its last step: its last checkpoint is what loads."""
 
@@ -272,7 +265,6 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
         device = resolve_device(config.device)
     except (ValueError, RuntimeError) as error:
         raise InputError(str(error).splitlines()[0]) from None
-    generator = seed_everything(config.seed)
     if device.type == "cpu":  # a first run compiles its kernels while the prior loads
         build_in_background(representation_entry(config.representation).native_kernels)
 
@@ -298,6 +290,7 @@ def generate(config: GenerateConfig, prior=None, guidance=None, resume: bool = F
         retrieval_record = retrieval_record or {**record, "init": assets is not None and initial is None}
         initial = initial if initial is not None else assets
     warn_outside_world(config.prompt, prior)
+    generator = seed_everything(config.seed)  # after the prior: a run is the same whether it was loaded or passed in
     if initial is not None and not resuming:
         representations = [representation.to(device) for representation in initial]
     else:

@@ -56,8 +56,6 @@ RANGES: dict[str, tuple] = {
     "gaussians.init_opacity": _between(1e-6, 1 - 1e-6),
     "gaussians.init_radius": _above(0),
     "gaussians.densify.max_gaussians": _at_least(1),
-    "gaussians.densify.refine_every": _at_least(1),
-    "gaussians.densify.reference_steps": _at_least(1),
     "nerf.shading_probabilities": _at_least(0),
     "nerf.samples_per_ray": _at_least(1),
     "dmtet.resolution": _between(4, 256),

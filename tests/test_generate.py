@@ -177,3 +177,12 @@ def test_color_smoothness_of_the_guidance_enters_the_loss(tmp_path):
 
     smooth, free = spread(1000.0), spread(0.0)
     assert smooth < 0.5 * free, (smooth, free)
+
+
+def test_a_run_is_the_same_whether_its_prior_is_loaded_or_passed_in(tmp_path):
+    from sds3d.guidance.registry import load_prior
+
+    loaded = params(generate(tiny_config(tmp_path / "loaded", prior="embedded-v2"), progress=False))
+    passed = params(generate(tiny_config(tmp_path / "passed", prior="embedded-v2"), prior=load_prior("embedded-v2"),
+                             progress=False))
+    assert_same(loaded, passed)  # densification's splits draw from torch's global generator

@@ -11,6 +11,7 @@ from sds3d.generate import GenerateConfig, generate
 from sds3d.monitor import RunMonitor, plot_metrics, read_metrics
 from sds3d.run_folder import ReplacedRunWarning
 from sds3d.representations import GaussiansConfig
+from sds3d.representations.gaussian_densification import DensificationConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def tiny_config(out, steps=4) -> GenerateConfig:
     return GenerateConfig(prompt="a red cube", steps=steps, views_per_step=1, resolution=16, out=str(out),
                           checkpoint_every=2, preview_every=0, turntable_frames=2, turntable_resolution=16,
-                          gaussians=GaussiansConfig(num_points=100))
+                          gaussians=GaussiansConfig(num_points=100, densify=DensificationConfig(enabled=False)))
 
 
 def prior():

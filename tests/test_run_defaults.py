@@ -8,10 +8,10 @@ import torch
 from sds3d.cli import build_parser, generate_config
 from sds3d.config import apply_override
 from sds3d.errors import InputError
-from sds3d.generate import GenerateConfig, build_representation, generate, run_section
+from sds3d.generate import GenerateConfig, build_representation, generate
 from sds3d.guidance.registry import check_prior_is, load_prior
 from sds3d.presets import apply_preset
-from sds3d.representations.registry import REPRESENTATIONS
+from sds3d.representations.registry import REPRESENTATIONS, run_section
 
 TUNED = ("prior", "steps", "views_per_step")
 
@@ -73,8 +73,9 @@ def test_the_gaussians_densification_follows_the_runs_steps(steps, schedule):
     assert (strategy.refine_start_iter, strategy.refine_stop_iter, strategy.refine_every) == schedule
 
 
-def test_a_preset_that_pins_a_schedule_for_its_steps_keeps_it():
-    for preset, schedule in (("v1", (100, 800, 100)), ("draft-v2", (50, 250, 50))):
-        config = apply_preset(GenerateConfig(), preset)
+def test_densification_steps_given_are_taken_as_they_are():
+    configs = [apply_preset(GenerateConfig(), "v1"), apply_preset(GenerateConfig(), "draft-v2"),
+               apply_override(GenerateConfig(steps=600), "gaussians.densify.refine_every=30")]
+    for config, schedule in zip(configs, [(100, 800, 100), (50, 250, 50), (120, 480, 30)]):
         densify = run_section(config).densify
         assert (densify.refine_start_iter, densify.refine_stop_iter, densify.refine_every) == schedule

@@ -61,10 +61,9 @@ def prepare_retrieval(config, library, k: int = 3, adapt: bool | None = None, in
     a list of `Retrieved` (for callers that searched already). InputError (one line) for a library
     with nothing close to the prompt (unless `settings.optional`: then nothing is retrieved, the
     record says why, and the run goes on without retrieval), and for ReDream without adaptation."""
-    from sds3d.generate import run_section
     from sds3d.particle import particle_count
     from sds3d.guidance.registry import load_prior
-    from sds3d.representations.registry import canonical_name
+    from sds3d.representations.registry import canonical_name, run_section
 
     from .init import initial_representations
     from .retrieve import retrieve

@@ -109,8 +109,7 @@ def gaussians_config(config: FitConfig, scene_scale: float = 1.0) -> GaussiansCo
     largest camera distance from the cameras' centre; here from the look-at point)."""
     densify = DensificationConfig(scene_scale=scene_scale, refine_start_iter=config.refine_start,
                                   refine_stop_iter=int(config.refine_stop_fraction * config.steps),
-                                  refine_every=config.refine_every, reference_steps=config.steps,
-                                  grow_grad2d=config.grow_grad2d,
+                                  refine_every=config.refine_every, grow_grad2d=config.grow_grad2d,
                                   max_gaussians=config.max_gaussians)
     return GaussiansConfig(num_points=config.num_gaussians, init_opacity=config.init_opacity,
                            sh_degree=config.sh_degree, lr_means=config.lr_means,
