@@ -51,7 +51,7 @@ class GaussiansConfig:
     prune_hidden: bool = True  # after the last step, prune the Gaussians a white background hides (white fog)
 
     def for_steps(self, steps: int) -> GaussiansConfig:
-        """This config for a run of `steps` steps (its densification schedule scaled, `DensificationConfig.for_steps`)."""
+        """This config for a run of `steps` steps (`DensificationConfig.for_steps`)."""
         return replace(self, densify=self.densify.for_steps(steps))
 
 
