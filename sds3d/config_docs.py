@@ -145,7 +145,7 @@ def _line_comments(cls) -> dict[str, str]:
 
 
 def run_default_text(name: str) -> str | None:
-    """"gaussians 300, nerf 600, dmtet 600" for a run setting every representation sets for itself
+    """"gaussians 250, nerf 600, dmtet 600" for a run setting every representation sets for itself
     (`RepresentationEntry.run_defaults`: prior, steps, views_per_step), else None."""
     from sds3d.representations.registry import REPRESENTATIONS
 
