@@ -118,6 +118,17 @@ def test_roof_pixels_have_the_roof_paint_and_walls_the_body_colour():
         assert spread.median() < 0.06, part
 
 
+def test_the_cached_part_dataset_is_kept_per_resolution(tmp_path):
+    from sds3d.world.part_dataset import load_or_render_parts
+
+    small = load_or_render_parts("unit", 3, 11, directory=tmp_path, progress=False, resolution=32)
+    large = load_or_render_parts("unit", 3, 11, directory=tmp_path, progress=False, resolution=48)
+    assert small.labels.shape == (3, 32, 32) and large.labels.shape == (3, 48, 48)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unit-n3-s11-r32-v1.pt", "unit-n3-s11-r48-v1.pt"]
+    again = load_or_render_parts("unit", 3, 11, directory=tmp_path, progress=False, resolution=32)
+    assert torch.equal(again.labels, small.labels)
+
+
 def test_concepts_cover_each_part_and_the_held_out_phrasing_is_never_trained():
     from sds3d.world.part_dataset import held_out_phrase
 
@@ -225,6 +236,20 @@ def test_warm_start_copies_every_weight_of_the_same_shape_and_names_the_new_ones
     grown_state = grown.state_dict()
     for name, value in base.state_dict().items():
         assert torch.equal(grown_state[name], value), name
+
+
+def test_warm_start_from_an_export_folder_into_a_teacher_of_twice_the_resolution(tmp_path):
+    from sds3d.world.train_part_teacher import warm_start
+
+    torch.manual_seed(0)
+    small = dict(widths=(8, 16, 16), decoder_widths=(16, 8), head_width=8, dim=8)
+    base = PartTeacherModel(**small)
+    PartTeacher(base).save(tmp_path)
+    sharper = PartTeacherModel(**small, resolution=128)
+    assert warm_start(sharper, tmp_path) == []
+    for name, value in base.state_dict().items():
+        assert torch.equal(sharper.state_dict()[name], value), name
+    assert PartTeacher(sharper).image_features(torch.rand(1, 3, 96, 96)).shape == (1, 8, 64, 64)
 
 
 @pytest.mark.parametrize("damage", ["missing folder", "no config", "config not json", "truncated weights",

@@ -1,7 +1,8 @@
 """The embedded part teacher: per-pixel embeddings of micro-world renders in a space shared with text.
 
-A small UNet maps a 64x64 image to a D-dimensional unit vector per pixel of a 32x32 grid (64x64 with
-the full-resolution level, `full_res_width` > 0, which thin parts such as a mug's handle need); a phrase's sentence
+A small UNet maps an R x R image (R = 64 or 128, the model's `resolution`) to a D-dimensional unit
+vector per pixel of an R/2 x R/2 grid (R x R with the full-resolution level, `full_res_width` > 0,
+which thin parts such as a mug's handle need); a phrase's sentence
 embedding (all-MiniLM-L6-v2, mean-pooled over tokens and normalised, 384-d) is mapped into the
 same space by a learned linear projection and normalised. The relevance of a phrase at a pixel is
 LSeg's dot product, turned into a probability by a learned scale and bias:
@@ -144,9 +145,9 @@ class PartTeacher(FeatureTeacher):
 
     @torch.no_grad()
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """images [B, 3, H, W] in [0, 1] -> [B, D, h, w] unit features (32x32, or 64x64 with the
-        full-resolution level). Images are resized to
-        64x64 (antialiased bilinear), the network's input; callers resize the features to H, W."""
+        """images [B, 3, H, W] in [0, 1] -> [B, D, h, w] unit features (h = w = R/2 for the model's
+        input resolution R, or R with the full-resolution level). Images are resized to R x R
+        (antialiased bilinear), the network's input; callers resize the features to H, W."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
         x = images.float().cpu().clamp(0, 1)

