@@ -1,11 +1,12 @@
 """Held-out part segmentation by text query of the shipped feature teacher (assets/feature_teacher/).
 
-    python benchmarks/feature_teacher.py [--n 1120] [--limit N] [--teacher PATH]
+    python benchmarks/feature_teacher.py [--n 1120] [--limit N] [--teacher PATH] [--resolution R]
 
 Renders `n` new labelled views (every (kind, colour) pair equally often; seed PART_SEEDS["benchmark"],
 used by no training) and queries every part of every kind three ways: "the <part>" and "the <kind>'s
 <part>" (phrasings seen in training) and "the <part> on this <kind>" (never seen). A query selects
-the pixels where its probability exceeds 0.5 (64x64); IoU against the true part, accumulated over all
+the pixels where its probability exceeds 0.5 (at the renders' resolution: the teacher's input by default);
+IoU against the true part, accumulated over all
 renders of the part's kind. Also LERF-style relevancy: the query beats every canonical negative
 ("object", "things", "stuff", "texture") in a pairwise softmax; and, with the kind known, each pixel
 labelled by the best of the background and that kind's parts. Appends a line to
@@ -78,7 +79,7 @@ def within_kind_iou(teacher, data, batch: int = 64) -> float:
 def main(argv=None) -> dict:
     from sds3d.features.load import load_feature_teacher
     from sds3d.hardware import cpu_model
-    from sds3d.world.part_dataset import PART_SEEDS, render_part_dataset
+    from sds3d.world.part_dataset import PART_RESOLUTION, PART_SEEDS, render_part_dataset
     from sds3d.world.train_part_teacher import evaluate_iou
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,15 +88,18 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=PART_SEEDS["benchmark"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--teacher", default=None, help="teacher folder (default: assets/feature_teacher)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="render and judge at R x R (default: the teacher's input resolution)")
     p.add_argument("--results", default=str(RESULTS), help="JSONL file to append the result to ('' = none)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    t0 = time.time()
     n = args.n if args.limit is None else min(args.n, args.limit)
-    data = render_part_dataset(n, args.seed)
-    render_seconds = time.time() - t0
     teacher = load_feature_teacher(args.teacher)
+    resolution = args.resolution or getattr(teacher, "resolution", PART_RESOLUTION)
+    t0 = time.time()
+    data = render_part_dataset(n, args.seed, resolution)
+    render_seconds = time.time() - t0
     t0 = time.time()
     result = evaluate_iou(teacher, data)
     lerf = lerf_iou(teacher, data)
@@ -111,7 +115,7 @@ def main(argv=None) -> dict:
            "mean_iou_lerf_relevancy": round(lerf, 4), "mean_iou_kind_known": round(within, 4), "object_iou": round(result["object_iou"], 4),
            "background_iou": round(result["background_iou"], 4), "per_part": per_part,
            "seconds": round(seconds, 1), "render_seconds": round(render_seconds, 1), "images": n,
-           "seed": args.seed, "teacher": teacher.name, "cpu": cpu_model(), "threads": args.threads,
+           "seed": args.seed, "resolution": resolution, "teacher": teacher.name, "cpu": cpu_model(), "threads": args.threads,
            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     if args.results:
         path = Path(args.results)
