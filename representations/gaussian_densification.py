@@ -44,7 +44,7 @@ class DensificationConfig:
 def default_run_steps() -> int:
     """The Gaussians' default run length (the registry's `run_defaults`): what a schedule left None is
     fitted to when a densifier is built outside a run."""
-    from representations.registry import REPRESENTATIONS
+    from sds3d.representations.registry import REPRESENTATIONS
 
     return int(dict(REPRESENTATIONS["gaussians"].run_defaults)["steps"])
 

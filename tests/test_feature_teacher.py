@@ -174,7 +174,7 @@ def test_shipped_teacher_iou_on_held_out_renders(shipped):
     query scores 0.49 here: the teacher separates objects well, parts less so)."""
     from sds3d.world.train_part_teacher import evaluate_iou
 
-    data = render_part_dataset(HELD_OUT_RENDERS, PART_SEEDS["tests"])
+    data = render_part_dataset(HELD_OUT_RENDERS, PART_SEEDS["tests"], shipped.resolution)
     result = evaluate_iou(shipped, data)
     assert result["mean_iou"] > MIN_MEAN_IOU
     assert result["mean_iou_unseen_phrasing"] > MIN_UNSEEN_IOU
@@ -187,8 +187,8 @@ def test_whole_object_and_background_queries_select_their_pixels(shipped):
     "the background" select their pixels."""
     from sds3d.features.part_teacher import resize_features
 
-    out = render_part_views("mug", "red", **_mug_back_views())
-    features = resize_features(shipped.image_features(out["rgb"]), (64, 64))
+    out = render_part_views("mug", "red", **_mug_back_views(), resolution=shipped.resolution)
+    features = resize_features(shipped.image_features(out["rgb"]), tuple(out["labels"].shape[-2:]))
     probs = shipped.probabilities(features, shipped.text_features(
         ["the mug", "this mug", "the background"])) > 0.5
     objects = out["labels"] > 0

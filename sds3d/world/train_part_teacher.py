@@ -671,6 +671,8 @@ def main(argv=None) -> None:
         f" --full-res-width {cfg['full_res_width']}" if cfg.get("full_res_width") else "") + (
         f" --resolution {resolution}" if resolution != 64 else "") + (
         f" --lr {cfg['lr']}" if cfg["lr"] != DEFAULTS["lr"] else "") + (
+        f" --bce-weight {cfg['bce_weight']}" if cfg["bce_weight"] != DEFAULTS["bce_weight"]
+        and not cfg.get("bce_weight_changes") else "") + (
         f" --init-from {cfg['init_from']}" if cfg.get("init_from") else "")
     export(trainer, dest, command)
 
