@@ -225,13 +225,15 @@ def measure_recolour(gaussians, parts, query_teacher, evaluator, cameras, kind, 
 
 
 def run_edit(case_source: str, kind: str, colour: str, target: str, guidance: str, points: int, steps: int,
-             work: Path, prior, evaluate: bool = True) -> dict:
+             work: Path, prior, evaluate: bool = True, prior_spec: str = "embedded") -> dict:
+    """One edit of the micro-world `kind` in `colour` as Gaussians; `prior` is the loaded `prior_spec`."""
     from sds3d.edit import EditConfig, edit
     from sds3d.representations.convert import mesh_to_gaussians
     from sds3d.world import make_object
 
     source = mesh_to_gaussians(make_object(kind, colour).mesh, points, generator=torch.Generator().manual_seed(0))
-    config = EditConfig(steps=steps, device="cpu", checkpoint_every=0, turntable_frames=8, turntable_resolution=64)
+    config = EditConfig(steps=steps, device="cpu", checkpoint_every=0, turntable_frames=8, turntable_resolution=64,
+                        prior=prior_spec)
     start = time.perf_counter()
     result = edit(source, target, source_prompt=case_source, guidance=guidance, config=config,
                   out=str(work / f"{guidance}-{kind}-{points}-{steps}"), prior=prior, progress=False, evaluate=evaluate)
@@ -239,14 +241,15 @@ def run_edit(case_source: str, kind: str, colour: str, target: str, guidance: st
 
 
 def global_table(path: Path, limit: int | None, points: int, steps: int, work: Path, prior_loader,
-                 guidances: tuple[str, ...] = GUIDANCES) -> list[dict]:
+                 guidances: tuple[str, ...] = GUIDANCES, prior_spec: str = "embedded") -> list[dict]:
     rows = read_rows(path)
     done = {(r["guidance"], r["source"], r["target"], r["steps"], r["gaussians"]) for r in rows}
     for edit_type, kind, colour, source, target, target_kind, target_colour in GLOBAL_CASES[:limit]:
         for guidance in guidances:
             if (guidance, source, target, steps, points) in done:
                 continue
-            m = run_edit(source, kind, colour, target, guidance, points, steps, work, prior_loader())
+            m = run_edit(source, kind, colour, target, guidance, points, steps, work, prior_loader(),
+                         prior_spec=prior_spec)
             row = {"guidance": guidance, "edit": edit_type, "source": source, "target": target, "steps": steps,
                    "gaussians": points, "target_acc": m["color_acc"] if edit_type == "colour" else m["kind_acc"],
                    "kind_acc": m["kind_acc"], "color_acc": m["color_acc"],
@@ -256,7 +259,8 @@ def global_table(path: Path, limit: int | None, points: int, steps: int, work: P
     return [r for r in rows if r["steps"] == steps and r["gaussians"] == points and r["guidance"] in guidances]
 
 
-def speed_table(path: Path, steps: int | None, threads: int, work: Path, prior_loader) -> dict:
+def speed_table(path: Path, steps: int | None, threads: int, work: Path, prior_loader,
+                prior_spec: str = "embedded") -> dict:
     from sds3d.edit import EditConfig
 
     steps = steps or EditConfig.steps
@@ -264,7 +268,8 @@ def speed_table(path: Path, steps: int | None, threads: int, work: Path, prior_l
         if (row["steps"], row["threads"], row["cpu"], row.get("prior_precision", "fp32")) == (
                 steps, threads, cpu_model(), EditConfig.prior_precision):
             return row
-    m = run_edit("a red mug", "mug", "red", "a blue mug", "pds", 20000, steps, work, prior_loader())
+    m = run_edit("a red mug", "mug", "red", "a blue mug", "pds", 20000, steps, work, prior_loader(),
+                 prior_spec=prior_spec)
     per_step = m["seconds"] / steps
     row = {"guidance": "pds", "gaussians": 20000, "steps": steps, "default_steps": EditConfig.steps,
            "views_per_step": EditConfig.views_per_step, "resolution": EditConfig.resolution,
@@ -351,9 +356,10 @@ def main(argv: list[str] | None = None) -> dict:
     global_limit = args.global_limit if args.global_limit is not None else args.limit
     global_rows = [] if "global" not in tables else global_table(out / f"global-{args.prior}.jsonl", global_limit, args.points,
                                                            args.global_steps, work, prior_loader,
-                                                           tuple(g for g in args.guidances.split(",") if g))
+                                                           tuple(g for g in args.guidances.split(",") if g),
+                                                           prior_spec=args.prior)
     speed = None if "speed" not in tables else speed_table(out / f"speed-{args.prior}.jsonl", args.speed_steps, args.threads,
-                                                     work, prior_loader)
+                                                     work, prior_loader, prior_spec=args.prior)
     summary = {
         "selection_iou": mean(r["iou_visible"] for r in selection),
         "recolour_part_acc": mean(r["part_color_acc"] for r in recolour_rows),

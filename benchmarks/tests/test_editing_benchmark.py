@@ -5,6 +5,7 @@ are marked slow (2-3 minutes together on a loaded 2-core machine): `pytest -m sl
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -67,6 +68,21 @@ def test_selection_and_recolour_with_the_oracle_hit_the_part_and_leave_the_rest_
 
     selection = editing.selection_table(objects, tmp_path / "selection.jsonl", limit=3)  # cube body, sphere body
     assert len(selection) == 6 and all(r["iou_visible"] > 0.95 for r in selection)
+
+
+def test_an_edit_names_the_prior_it_is_given(tmp_path, monkeypatch):
+    """--prior embedded-v2 loads v2 and the edit's config must say so (`edit` refuses a prior other
+    than the config's)."""
+    seen = []
+
+    def fake_edit(source, target, config, prior, **kwargs):
+        seen.append((config.prior, prior))
+        return SimpleNamespace(metrics={})
+
+    monkeypatch.setattr("sds3d.edit.edit", fake_edit)
+    loaded = object()
+    editing.run_edit("a red mug", "mug", "red", "a blue mug", "pds", 50, 1, tmp_path, loaded, prior_spec="embedded-v2")
+    assert seen == [("embedded-v2", loaded)]
 
 
 @pytest.mark.slow  # about a minute on a loaded 2-core machine

@@ -53,7 +53,7 @@ from .part_dataset import (PART_SEEDS, PartDataset, held_out_phrase, kind_nouns,
 DEFAULTS = dict(n_train=14000, n_val=560, steps=1000, batch=32, pixels=256, lr=2e-3, weight_decay=1e-4,
                 warmup=50, logit_lr_factor=10.0, softmax_weight=1.0, bce_weight=0.1, negative_weight=1.0, widths=[32, 64, 128], decoder_widths=[64, 32],
                 head_width=64, dim=64, full_res_width=0, resolution=64, seed=0, threads=1, white_prob=0.5, scale_range=[0.8, 1.25],
-                max_shift=4.0, brightness=[0.9, 1.1], noise_std=0.03, eval_every=100, checkpoint_minutes=3.0)
+                max_shift=4.0, brightness=[0.9, 1.1], noise_std=0.03, flat_prob=0.0, eval_every=100, checkpoint_minutes=3.0)
 
 
 # Evaluation ---------------------------------------------------------------------------------------
@@ -214,13 +214,33 @@ def cached_sentence_embeddings(phrases: list[str], path: Path) -> torch.Tensor:
     return embeddings
 
 
+def flatten_shading(rgb: torch.Tensor, alpha: torch.Tensor, labels: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """rgb [B, 3, R, R] over white, alpha [B, 1, R, R], labels [B, R, R], gain [B] -> premultiplied
+    colour [B, 3, R, R] with each part painted flat in its mean colour (over its fully covered
+    pixels) times `gain`: how unshaded renders (a mesh converted to Gaussians) look."""
+    B, L = labels.shape[0], int(labels.max()) + 1
+    index = (labels + torch.arange(B)[:, None, None] * L).flatten()
+    weight = (alpha[:, 0] > 0.99).flatten().float()
+    sums = torch.zeros(B * L, 3).index_add_(0, index, rgb.permute(0, 2, 3, 1).reshape(-1, 3) * weight[:, None])
+    counts = torch.zeros(B * L).index_add_(0, index, weight)
+    means = (sums / counts.clamp(min=1)[:, None]).reshape(B, L, 3) * gain[:, None, None]
+    flat = means.clamp(0, 1).reshape(B * L, 3)[index].reshape(*labels.shape, 3).permute(0, 3, 1, 2)
+    return flat * alpha
+
+
 def augment(data: PartDataset, idx: torch.Tensor, gen: torch.Generator, cfg: dict):
-    """Composite over random backgrounds, flip, scale and shift -> images [B, 3, R, R] in [0, 1],
-    labels [B, R, R] (nearest, background outside the frame)."""
+    """Composite over random backgrounds, flip, scale and shift (and, with probability `flat_prob`,
+    parts painted flat) -> images [B, 3, R, R] in [0, 1], labels [B, R, R] (nearest, background
+    outside the frame)."""
     B, R = len(idx), data.images.shape[-1]
     u = lambda lo, hi: lo + (hi - lo) * torch.rand(B, generator=gen)  # noqa: E731
     rgb, alpha = data.images[idx].float() / 255.0, data.alpha[idx].float() / 255.0
     premultiplied = rgb - (1 - alpha)  # colour * alpha (the stored colour is over white)
+    if cfg.get("flat_prob", 0.0) > 0:  # drawn only then: older recipes keep their random streams
+        flat = torch.rand(B, generator=gen) < cfg["flat_prob"]
+        gain = u(1.0, 1.3)
+        if flat.any():
+            premultiplied[flat] = flatten_shading(rgb[flat], alpha[flat], data.labels[idx][flat].long(), gain[flat])
     scale = u(*cfg["scale_range"])
     flip = torch.where(torch.rand(B, generator=gen) < 0.5, -1.0, 1.0)
     theta = torch.zeros(B, 2, 3)
@@ -614,7 +634,7 @@ def parse_args(argv=None):
     for key in ("steps", "batch", "n_train", "n_val", "eval_every", "threads", "seed", "full_res_width",
                 "resolution"):
         p.add_argument("--" + key.replace("_", "-"), type=int, default=None, help=f"default {DEFAULTS[key]}")
-    for key in ("lr", "checkpoint_minutes", "bce_weight"):
+    for key in ("lr", "checkpoint_minutes", "bce_weight", "flat_prob"):
         p.add_argument("--" + key.replace("_", "-"), type=float, default=None, help=f"default {DEFAULTS[key]}")
     return p.parse_args(argv)
 
@@ -625,7 +645,7 @@ def main(argv=None) -> None:
     ckpt = out / "checkpoint.pt"
     overrides = {k: getattr(args, k) for k in ("steps", "batch", "n_train", "n_val", "eval_every", "threads",
                                                 "seed", "lr", "checkpoint_minutes", "bce_weight", "full_res_width",
-                                                "resolution")
+                                                "resolution", "flat_prob")
                  if getattr(args, k) is not None}
     state = None
     if args.resume or args.export_only:
@@ -671,6 +691,7 @@ def main(argv=None) -> None:
         f" --full-res-width {cfg['full_res_width']}" if cfg.get("full_res_width") else "") + (
         f" --resolution {resolution}" if resolution != 64 else "") + (
         f" --lr {cfg['lr']}" if cfg["lr"] != DEFAULTS["lr"] else "") + (
+        f" --flat-prob {cfg['flat_prob']}" if cfg.get("flat_prob") else "") + (
         f" --bce-weight {cfg['bce_weight']}" if cfg["bce_weight"] != DEFAULTS["bce_weight"]
         and not cfg.get("bce_weight_changes") else "") + (
         f" --init-from {cfg['init_from']}" if cfg.get("init_from") else "")
