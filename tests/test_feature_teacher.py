@@ -390,3 +390,21 @@ def test_training_resumes_exactly_from_its_checkpoint(tmp_path, monkeypatch):
     assert second.step == first.step == 5
     for (name, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_flat_shading_paints_each_part_its_mean_colour():
+    """The flat augmentation: every fully covered pixel of a part takes the part's mean colour times
+    the gain; the background (alpha 0) stays empty; premultiplied by alpha."""
+    from sds3d.world.train_part_teacher import flatten_shading
+
+    data = render_part_dataset(2, 11, kinds=["house"], colors=["blue"])
+    rgb, alpha, labels = data.images.float() / 255, data.alpha.float() / 255, data.labels.long()
+    flat = flatten_shading(rgb, alpha, labels, torch.tensor([1.0, 1.2]))
+    for i, gain in enumerate((1.0, 1.2)):
+        for label in labels[i].unique().tolist():
+            inside = (labels[i] == label) & (alpha[i, 0] > 0.99)
+            if label == 0 or not inside.any():
+                continue
+            expected = (rgb[i][:, inside].mean(1) * gain).clamp(0, 1)
+            assert torch.allclose(flat[i][:, inside], expected[:, None].expand(-1, int(inside.sum())), atol=1e-5)
+    assert flat[alpha.expand_as(flat) == 0].abs().max() == 0
