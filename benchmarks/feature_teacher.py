@@ -115,7 +115,10 @@ def main(argv=None) -> dict:
            "mean_iou_lerf_relevancy": round(lerf, 4), "mean_iou_kind_known": round(within, 4), "object_iou": round(result["object_iou"], 4),
            "background_iou": round(result["background_iou"], 4), "per_part": per_part,
            "seconds": round(seconds, 1), "render_seconds": round(render_seconds, 1), "images": n,
-           "seed": args.seed, "resolution": resolution, "teacher": teacher.name, "cpu": cpu_model(), "threads": args.threads,
+           "seed": args.seed, "resolution": resolution, "teacher": teacher.name,
+           "teacher_folder": args.teacher or "shipped",
+           "teacher_steps": (getattr(teacher, "config", None) or {}).get("training", {}).get("steps"),
+           "cpu": cpu_model(), "threads": args.threads,
            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     if args.results:
         path = Path(args.results)
