@@ -13,6 +13,9 @@ from dataclasses import dataclass, replace
 import torch
 
 
+UNSCHEDULED_RUN_STEPS = 250  # the run length a schedule left None is for outside a run: the Gaussians' default
+# in the registry (importing it here would be a cycle; tests/test_run_defaults.py keeps the two equal)
+
 
 @dataclass
 class DensificationConfig:
@@ -41,17 +44,9 @@ class DensificationConfig:
                        refine_stop_iter=round(4 * steps / 5) if stop is None else stop)
 
 
-def default_run_steps() -> int:
-    """The Gaussians' default run length (the registry's `run_defaults`): what a schedule left None is
-    fitted to when a densifier is built outside a run."""
-    from sds3d.representations.registry import REPRESENTATIONS
-
-    return int(dict(REPRESENTATIONS["gaussians"].run_defaults)["steps"])
-
-
 class GaussianDensifier:
     def __init__(self, config: DensificationConfig):
-        config = config.for_steps(default_run_steps())  # a no-op for a run's (`registry.run_section`)
+        config = config.for_steps(UNSCHEDULED_RUN_STEPS)  # a no-op for a run's (`generate.run_section`)
         self.config = config
         self.strategy = None
         self.state: dict = {}

@@ -79,3 +79,11 @@ def test_densification_steps_given_are_taken_as_they_are():
     for config, schedule in zip(configs, [(100, 800, 100), (50, 250, 50), (120, 480, 30)]):
         densify = run_section(config).densify
         assert (densify.refine_start_iter, densify.refine_stop_iter, densify.refine_every) == schedule
+
+
+def test_a_densifier_built_outside_a_run_is_scheduled_for_the_gaussians_default_steps():
+    """UNSCHEDULED_RUN_STEPS repeats the registry's Gaussians default (the densifier cannot import the
+    registry without a cycle); this keeps the two equal."""
+    from sds3d.representations.gaussian_densification import UNSCHEDULED_RUN_STEPS
+
+    assert UNSCHEDULED_RUN_STEPS == dict(REPRESENTATIONS["gaussians"].run_defaults)["steps"]
