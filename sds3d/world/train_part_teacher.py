@@ -5,9 +5,11 @@ it to `assets/feature_teacher/`.
     python -m sds3d.world.train_part_teacher --out runs/part_teacher --steps 1000 --resume    # continue
     python -m sds3d.world.train_part_teacher --out runs/part_teacher --export-only           # re-export
 
-Data: `sds3d.world.part_dataset` renders with seeds PART_SEEDS["train"] and ["val"]. Augmentation
-per sample: a background of random colour (white half of the time: the other renders' background),
-a horizontal flip, a scale and shift of the object, brightness and pixel noise.
+Data: `sds3d.world.part_dataset` renders with seeds PART_SEEDS["train"] and ["val"], at the
+model's input resolution (`--resolution`, 64 by default). Augmentation per sample: a background of
+random colour (white half of the time: the other renders' background), a horizontal flip, a scale
+and shift of the object, brightness and pixel noise, and with `--flat-prob` parts painted flat in
+their mean colour (`flatten_shading`: how a mesh converted to Gaussians renders).
 
 Loss at P sampled pixels per image (half sampled evenly over the labels present, so thin parts count,
 half uniformly), with one random phrasing drawn per concept per step (`part_concepts`):
