@@ -1,6 +1,6 @@
 """The embedded part teacher: per-pixel embeddings of micro-world renders in a space shared with text.
 
-A small UNet maps an R x R image (R = 64 or 128, the model's `resolution`) to a D-dimensional unit
+A small UNet maps an R x R image (R: the model's `resolution`, 64 for the shipped teacher) to a D-dimensional unit
 vector per pixel of an R/2 x R/2 grid (R x R with the full-resolution level, `full_res_width` > 0,
 which thin parts such as a mug's handle need); a phrase's sentence
 embedding (all-MiniLM-L6-v2, mean-pooled over tokens and normalised, 384-d) is mapped into the
