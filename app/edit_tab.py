@@ -59,7 +59,7 @@ class EditSession:
     assets: dict = field(default_factory=dict)  # label -> EditAsset, in the order they appeared
     runs: list = field(default_factory=list)  # sds3d.app.runner.Run objects of the Generate tab
     loaded: tuple | None = None  # (label, representation with its feature field attached)
-    selection: tuple | None = None  # (label, query, mask [N] bool, highlighted image)
+    selection: tuple | None = None  # (label, query, mask [N] bool, highlighted image, context: what it shows)
 
 
 @dataclass
@@ -256,9 +256,10 @@ class EditWorkspace:
         session.loaded = (label, representation)
         return representation
 
-    def select(self, session: EditSession, label, query) -> tuple:
+    def select(self, session: EditSession, label, query, source_prompt: str = "") -> tuple:
         """(mask [N] bool, uint8 image [H, 4 W, 3] of four views with the selection tinted orange)
-        for a text query on the asset; InputError for an empty query or one that matches nothing."""
+        for a text query on the asset, what it shows (`source_prompt`, else the run's prompt) telling
+        the selection its kind; InputError for an empty query or one that matches nothing."""
         from sds3d.features.select import render_highlight, select_points
         from sds3d.turntable import image_grid
 
@@ -269,9 +270,10 @@ class EditWorkspace:
             raise InputError(f"The region is {len(query)} characters long; "
                              f"the limit is {self.limits.max_prompt_chars}.")
         representation = self.features(session, label)
-        mask = select_points(representation, query, teacher=self.teacher())
+        context = " ".join(str(source_prompt or "").split()) or self.asset(session, label).source_prompt
+        mask = select_points(representation, query, teacher=self.teacher(), context=context or None)
         image = image_grid(render_highlight(representation, mask), columns=4)
-        session.selection = (label, query, mask, image)
+        session.selection = (label, query, mask, image, context)
         return mask, image
 
     # ----- edits --------------------------------------------------------------------------------
@@ -314,15 +316,16 @@ class EditWorkspace:
             raise InputError(first_line(error)) from None
         return config
 
-    def region_mask(self, session: EditSession, label, query):
+    def region_mask(self, session: EditSession, label, query, source_prompt: str = ""):
         """The mask of `query` on the asset (the page's latest selection when it is the same), or None
         for an empty query (the whole asset)."""
         query = " ".join(str(query or "").split())
         if not query:
             return None
-        if session.selection is not None and session.selection[:2] == (label, query):
+        context = " ".join(str(source_prompt or "").split()) or self.asset(session, label).source_prompt
+        if session.selection is not None and (*session.selection[:2], session.selection[4]) == (label, query, context):
             return session.selection[2]
-        return self.select(session, label, query)[0]
+        return self.select(session, label, query, source_prompt)[0]
 
     def start(self, session: EditSession, label, config: EditConfig, mask, owner: str) -> EditJob:
         """Starts the edit in a worker thread, in one of the runner's slots. `owner` (the page
@@ -448,13 +451,13 @@ def add_edit_tab(runner, concurrency: int = 1, generated=None, workspace: EditWo
         note = f"Uploaded **{asset.label}**. Type its source prompt: what it shows now."
         return gr.update(choices=list(session.assets), value=asset.label), "", None, note
 
-    def show_selection(session, label, query, progress=gr.Progress(track_tqdm=True)):
+    def show_selection(session, label, query, source_prompt, progress=gr.Progress(track_tqdm=True)):
         picked = None
         try:
             picked = workspace.asset(session, label)
             if not workspace.has_features(session, label):
                 yield "Distilling a feature field for text queries (once per asset)…", gr.skip()
-            mask, image = workspace.select(session, label, query)
+            mask, image = workspace.select(session, label, query, source_prompt)
         except InputError as error:
             raise fail(error, picked) from None
         yield selection_text(mask, session.selection[1]), image
@@ -470,7 +473,7 @@ def add_edit_tab(runner, concurrency: int = 1, generated=None, workspace: EditWo
                 if not workspace.has_features(session, label):
                     yield ("Distilling a feature field for the region (once per asset)…", gr.skip(), gr.skip(),
                            gr.skip(), gr.skip())
-                mask = workspace.region_mask(session, label, query)
+                mask = workspace.region_mask(session, label, query, source_prompt)
                 yield (selection_text(mask, session.selection[1]) + " Editing this region…", session.selection[3],
                        gr.skip(), gr.skip(), gr.skip())
             job = workspace.start(session, label, config, mask, owner=request.session_hash)
@@ -551,7 +554,7 @@ def add_edit_tab(runner, concurrency: int = 1, generated=None, workspace: EditWo
     upload_box.upload(upload, [session, upload_box], [asset, source_prompt, selection, status],
                       api_name="edit_upload")
     for trigger, name in ((select_button.click, "edit_select"), (query.submit, None)):
-        trigger(show_selection, [session, asset, query], [status, selection], concurrency_limit=concurrency,
+        trigger(show_selection, [session, asset, query, source_prompt], [status, selection], concurrency_limit=concurrency,
                 concurrency_id="work", show_progress_on=[status], api_name=name,
                 api_visibility="public" if name else "private")
     edit_button.click(run_edit, [session, asset, query, source_prompt, prompt, guidance, steps, seed, prior],

@@ -3,10 +3,13 @@
     python benchmarks/editing.py [--limit N] [--teacher shipped|oracle|PATH] [--points 5000]
                                  [--global-steps 200] [--speed-steps 200] [--threads 2]
                                  [--tables selection,recolour,global,speed] [--prior embedded]
+                                 [--generated DIR]   # also on generated assets: text_to_3d.py --out DIR
 
 Micro-world objects are converted to Gaussians (`part_gaussians`: `mesh_to_gaussians`, each
 Gaussian's true part the part of its nearest face). When the shipped feature teacher is absent
 (assets/feature_teacher/), the ground-truth part oracle stands in and the JSON says "teacher": "oracle".
+Queries are scored knowing what the object is (`select_points(..., context=kind)`: the source prompt,
+which `sds3d edit` always has); `--no-context` scores them without, into files without "-context".
 Four tables, one JSONL each in benchmarks/results/editing/ (rows already there are skipped: resume):
 - selection.jsonl: 3D IoU of "the <part>" and "the <kind>'s <part>" against true membership for
   every (kind, part), measured as benchmarks/selection.py does (its `distil` and `iou`);
@@ -25,6 +28,10 @@ Four tables, one JSONL each in benchmarks/results/editing/ (rows already there a
   for colour edits, kind head for kind edits), Chamfer to the source, seconds;
 - speed.jsonl: one edit of a 20k-Gaussian mug at the default EditConfig, `--speed-steps` steps
   (default: all of them), with seconds per step and the steps that fit in 60 s.
+With `--generated DIR` (or `--tables generated`), selection and masked recolour also run on the
+generated assets of DIR, their parts carried over from their kind's mesh (`editing_generated.py`,
+`generated_parts.py`): generated_selection-<teacher>.jsonl, generated_recolour-<teacher>.jsonl,
+generated_grid-<teacher>.png, and "generated" in the JSON.
 `--limit N` caps the cases of each table. The picture grid.png shows before / selection / after
 rows for the recolour cases run. Last line: the JSON summary (also appended to summary.jsonl, with
 the tables run, the teacher and the date; the figures of a table not run are null).
@@ -53,7 +60,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "editing"
 GUIDANCES = ("pds", "dds", "ssd", "sds")
 GRID_SIZE = 160  # pixels of each picture in grid.png
 JUDGE_RESOLUTION = 128  # pixels of the views that judge a recolour's part colour and the PSNR outside it
-TABLES = ("selection", "recolour", "global", "speed")
+TABLES = ("selection", "recolour", "global", "speed")  # the default; "generated" needs --generated DIR
 # (edit type, kind, source colour, source prompt, target prompt, target kind, target colour)
 GLOBAL_CASES = (("colour", "mug", "red", "a red mug", "a blue mug", "mug", "blue"),
                 ("kind", "cone", "red", "a red cone", "a red pyramid", "pyramid", "red"),
@@ -108,7 +115,7 @@ class Objects:
         return self.cache[kind]
 
 
-def selection_table(objects: Objects, path: Path, limit: int | None) -> list[dict]:
+def selection_table(objects: Objects, path: Path, limit: int | None, context: bool = True) -> list[dict]:
     from sds3d.errors import InputError
     from sds3d.features.part_oracle import PartOracle
     from sds3d.features.select import query_relevancy
@@ -129,7 +136,7 @@ def selection_table(objects: Objects, path: Path, limit: int | None) -> list[dic
             if (kind, part, phrasing) in done:
                 continue
             try:
-                mask = query_relevancy(gaussians, query, query_teacher) > 0.5
+                mask = query_relevancy(gaussians, query, query_teacher, context=kind if context else None) > 0.5
             except InputError as error:
                 raise SystemExit(f"editing benchmark: {error}") from None
             row = {"kind": kind, "part": part, "phrasing": phrasing, "query": query,
@@ -140,24 +147,27 @@ def selection_table(objects: Objects, path: Path, limit: int | None) -> list[dic
     return rows
 
 
-def recolour_cases(limit: int | None) -> list[tuple[str, int, str, str]]:
-    """(kind, part index, part, colour) for every part of the multi-part kinds; the colour cycles
-    through the named colours, skipping the part's own paint and the object's red."""
+def recolour_cases(limit: int | None, objects: tuple[tuple[str, str], ...] | None = None) -> list[tuple[str, int, str, str]]:
+    """(kind, part index, part, colour) for every part of the multi-part kinds among `objects`
+    ((kind, object colour) pairs; default: every kind in red); the colour cycles through the named
+    colours, skipping the part's own paint and the object's colour."""
     from sds3d.world import COLORS, KINDS
     from sds3d.world.colors import part_rgb
 
-    names, cases = [n for n in COLORS if n != "red"], []
-    for kind, spec in KINDS.items():
+    cases = []
+    for kind, body in objects or tuple((kind, "red") for kind in KINDS):
+        spec, names = KINDS[kind], [n for n in COLORS if n != body]
         if len(spec.parts) < 2:
             continue
         for index, (part, paint) in enumerate(spec.parts.items()):
-            own = nearest_color(torch.tensor(COLORS["red"].rgb if paint == "body" else part_rgb(paint, COLORS["red"].rgb)))
+            own = nearest_color(torch.tensor(COLORS[body].rgb if paint == "body" else part_rgb(paint, COLORS[body].rgb)))
             turn = [names[(len(cases) + j) % len(names)] for j in range(len(names))]
             cases.append((kind, index, part, next(c for c in turn if c != own)))
     return cases[:limit]
 
 
-def recolour_table(objects: Objects, evaluator, path: Path, limit: int | None) -> tuple[list[dict], list[np.ndarray]]:
+def recolour_table(objects: Objects, evaluator, path: Path, limit: int | None,
+                   context: bool = True) -> tuple[list[dict], list[np.ndarray]]:
     from sds3d.evaluate import evaluation_cameras
 
     rows = read_rows(path)
@@ -168,7 +178,8 @@ def recolour_table(objects: Objects, evaluator, path: Path, limit: int | None) -
         if (kind, part, colour) in done:
             continue
         gaussians, parts, query_teacher, _ = objects.get(kind)  # distillation needs gradients
-        row, picture = measure_recolour(gaussians, parts, query_teacher, evaluator, cameras, kind, index, part, colour)
+        row, picture = measure_recolour(gaussians, parts, query_teacher, evaluator, cameras, kind, index, part, colour,
+                                        context=kind if context else None)
         rows.append(row)
         append_row(path, row)
         if len(pictures) < 6:
@@ -177,8 +188,10 @@ def recolour_table(objects: Objects, evaluator, path: Path, limit: int | None) -
 
 
 @torch.no_grad()
-def measure_recolour(gaussians, parts, query_teacher, evaluator, cameras, kind, index, part, colour):
-    """-> (row, uint8 [3, H, W, 3] before / selection / after at one evaluation view)."""
+def measure_recolour(gaussians, parts, query_teacher, evaluator, cameras, kind, index, part, colour,
+                     context: str | None = None):
+    """-> (row, uint8 [3, H, W, 3] before / selection / after at one evaluation view); `context`:
+    what the object is, for `select_points`."""
     from sds3d.errors import InputError
     from sds3d.evaluate import evaluation_cameras, render_for_evaluator
     from sds3d.features.operations import copy_asset, recolour
@@ -187,7 +200,7 @@ def measure_recolour(gaussians, parts, query_teacher, evaluator, cameras, kind, 
 
     query = f"the {part}"
     try:
-        mask = select_points(gaussians, query, query_teacher)
+        mask = select_points(gaussians, query, query_teacher, context=context)
     except InputError as error:
         mask = torch.zeros(len(gaussians), dtype=torch.bool)
         print(f"editing benchmark: {error}", file=sys.stderr)
@@ -292,6 +305,29 @@ def save_grid(pictures: list[np.ndarray], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def generated_tables(folder: str, teacher_arg: str, teacher, config, evaluator, out: Path, tag: str,
+                     context: bool) -> dict:
+    """Selection and recolour on the generated assets in `folder` (`editing_generated`), their prompts
+    as the context when `context` -> their summary."""
+    from editing_generated import GeneratedAssets, generated_recolour_table, generated_selection_table
+
+    if teacher_arg == "oracle":
+        raise SystemExit("editing benchmark: --generated needs a 2D teacher; the part oracle knows only the meshes")
+    assets = GeneratedAssets(folder, teacher, config, use_prompt=context)
+    selection, pictures = generated_selection_table(assets, out / f"generated_selection-{tag}.jsonl")
+    recolour = generated_recolour_table(assets, evaluator, out / f"generated_recolour-{tag}.jsonl", selection)
+    if pictures:
+        save_grid(pictures, out / f"generated_grid-{tag}.png")
+    present = [r for r in selection if not r["absent"]]
+    return {"folder": str(folder), "assets": len(assets.runs), "selection_iou": mean(r["iou"] for r in present),
+            "selection_iou_unweighted": mean(r["iou_unweighted"] for r in present),
+            "selection_queries": len(present), "absent_part_queries": len(selection) - len(present),
+            "labelled_fraction": mean(r["labelled_fraction"] for r in selection),
+            "recolour_part_acc": mean(r["part_color_acc"] for r in recolour),
+            "recolour_part_acc_true_selection": mean(r["part_color_acc_true_selection"] for r in recolour),
+            "outside_psnr_db": mean(r["outside_psnr_db"] for r in recolour), "recolour_cases": len(recolour)}
+
+
 def mean(values) -> float | None:
     values = [v for v in values if v is not None and math.isfinite(v)]
     return round(sum(values) / len(values), 4) if values else None
@@ -314,12 +350,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--tables", default=",".join(TABLES), help="comma-separated subset of " + ",".join(TABLES))
     p.add_argument("--prior", default="embedded", help="prior for the edits (embedded | toy, ...)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-context", action="store_true", help="select without telling the selection what the "
+                   "object is (its kind: the source prompt that `sds3d edit` always has)")
+    p.add_argument("--generated", default="", help="a folder of generated runs (text_to_3d.py --out): "
+                   "selection and recolour on them too (editing_generated.py)")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     tables = set(args.tables.split(","))
-    if not tables <= set(TABLES):
-        raise SystemExit(f"editing benchmark: --tables {args.tables!r}: choose among {', '.join(TABLES)}")
+    tables |= {"generated"} if args.generated else set()
+    if not tables <= {*TABLES, "generated"}:
+        raise SystemExit(f"editing benchmark: --tables {args.tables!r}: choose among {', '.join(TABLES)}, generated")
+    if "generated" in tables and not args.generated:
+        raise SystemExit("editing benchmark: the generated table needs --generated DIR (a folder of generated runs)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -346,12 +389,16 @@ def main(argv: list[str] | None = None) -> dict:
             prior.append(load_prior(args.prior, "cpu"))
         return prior[0]
 
-    tag = f"{name}-{args.points}"
-    selection = selection_table(objects, out / f"selection-{tag}.jsonl", args.limit) if "selection" in tables else []
-    recolour_rows, pictures = (recolour_table(objects, evaluator, out / f"recolour-{tag}.jsonl", args.limit)
+    context = not args.no_context
+    tag = f"{name}-{args.points}" + ("-context" if context else "")
+    selection = selection_table(objects, out / f"selection-{tag}.jsonl", args.limit, context) \
+        if "selection" in tables else []
+    recolour_rows, pictures = (recolour_table(objects, evaluator, out / f"recolour-{tag}.jsonl", args.limit, context)
                                if "recolour" in tables else ([], []))
     if pictures:
         save_grid(pictures, out / "grid.png")
+    generated = generated_tables(args.generated, teacher_arg, teacher, objects.config, evaluator, out,
+                                 name + ("-context" if context else ""), context) if "generated" in tables else None
     work = Path(tempfile.mkdtemp(prefix="sds3d-editing-"))
     global_limit = args.global_limit if args.global_limit is not None else args.limit
     global_rows = [] if "global" not in tables else global_table(out / f"global-{args.prior}.jsonl", global_limit, args.points,
@@ -373,7 +420,8 @@ def main(argv: list[str] | None = None) -> dict:
                        "chamfer_to_source": mean(r["chamfer_to_source"] for r in global_rows if r["guidance"] == g),
                        "seconds": mean(r["seconds"] for r in global_rows if r["guidance"] == g)}
                    for g in GUIDANCES if any(r["guidance"] == g for r in global_rows)},
-        "teacher": name, "selection_iou_all_gaussians": mean(r["iou_all"] for r in selection),
+        "generated": generated,
+        "context": context, "teacher": name, "selection_iou_all_gaussians": mean(r["iou_all"] for r in selection),
         "selection_queries": len(selection), "recolour_cases": len(recolour_rows),
         "recolour_kind_acc_after": mean(r["kind_acc_after"] for r in recolour_rows),
         "recolour_method": "select_points + operations.recolour", "points": args.points,

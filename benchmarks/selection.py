@@ -1,17 +1,18 @@
 """Text selection on distilled feature fields: 3D IoU against true part membership.
 
     python benchmarks/selection.py [--teacher shipped|oracle|PATH] [--points 20000] [--kinds mug,car]
-                                   [--steps 100] [--threads 2] [--color red]
+                                   [--steps 100] [--threads 2] [--color red] [--no-context]
 
 Every micro-world kind is converted to Gaussians (`mesh_to_gaussians`, `--points` of them), each
 Gaussian's true part being the part of the face it was sampled on (its nearest face). A feature
 field is distilled from the teacher (`distill_features` on the asset's own renders; the
 ground-truth part oracle instead gives its part maps for the same cameras), and every named part
-is queried as "the <part>" and "the <kind>'s <part>" (`select_points`, threshold 0.5). IoU is
+is queried as "the <part>" and "the <kind>'s <part>" (`select_points`, threshold 0.5), told the
+object's kind as its context (what `sds3d edit` tells it; `--no-context`: not told). IoU is
 measured over the visible Gaussians (on the object's visible surface from some view; Gaussians
 sampled on faces buried inside another part's solid cannot be seen by any 2D teacher) and, for
 reference, over all. One JSONL row per (kind, part, phrasing) goes to
-benchmarks/results/selection/<teacher>.jsonl, and the summary, printed last, is appended to
+benchmarks/results/selection/<teacher>[-context].jsonl, and the summary, printed last, is appended to
 summary.jsonl beside them: mean IoU (visible and all), per part, and distillation seconds
 (mean and largest, with the CPU model).
 """
@@ -70,7 +71,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=DistillConfig.steps)
     p.add_argument("--color", default="red")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=None, help="JSONL (default results/selection/<teacher>.jsonl)")
+    p.add_argument("--no-context", action="store_true", help="do not tell the selection the object's kind")
+    p.add_argument("--out", default=None, help="JSONL (default results/selection/<teacher>[-context].jsonl)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     teacher, name = None, args.teacher
@@ -81,7 +83,8 @@ def main() -> None:
         name = teacher.name if args.teacher == "shipped" else Path(args.teacher).name
     kinds = [k for k in args.kinds.split(",") if k] or list(KINDS)
     config = DistillConfig(steps=args.steps)
-    out = Path(args.out) if args.out else RESULTS / f"{name}.jsonl"
+    context = not args.no_context
+    out = Path(args.out) if args.out else RESULTS / f"{name}{'-context' if context else ''}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     rows, seconds = [], []
     for kind in kinds:
@@ -94,7 +97,7 @@ def main() -> None:
             truth = parts == index
             for phrasing, query in (("the <part>", f"the {part}"), ("the <kind>'s <part>", f"the {spec.synonyms[0]}'s {part}")):
                 try:
-                    score = query_relevancy(gaussians, query, query_teacher)
+                    score = query_relevancy(gaussians, query, query_teacher, context=kind if context else None)
                 except InputError as error:
                     raise SystemExit(f"selection benchmark: {error}") from None
                 mask = score > 0.5
@@ -110,7 +113,7 @@ def main() -> None:
     per_part = {}
     for r in rows:
         per_part.setdefault(f"{r['kind']}/{r['part']}", []).append(r["iou_visible"])
-    summary = {"teacher": name, "oracle": args.teacher == "oracle", "points": args.points, "steps": args.steps,
+    summary = {"teacher": name, "oracle": args.teacher == "oracle", "context": context, "points": args.points, "steps": args.steps,
                "kinds": len(kinds), "queries": len(rows),
                "mean_iou": round(sum(r["iou_visible"] for r in rows) / len(rows), 4),
                "mean_iou_all_gaussians": round(sum(r["iou_all"] for r in rows) / len(rows), 4),

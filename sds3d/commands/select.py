@@ -24,6 +24,9 @@ def add_command(subparsers) -> None:
                         help="write the asset with the selection recoloured (a name, #rrggbb or r,g,b)")
     parser.add_argument("--highlight", default=None, metavar="PNG", help="save 4 views with the selection tinted")
     parser.add_argument("--threshold", type=float, default=0.5, help="relevancy threshold (default 0.5)")
+    parser.add_argument("--context", default=None, metavar="TEXT",
+                        help='what the object is, e.g. "a red mug": parts are then sought among its kind\'s '
+                             '(default: a run\'s own prompt; "" for none)')
     parser.add_argument("--teacher", default=None, help="teacher folder (default: the one the field was distilled with)")
     parser.set_defaults(func=run)
 
@@ -121,7 +124,7 @@ def _write_run(source: Path, representation, out: Path) -> None:
 def run(args) -> int:
     import json
 
-    from sds3d.features.assets import load_with_features
+    from sds3d.features.assets import load_with_features, run_prompt
     from sds3d.features.operations import delete, extract, parse_color, recolour
     from sds3d.features.select import render_highlight, select_points
     from sds3d.turntable import image_grid, save_png
@@ -142,7 +145,8 @@ def run(args) -> int:
 
         if isinstance(asset, Gaussians):  # meshed by marching cubes, unwrapped, baked
             require_mesh_tools("nerf")
-    mask = select_points(asset, args.query, teacher=teacher, threshold=args.threshold)
+    context = args.context if args.context is not None else run_prompt(source)
+    mask = select_points(asset, args.query, teacher=teacher, threshold=args.threshold, context=context or None)
     if args.highlight:
         save_png(image_grid(render_highlight(asset, mask), columns=4), args.highlight)
     if out is not None:

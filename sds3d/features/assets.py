@@ -29,6 +29,19 @@ def saved_fields(asset, teacher_name: str | None = None) -> list[Path]:
     return paths
 
 
+def run_prompt(asset) -> str | None:
+    """The prompt of the run directory at `asset` (its config.json's "prompt": for an edit, the edit's
+    target), or None for a file or a run without one."""
+    import json
+
+    config = Path(asset) / "config.json"
+    try:
+        prompt = json.loads(config.read_text()).get("prompt") if config.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return prompt if isinstance(prompt, str) and prompt.strip() else None
+
+
 def load_with_features(asset, teacher_name: str | None = None, require_features: bool = True):
     """The representation at `asset` with its newest saved feature field attached (of `teacher_name`
     if given). Without a saved field: InputError naming `sds3d distill-features`, or the bare
@@ -43,4 +56,4 @@ def load_with_features(asset, teacher_name: str | None = None, require_features:
     return representation
 
 
-__all__ = ["features_dir", "load_with_features", "saved_fields"]
+__all__ = ["features_dir", "load_with_features", "run_prompt", "saved_fields"]

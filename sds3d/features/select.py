@@ -11,7 +11,9 @@ part teacher scores a query against its own training vocabulary instead (`part_v
 `sds3d.features.vocabulary`: the softmax mass of what the query names); a teacher with calibrated
 per-phrase probabilities only (`teacher.probabilities`) by those. The part teacher's negatives were
 never trained against its phrases: on the micro-world's parts, relevancy selected at 0.15 mean IoU,
-its sigmoid probabilities at 0.62 and its vocabulary at 0.73. Points of
+its sigmoid probabilities at 0.62 and its vocabulary at 0.73. A `context` (what the object is, e.g.
+the prompt of the run that generated it) lets that vocabulary score a part within the object's kind
+(`PartVocabulary.scores`). Points of
 a NeRF are the occupied cells of its occupancy grid; of a mesh, its vertices; of Gaussians, the
 Gaussians.
 
@@ -43,13 +45,23 @@ def relevancy(features: torch.Tensor, query: torch.Tensor, negatives: torch.Tens
     return torch.sigmoid(positive[:, None] - negative).amin(-1)
 
 
-def phrase_scores(teacher, features: torch.Tensor, phrases: list[str]) -> torch.Tensor:
+def context_kind(context: str | None) -> str | None:
+    """The micro-world kind a context text names ("a red mug" -> "mug"; "mug" -> "mug"), or None
+    when it names none or several."""
+    from sds3d.world.captions import find_mentions
+
+    kinds = find_mentions(context)["kind"] if context else set()
+    return next(iter(kinds)) if len(kinds) == 1 else None
+
+
+def phrase_scores(teacher, features: torch.Tensor, phrases: list[str], context: str | None = None) -> torch.Tensor:
     """[P, N] score of each phrase at each point (features [N, D]): against the teacher's vocabulary
-    when it has one (the part teacher), else its calibrated probability when it has one, else LERF
-    relevancy against the canonical negatives."""
+    when it has one (the part teacher; within the kind that `context` names, if any), else its
+    calibrated probability when it has one, else LERF relevancy against the canonical negatives."""
     with torch.no_grad():
         if hasattr(teacher, "part_vocabulary"):
-            return teacher.part_vocabulary.scores(F.normalize(features.float(), dim=-1), list(phrases))
+            return teacher.part_vocabulary.scores(F.normalize(features.float(), dim=-1), list(phrases),
+                                                  kind=context_kind(context))
         if hasattr(teacher, "probabilities"):
             phi = F.normalize(features.float(), dim=-1)
             text = teacher.text_features(list(phrases)).float()
@@ -73,16 +85,18 @@ def resolve_teacher(field, teacher=None):
     return teacher
 
 
-def query_relevancy(representation, query: str, teacher=None, at: torch.Tensor | None = None) -> torch.Tensor:
+def query_relevancy(representation, query: str, teacher=None, at: torch.Tensor | None = None,
+                    context: str | None = None) -> torch.Tensor:
     """Score [N] of `query` at each point of the representation's field (see module docstring), or
-    [M] at world points `at` [M, 3] for a field that is a function of position (a mesh's surface field)."""
+    [M] at world points `at` [M, 3] for a field that is a function of position (a mesh's surface field).
+    `context`: what the object is ("a red mug"), when known."""
     if not isinstance(query, str) or not query.strip():
         raise InputError("query: give a non-empty phrase, e.g. \"the handle\"")
     field = feature_field_of(representation)
     teacher = resolve_teacher(field, teacher)
     with torch.no_grad():
         features = field.point_features(representation) if at is None else field.decoder(field.latents_at(at.float()))
-        return phrase_scores(teacher, features, [query.strip()])[0]
+        return phrase_scores(teacher, features, [query.strip()], context)[0]
 
 
 def candidate_phrases(teacher) -> list[str]:
@@ -96,7 +110,7 @@ def candidate_phrases(teacher) -> list[str]:
     return sorted({f"the {part}" for spec in KINDS.values() for part in spec.parts})
 
 
-def best_phrases(representation, teacher=None, top: int = 3) -> list[tuple[str, float]]:
+def best_phrases(representation, teacher=None, top: int = 3, context: str | None = None) -> list[tuple[str, float]]:
     """The `top` candidate phrases by the largest fraction of the asset's points they select
     (ties: by their highest relevancy) -> [(phrase, best relevancy)]."""
     field = feature_field_of(representation)
@@ -104,30 +118,31 @@ def best_phrases(representation, teacher=None, top: int = 3) -> list[tuple[str, 
     phrases = candidate_phrases(teacher)
     with torch.no_grad():
         features = field.point_features(representation)[field.occupied(representation)]
-        scores = phrase_scores(teacher, features, phrases)  # [P, N]
+        scores = phrase_scores(teacher, features, phrases, context)  # [P, N]
     fraction, peak = (scores > DEFAULT_THRESHOLD).float().mean(-1), scores.amax(-1)
     order = sorted(range(len(phrases)), key=lambda i: (-float(fraction[i]), -float(peak[i])))
     return [(phrases[i], float(peak[i])) for i in order[:top]]
 
 
 def select_points(representation, query: str, teacher=None, threshold: float = DEFAULT_THRESHOLD,
-                  at: torch.Tensor | None = None) -> torch.Tensor:
+                  at: torch.Tensor | None = None, context: str | None = None) -> torch.Tensor:
     """[N] bool: the points of `representation` (which must carry a distilled feature field,
     `attach_field` / `load_field`) whose relevancy to `query` exceeds `threshold` (0.5: the query
     beats every canonical negative); with `at` [M, 3], which of those world points are selected, for
     a field that is a function of position (e.g. Gaussians sampled on a mesh with a surface field).
-    `teacher`: the field's own when None. InputError when the asset has no field, or when no point
+    `teacher`: the field's own when None. `context`: what the object is, e.g. the prompt that
+    generated it ("a red mug"), when known. InputError when the asset has no field, or when no point
     matches (naming the phrases that match best)."""
     if not 0.0 < threshold < 1.0:
         raise InputError(f"threshold must be in (0, 1), got {threshold}")
     field = feature_field_of(representation)
     teacher = resolve_teacher(field, teacher)
-    scores = query_relevancy(representation, query, teacher, at)
+    scores = query_relevancy(representation, query, teacher, at, context)
     mask = scores > threshold
     if at is None:
         mask &= field.occupied(representation)
     if not mask.any():
-        best = best_phrases(representation, teacher)
+        best = best_phrases(representation, teacher, context=context)
         suggestions = ", ".join(f"\"{phrase}\" ({score:.2f})" for phrase, score in best)
         raise InputError(f"no point matches \"{query}\" (best relevancy {float(scores.max()):.2f} < threshold "
                          f"{threshold}); the best-scoring part phrases here: {suggestions}")
@@ -190,5 +205,5 @@ def _blended_highlight(representation, mask: torch.Tensor, cameras: Cameras) -> 
     return selected * lit + (1 - selected) * torch.where(out.alpha > 0.5, dimmed, out.rgb)
 
 
-__all__ = ["DEFAULT_THRESHOLD", "TEMPERATURE", "best_phrases", "candidate_phrases", "highlight_colors",
+__all__ = ["DEFAULT_THRESHOLD", "TEMPERATURE", "best_phrases", "candidate_phrases", "context_kind", "highlight_colors",
            "query_relevancy", "relevancy", "render_highlight", "select_points"]

@@ -26,6 +26,23 @@ Within one object the kind adds nothing; in a scene of several objects, "the mug
 selects another kind's handle. Paraphrases of the micro-world's parts sit at cosine 0.89-1.0 (the
 untrained "the <part> on this <kind>": 0.95 at least), unrelated phrases at 0.54-0.82.
 
+When the object's kind K is known (`kind`: the prompt of a generated run, an edit's source prompt),
+a query naming parts of K is also scored within K alone: the foreground mass of the kinds' parts
+times the share, among K's parts only, of the parts it names (its part nouns count, so "the handle"
+and "the cup's handle" name a mug's handle); the kind itself ("the mug") is the foreground:
+
+    within(x) = (1 - p_background(x)) * sum of q_j(x) over K's parts j that the query names,
+    q_j(x)    = softmax_j( scale * <f_x, t_j> )   over the concepts "K/<part>" of K's parts
+    score(x)  = max( within(x), the score without a kind )
+
+The teacher then no longer has to tell K from the other kinds, which it cannot on generated assets
+(fuzzy, blotchy renders unlike its training images: a generated purple sphere reads as a clock's
+case, and "the sphere" selected nothing); the score without a kind still counts where its part
+nouns find more of a small part (a rocket's nozzle). On the suite's 28 generated assets (opacity-
+weighted IoU, `benchmarks/editing.py --generated`) selection rose from 0.34 to 0.60 (within alone:
+0.56); on the editing benchmark's micro-world objects from 0.718 to 0.742. A query naming none of
+K's parts is scored as without a kind.
+
 Any other query q ("the legs", "a dragon") joins the nearest concept's vocabulary as one more label,
 and the concepts whose phrasing is close to it (cosine >= MERGE_COSINE) count as naming it too:
 
@@ -76,6 +93,9 @@ class PartVocabulary:
             self.group_of[members_g] = g
             self.groups.append(torch.tensor([background] + members_g))
 
+        self.kind_parts = {kind: torch.tensor([self.names.index(f"{kind}/{part}") for part in spec.parts])
+                           for kind, spec in KINDS.items()}
+
     @cached_property
     def text(self) -> torch.Tensor:
         """[C, D] unit text features of each concept's first phrasing."""
@@ -97,9 +117,28 @@ class PartVocabulary:
                                                            if (self.labels[j] & labels).any()]].any(0)
         return torch.maximum(self._mass(scaled, PARTS, labels), self._mass(scaled, NOUNS, nouns))
 
+    def _named_labels(self, concept: int) -> torch.Tensor:
+        """[L] bool: the parts a trained concept names; a kind's part also by its nouns."""
+        labels = self.labels[concept]
+        if int(self.group_of[concept]) != PARTS:
+            return labels
+        nouns = [j for j in self.groups[NOUNS].tolist() if (self.labels[j] & labels).any()]
+        return labels | self.labels[nouns].any(0)
+
+    def _score_within_kind(self, scaled: torch.Tensor, concept: int, kind: str) -> torch.Tensor | None:
+        """[N] score of a trained concept within `kind`'s parts (module docstring), or None when it
+        names none of them."""
+        members = self.kind_parts[kind]
+        named = (self.labels[members] & self._named_labels(concept)).any(-1)
+        if not named.any():
+            return None
+        foreground = 1.0 - torch.softmax(scaled @ self.text[self.groups[PARTS]].T, dim=-1)[:, 0]
+        return foreground * torch.softmax(scaled @ self.text[members].T, dim=-1)[:, named].sum(-1)
+
     @torch.no_grad()
-    def scores(self, features: torch.Tensor, phrases: list[str]) -> torch.Tensor:
-        """features [N, D] unit, phrases (P) -> [P, N] in [0, 1] (module docstring)."""
+    def scores(self, features: torch.Tensor, phrases: list[str], kind: str | None = None) -> torch.Tensor:
+        """features [N, D] unit, phrases (P) -> [P, N] in [0, 1] (module docstring); `kind`: the
+        object's micro-world kind when known."""
         queries = self.teacher.text_features(list(phrases)).float()
         scaled = self.teacher.model.log_scale.exp() * features.float()  # [N, D]
         out = []
@@ -107,7 +146,9 @@ class PartVocabulary:
             similarity = self.text @ q
             nearest = int(similarity.argmax())
             if float(similarity[nearest]) >= SNAP_COSINE:  # a trained concept
-                out.append(self._concept_score(scaled, nearest))
+                score = self._concept_score(scaled, nearest)
+                within = None if kind is None else self._score_within_kind(scaled, nearest, kind)
+                out.append(score if within is None else torch.maximum(score, within))
                 continue
             group = self.groups[int(self.group_of[nearest])]
             concepts = scaled @ self.text[group].T  # [N, G]
