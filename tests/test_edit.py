@@ -249,7 +249,13 @@ def test_a_text_region_on_a_mesh_file_queries_the_mesh_field_at_the_gaussians(tm
     monkeypatch.setattr("sds3d.features.load.load_feature_teacher", lambda path=None: ColourTeacher())
     assert main(["distill-features", str(source), "--steps", "30", "--dim", "4", "--views", "6",
                  "--resolution", "32", "--quiet"]) == 0
+    import sds3d.features.select as select_module
+
+    contexts, select_points = [], select_module.select_points
+    monkeypatch.setattr(select_module, "select_points",
+                        lambda *args, **kwargs: contexts.append(kwargs.get("context")) or select_points(*args, **kwargs))
     run_edit(source, tmp_path / "edit", region="the blue", steps=1)
+    assert contexts == ["a red mug"]  # the source prompt tells the selection what the object is
     mask = load_checkpoint(tmp_path / "edit" / "checkpoint.pt")["point_mask"]
     truth = load_source(source)[1].means[:, 0].detach() > 0  # the same Gaussians (sampled with seed 0)
     assert mask.shape == truth.shape and float((mask & truth).sum() / (mask | truth).sum()) > 0.8  # 0.89 measured
