@@ -82,11 +82,14 @@ class UNetLoRA:
     @contextmanager
     def active(self, camera: torch.Tensor):
         """Within the block the UNet runs with this adapter and adds `CameraEmbedding(camera)`
-        ([B, 16], batch = the UNet call's batch) to its timestep embedding."""
+        ([B, 16], batch = the UNet call's batch) to its timestep embedding; a call split over
+        threads (`batch_threads`) adds each slice its own rows."""
+        from sds3d.guidance.priors.batch_threads import current_slice
+
         embedding = self.camera(camera)
 
         def add_camera(module, inputs, output):
-            return output + embedding.to(output.dtype)
+            return output + embedding[current_slice()].to(output.dtype)
 
         hook = self.unet.time_embedding.register_forward_hook(add_camera)
         self.unet.set_adapter(self.name)

@@ -240,3 +240,27 @@ def test_vsd_requires_a_diffusers_prior_and_cameras(eps_prior, make_vsd):
     prompts = PromptProcessor(eps_prior, PromptConfig("a red cube"))(cameras())
     with pytest.raises(ValueError, match="Cameras"):
         vsd(render(), prompts, None, 0)
+
+
+def test_the_estimator_split_over_threads_gives_each_slice_its_own_cameras(eps_prior, make_vsd):
+    """On 2 threads the prior runs a no-grad batch as slices on worker threads (`batch_threads`); the
+    LoRA's camera embedding, added by a hook inside the UNet, must take each slice's own rows: the
+    split estimate equals the whole batch's (it crashed on mismatched sizes before)."""
+    vsd = make_vsd(eps_prior)
+    with torch.no_grad():
+        vsd.lora.camera.net[2].weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(14))
+    x_t = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(15))
+    t, text = torch.tensor([40, 400, 800]), eps_prior.encode_prompts(["a red cube"] * 3)
+    camera = camera_condition(cameras(3))
+    threads, split = torch.get_num_threads(), eps_prior.batch_threads
+    torch.set_num_threads(2)
+    try:
+        eps_prior.batch_threads = False
+        whole = vsd.estimator_noise(x_t, t, text, camera)
+        eps_prior.batch_threads = True
+        sliced = vsd.estimator_noise(x_t, t, text, camera)
+    finally:
+        torch.set_num_threads(threads)
+        eps_prior.batch_threads = split
+    torch.testing.assert_close(sliced, whole, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(whole[0], whole[1])

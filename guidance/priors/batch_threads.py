@@ -8,7 +8,8 @@ interact (group norm and attention are per image), so the halves give the whole 
 
 Each worker sets what torch keeps per thread: its intra-op thread count (OpenMP's is per thread, set
 once when the worker starts) and no-grad mode; `forward` enters any autocast itself. Workers live in
-one pool per process, reused by every call.
+one pool per process, reused by every call. A hook that adds per-image values inside the UNet (VSD's
+LoRA camera embedding) takes its rows with `current_slice()`, the slice the calling thread computes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ import torch
 _pool: ThreadPoolExecutor | None = None
 _pool_workers = 0
 _pool_lock = threading.Lock()
+_local = threading.local()
+
+
+def current_slice() -> slice:
+    """The slice of the batch that this thread's part of `run_in_slices` computes; the whole batch
+    (slice(None)) outside one."""
+    return getattr(_local, "part", slice(None))
 
 
 def batch_chunks(batch: int, threads: int | None = None) -> int:
@@ -65,8 +73,12 @@ def run_in_slices(forward: Callable[[slice], torch.Tensor], batch: int, chunks: 
     bounds = [batch * i // chunks for i in range(chunks + 1)]
 
     def work(part: slice) -> torch.Tensor:
-        with torch.no_grad():
-            return forward(part)
+        _local.part = part
+        try:
+            with torch.no_grad():
+                return forward(part)
+        finally:
+            del _local.part
 
     pool = _executor(chunks)
     return torch.cat([future.result() for future in [pool.submit(work, slice(a, b)) for a, b in zip(bounds, bounds[1:])]])
