@@ -9,6 +9,18 @@ import pytest
 from sds3d.cli import main
 
 
+@pytest.fixture
+def three_reference_shapes(monkeypatch):
+    """`eval` ranks the asset's shape among the reference shapes of cube, mug and chair instead of all
+    28 kinds: the same scoring code, 1/9 of its yaw-searched Chamfer distances (which were 2.5 s of
+    each eval's 3.3 s). These tests check the command, not the ranking (tests/test_shape_accuracy.py)."""
+    from sds3d import shape_accuracy
+
+    shapes = shape_accuracy.reference_shapes()
+    subset = {kind: shapes[kind] for kind in ("cube", "mug", "chair")}
+    monkeypatch.setattr(shape_accuracy, "reference_shapes", lambda: subset)
+
+
 def test_demo_writes_asset_and_pictures(tmp_path, capsys):
     assert main(["demo", "--kind", "cube", "--color", "blue", "--points", "2000", "--frames", "4",
                  "--resolution", "32", "--out", str(tmp_path)]) == 0
@@ -55,7 +67,7 @@ def test_sample_from_the_camera_prior_and_a_missing_prior(tmp_path, capsys):
     assert "no embedded prior under" in capsys.readouterr().err
 
 
-def test_eval_scores_a_run_and_rejects_non_runs(tmp_path, capsys):
+def test_eval_scores_a_run_and_rejects_non_runs(tmp_path, capsys, three_reference_shapes):
     from toy_priors import GaussianToyPrior
 
     from sds3d.generate import GenerateConfig, generate
@@ -85,7 +97,7 @@ def toy_run(out, prompt: str):
     return out
 
 
-def test_eval_says_why_a_prompt_cannot_be_scored(tmp_path, capsys):
+def test_eval_says_why_a_prompt_cannot_be_scored(tmp_path, capsys, three_reference_shapes):
     toy_run(tmp_path / "chair", "a wooden chair")
     toy_run(tmp_path / "cubes", "two red cubes")
     capsys.readouterr()
@@ -176,7 +188,7 @@ def test_batch_refuses_zero_threads_per_run(tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
-def test_render_eval_and_export_take_asset_files(tmp_path, capsys):
+def test_render_eval_and_export_take_asset_files(tmp_path, capsys, three_reference_shapes):
     """A 3DGS .ply or a .glb mesh in place of a run: render and eval write beside the file (eval needs
     the prompt), export converts it; a particle other than 0 is refused."""
     from sds3d.representations.convert import mesh_to_gaussians

@@ -7,7 +7,8 @@ Chamfer thresholds (object units: every micro-world object's largest extent is 1
   widened by h / 2, so it lies about one widened standard deviation (~0.01) outside the true
   surface; the Chamfer estimate itself has a floor of 0.003-0.007 from sampling 30k points.
   Measured on all 28 kinds: 0.0114 (octahedron) to 0.0163 (tree).
-- mesh -> DMTet at resolution 32 (spacing 0.0375): < 0.015 = 0.4 spacings; measured 0.004-0.008.
+- mesh -> DMTet: < 0.4 grid spacings. At resolution 24 (spacing 0.05, tolerance 0.02) measured
+  0.0085 (chair) and 0.0096 (mug), 0.17-0.19 spacings; at resolution 32 0.2 spacings as well.
 """
 
 import math
@@ -34,7 +35,7 @@ from sds3d.world import KINDS, make_object
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 GAUSSIAN_ROUND_TRIP_CHAMFER = 0.02
-DMTET_CHAMFER = 0.015
+DMTET_CHAMFER_SPACINGS = 0.4
 
 
 def _chamfer(a: Mesh, b: Mesh, generator) -> float:
@@ -151,14 +152,17 @@ def test_mesh_sdf_grid_is_exact_for_a_box_and_unions_overlapping_parts():
 def test_mesh_to_dmtet_matches_the_surface_and_its_colours(kind):
     truth = Mesh.from_trimesh(make_object(kind, "yellow").mesh)
     g = torch.Generator().manual_seed(0)
-    dmtet = mesh_to_dmtet(truth, DMTetConfig(resolution=32), color_steps=150, generator=g)
+    dmtet = mesh_to_dmtet(truth, DMTetConfig(resolution=24), color_steps=60, generator=g)
     vertices, faces = dmtet.extract_mesh()
     surface = trimesh.Trimesh(vertices.detach().numpy(), faces.numpy(), process=False)
     assert surface.is_watertight and surface.volume > 0
-    assert _chamfer(truth, Mesh(vertices.detach(), faces), g) < DMTET_CHAMFER
+    assert _chamfer(truth, Mesh(vertices.detach(), faces), g) < DMTET_CHAMFER_SPACINGS * dmtet.spacing
     points, _, colors, _, _ = truth.sample_surface(5000, g)
     with torch.no_grad():
-        assert (dmtet.color_field(points) - colors).abs().mean() < 0.08
+        error = (dmtet.color_field(points) - colors).abs().mean()
+    # the mean colour is off by 0.080 (chair) and 0.035 (mug), an unfitted field by 0.076 and 0.031;
+    # 60 steps reach 0.023 and 0.005, as 150 do
+    assert error < 0.08 and error < 0.5 * (colors.mean(0) - colors).abs().mean()
 
 
 def test_distill_fits_a_dmtet_to_a_mesh_by_rendering_both():

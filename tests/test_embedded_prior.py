@@ -74,8 +74,9 @@ def _reference_compositional_sample(prompts, plain_prompts, s, s_v, steps, seed,
     x = torch.randn(len(prompts), 3, 32, 32, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         for t in ddim.timesteps:
-            eps_c, eps_p, eps_u = (unet(x, t.expand(len(prompts)), encoder_hidden_states=e).sample
-                                   for e in (cond, plain, uncond))
+            eps_c, eps_u = (unet(x, t.expand(len(prompts)), encoder_hidden_states=e).sample for e in (cond, uncond))
+            same = plain_prompts == prompts  # then eps_p is eps_c: the same UNet call
+            eps_p = eps_c if same else unet(x, t.expand(len(prompts)), encoder_hidden_states=plain).sample
             x = ddim.step(eps_u + s * (eps_p - eps_u) + s_v * (eps_c - eps_p), t, x).prev_sample
     return ((x + 1) / 2).clamp(0, 1)
 
@@ -85,12 +86,12 @@ def test_view_phrases_are_guided_compositionally():
     unet, scheduler = load_embedded_prior()
     prompts = ["a red cube", "front view of a blue chair", "a green house, back view"]
     plain = ["a red cube", "a blue chair", "a green house"]
-    kwargs = dict(guidance_scale=1.5, steps=3, seed=4, unet=unet, scheduler=scheduler)
+    kwargs = dict(guidance_scale=1.5, steps=2, seed=4, unet=unet, scheduler=scheduler)
     images = sample(prompts, view_guidance_scale=5.0, **kwargs)
-    expected = _reference_compositional_sample(prompts, plain, 1.5, 5.0, 3, 4, unet, scheduler)
+    expected = _reference_compositional_sample(prompts, plain, 1.5, 5.0, 2, 4, unet, scheduler)
     torch.testing.assert_close(images, expected, atol=2e-4, rtol=0)
     plain_cfg = sample(prompts, view_guidance_scale=1.5, **kwargs)  # s_v = s is plain CFG on the prompt
-    torch.testing.assert_close(plain_cfg, _reference_compositional_sample(prompts, prompts, 1.5, 0.0, 3, 4, unet,
+    torch.testing.assert_close(plain_cfg, _reference_compositional_sample(prompts, prompts, 1.5, 0.0, 2, 4, unet,
                                                                           scheduler), atol=2e-4, rtol=0)
     torch.testing.assert_close(images[0], plain_cfg[0], atol=2e-4, rtol=0)  # no view phrase: unchanged
     assert (images[1:] - plain_cfg[1:]).abs().max() > 0.05
@@ -110,22 +111,44 @@ def test_missing_prior_is_a_clear_error(tmp_path):
         load_embedded_prior(tmp_path)
 
 
-def test_train_resume_export_roundtrip(tmp_path, monkeypatch):
-    """Two steps + resume to four equals four steps straight; resuming a finished run without --steps
-    trains no further; the export loads with from_pretrained."""
+@pytest.fixture(scope="module")
+def world_data(tmp_path_factory):
+    """One render cache ($SDS3D_DATA_DIR) for this module's training runs: they all train on the same
+    48 renders (--data-size 48), which the first run renders and the others load."""
+    return tmp_path_factory.mktemp("world_data")
+
+
+def train(args: list[str], data_dir) -> None:
+    """`python -m sds3d.world.train_prior ARGS` in this process with its renders cached in `data_dir`,
+    torch's thread count (which --threads sets) restored afterwards."""
     from sds3d.world.train_prior import main
 
-    monkeypatch.setenv("SDS3D_DATA_DIR", str(tmp_path / "data"))
     threads = torch.get_num_threads()
     try:
-        main(["--out", str(tmp_path / "a"), "--steps", "4", "--no-export", *TINY])
-        main(["--out", str(tmp_path / "b"), "--steps", "2", "--no-export", *TINY])
-        main(["--out", str(tmp_path / "b"), "--steps", "4", "--resume", "--no-export", *TINY])
-        main(["--out", str(tmp_path / "b"), "--resume", "--no-export", *TINY])  # no --steps: the run's own 4
-        main(["--out", str(tmp_path / "b"), "--export-only", "--export", str(tmp_path / "prior")])
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("SDS3D_DATA_DIR", str(data_dir))
+            main(args)
     finally:
         torch.set_num_threads(threads)
-    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def four_step_run(tmp_path_factory, world_data):
+    """A run trained 4 steps straight, once for the module: the reference of the resume test and the
+    source of the fine-tuning test, which only read it."""
+    out = tmp_path_factory.mktemp("four_steps") / "run"
+    train(["--out", str(out), "--steps", "4", "--no-export", *TINY], world_data)
+    return out
+
+
+def test_train_resume_export_roundtrip(tmp_path, world_data, four_step_run):
+    """Two steps + resume to four equals four steps straight; resuming a finished run without --steps
+    trains no further; the export loads with from_pretrained."""
+    train(["--out", str(tmp_path / "b"), "--steps", "2", "--no-export", *TINY], world_data)
+    train(["--out", str(tmp_path / "b"), "--steps", "4", "--resume", "--no-export", *TINY], world_data)
+    train(["--out", str(tmp_path / "b"), "--resume", "--no-export", *TINY], world_data)  # no --steps: the run's own 4
+    train(["--out", str(tmp_path / "b"), "--export-only", "--export", str(tmp_path / "prior")], world_data)
+    a = torch.load(four_step_run / "checkpoint.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     assert a["step"] == b["step"] == 4
     for key in a["unet"]:
@@ -150,42 +173,29 @@ def test_wsd_learning_rate_is_constant_then_decays_linearly():
     assert lr_at(100, cfg) == pytest.approx(1e-4) and lr_at(500, cfg) == pytest.approx(1e-4)
 
 
-def test_a_constant_run_can_switch_to_wsd_on_resume(tmp_path, monkeypatch):
-    from sds3d.world.train_prior import main
-
-    monkeypatch.setenv("SDS3D_DATA_DIR", str(tmp_path / "data"))
-    threads = torch.get_num_threads()
-    try:
-        main(["--out", str(tmp_path / "a"), "--steps", "2", "--no-export", *TINY])
-        main(["--out", str(tmp_path / "a"), "--steps", "4", "--resume", "--lr-schedule", "wsd", "--decay-steps", "2",
-              "--no-export", *TINY])
-        with pytest.raises(SystemExit, match="cannot switch"):
-            main(["--out", str(tmp_path / "a"), "--steps", "5", "--resume", "--lr-schedule", "cosine", *TINY])
-    finally:
-        torch.set_num_threads(threads)
+def test_a_constant_run_can_switch_to_wsd_on_resume(tmp_path, world_data):
+    train(["--out", str(tmp_path / "a"), "--steps", "2", "--no-export", *TINY], world_data)
+    train(["--out", str(tmp_path / "a"), "--steps", "4", "--resume", "--lr-schedule", "wsd", "--decay-steps", "2",
+           "--no-export", *TINY], world_data)
+    with pytest.raises(SystemExit, match="cannot switch"):
+        train(["--out", str(tmp_path / "a"), "--steps", "5", "--resume", "--lr-schedule", "cosine", *TINY], world_data)
     lrs = [float(r.split(",")[2]) for r in (tmp_path / "a" / "loss.csv").read_text().strip().splitlines()[1:]]
     assert lrs[1] == lrs[2] and lrs[3] == pytest.approx(0.55 * lrs[2])  # decays over the last 2 of 4 steps
     assert torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["config"]["lr_schedule"] == "wsd"
 
 
-def test_init_from_starts_a_new_run_from_the_source_ema(tmp_path, monkeypatch):
+def test_init_from_starts_a_new_run_from_the_source_ema(tmp_path, world_data, four_step_run):
     """Fine-tuning: the new run's model and EMA start as the source's EMA weights, the architecture
     comes from the source, and the export's recipe names the source run."""
-    from sds3d.world.train_prior import Trainer, load_source_run, main
+    from sds3d.world.train_prior import Trainer, load_source_run
 
-    monkeypatch.setenv("SDS3D_DATA_DIR", str(tmp_path / "data"))
-    threads = torch.get_num_threads()
-    try:
-        main(["--out", str(tmp_path / "src"), "--steps", "3", "--no-export", *TINY])
-        source = load_source_run(tmp_path / "src")
-        small = [a for a in TINY if a not in ("--block-out-channels", "16,32")]  # taken from the source
-        main(["--out", str(tmp_path / "tune"), "--init-from", str(tmp_path / "src"), "--steps", "0",
-              "--view-caption-prob", "0.9", "--export", str(tmp_path / "prior"), *small])
-    finally:
-        torch.set_num_threads(threads)
+    source = load_source_run(four_step_run)
+    small = [a for a in TINY if a not in ("--block-out-channels", "16,32")]  # taken from the source
+    train(["--out", str(tmp_path / "tune"), "--init-from", str(four_step_run), "--steps", "0",
+           "--view-caption-prob", "0.9", "--export", str(tmp_path / "prior"), *small], world_data)
     cfg = json.loads((tmp_path / "tune" / "config.json").read_text())
     assert cfg["block_out_channels"] == [16, 32] and cfg["view_caption_prob"] == 0.9
-    assert cfg["init_from"]["step"] == 3
+    assert cfg["init_from"]["step"] == 4 and cfg["init_from"]["run"] == str(four_step_run)
     trainer = Trainer(tmp_path / "check", cfg)
     trainer.init_from(source)
     source_ema = source["ema"]["shadow_params"]

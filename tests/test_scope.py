@@ -1,7 +1,7 @@
 """What the embedded prior knows (`sds3d world`) and the one-line note for prompts outside it."""
 
+import os
 import random
-import subprocess
 import sys
 import warnings
 
@@ -58,12 +58,46 @@ def test_the_library_warns_and_goes_on(embedded, tmp_path):
         generate(config, prior=embedded, progress=False)
 
 
-def test_cli_says_it_in_one_line_and_quiet_has_no_bars(tmp_path):
-    """In a new process, so that model loading (its own progress bars) happens here."""
-    result = subprocess.run([sys.executable, "-m", "sds3d", "generate", "a dragon", "--quiet", *TINY, "--out",
-                             str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.splitlines() == [f"sds3d: note: {scope_note('a dragon', 'embedded')}"]
+@pytest.fixture
+def progress_bars_restored():
+    """`--quiet` turns the model-loading bars of diffusers, transformers and huggingface_hub off for the
+    rest of the process (`sds3d.monitor.quiet`); put them back as they were for the tests after."""
+    import huggingface_hub.utils
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    hub = sys.modules[huggingface_hub.utils.are_progress_bars_disabled.__module__]
+    env, hub_states = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS"), dict(hub.progress_bar_states)
+    libraries = {module: module.is_progress_bar_enabled() for module in (diffusers_logging, transformers_logging)}
+    yield
+    if env is None:
+        os.environ.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
+    else:
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = env
+    hub.progress_bar_states.clear()
+    hub.progress_bar_states.update(hub_states)
+    for module, enabled in libraries.items():
+        (module.enable_progress_bar if enabled else module.disable_progress_bar)()
+
+
+def test_cli_says_it_in_one_line_and_quiet_has_no_bars(tmp_path, capfd, monkeypatch, progress_bars_restored):
+    """`sds3d generate` in this process (a new one spent ~10 s importing diffusers and peft again), with
+    the process-wide text encoder forgotten so that model loading, whose bars --quiet must silence,
+    happens here: the UNet and the text encoder, whose loading shows transformers' "Loading weights"
+    bar without --quiet. Warnings that Python would print in a new process count as output too."""
+    from sds3d.guidance.priors import text_encoder
+
+    monkeypatch.setattr(text_encoder, "_SHARED", {})
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(["generate", "a dragon", "--quiet", *TINY, "--out", str(tmp_path)])
+    err = capfd.readouterr().err
+    assert code == 0, err
+    assert text_encoder._SHARED  # the text encoder was loaded by this run
+    assert err.splitlines() == [f"sds3d: note: {scope_note('a dragon', 'embedded')}"]
+    hidden_by_default = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+    assert [str(w.message) for w in caught if not issubclass(w.category, hidden_by_default)] == []
     assert (tmp_path / "asset.ply").is_file()
 
 
