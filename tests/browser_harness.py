@@ -60,13 +60,13 @@ def headless_chromium(window_size: str, *flags: str):
 
 
 def wait_for(condition, timeout: float = 120.0, what: str = "the page"):
-    """The first truthy `condition()`, polled every 0.2 s; AssertionError naming `what` after `timeout` s."""
+    """The first truthy `condition()`, polled every 0.1 s; AssertionError naming `what` after `timeout` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
-        time.sleep(0.2)
+        time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 
 

@@ -2,7 +2,7 @@
 clients at once. Skipped only when gradio, Selenium or chromium is missing and CI is not set.
 
 `SDS3D_SCREENSHOT=docs/app.png python -m pytest tests/test_app_browser.py` refreshes the README picture
-(from a 300-step run instead of 10).
+(from a 300-step run with an 8-frame 128-pixel turntable instead of 3 steps and 4 frames of 64 pixels).
 """
 
 import io
@@ -29,13 +29,15 @@ from sds3d.generate import generate  # noqa: E402
 from sds3d.guidance.registry import load_prior  # noqa: E402
 
 SCREENSHOT = os.environ.get("SDS3D_SCREENSHOT")
-PAGE_STEPS = 300 if SCREENSHOT else 10
+# 3 steps are enough to see the progress line: it stays up, at the last step, while the asset is scored
+PAGE_STEPS, TURNTABLE = (300, (8, 128)) if SCREENSHOT else (3, (4, 64))
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """(url, runner): the page with two concurrent runs allowed and a small turntable."""
-    runner = Runner(tmp_path_factory.mktemp("app") / "runs", turntable_frames=8, turntable_resolution=128)
+    frames, size = TURNTABLE
+    runner = Runner(tmp_path_factory.mktemp("app") / "runs", turntable_frames=frames, turntable_resolution=size)
     for url in serve_on_free_port(build_ui(runner, concurrency=2)):
         yield url, runner
 
@@ -68,17 +70,39 @@ def _downloads(driver) -> dict[str, str]:
     return download_links(driver, "downloads")
 
 
+def _progress_line(driver) -> str | None:
+    """The status box's step/ETA line (Gradio may also overlay its own "1/20 steps | 0.0s" line on it)."""
+    return next((line for line in _status(driver).splitlines() if line.startswith("Step ") and "ETA" in line), None)
+
+
+def _stop_drawing(driver, canvas) -> None:
+    """Ends the WebGL context of the 3D viewer's `canvas`: the splat viewer redraws every frame, which on
+    the CPU (SwiftShader) takes a core and makes every later screenshot wait seconds for a frame."""
+    driver.execute_script("const gl = arguments[0].getContext('webgl2') || arguments[0].getContext('webgl');"
+                          "gl?.getExtension('WEBGL_lose_context')?.loseContext();", canvas)
+
+
 def test_prompt_to_3d_viewer_and_downloads(browser, server, tmp_path):
     url, runner = server
     before = set(runner.runs_dir.iterdir())
     _start(browser, url, "a red mug", steps=PAGE_STEPS)
     run_dir = _new_run_dir(runner, before)
 
-    progress = wait_for(lambda: "ETA" in _status(browser) and _status(browser), 120, "step/ETA progress")
-    # Gradio may still overlay its own "1/20 steps | 0.0s" line on the status box: look for ours
-    assert any(line.startswith("Step ") and f"/{PAGE_STEPS} " in line for line in progress.splitlines())
+    progress = wait_for(lambda: _progress_line(browser), 120, "step/ETA progress")
+    assert re.match(rf"Step \d+/{PAGE_STEPS} · \d+ s elapsed · ETA (…|\d+ s)", progress)
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#renders img[src]"), 60, "the live renders")
     wait_for(lambda: f"Done: {PAGE_STEPS} steps" in _status(browser), 600, "the end of the run")
+
+    from PIL import Image
+
+    canvas = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#model3d canvas"), 30, "the 3D viewer")[0]
+
+    def colours_drawn() -> int:  # the splat viewer loads, sorts and draws asynchronously
+        return len(Image.open(io.BytesIO(canvas.screenshot_as_png)).convert("RGB").getcolors(maxcolors=1 << 20))
+
+    wait_for(lambda: colours_drawn() > 50, 30, "the Gaussians drawn in the 3D viewer")
+    if not SCREENSHOT:  # (the README picture shows the viewer)
+        _stop_drawing(browser, canvas)
 
     files = wait_for(lambda: len(_downloads(browser)) == 8 and _downloads(browser), 30, "eight downloads")
     assert list(files) == ["asset.ply", "turntable.gif", "preview.png", "metrics.json", "metrics.csv", "loss.png",
@@ -90,15 +114,6 @@ def test_prompt_to_3d_viewer_and_downloads(browser, server, tmp_path):
     assert "kind accuracy" in browser.find_element(By.ID, "scores").text
     turntable = browser.find_element(By.CSS_SELECTOR, "#turntable img").get_attribute("src")
     assert turntable.endswith("turntable.gif")
-
-    from PIL import Image
-
-    canvas = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#model3d canvas"), 30, "the 3D viewer")[0]
-
-    def colours_drawn() -> int:  # the splat viewer loads, sorts and draws asynchronously
-        return len(Image.open(io.BytesIO(canvas.screenshot_as_png)).convert("RGB").getcolors(maxcolors=1 << 20))
-
-    wait_for(lambda: colours_drawn() > 50, 30, "the Gaussians drawn in the 3D viewer")
     shot = Path(SCREENSHOT or tmp_path / "app.png")
     browser.execute_script("window.scrollTo(0, 0)")
     assert browser.save_screenshot(str(shot))
