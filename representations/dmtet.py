@@ -270,7 +270,8 @@ def normal_consistency(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Ten
         torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), dim=-1)
     edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(dim=1).values  # [3F, 2]
     face_of_edge = torch.arange(len(faces), device=faces.device).repeat(3)
-    _, edge_id = torch.unique(edges, dim=0, return_inverse=True)
+    # one int64 key per edge (a * V + b, b < V) orders edges as their rows do; a 1-D unique is >10x faster
+    _, edge_id = torch.unique(edges[:, 0] * len(vertices) + edges[:, 1], return_inverse=True)
     order = torch.argsort(edge_id, stable=True)
     same = edge_id[order][1:] == edge_id[order][:-1]  # consecutive entries of one edge: adjacent faces
     a, b = face_of_edge[order][:-1][same], face_of_edge[order][1:][same]

@@ -192,3 +192,23 @@ def test_colour_encoding_is_selectable():
     assert fourier.color_field.encoding.__class__.__name__ == "FourierFeatures"
     with pytest.raises(ValueError, match="color_encoding"):
         DMTet(config=DMTetConfig(resolution=4, color_encoding="sh"))
+
+
+def test_normal_consistency_pairs_every_two_faces_that_share_an_edge():
+    """Against a reference that finds adjacent faces with a dict of edges, on a closed mesh."""
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    vertices = torch.tensor(sphere.vertices, dtype=torch.float32) * (1 + 0.1 * torch.rand(len(sphere.vertices), 1,
+                                                                                          generator=torch.Generator().manual_seed(0)))
+    faces = torch.tensor(sphere.faces, dtype=torch.int64)
+    corners = vertices[faces]
+    normals = torch.nn.functional.normalize(torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), dim=-1)
+    by_edge = {}
+    for f, (i, j, k) in enumerate(faces.tolist()):
+        for a, b in ((i, j), (j, k), (k, i)):
+            by_edge.setdefault((min(a, b), max(a, b)), []).append(f)
+    pairs = [fs for fs in by_edge.values() if len(fs) == 2]
+    assert len(pairs) == len(by_edge)  # closed: every edge has two faces
+    expected = torch.stack([1 - (normals[a] * normals[b]).sum() for a, b in pairs]).mean()
+    torch.testing.assert_close(normal_consistency(vertices, faces), expected, rtol=1e-5, atol=1e-6)
