@@ -256,6 +256,10 @@ class EditWorkspace:
         session.loaded = (label, representation)
         return representation
 
+    def context(self, session: EditSession, label, source_prompt) -> str:
+        """What the asset shows, for its selections: the source prompt typed, else the run's prompt ("" for an upload)."""
+        return " ".join(str(source_prompt or "").split()) or self.asset(session, label).source_prompt
+
     def select(self, session: EditSession, label, query, source_prompt: str = "") -> tuple:
         """(mask [N] bool, uint8 image [H, 4 W, 3] of four views with the selection tinted orange)
         for a text query on the asset, what it shows (`source_prompt`, else the run's prompt) telling
@@ -270,7 +274,7 @@ class EditWorkspace:
             raise InputError(f"The region is {len(query)} characters long; "
                              f"the limit is {self.limits.max_prompt_chars}.")
         representation = self.features(session, label)
-        context = " ".join(str(source_prompt or "").split()) or self.asset(session, label).source_prompt
+        context = self.context(session, label, source_prompt)
         mask = select_points(representation, query, teacher=self.teacher(), context=context or None)
         image = image_grid(render_highlight(representation, mask), columns=4)
         session.selection = (label, query, mask, image, context)
@@ -322,7 +326,7 @@ class EditWorkspace:
         query = " ".join(str(query or "").split())
         if not query:
             return None
-        context = " ".join(str(source_prompt or "").split()) or self.asset(session, label).source_prompt
+        context = self.context(session, label, source_prompt)
         if session.selection is not None and (*session.selection[:2], session.selection[4]) == (label, query, context):
             return session.selection[2]
         return self.select(session, label, query, source_prompt)[0]

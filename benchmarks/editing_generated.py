@@ -52,9 +52,9 @@ class GeneratedAssets:
 
     def context(self, run: Path) -> str | None:
         """The run's prompt, what `sds3d select` and `sds3d edit` tell the selection (None without `use_prompt`)."""
-        import json
+        from sds3d.features.assets import run_prompt
 
-        return json.loads((run / "config.json").read_text())["prompt"] if self.use_prompt else None
+        return run_prompt(run) if self.use_prompt else None
 
     def get(self, run: Path, kind: str):
         """-> (gaussians with field, TransferredParts, visible [N] bool, seconds to distil)."""
@@ -69,8 +69,7 @@ class GeneratedAssets:
             labels = transfer_parts(gaussians, kind)
             visible = PartOracle(kind).visible(labels.placed, tolerance=TOLERANCE)
             start = time.perf_counter()
-            with torch.enable_grad():
-                distill_features(gaussians, self.teacher, self.config, progress=False)
+            distill_features(gaussians, self.teacher, self.config, progress=False)
             self.cache[run] = (gaussians, labels, visible, time.perf_counter() - start)
         return self.cache[run]
 

@@ -44,47 +44,22 @@ class TransferredParts:
 def generated_runs(folder: str | Path) -> list[tuple[Path, str, str]]:
     """(run folder, kind, colour) of each run folder in `folder` (config.json and checkpoint.pt)
     whose prompt names one micro-world kind and colour, sorted by folder name."""
-    import json
-
+    from sds3d.features.assets import run_prompt
     from sds3d.world.captions import parse_prompt
 
     runs = []
     for run in sorted(Path(folder).iterdir()):
-        if not ((run / "config.json").is_file() and (run / "checkpoint.pt").is_file()):
+        if not (run / "checkpoint.pt").is_file():
             continue
-        parsed = parse_prompt(json.loads((run / "config.json").read_text()).get("prompt", ""))
+        parsed = parse_prompt(run_prompt(run) or "")
         if parsed is not None:
             runs.append((run, parsed[0], parsed[1]))
     return runs
 
 
-def _hull_points(alpha: torch.Tensor, cameras) -> np.ndarray:
-    """Surface points [P, 3] (world units) of the largest part of the visual hull of `alpha`."""
-    from sds3d.shape_accuracy import largest_component, surface_points, visual_hull
-
-    return surface_points(largest_component(visual_hull(alpha, cameras)))
-
-
 def _yaw(angle_degrees: float) -> np.ndarray:
     c, s = math.cos(math.radians(angle_degrees)), math.sin(math.radians(angle_degrees))
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def best_yaw(points: np.ndarray, reference: np.ndarray, window: float = YAW_WINDOW,
-             step: float = YAW_STEP) -> tuple[float, float]:
-    """(yaw in degrees, Chamfer) minimising the symmetric mean nearest-neighbour distance between
-    `points` turned about +z and `reference` (both normalised [P, 3]), over yaws in [-window, window]."""
-    from scipy.spatial import cKDTree
-
-    tree_points, tree_reference = cKDTree(points), cKDTree(reference)
-    best = (0.0, float("inf"))
-    for angle in np.arange(-window, window + step / 2, step):
-        rotation = _yaw(float(angle))
-        distance = 0.5 * (tree_reference.query(points @ rotation.T)[0].mean()
-                          + tree_points.query(reference @ rotation)[0].mean())
-        if distance < best[1]:
-            best = (float(angle), float(distance))
-    return best
 
 
 @torch.no_grad()
@@ -95,17 +70,19 @@ def transfer_parts(gaussians, kind: str, tolerance: float = TOLERANCE, window: f
     from sds3d.cuda.mesh_rasterizer import render_trimesh
     from sds3d.features.part_oracle import face_parts
     from sds3d.representations.mesh import Mesh
-    from sds3d.shape_accuracy import shape_cameras
+    from sds3d.shape_accuracy import best_yaw, hull_surface, normalise, shape_cameras
     from sds3d.world import make_object
 
     cameras = shape_cameras()
     mesh = make_object(kind, "red").mesh
-    asset = _hull_points(gaussians.render(cameras).alpha, cameras)
-    reference = _hull_points(render_trimesh(mesh, cameras).alpha, cameras)
+    asset = hull_surface(gaussians.render(cameras).alpha, cameras)
+    reference = hull_surface(render_trimesh(mesh, cameras).alpha, cameras)
     if len(asset) < 4:
         raise ValueError(f"the asset of {kind!r} has no opaque hull to place")
     (c_a, r_a), (c_r, r_r) = (_centre_and_radius(p) for p in (asset, reference))
-    yaw, chamfer = best_yaw((asset - c_a) / r_a, (reference - c_r) / r_r, window)
+    angles = np.radians(np.arange(-window, window + YAW_STEP / 2, YAW_STEP))
+    yaw, chamfer = best_yaw(normalise(asset), normalise(reference), angles)
+    yaw = round(math.degrees(yaw), 6)
     means = gaussians.means.detach().double().numpy()
     placed = ((means - c_a) / r_a) @ _yaw(yaw).T * r_r + c_r
     surface, _, _, faces, _ = Mesh.from_trimesh(mesh).sample_surface(SURFACE_SAMPLES, torch.Generator().manual_seed(0))

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from sds3d.guidance.priors.batch_threads import current_slice
+
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
@@ -84,8 +86,6 @@ class UNetLoRA:
         """Within the block the UNet runs with this adapter and adds `CameraEmbedding(camera)`
         ([B, 16], batch = the UNet call's batch) to its timestep embedding; a call split over
         threads (`batch_threads`) adds each slice its own rows."""
-        from sds3d.guidance.priors.batch_threads import current_slice
-
         embedding = self.camera(camera)
 
         def add_camera(module, inputs, output):

@@ -110,13 +110,18 @@ def _subsample(points: np.ndarray, n: int = MAX_POINTS) -> np.ndarray:
     return points[np.random.default_rng(0).choice(len(points), n, replace=False)]
 
 
+def hull_surface(alpha: torch.Tensor, cameras: Cameras) -> np.ndarray:
+    """Surface points [P, 3] (world units, not normalised) of the largest part of the visual hull of
+    silhouettes `alpha` seen from `cameras`."""
+    return surface_points(largest_component(visual_hull(alpha, cameras)))
+
+
 @torch.no_grad()
 def shape_points(representation, cameras: Cameras | None = None) -> np.ndarray:
     """Normalised surface points [P, 3] of a representation's visual hull (empty when nothing is
     opaque enough to carve)."""
     cameras = shape_cameras() if cameras is None else cameras
-    output = representation.render(cameras.to(representation_device(representation)))
-    points = surface_points(largest_component(visual_hull(output.alpha, cameras)))
+    points = hull_surface(representation.render(cameras.to(representation_device(representation))).alpha, cameras)
     return _subsample(normalise(points)) if len(points) >= 4 else np.zeros((0, 3))
 
 
@@ -130,8 +135,7 @@ def mesh_shape_points(mesh) -> np.ndarray:
     from sds3d.cuda.mesh_rasterizer import render_trimesh
 
     cameras = shape_cameras()
-    output = render_trimesh(mesh, cameras)
-    return _subsample(normalise(surface_points(largest_component(visual_hull(output.alpha, cameras)))))
+    return _subsample(normalise(hull_surface(render_trimesh(mesh, cameras).alpha, cameras)))
 
 
 # What the reference shapes depend on besides the meshes: this score and the mesh rasterizer.
@@ -189,23 +193,30 @@ def reference_shapes() -> dict[str, np.ndarray]:
     return shapes
 
 
-def yaw_chamfer(points: np.ndarray, reference: np.ndarray, yaws: int = YAWS) -> float:
-    """min over yaw of the symmetric mean nearest-neighbour distance between `points` rotated about
-    +z and `reference` (both [P, 3], already normalised)."""
+def best_yaw(points: np.ndarray, reference: np.ndarray, angles) -> tuple[float, float]:
+    """(angle, distance): the yaw among `angles` (radians) of least symmetric mean nearest-neighbour
+    distance between `points` rotated about +z and `reference` (both [P, 3], already normalised);
+    (nan, inf) when either is empty."""
     from scipy.spatial import cKDTree
 
     if len(points) == 0 or len(reference) == 0:
-        return float("inf")
+        return float("nan"), float("inf")
     tree_points, tree_reference = cKDTree(points), cKDTree(reference)
-    best = float("inf")
-    for k in range(yaws):
-        angle = 2 * math.pi * k / yaws
+    best = (float("nan"), float("inf"))
+    for angle in angles:
         c, s = math.cos(angle), math.sin(angle)
         rotation = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
         forward = tree_reference.query(points @ rotation.T)[0].mean()  # the asset rotated by +angle
         backward = tree_points.query(reference @ rotation)[0].mean()  # = the reference by -angle
-        best = min(best, 0.5 * (forward + backward))
+        if 0.5 * (forward + backward) < best[1]:
+            best = (float(angle), float(0.5 * (forward + backward)))
     return best
+
+
+def yaw_chamfer(points: np.ndarray, reference: np.ndarray, yaws: int = YAWS) -> float:
+    """min over `yaws` evenly spaced yaws of the symmetric mean nearest-neighbour distance between
+    `points` rotated about +z and `reference` (both [P, 3], already normalised)."""
+    return best_yaw(points, reference, (2 * math.pi * k / yaws for k in range(yaws)))[1]
 
 
 def rank_kinds(points: np.ndarray) -> list[tuple[str, float]]:

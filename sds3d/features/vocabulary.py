@@ -113,17 +113,17 @@ class PartVocabulary:
         labels, group = self.labels[concept], int(self.group_of[concept])
         if group not in (PARTS, NOUNS):
             return self._mass(scaled, group, labels)
-        nouns = labels if group == NOUNS else self.labels[[j for j in self.groups[NOUNS].tolist()
-                                                           if (self.labels[j] & labels).any()]].any(0)
+        nouns = labels if group == NOUNS else self._noun_labels(labels)
         return torch.maximum(self._mass(scaled, PARTS, labels), self._mass(scaled, NOUNS, nouns))
+
+    def _noun_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """[L] bool: every part named by a part noun that names any of `labels` [L] bool."""
+        return self.labels[[j for j in self.groups[NOUNS].tolist() if (self.labels[j] & labels).any()]].any(0)
 
     def _named_labels(self, concept: int) -> torch.Tensor:
         """[L] bool: the parts a trained concept names; a kind's part also by its nouns."""
         labels = self.labels[concept]
-        if int(self.group_of[concept]) != PARTS:
-            return labels
-        nouns = [j for j in self.groups[NOUNS].tolist() if (self.labels[j] & labels).any()]
-        return labels | self.labels[nouns].any(0)
+        return labels | self._noun_labels(labels) if int(self.group_of[concept]) == PARTS else labels
 
     def _score_within_kind(self, scaled: torch.Tensor, concept: int, kind: str) -> torch.Tensor | None:
         """[N] score of a trained concept within `kind`'s parts (module docstring), or None when it
