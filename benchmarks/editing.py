@@ -10,6 +10,8 @@ Gaussian's true part the part of its nearest face). When the shipped feature tea
 (assets/feature_teacher/), the ground-truth part oracle stands in and the JSON says "teacher": "oracle".
 Queries are scored knowing what the object is (`select_points(..., context=kind)`: the source prompt,
 which `sds3d edit` always has); `--no-context` scores them without, into files without "-context".
+Selections grow through nearest neighbours to points above `--low-threshold` (`select_points`' default
+0.2), into files ending "-grown"; 0.5 does not grow them.
 Four tables, one JSONL each in benchmarks/results/editing/ (rows already there are skipped: resume):
 - selection.jsonl: 3D IoU of "the <part>" and "the <kind>'s <part>" against true membership for
   every (kind, part), measured as benchmarks/selection.py does (its `distil` and `iou`);
@@ -115,10 +117,11 @@ class Objects:
         return self.cache[kind]
 
 
-def selection_table(objects: Objects, path: Path, limit: int | None, context: bool = True) -> list[dict]:
+def selection_table(objects: Objects, path: Path, limit: int | None, context: bool = True,
+                    low_threshold: float = 0.5) -> list[dict]:
     from sds3d.errors import InputError
     from sds3d.features.part_oracle import PartOracle
-    from sds3d.features.select import query_relevancy
+    from sds3d.features.select import mask_of_scores, query_relevancy
     from sds3d.world import KINDS
 
     rows = read_rows(path)
@@ -136,7 +139,8 @@ def selection_table(objects: Objects, path: Path, limit: int | None, context: bo
             if (kind, part, phrasing) in done:
                 continue
             try:
-                mask = query_relevancy(gaussians, query, query_teacher, context=kind if context else None) > 0.5
+                score = query_relevancy(gaussians, query, query_teacher, context=kind if context else None)
+                mask = mask_of_scores(gaussians, score, 0.5, low_threshold)
             except InputError as error:
                 raise SystemExit(f"editing benchmark: {error}") from None
             row = {"kind": kind, "part": part, "phrasing": phrasing, "query": query,
@@ -167,7 +171,7 @@ def recolour_cases(limit: int | None, objects: tuple[tuple[str, str], ...] | Non
 
 
 def recolour_table(objects: Objects, evaluator, path: Path, limit: int | None,
-                   context: bool = True) -> tuple[list[dict], list[np.ndarray]]:
+                   context: bool = True, low_threshold: float = 0.5) -> tuple[list[dict], list[np.ndarray]]:
     from sds3d.evaluate import evaluation_cameras
 
     rows = read_rows(path)
@@ -179,7 +183,7 @@ def recolour_table(objects: Objects, evaluator, path: Path, limit: int | None,
             continue
         gaussians, parts, query_teacher, _ = objects.get(kind)  # distillation needs gradients
         row, picture = measure_recolour(gaussians, parts, query_teacher, evaluator, cameras, kind, index, part, colour,
-                                        context=kind if context else None)
+                                        context=kind if context else None, low_threshold=low_threshold)
         rows.append(row)
         append_row(path, row)
         if len(pictures) < 6:
@@ -189,9 +193,9 @@ def recolour_table(objects: Objects, evaluator, path: Path, limit: int | None,
 
 @torch.no_grad()
 def measure_recolour(gaussians, parts, query_teacher, evaluator, cameras, kind, index, part, colour,
-                     context: str | None = None):
-    """-> (row, uint8 [3, H, W, 3] before / selection / after at one evaluation view); `context`:
-    what the object is, for `select_points`."""
+                     context: str | None = None, low_threshold: float = 0.5):
+    """-> (row, uint8 [3, H, W, 3] before / selection / after at one evaluation view); `context`
+    (what the object is) and `low_threshold` for `select_points`."""
     from sds3d.errors import InputError
     from sds3d.evaluate import evaluation_cameras, render_for_evaluator
     from sds3d.features.operations import copy_asset, recolour
@@ -200,7 +204,7 @@ def measure_recolour(gaussians, parts, query_teacher, evaluator, cameras, kind, 
 
     query = f"the {part}"
     try:
-        mask = select_points(gaussians, query, query_teacher, context=context)
+        mask = select_points(gaussians, query, query_teacher, context=context, low_threshold=low_threshold)
     except InputError as error:
         mask = torch.zeros(len(gaussians), dtype=torch.bool)
         print(f"editing benchmark: {error}", file=sys.stderr)
@@ -306,14 +310,14 @@ def save_grid(pictures: list[np.ndarray], path: Path) -> None:
 
 
 def generated_tables(folder: str, teacher_arg: str, teacher, config, evaluator, out: Path, tag: str,
-                     context: bool) -> dict:
+                     context: bool, low_threshold: float) -> dict:
     """Selection and recolour on the generated assets in `folder` (`editing_generated`), their prompts
-    as the context when `context` -> their summary."""
+    as the context when `context`, grown to `low_threshold` -> their summary."""
     from editing_generated import GeneratedAssets, generated_recolour_table, generated_selection_table
 
     if teacher_arg == "oracle":
         raise SystemExit("editing benchmark: --generated needs a 2D teacher; the part oracle knows only the meshes")
-    assets = GeneratedAssets(folder, teacher, config, use_prompt=context)
+    assets = GeneratedAssets(folder, teacher, config, use_prompt=context, low_threshold=low_threshold)
     selection, pictures = generated_selection_table(assets, out / f"generated_selection-{tag}.jsonl")
     recolour = generated_recolour_table(assets, evaluator, out / f"generated_recolour-{tag}.jsonl", selection)
     if pictures:
@@ -336,6 +340,7 @@ def mean(values) -> float | None:
 def main(argv: list[str] | None = None) -> dict:
     from sds3d.errors import InputError
     from sds3d.features.distill import DistillConfig
+    from sds3d.features.select import DEFAULT_LOW_THRESHOLD
     from sds3d.world.evaluator import Evaluator
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -352,6 +357,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-context", action="store_true", help="select without telling the selection what the "
                    "object is (its kind: the source prompt that `sds3d edit` always has)")
+    p.add_argument("--low-threshold", type=float, default=DEFAULT_LOW_THRESHOLD, help="grow selections to "
+                   "neighbours above this (select_points' hysteresis; 0.5: no growth)")
     p.add_argument("--generated", default="", help="a folder of generated runs (text_to_3d.py --out): "
                    "selection and recolour on them too (editing_generated.py)")
     p.add_argument("--out", default=str(RESULTS))
@@ -390,15 +397,17 @@ def main(argv: list[str] | None = None) -> dict:
         return prior[0]
 
     context = not args.no_context
-    tag = f"{name}-{args.points}" + ("-context" if context else "")
-    selection = selection_table(objects, out / f"selection-{tag}.jsonl", args.limit, context) \
+    low = args.low_threshold
+    rule = ("-context" if context else "") + ("-grown" if low < 0.5 else "")
+    tag = f"{name}-{args.points}{rule}"
+    selection = selection_table(objects, out / f"selection-{tag}.jsonl", args.limit, context, low) \
         if "selection" in tables else []
-    recolour_rows, pictures = (recolour_table(objects, evaluator, out / f"recolour-{tag}.jsonl", args.limit, context)
+    recolour_rows, pictures = (recolour_table(objects, evaluator, out / f"recolour-{tag}.jsonl", args.limit, context, low)
                                if "recolour" in tables else ([], []))
     if pictures:
         save_grid(pictures, out / "grid.png")
     generated = generated_tables(args.generated, teacher_arg, teacher, objects.config, evaluator, out,
-                                 name + ("-context" if context else ""), context) if "generated" in tables else None
+                                 name + rule, context, low) if "generated" in tables else None
     work = Path(tempfile.mkdtemp(prefix="sds3d-editing-"))
     global_limit = args.global_limit if args.global_limit is not None else args.limit
     global_rows = [] if "global" not in tables else global_table(out / f"global-{args.prior}.jsonl", global_limit, args.points,
@@ -421,7 +430,7 @@ def main(argv: list[str] | None = None) -> dict:
                        "seconds": mean(r["seconds"] for r in global_rows if r["guidance"] == g)}
                    for g in GUIDANCES if any(r["guidance"] == g for r in global_rows)},
         "generated": generated,
-        "context": context, "teacher": name, "selection_iou_all_gaussians": mean(r["iou_all"] for r in selection),
+        "context": context, "low_threshold": low, "teacher": name, "selection_iou_all_gaussians": mean(r["iou_all"] for r in selection),
         "selection_queries": len(selection), "recolour_cases": len(recolour_rows),
         "recolour_kind_acc_after": mean(r["kind_acc_after"] for r in recolour_rows),
         "recolour_method": "select_points + operations.recolour", "points": args.points,

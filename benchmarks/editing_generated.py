@@ -44,11 +44,12 @@ def weighted_iou(mask: torch.Tensor, truth: torch.Tensor, weight: torch.Tensor) 
 class GeneratedAssets:
     """The generated assets of a folder, each loaded, part-labelled and distilled once."""
 
-    def __init__(self, folder: str | Path, teacher, config, use_prompt: bool = True):
+    def __init__(self, folder: str | Path, teacher, config, use_prompt: bool = True, low_threshold: float = 0.5):
         self.runs = generated_runs(folder)
         if not self.runs:
             raise SystemExit(f"editing benchmark: --generated {folder}: no run folders of micro-world prompts there")
         self.teacher, self.config, self.use_prompt, self.cache = teacher, config, use_prompt, {}
+        self.low_threshold = low_threshold  # select_points' hysteresis (0.5: no growth)
 
     def context(self, run: Path) -> str | None:
         """The run's prompt, what `sds3d select` and `sds3d edit` tell the selection (None without `use_prompt`)."""
@@ -79,7 +80,7 @@ def generated_selection_table(assets: GeneratedAssets, path: Path) -> tuple[list
     from editing import GRID_SIZE
     from sds3d.errors import InputError
     from sds3d.evaluate import evaluation_cameras
-    from sds3d.features.select import query_relevancy, render_highlight
+    from sds3d.features.select import mask_of_scores, query_relevancy, render_highlight
     from sds3d.world import KINDS
 
     rows = read_rows(path)
@@ -98,7 +99,8 @@ def generated_selection_table(assets: GeneratedAssets, path: Path) -> tuple[list
             query = f"the {part}"
             for phrasing, text in (("the <part>", query), ("the <kind>'s <part>", f"the {spec.synonyms[0]}'s {part}")):
                 try:
-                    mask = query_relevancy(gaussians, text, assets.teacher, context=assets.context(run)) > 0.5
+                    score = query_relevancy(gaussians, text, assets.teacher, context=assets.context(run))
+                    mask = mask_of_scores(gaussians, score, 0.5, assets.low_threshold)
                 except InputError as error:
                     raise SystemExit(f"editing benchmark: {error}") from None
                 if phrasing == "the <part>" and not absent and (smallest is None or share < smallest[0]):
@@ -137,7 +139,8 @@ def generated_recolour_table(assets: GeneratedAssets, evaluator, path: Path, sel
                 continue
             gaussians, labels, _, _ = assets.get(run, kind)
             row, _ = measure_recolour(gaussians, labels.parts, assets.teacher, evaluator, cameras, kind, index,
-                                      part, target, context=assets.context(run))
+                                      part, target, context=assets.context(run),
+                                      low_threshold=assets.low_threshold)
             row = {"run": run.name, **row}
             rows.append(row)
             append_row(path, row)

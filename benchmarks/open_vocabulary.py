@@ -4,17 +4,17 @@
 
 Ten micro-world objects (red) are converted to Gaussians and given a feature field distilled from
 the shipped part teacher, as in `benchmarks/selection.py`. Two kinds of query that no training concept
-paraphrases (text cosine below `SNAP_COSINE` to all of them) are scored two ways, each point selected
-at score > 0.5:
+paraphrases (text cosine below `SNAP_COSINE` to all of them) are scored three ways:
 - `vocabulary`: what `select_points` does (`PartVocabulary.scores`: the query competes with the
-  nearest concept's vocabulary);
-- `sigmoid`: the teacher's open-vocabulary head, sigmoid(logits(feature, query)).
+  nearest concept's vocabulary; score > 0.5, grown through nearest neighbours to score > 0.2);
+- `vocabulary_not_grown`: the same scores, > 0.5 only;
+- `sigmoid`: the teacher's open-vocabulary head, sigmoid(logits(feature, query)) > 0.5.
 
 Unrelated phrases ("a dragon" on every object) should select nothing: the fraction of the object's
 points selected, and how many (object, phrase) cases select more than 0.5 %. Untrained names of real
 parts ("the legs" of a chair) should select that part: IoU over the visible Gaussians. Rows go to
 benchmarks/results/selection/open_vocabulary.jsonl; the last line is JSON
-{"vocabulary"|"sigmoid": {"unrelated_fraction", "unrelated_cases_selecting", "untrained_name_iou"}, ...}.
+{"vocabulary"|"vocabulary_not_grown"|"sigmoid": {"unrelated_fraction", "unrelated_cases_selecting", "untrained_name_iou"}, ...}.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def main() -> None:
     from sds3d.features.field import feature_field_of
     from sds3d.features.load import load_feature_teacher
     from sds3d.features.part_oracle import PartOracle, part_gaussians
-    from sds3d.features.select import phrase_scores
+    from sds3d.features.select import mask_of_scores, phrase_scores
     from sds3d.features.vocabulary import SNAP_COSINE
     from sds3d.world import KINDS as WORLD
 
@@ -74,15 +74,18 @@ def main() -> None:
         with torch.no_grad():
             features = F.normalize(field.point_features(gaussians).float(), dim=-1)
             occupied = field.occupied(gaussians)
-            scores = {"vocabulary": phrase_scores(teacher, features, queries),
-                      "sigmoid": torch.sigmoid(teacher.model.logits(features, text)).T}
+            vocabulary_scores = phrase_scores(teacher, features, queries)
+            sigmoid_scores = torch.sigmoid(teacher.model.logits(features, text)).T
+        rules = {"vocabulary": lambda i: mask_of_scores(gaussians, vocabulary_scores[i]),
+                 "vocabulary_not_grown": lambda i: (vocabulary_scores[i] > 0.5) & occupied,
+                 "sigmoid": lambda i: (sigmoid_scores[i] > 0.5) & occupied}
         for i, query in enumerate(queries):
             names = UNTRAINED_NAMES.get((kind, query))
             if query not in UNRELATED and names is None:
                 continue
             row = {"kind": kind, "query": query, "type": "unrelated" if names is None else "untrained_name"}
-            for rule, score in scores.items():
-                mask = (score[i] > 0.5) & occupied
+            for rule, selects in rules.items():
+                mask = selects(i)
                 if names is None:
                     row[f"{rule}_fraction"] = round(float(mask.float().mean()), 4)
                 else:
@@ -99,7 +102,7 @@ def main() -> None:
     summary = {rule: {"unrelated_fraction": round(sum(r[f"{rule}_fraction"] for r in unrelated) / len(unrelated), 4),
                       "unrelated_cases_selecting": sum(r[f"{rule}_fraction"] > 0.005 for r in unrelated),
                       "untrained_name_iou": round(sum(r[f"{rule}_iou"] for r in named) / len(named), 4)}
-               for rule in ("vocabulary", "sigmoid")}
+               for rule in rules}
     print(json.dumps({**summary, "unrelated_cases": len(unrelated), "untrained_names": len(named),
                       "points": args.points, "teacher": teacher.name, "cpu": cpu_model(), "threads": args.threads}))
 

@@ -2,17 +2,18 @@
 
     python benchmarks/selection.py [--teacher shipped|oracle|PATH] [--points 20000] [--kinds mug,car]
                                    [--steps 100] [--threads 2] [--color red] [--no-context]
+                                   [--low-threshold 0.2]
 
 Every micro-world kind is converted to Gaussians (`mesh_to_gaussians`, `--points` of them), each
 Gaussian's true part being the part of the face it was sampled on (its nearest face). A feature
 field is distilled from the teacher (`distill_features` on the asset's own renders; the
 ground-truth part oracle instead gives its part maps for the same cameras), and every named part
-is queried as "the <part>" and "the <kind>'s <part>" (`select_points`, threshold 0.5), told the
-object's kind as its context (what `sds3d edit` tells it; `--no-context`: not told). IoU is
+is queried as "the <part>" and "the <kind>'s <part>" (`select_points`: threshold 0.5, grown to
+neighbours above `--low-threshold`, default 0.2; 0.5: not grown), told the object's kind as its context (what `sds3d edit` tells it; `--no-context`: not told). IoU is
 measured over the visible Gaussians (on the object's visible surface from some view; Gaussians
 sampled on faces buried inside another part's solid cannot be seen by any 2D teacher) and, for
 reference, over all. One JSONL row per (kind, part, phrasing) goes to
-benchmarks/results/selection/<teacher>[-context].jsonl, and the summary, printed last, is appended to
+benchmarks/results/selection/<teacher>[-context][-grown].jsonl, and the summary, printed last, is appended to
 summary.jsonl beside them: mean IoU (visible and all), per part, and distillation seconds
 (mean and largest, with the CPU model).
 """
@@ -61,7 +62,7 @@ def main() -> None:
     from sds3d.errors import InputError
     from sds3d.features.distill import DistillConfig
     from sds3d.features.part_oracle import PartOracle, part_gaussians
-    from sds3d.features.select import query_relevancy
+    from sds3d.features.select import DEFAULT_LOW_THRESHOLD, mask_of_scores, query_relevancy
     from sds3d.world import KINDS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,7 +73,9 @@ def main() -> None:
     p.add_argument("--color", default="red")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-context", action="store_true", help="do not tell the selection the object's kind")
-    p.add_argument("--out", default=None, help="JSONL (default results/selection/<teacher>[-context].jsonl)")
+    p.add_argument("--low-threshold", type=float, default=DEFAULT_LOW_THRESHOLD,
+                   help="grow the selection to points above this (select_points' hysteresis; 0.5: no growth)")
+    p.add_argument("--out", default=None, help="JSONL (default results/selection/<teacher>[-context][-grown].jsonl)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     teacher, name = None, args.teacher
@@ -84,7 +87,8 @@ def main() -> None:
     kinds = [k for k in args.kinds.split(",") if k] or list(KINDS)
     config = DistillConfig(steps=args.steps)
     context = not args.no_context
-    out = Path(args.out) if args.out else RESULTS / f"{name}{'-context' if context else ''}.jsonl"
+    suffix = ("-context" if context else "") + ("-grown" if args.low_threshold < 0.5 else "")
+    out = Path(args.out) if args.out else RESULTS / f"{name}{suffix}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     rows, seconds = [], []
     for kind in kinds:
@@ -100,7 +104,7 @@ def main() -> None:
                     score = query_relevancy(gaussians, query, query_teacher, context=kind if context else None)
                 except InputError as error:
                     raise SystemExit(f"selection benchmark: {error}") from None
-                mask = score > 0.5
+                mask = mask_of_scores(gaussians, score, 0.5, args.low_threshold)
                 row = {"kind": kind, "part": part, "query": query, "phrasing": phrasing,
                        "iou_visible": round(iou(mask[visible], truth[visible]), 4), "iou_all": round(iou(mask, truth), 4),
                        "selected": int(mask.sum()), "true": int(truth.sum()), "gaussians": len(gaussians),
@@ -113,7 +117,8 @@ def main() -> None:
     per_part = {}
     for r in rows:
         per_part.setdefault(f"{r['kind']}/{r['part']}", []).append(r["iou_visible"])
-    summary = {"teacher": name, "oracle": args.teacher == "oracle", "context": context, "points": args.points, "steps": args.steps,
+    summary = {"teacher": name, "oracle": args.teacher == "oracle", "context": context,
+               "low_threshold": args.low_threshold, "points": args.points, "steps": args.steps,
                "kinds": len(kinds), "queries": len(rows),
                "mean_iou": round(sum(r["iou_visible"] for r in rows) / len(rows), 4),
                "mean_iou_all_gaussians": round(sum(r["iou_all"] for r in rows) / len(rows), 4),

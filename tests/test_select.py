@@ -13,7 +13,7 @@ from sds3d.features.distill import DistillConfig, distillation_cameras, fit_fiel
 from sds3d.features.field import attach_field, field_for
 from sds3d.features.operations import delete, extract, parse_color, recolour
 from sds3d.features.part_oracle import PartOracle, part_gaussians
-from sds3d.features.select import relevancy, render_highlight, select_points
+from sds3d.features.select import query_relevancy, relevancy, render_highlight, select_points
 from sds3d.representations.spherical_harmonics import C0
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -47,6 +47,17 @@ def test_select_points_finds_the_handle(mug, query):
     assert iou(mask[visible], (parts == 1)[visible]) > 0.7  # measured 0.88
 
 
+def test_selection_grows_from_its_core_to_weaker_neighbours(mug):
+    """The default selection is the points above 0.5 and those above 0.2 joined to them through
+    nearest neighbours; low_threshold = threshold is the plain threshold."""
+    oracle, gaussians, *_ = mug
+    scores = query_relevancy(gaussians, "the handle", teacher=oracle)
+    core = select_points(gaussians, "the handle", teacher=oracle, low_threshold=0.5)
+    grown = select_points(gaussians, "the handle", teacher=oracle)
+    assert core.tolist() == (scores > 0.5).tolist()
+    assert bool((grown >= core).all()) and bool((scores[grown & ~core] > 0.2).all())
+
+
 def test_a_query_that_matches_nothing_names_the_best_phrases(mug):
     oracle, gaussians, *_ = mug
     with pytest.raises(InputError) as error:
@@ -56,6 +67,8 @@ def test_a_query_that_matches_nothing_names_the_best_phrases(mug):
     assert "\"the cup\"" in message  # the part covering most of the mug comes first
     with pytest.raises(InputError, match="threshold"):
         select_points(gaussians, "the handle", teacher=oracle, threshold=1.5)
+    with pytest.raises(InputError, match="low_threshold"):
+        select_points(gaussians, "the handle", teacher=oracle, low_threshold=-0.1)
     with pytest.raises(InputError, match="query"):
         select_points(gaussians, "  ", teacher=oracle)
     with pytest.raises(InputError, match="distilled from part-oracle"):
@@ -349,7 +362,7 @@ def test_select_tells_the_selection_what_a_run_shows(tmp_path, monkeypatch):
     (run / "config.json").write_text(json.dumps({"prompt": "a red mug"}))
     seen = []
 
-    def fake_select(asset, query, teacher=None, threshold=0.5, context=None):
+    def fake_select(asset, query, teacher=None, threshold=0.5, context=None, low_threshold=0.2):
         seen.append(context)
         return torch.ones(len(asset), dtype=torch.bool)
 

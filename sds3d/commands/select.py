@@ -1,5 +1,5 @@
 """Select the points of a run or asset that match a text query on its feature field (`sds3d
-distill-features`; LERF relevancy against canonical negatives > threshold), then extract them
+distill-features`; relevancy > threshold, grown through nearest neighbours), then extract them
 (--out), delete them or recolour them, and/or save a highlighted render:
 `sds3d select RUN --query "the handle" --out part.ply`."""
 
@@ -24,6 +24,9 @@ def add_command(subparsers) -> None:
                         help="write the asset with the selection recoloured (a name, #rrggbb or r,g,b)")
     parser.add_argument("--highlight", default=None, metavar="PNG", help="save 4 views with the selection tinted")
     parser.add_argument("--threshold", type=float, default=0.5, help="relevancy threshold (default 0.5)")
+    parser.add_argument("--low-threshold", type=float, default=0.2,
+                        help="also select points above this joined to the selection through their nearest "
+                             "neighbours (default 0.2; equal to --threshold: no growth)")
     parser.add_argument("--context", default=None, metavar="TEXT",
                         help='what the object is, e.g. "a red mug": parts are then sought among its kind\'s '
                              '(default: a run\'s own prompt; "" for none)')
@@ -146,7 +149,8 @@ def run(args) -> int:
         if isinstance(asset, Gaussians):  # meshed by marching cubes, unwrapped, baked
             require_mesh_tools("nerf")
     context = args.context if args.context is not None else run_prompt(source)
-    mask = select_points(asset, args.query, teacher=teacher, threshold=args.threshold, context=context or None)
+    mask = select_points(asset, args.query, teacher=teacher, threshold=args.threshold, context=context or None,
+                         low_threshold=args.low_threshold)
     if args.highlight:
         save_png(image_grid(render_highlight(asset, mask), columns=4), args.highlight)
     if out is not None:

@@ -6,7 +6,8 @@ canonical negatives ("object", "things", "stuff", "texture"),
     relevancy = min_j  exp(10 phi.q) / (exp(10 phi.q) + exp(10 phi.n_j)),
 
 computed on the field's decoded per-point features (no rendering). A point is selected when its
-relevancy exceeds `threshold`, 0.5 by default: the query beats every canonical negative. The shipped
+relevancy exceeds `threshold`, 0.5 by default: the query beats every canonical negative; the selection
+then grows through nearest neighbours to points above `low_threshold` (`region_growing`). The shipped
 part teacher scores a query against its own training vocabulary instead (`part_vocabulary`, see
 `sds3d.features.vocabulary`: the softmax mass of what the query names); a teacher with calibrated
 per-phrase probabilities only (`teacher.probabilities`) by those. The part teacher's negatives were
@@ -29,10 +30,12 @@ import torch.nn.functional as F
 from sds3d.cameras import Cameras, turntable_cameras
 from sds3d.errors import InputError
 from .field import feature_field_of
+from .region_growing import grow_selection
 from .teacher import CANONICAL_NEGATIVES
 
 TEMPERATURE = 10.0  # LERF's softmax temperature on cosines
 DEFAULT_THRESHOLD = 0.5
+DEFAULT_LOW_THRESHOLD = 0.2  # hysteresis (`region_growing`): 0.742 -> 0.788 mean part IoU on the micro-world
 HIGHLIGHT = (1.0, 0.55, 0.0)  # tint of selected points
 
 
@@ -124,23 +127,35 @@ def best_phrases(representation, teacher=None, top: int = 3, context: str | None
     return [(phrases[i], float(peak[i])) for i in order[:top]]
 
 
+def mask_of_scores(representation, scores: torch.Tensor, threshold: float = DEFAULT_THRESHOLD,
+                   low_threshold: float = DEFAULT_LOW_THRESHOLD, at: torch.Tensor | None = None) -> torch.Tensor:
+    """[N] bool from the scores [N] of `query_relevancy`: the occupied points above `threshold`, and
+    those above `low_threshold` joined to them through nearest neighbours (`grow_selection`; no
+    growth when `low_threshold >= threshold`); with `at` [M, 3], of those world points."""
+    field = feature_field_of(representation)
+    points = field.points(representation) if at is None else at
+    eligible = field.occupied(representation) if at is None else None
+    return grow_selection(points, scores, threshold, low_threshold, eligible=eligible)
+
+
 def select_points(representation, query: str, teacher=None, threshold: float = DEFAULT_THRESHOLD,
-                  at: torch.Tensor | None = None, context: str | None = None) -> torch.Tensor:
+                  at: torch.Tensor | None = None, context: str | None = None,
+                  low_threshold: float = DEFAULT_LOW_THRESHOLD) -> torch.Tensor:
     """[N] bool: the points of `representation` (which must carry a distilled feature field,
     `attach_field` / `load_field`) whose relevancy to `query` exceeds `threshold` (0.5: the query
-    beats every canonical negative); with `at` [M, 3], which of those world points are selected, for
+    beats every canonical negative), grown through their nearest neighbours to points above
+    `low_threshold` (`mask_of_scores`); with `at` [M, 3], which of those world points are selected, for
     a field that is a function of position (e.g. Gaussians sampled on a mesh with a surface field).
     `teacher`: the field's own when None. `context`: what the object is, e.g. the prompt that
     generated it ("a red mug"), when known. InputError when the asset has no field, or when no point
     matches (naming the phrases that match best)."""
-    if not 0.0 < threshold < 1.0:
-        raise InputError(f"threshold must be in (0, 1), got {threshold}")
+    for name, value in (("threshold", threshold), ("low_threshold", low_threshold)):
+        if not 0.0 < value < 1.0:
+            raise InputError(f"{name} must be in (0, 1), got {value}")
     field = feature_field_of(representation)
     teacher = resolve_teacher(field, teacher)
     scores = query_relevancy(representation, query, teacher, at, context)
-    mask = scores > threshold
-    if at is None:
-        mask &= field.occupied(representation)
+    mask = mask_of_scores(representation, scores, threshold, low_threshold, at)
     if not mask.any():
         best = best_phrases(representation, teacher, context=context)
         suggestions = ", ".join(f"\"{phrase}\" ({score:.2f})" for phrase, score in best)
@@ -205,5 +220,5 @@ def _blended_highlight(representation, mask: torch.Tensor, cameras: Cameras) -> 
     return selected * lit + (1 - selected) * torch.where(out.alpha > 0.5, dimmed, out.rgb)
 
 
-__all__ = ["DEFAULT_THRESHOLD", "TEMPERATURE", "best_phrases", "candidate_phrases", "context_kind", "highlight_colors",
-           "query_relevancy", "relevancy", "render_highlight", "select_points"]
+__all__ = ["DEFAULT_LOW_THRESHOLD", "DEFAULT_THRESHOLD", "TEMPERATURE", "best_phrases", "candidate_phrases", "context_kind", "highlight_colors",
+           "mask_of_scores", "query_relevancy", "relevancy", "render_highlight", "select_points"]
