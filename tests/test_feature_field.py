@@ -10,7 +10,7 @@ from sds3d.features.distill import DistillConfig, distill_features, distillation
 from sds3d.features.field import attach_field, feature_field_of, field_for, load_field, save_field
 from sds3d.features.gaussian_field import GaussianFeatureField
 from sds3d.features.part_oracle import PartOracle, part_gaussians
-from sds3d.features.select import query_relevancy
+from sds3d.features.select import mask_of_scores, query_relevancy
 from sds3d.representations import Gaussians, Mesh, NeRF, NeRFConfig
 from sds3d.world import make_object
 
@@ -101,6 +101,11 @@ def test_fields_on_nerf_and_meshes_learn_without_touching_geometry(kind):
     assert all(p.grad is None for p in representation.parameters())
     field = feature_field_of(representation)
     assert field.point_features(representation).shape == (field.points(representation).shape[0], teacher.dim)
+    scores = query_relevancy(representation, "red", teacher)  # a selection grows over occupied points only
+    occupied = field.occupied(representation)
+    mask = mask_of_scores(representation, scores)
+    assert mask.shape == occupied.shape and not (mask & ~occupied).any()
+    assert not ((scores > 0.5) & occupied & ~mask).any() and not (mask & (scores <= 0.2)).any()
 
 
 def test_save_and_load_round_trip_and_refuse_other_geometry(mug, tmp_path):
