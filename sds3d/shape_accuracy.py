@@ -193,23 +193,37 @@ def reference_shapes() -> dict[str, np.ndarray]:
     return shapes
 
 
+def _rotation(angle: float) -> np.ndarray:
+    """The rotation [3, 3] by `angle` (radians) about +z."""
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _mean_distances(tree, copies: list[np.ndarray]) -> list[float]:
+    """Mean distance from each of `copies` (equally long point sets) to its nearest point in `tree`, all
+    found by one query (on `torch.get_num_threads()` threads: a point's distance does not depend on how
+    many); each mean is over its own contiguous slice, so it sums exactly as a query of its own would."""
+    distances = tree.query(np.concatenate(copies), workers=torch.get_num_threads())[0]
+    return [block.mean() for block in np.split(distances, len(copies))]
+
+
 def best_yaw(points: np.ndarray, reference: np.ndarray, angles) -> tuple[float, float]:
     """(angle, distance): the yaw among `angles` (radians) of least symmetric mean nearest-neighbour
-    distance between `points` rotated about +z and `reference` (both [P, 3], already normalised);
-    (nan, inf) when either is empty."""
+    distance between `points` rotated about +z and `reference` (both [P, 3], already normalised), the
+    first of equal minima; (nan, inf) when either is empty or `angles` is. Each tree is built once and
+    queried once with all the rotated copies."""
     from scipy.spatial import cKDTree
 
-    if len(points) == 0 or len(reference) == 0:
+    angles = list(angles)
+    if len(points) == 0 or len(reference) == 0 or not angles:
         return float("nan"), float("inf")
-    tree_points, tree_reference = cKDTree(points), cKDTree(reference)
+    rotations = [_rotation(angle) for angle in angles]
+    forward = _mean_distances(cKDTree(reference), [points @ r.T for r in rotations])  # the asset rotated by +angle
+    backward = _mean_distances(cKDTree(points), [reference @ r for r in rotations])  # = the reference by -angle
     best = (float("nan"), float("inf"))
-    for angle in angles:
-        c, s = math.cos(angle), math.sin(angle)
-        rotation = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-        forward = tree_reference.query(points @ rotation.T)[0].mean()  # the asset rotated by +angle
-        backward = tree_points.query(reference @ rotation)[0].mean()  # = the reference by -angle
-        if 0.5 * (forward + backward) < best[1]:
-            best = (float(angle), float(0.5 * (forward + backward)))
+    for angle, f, b in zip(angles, forward, backward):
+        if 0.5 * (f + b) < best[1]:
+            best = (float(angle), float(0.5 * (f + b)))
     return best
 
 

@@ -6,8 +6,8 @@ import trimesh
 
 from sds3d.cuda.mesh_rasterizer import render_trimesh
 from sds3d.representations.convert import mesh_to_gaussians
-from sds3d.shape_accuracy import (BOUND, GRID, largest_component, normalise, shape_cameras, shape_points, shape_scores, surface_points,
-                                  visual_hull, yaw_chamfer)
+from sds3d.shape_accuracy import (BOUND, GRID, best_yaw, largest_component, normalise, shape_cameras, shape_points, shape_scores,
+                                  surface_points, visual_hull, yaw_chamfer)
 from sds3d.world import make_object
 
 
@@ -61,6 +61,63 @@ def test_yaw_search_finds_a_rotated_copy_but_not_a_tilted_one():
     assert yaw_chamfer(points @ rz.T, points) < 1e-6
     tilt = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=float)  # lying on its side: not a yaw
     assert yaw_chamfer(points @ tilt.T, points) > 0.05
+
+
+def _yaw(angle):
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _best_yaw_per_angle(points, reference, angles, brute_force):
+    """`best_yaw` the plain way, one angle at a time: a cKDTree query per angle and direction, or (brute
+    force) all pairwise distances to the points rotated forward, for both directions."""
+    from scipy.spatial import cKDTree
+
+    best = (math.nan, math.inf)
+    for angle in angles:
+        if brute_force:
+            distances = np.linalg.norm((points @ _yaw(angle).T)[:, None] - reference[None], axis=-1)
+            chamfer = 0.5 * (distances.min(axis=1).mean() + distances.min(axis=0).mean())
+        else:
+            chamfer = 0.5 * (cKDTree(reference).query(points @ _yaw(angle).T)[0].mean()
+                             + cKDTree(points).query(reference @ _yaw(angle))[0].mean())
+        if chamfer < best[1]:
+            best = (float(angle), float(chamfer))
+    return best
+
+
+def test_the_batched_yaw_search_equals_a_search_one_angle_at_a_time():
+    rng = np.random.default_rng(2)
+    reference = normalise(rng.uniform(-1, 1, size=(300, 3)) * [1.0, 0.4, 0.7]).astype(np.float32)
+    yaw = 0.4321  # not on the 15 degree grid
+    points = normalise(reference[:250] @ _yaw(yaw) + rng.normal(0, 0.02, size=(250, 3)))  # rotated by -yaw
+    window = np.radians(np.arange(-30, 30.1, 2.5)) + yaw  # as benchmarks/generated_parts.py, around the true yaw
+    grid = [2 * math.pi * k / 24 for k in range(24)]
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):  # the result does not depend on the number of query threads
+            torch.set_num_threads(count)
+            for angles in (window, grid, [1.0, yaw, 2.0]):
+                found = best_yaw(points, reference, angles)
+                assert found == _best_yaw_per_angle(points, reference, angles, brute_force=False)  # bit for bit
+                angle, distance = _best_yaw_per_angle(points, reference, angles, brute_force=True)
+                assert found[0] == angle and math.isclose(found[1], distance, rel_tol=1e-12)
+            assert found[0] == yaw  # found off the grid
+            assert yaw_chamfer(points, reference) == _best_yaw_per_angle(points, reference, grid, brute_force=False)[1]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_the_yaw_search_of_empty_sets_and_ties():
+    points = np.random.default_rng(3).normal(size=(20, 3))
+    for found in (best_yaw(points[:0], points, [0.0, 1.0]), best_yaw(points, points[:0], [0.0]), best_yaw(points, points, [])):
+        assert math.isnan(found[0]) and found[1] == math.inf
+    assert yaw_chamfer(points[:0], points) == math.inf
+    on_axis = np.zeros((20, 3))  # points on the z axis are the same at every yaw: an exact tie, the first angle wins
+    on_axis[:, 2] = np.linspace(-1.0, 1.0, 20)
+    shifted, angles = on_axis[::2] + [0.0, 0.0, 0.05], [0.7, 0.2, 1.5]
+    [distance] = {_best_yaw_per_angle(on_axis, shifted, [angle], brute_force=False)[1] for angle in angles}
+    assert distance > 0 and best_yaw(on_axis, shifted, angles) == (0.7, distance)
 
 
 def test_ground_truth_gaussians_rank_their_own_kind_first_and_a_blob_is_not_a_mug():
