@@ -418,7 +418,7 @@ def finish_edit(asset, source, config: EditConfig, generated_config: GenerateCon
     if evaluate:
         from .evaluate import evaluate_asset
 
-        scores = evaluate_asset(asset, config.prompt)
+        scores = evaluate_asset(asset, config.prompt, geometry=False)
         metrics.update({key: scores[key] for key in ("kind", "color", "kind_acc", "color_acc") if key in scores})
     tmp = out / "metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2))

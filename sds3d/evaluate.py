@@ -76,8 +76,10 @@ def janus_rate(cameras: Cameras, predicted_views: list[str]) -> float | None:
     return None if not judged else sum(p == "front" for p in judged) / len(judged)
 
 
-def evaluate_asset(representation, prompt: str, evaluator=None, chamfer_points: int = 20000, seed: int = 0) -> dict:
-    """Scores for a micro-world prompt (an empty dict when the prompt names no micro-world object)."""
+def evaluate_asset(representation, prompt: str, evaluator=None, chamfer_points: int = 20000, seed: int = 0,
+                   geometry: bool = True) -> dict:
+    """Scores for a micro-world prompt (an empty dict when the prompt names no micro-world object);
+    `geometry=False` leaves out the Chamfer distance and the shape scores (the evaluator's only)."""
     from .world import KINDS, make_object, parse_prompt
 
     parsed = parse_prompt(prompt)
@@ -95,6 +97,8 @@ def evaluate_asset(representation, prompt: str, evaluator=None, chamfer_points: 
               "kind_acc": float(np.mean([k == kind for k in predictions["kind"]])),
               "color_acc": float(np.mean([c == color for c in predictions["color"]]))}
     scores["janus_rate"] = janus_rate(cameras, predictions["view"]) if KINDS[kind].has_front else None
+    if not geometry:
+        return scores
     import trimesh
 
     truth = trimesh.sample.sample_surface(make_object(kind, color).mesh, chamfer_points, seed=seed)[0]

@@ -40,3 +40,17 @@ def test_janus_rate_counts_faces_seen_from_behind():
     honest = ["front" if abs(((a + 180) % 360) - 180) <= 45 else "back" for a in cameras.azimuth.tolist()]
     assert janus_rate(cameras, honest) == 0.0
     assert janus_rate(cameras, ["front"] * len(cameras)) == 1.0
+
+
+def test_evaluate_asset_without_geometry_gives_the_evaluators_scores_only(monkeypatch):
+    """`geometry=False` (what an edit's metrics keep) skips the Chamfer distance and the shape ranking."""
+    import sds3d.evaluate as evaluate
+
+    def no_shape(*args):
+        raise AssertionError("the shape score ran")
+
+    monkeypatch.setattr(evaluate, "shape_points", no_shape)
+    mug = surface_gaussians(make_object("mug", "red").mesh, n=2000)
+    scores = evaluate.evaluate_asset(mug, "a red mug", geometry=False)
+    assert set(scores) == {"kind", "color", "kind_acc", "color_acc", "janus_rate"}
+    assert scores["kind"] == "mug" and scores["color_acc"] > 0.5
