@@ -35,7 +35,7 @@ from .teacher import CANONICAL_NEGATIVES
 
 TEMPERATURE = 10.0  # LERF's softmax temperature on cosines
 DEFAULT_THRESHOLD = 0.5
-DEFAULT_LOW_THRESHOLD = 0.2  # hysteresis (`region_growing`): 0.742 -> 0.788 mean part IoU on the micro-world
+DEFAULT_LOW_THRESHOLD = 0.2  # hysteresis (`region_growing`): micro-world part IoU 0.742 -> 0.788 (5k Gaussians)
 HIGHLIGHT = (1.0, 0.55, 0.0)  # tint of selected points
 
 
