@@ -36,11 +36,12 @@ def grow_selection(points: torch.Tensor, scores: torch.Tensor, threshold: float,
         return seeds
     index = torch.nonzero(eligible if eligible is not None else torch.ones_like(seeds))[:, 0].numpy()
     where = points[index].detach().double().numpy()
-    k = min(neighbours + 1, len(index))  # the nearest is the point itself
-    nearest = np.asarray(cKDTree(where).query(where, k=k)[1]).reshape(len(index), k)
-    rows, cols = np.repeat(np.arange(len(index)), k), nearest.reshape(-1)
     weak = candidates[index].numpy()
-    both = weak[rows] & weak[cols]
+    rows = np.nonzero(weak)[0]  # only points above `low` have edges: only they are queried
+    k = min(neighbours + 1, len(index))  # the nearest is the point itself
+    nearest = cKDTree(where).query(where[rows], k=k, workers=torch.get_num_threads())[1]
+    rows, cols = np.repeat(rows, k), np.asarray(nearest).reshape(-1)
+    both = weak[cols]
     graph = coo_matrix((np.ones(int(both.sum()), dtype=np.int8), (rows[both], cols[both])), shape=(len(index),) * 2)
     _, component = connected_components(graph, directed=False)
     seeded = np.unique(component[seeds[index].numpy()])
