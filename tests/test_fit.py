@@ -44,7 +44,7 @@ def test_a_short_fit_gains_psnr_and_writes_a_run_folder(capture, tmp_path):
     for name in ("config.json", "checkpoint.pt", "asset.ply", "turntable.gif", "preview.png", "fit.json",
                  "fit_views.png"):
         assert (tmp_path / "run" / name).is_file(), name
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["prompt"] == "a red mug"
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["prompt"] == "a red mug"  # the capture's
     # the run folder is a run: load_run / load_asset give back the fitted Gaussians
     asset = load_asset(tmp_path / "run")
     assert isinstance(asset, Gaussians)
@@ -70,6 +70,16 @@ def test_a_stopped_fit_resumes_to_the_same_gaussians(capture, tmp_path):
         fit(tiny(capture, tmp_path / "parts", lambda_dssim=0.0, **config), resume=True, progress=False)
     with pytest.warns(ReplacedRunWarning, match="held a finished run"):  # a fresh fit there replaces the run
         fit(tiny(capture, tmp_path / "parts", steps=2), progress=False)
+
+
+def test_the_prompt_given_to_a_fit_is_the_runs_prompt_for_select_and_edit(capture, tmp_path):
+    from sds3d.features.assets import run_prompt
+
+    fit(tiny(capture, tmp_path / "run", steps=2, prompt="  a  crimson cup "), progress=False)
+    assert run_prompt(tmp_path / "run") == "a crimson cup"
+    with pytest.raises(InputError, match="prompt.*limit"):
+        fit(tiny(capture, tmp_path / "long", steps=2, prompt="a" * 400), progress=False)
+    assert not (tmp_path / "long").exists()
 
 
 def test_the_capture_frame_is_moved_to_the_look_at_point(capture):

@@ -11,6 +11,8 @@ def add_command(subparsers) -> None:
         description=__doc__)
     parser.add_argument("dataset", help="capture folder holding transforms.json, or the json itself")
     parser.add_argument("--out", required=True, help="run folder to write")
+    parser.add_argument("--prompt", default="", help='what the capture shows, e.g. "a red mug": kept as the run\'s '
+                        'prompt, which `sds3d select` takes as its context and `sds3d edit` as its source prompt')
     parser.add_argument("--steps", type=int, default=1000, help="optimisation steps (more for large real captures)")
     parser.add_argument("--num-gaussians", type=int, default=5000, help="initial Gaussians (densification adds more)")
     parser.add_argument("--max-gaussians", type=int, default=60000)
@@ -39,7 +41,7 @@ def run(args) -> int:
 
     if torch.get_num_threads() > 2 and "OMP_NUM_THREADS" not in __import__("os").environ:
         torch.set_num_threads(2)
-    config = FitConfig(dataset=args.dataset, out=args.out, steps=args.steps, num_gaussians=args.num_gaussians,
+    config = FitConfig(dataset=args.dataset, out=args.out, prompt=args.prompt, steps=args.steps, num_gaussians=args.num_gaussians,
                        max_gaussians=args.max_gaussians, sh_degree=args.sh_degree, init=args.init,
                        lambda_dssim=args.dssim, normalize=not args.no_normalize, seed=args.seed,
                        checkpoint_every=args.checkpoint_every)

@@ -54,6 +54,7 @@ TARGET_RADIUS = 2.5  # median camera distance after `normalize` (sds3d's turntab
 @dataclass
 class FitConfig:
     dataset: str = ""  # a nerfstudio capture: its folder or transforms.json
+    prompt: str = ""  # what the capture shows ("a red mug"): the run's prompt, which select and edit read
     out: str = "runs/fit"
     steps: int = 1000
     num_gaussians: int = 5000  # initial count; densification grows it up to max_gaussians
@@ -82,7 +83,7 @@ class FitConfig:
 
 
 # fields a resumed fit may change
-RESUMABLE = ("steps", "checkpoint_every", "turntable_frames", "turntable_resolution", "out")
+RESUMABLE = ("steps", "checkpoint_every", "turntable_frames", "turntable_resolution", "out", "prompt")
 
 
 def validate_fit_config(config: FitConfig) -> None:
@@ -303,8 +304,14 @@ def fit(config: FitConfig, resume: bool = False, progress: bool = True, should_s
     from sds3d.generate import GenerateConfig, Timer, finish_run, seed_everything
     from sds3d.particle import Particle
     from sds3d.turntable import image_grid, save_png
+    from sds3d.prompts import validate_prompt
     from sds3d.validation import check_writable
 
+    if config.prompt.strip():
+        try:
+            config = replace(config, prompt=validate_prompt(config.prompt))
+        except ValueError as error:
+            raise InputError(f"--prompt: {error}") from None
     train, test, frame = prepare(config)
     out = Path(config.out)
     check_writable(out)
@@ -327,7 +334,7 @@ def fit(config: FitConfig, resume: bool = False, progress: bool = True, should_s
             raise InputError(f"{checkpoint_path}: not an sds3d fit checkpoint")
 
     dataset_json = Path(config.dataset) / "transforms.json" if Path(config.dataset).is_dir() else Path(config.dataset)
-    run_config = GenerateConfig(prompt=_prompt(dataset_json), representation="gaussians", steps=config.steps,
+    run_config = GenerateConfig(prompt=config.prompt or _prompt(dataset_json), representation="gaussians", steps=config.steps,
                                 seed=config.seed, out=str(out), checkpoint_every=config.checkpoint_every,
                                 turntable_frames=config.turntable_frames,
                                 turntable_resolution=config.turntable_resolution,
