@@ -402,8 +402,8 @@ def main(argv: list[str] | None = None) -> dict:
     tag = f"{name}-{args.points}{rule}"
     selection = selection_table(objects, out / f"selection-{tag}.jsonl", args.limit, context, low) \
         if "selection" in tables else []
-    recolour_rows, pictures = (recolour_table(objects, evaluator, out / f"recolour-{tag}.jsonl", args.limit, context, low)
-                               if "recolour" in tables else ([], []))
+    recolour_rows, pictures = (recolour_table(objects, evaluator, out / f"recolour-{tag}.jsonl", args.limit, context,
+                                              low) if "recolour" in tables else ([], []))
     if pictures:
         save_grid(pictures, out / "grid.png")
     generated = generated_tables(args.generated, teacher_arg, teacher, objects.config, evaluator, out,
@@ -430,7 +430,8 @@ def main(argv: list[str] | None = None) -> dict:
                        "seconds": mean(r["seconds"] for r in global_rows if r["guidance"] == g)}
                    for g in GUIDANCES if any(r["guidance"] == g for r in global_rows)},
         "generated": generated,
-        "context": context, "low_threshold": low, "teacher": name, "selection_iou_all_gaussians": mean(r["iou_all"] for r in selection),
+        "context": context, "low_threshold": low, "teacher": name,
+        "selection_iou_all_gaussians": mean(r["iou_all"] for r in selection),
         "selection_queries": len(selection), "recolour_cases": len(recolour_rows),
         "recolour_kind_acc_after": mean(r["kind_acc_after"] for r in recolour_rows),
         "recolour_method": "select_points + operations.recolour", "points": args.points,

@@ -41,8 +41,9 @@ def run(args) -> int:
 
     if torch.get_num_threads() > 2 and "OMP_NUM_THREADS" not in __import__("os").environ:
         torch.set_num_threads(2)
-    config = FitConfig(dataset=args.dataset, out=args.out, prompt=args.prompt, steps=args.steps, num_gaussians=args.num_gaussians,
-                       max_gaussians=args.max_gaussians, sh_degree=args.sh_degree, init=args.init,
+    config = FitConfig(dataset=args.dataset, out=args.out, prompt=args.prompt, steps=args.steps,
+                       num_gaussians=args.num_gaussians, max_gaussians=args.max_gaussians,
+                       sh_degree=args.sh_degree, init=args.init,
                        lambda_dssim=args.dssim, normalize=not args.no_normalize, seed=args.seed,
                        checkpoint_every=args.checkpoint_every)
     _, note = choose_run_folder(args.out, default=False, resume=args.resume)

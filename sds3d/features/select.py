@@ -220,5 +220,6 @@ def _blended_highlight(representation, mask: torch.Tensor, cameras: Cameras) -> 
     return selected * lit + (1 - selected) * torch.where(out.alpha > 0.5, dimmed, out.rgb)
 
 
-__all__ = ["DEFAULT_LOW_THRESHOLD", "DEFAULT_THRESHOLD", "TEMPERATURE", "best_phrases", "candidate_phrases", "context_kind", "highlight_colors",
-           "mask_of_scores", "query_relevancy", "relevancy", "render_highlight", "select_points"]
+__all__ = ["DEFAULT_LOW_THRESHOLD", "DEFAULT_THRESHOLD", "TEMPERATURE", "best_phrases", "candidate_phrases",
+           "context_kind", "highlight_colors", "mask_of_scores", "query_relevancy", "relevancy", "render_highlight",
+           "select_points"]

@@ -334,8 +334,9 @@ def fit(config: FitConfig, resume: bool = False, progress: bool = True, should_s
             raise InputError(f"{checkpoint_path}: not an sds3d fit checkpoint")
 
     dataset_json = Path(config.dataset) / "transforms.json" if Path(config.dataset).is_dir() else Path(config.dataset)
-    run_config = GenerateConfig(prompt=config.prompt or _prompt(dataset_json), representation="gaussians", steps=config.steps,
-                                seed=config.seed, out=str(out), checkpoint_every=config.checkpoint_every,
+    run_config = GenerateConfig(prompt=config.prompt or _prompt(dataset_json), representation="gaussians",
+                                steps=config.steps, seed=config.seed, out=str(out),
+                                checkpoint_every=config.checkpoint_every,
                                 turntable_frames=config.turntable_frames,
                                 turntable_resolution=config.turntable_resolution,
                                 gaussians=gaussians_config(config, frame["extent"]))
