@@ -257,23 +257,33 @@ def run_edit(case_source: str, kind: str, colour: str, target: str, guidance: st
     return {**result.metrics, "total_seconds": round(time.perf_counter() - start, 2)}
 
 
+def default_guidance_scale(guidance: str) -> float:
+    """The editing score's default CFG scale (`EditConfig().<guidance>.guidance_scale`), kept in each
+    global row so that a changed default is measured again."""
+    from sds3d.edit import EditConfig
+
+    return float(getattr(EditConfig(), guidance).guidance_scale)
+
+
 def global_table(path: Path, limit: int | None, points: int, steps: int, work: Path, prior_loader,
                  guidances: tuple[str, ...] = GUIDANCES, prior_spec: str = "embedded") -> list[dict]:
     rows = read_rows(path)
-    done = {(r["guidance"], r["source"], r["target"], r["steps"], r["gaussians"]) for r in rows}
+    done = {(r["guidance"], r["source"], r["target"], r["steps"], r["gaussians"], r.get("guidance_scale"))
+            for r in rows}
     for edit_type, kind, colour, source, target, target_kind, target_colour in GLOBAL_CASES[:limit]:
         for guidance in guidances:
-            if (guidance, source, target, steps, points) in done:
+            if (guidance, source, target, steps, points, default_guidance_scale(guidance)) in done:
                 continue
             m = run_edit(source, kind, colour, target, guidance, points, steps, work, prior_loader(),
                          prior_spec=prior_spec)
-            row = {"guidance": guidance, "edit": edit_type, "source": source, "target": target, "steps": steps,
-                   "gaussians": points, "target_acc": m["color_acc"] if edit_type == "colour" else m["kind_acc"],
+            row = {"guidance": guidance, "guidance_scale": default_guidance_scale(guidance), "edit": edit_type,
+                   "source": source, "target": target, "steps": steps, "gaussians": points, "target_acc": m["color_acc"] if edit_type == "colour" else m["kind_acc"],
                    "kind_acc": m["kind_acc"], "color_acc": m["color_acc"],
                    "chamfer_to_source": round(m["chamfer_to_source"], 4), "seconds": m["seconds"]}
             rows.append(row)
             append_row(path, row)
-    return [r for r in rows if r["steps"] == steps and r["gaussians"] == points and r["guidance"] in guidances]
+    return [r for r in rows if r["steps"] == steps and r["gaussians"] == points and r["guidance"] in guidances
+            and r.get("guidance_scale") == default_guidance_scale(r["guidance"])]
 
 
 def speed_table(path: Path, steps: int | None, threads: int, work: Path, prior_loader,
