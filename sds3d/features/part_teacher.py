@@ -41,11 +41,13 @@ def sentence_embeddings(phrases: list[str], encoder=None) -> torch.Tensor:
     """phrases (N) -> [N, 384] unit-length all-MiniLM-L6-v2 sentence embeddings: the last hidden
     states of `sds3d.guidance.priors.text_encoder`'s model averaged over the attention mask (the
     model's sentence-transformers pooling), then normalised. `encoder`: a `TextEncoder` (default the
-    shared one)."""
+    shared one, its results kept on disk by `sentence_cache`)."""
     if encoder is None:
         from sds3d.guidance.priors.text_encoder import get_text_encoder
 
-        encoder = get_text_encoder()
+        from .sentence_cache import cached_embeddings
+
+        return cached_embeddings(list(phrases), lambda: sentence_embeddings(phrases, get_text_encoder()))
     # Padded to the longest phrase, not to the encoder's fixed 32 tokens: padding is masked out of
     # attention and pooling, so the embedding is the same and short phrases cost far less.
     tokens = encoder.tokenizer(list(phrases), padding=True, truncation=True, max_length=encoder.max_length,
