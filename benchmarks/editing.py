@@ -277,7 +277,8 @@ def global_table(path: Path, limit: int | None, points: int, steps: int, work: P
             m = run_edit(source, kind, colour, target, guidance, points, steps, work, prior_loader(),
                          prior_spec=prior_spec)
             row = {"guidance": guidance, "guidance_scale": default_guidance_scale(guidance), "edit": edit_type,
-                   "source": source, "target": target, "steps": steps, "gaussians": points, "target_acc": m["color_acc"] if edit_type == "colour" else m["kind_acc"],
+                   "source": source, "target": target, "steps": steps, "gaussians": points,
+                   "target_acc": m["color_acc"] if edit_type == "colour" else m["kind_acc"],
                    "kind_acc": m["kind_acc"], "color_acc": m["color_acc"],
                    "chamfer_to_source": round(m["chamfer_to_source"], 4), "seconds": m["seconds"]}
             rows.append(row)
@@ -408,7 +409,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     context = not args.no_context
     low = args.low_threshold
-    rule = ("-context" if context else "") + ("-grown" if low < 0.5 else "")
+    rule = ("-context" if context else "") + ("-grown" if low < 0.5 else "")  # the file names of the rows
     tag = f"{name}-{args.points}{rule}"
     selection = selection_table(objects, out / f"selection-{tag}.jsonl", args.limit, context, low) \
         if "selection" in tables else []

@@ -9,12 +9,13 @@ Gaussian's true part being the part of the face it was sampled on (its nearest f
 field is distilled from the teacher (`distill_features` on the asset's own renders; the
 ground-truth part oracle instead gives its part maps for the same cameras), and every named part
 is queried as "the <part>" and "the <kind>'s <part>" (`select_points`: threshold 0.5, grown to
-neighbours above `--low-threshold`, default 0.2; 0.5: not grown), told the object's kind as its context (what `sds3d edit` tells it; `--no-context`: not told). IoU is
+neighbours above `--low-threshold`, default 0.2; 0.5: not grown), told the object's kind as its
+context (what `sds3d edit` tells it; `--no-context`: not told). IoU is
 measured over the visible Gaussians (on the object's visible surface from some view; Gaussians
 sampled on faces buried inside another part's solid cannot be seen by any 2D teacher) and, for
 reference, over all. One JSONL row per (kind, part, phrasing) goes to
-benchmarks/results/selection/<teacher>[-context][-grown].jsonl, and the summary, printed last, is appended to
-summary.jsonl beside them: mean IoU (visible and all), per part, and distillation seconds
+benchmarks/results/selection/<teacher>[-context][-grown].jsonl, and the summary, printed last, is
+appended to summary.jsonl beside them: mean IoU (visible and all), per part, and distillation seconds
 (mean and largest, with the CPU model).
 """
 

@@ -29,12 +29,11 @@ def grow_selection(points: torch.Tensor, scores: torch.Tensor, threshold: float,
     from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree
 
-    seeds, candidates = scores > threshold, scores > low
-    if eligible is not None:
-        seeds, candidates = seeds & eligible, candidates & eligible
+    eligible = torch.ones(len(scores), dtype=torch.bool) if eligible is None else eligible
+    seeds, candidates = (scores > threshold) & eligible, (scores > low) & eligible
     if not seeds.any() or low >= threshold:
         return seeds
-    index = torch.nonzero(eligible if eligible is not None else torch.ones_like(seeds))[:, 0].numpy()
+    index = torch.nonzero(eligible)[:, 0].numpy()
     where = points[index].detach().double().numpy()
     weak = candidates[index].numpy()
     rows = np.nonzero(weak)[0]  # only points above `low` have edges: only they are queried
