@@ -56,7 +56,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from selection import cpu_model, distil, iou  # noqa: E402  (the selection benchmark's own measures)
+from selection import cpu_model, distil, iou, shipped_name  # noqa: E402  (the selection benchmark's own measures)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "editing"
 GUIDANCES = ("pds", "dds", "ssd", "sds")
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         try:
             teacher = load_feature_teacher(None if args.teacher == "shipped" else args.teacher)
-            name = teacher.name if args.teacher == "shipped" else Path(args.teacher).name
+            name = shipped_name(teacher) if args.teacher == "shipped" else Path(args.teacher).name
         except InputError as error:
             if args.teacher != "shipped":
                 raise SystemExit(f"editing benchmark: {error}") from None

@@ -41,6 +41,12 @@ def iou(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a & b).sum()) / union if union else 1.0
 
 
+def shipped_name(teacher) -> str:
+    """The shipped teacher's name in result files: with its weights' version, so that the rows of
+    another version are not taken for its own (the 6,000-step teacher's files carry the bare name)."""
+    return f"{teacher.name}-{teacher.version}" if teacher.version else teacher.name
+
+
 def distil(kind: str, teacher_arg: str, teacher, gaussians, config):
     """-> (teacher for queries, seconds) after attaching a distilled field to `gaussians`."""
     from sds3d.features.distill import distill_features, distillation_cameras, fit_field
@@ -84,7 +90,7 @@ def main() -> None:
         from sds3d.features.load import load_feature_teacher
 
         teacher = load_feature_teacher(None if args.teacher == "shipped" else args.teacher)
-        name = teacher.name if args.teacher == "shipped" else Path(args.teacher).name
+        name = shipped_name(teacher) if args.teacher == "shipped" else Path(args.teacher).name
     kinds = [k for k in args.kinds.split(",") if k] or list(KINDS)
     config = DistillConfig(steps=args.steps)
     context = not args.no_context

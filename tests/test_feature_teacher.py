@@ -408,3 +408,23 @@ def test_flat_shading_paints_each_part_its_mean_colour():
             expected = (rgb[i][:, inside].mean(1) * gain).clamp(0, 1)
             assert torch.allclose(flat[i][:, inside], expected[:, None].expand(-1, int(inside.sum())), atol=1e-5)
     assert flat[alpha.expand_as(flat) == 0].abs().max() == 0
+
+
+def test_a_fine_tuned_teacher_names_both_training_phases(tmp_path):
+    """A teacher started from an exported one records that one's recipe: the README's command is
+    both phases, the first with the changes it was resumed with."""
+    from sds3d.world.train_part_teacher import phase_text, source_recipe
+
+    first = {"command": "python -m sds3d.world.train_part_teacher --out runs/a --steps 6000", "steps": 6000,
+             "wall_seconds": 600.0, "config": {"steps_initial": 1000, "steps_changes": [[1000, 6000]],
+                                               "bce_weight_changes": [[467, 1.0]]}}
+    (tmp_path / "config.json").write_text(json.dumps({"training": first}))
+    recipe = source_recipe(tmp_path)
+    assert recipe["steps"] == 6000 and recipe["steps_initial"] == 1000
+    second = {"command": "python -m sds3d.world.train_part_teacher --out runs/b --steps 300", "steps": 300,
+              "wall_seconds": 120.0, "init_recipe": recipe}
+    text = phase_text(second)
+    assert text.index("--out runs/a --steps 1000`") < text.index("step 467 with `--resume --bce-weight 1.0`") \
+        < text.index("step 1000 with `--resume --steps 6000`") < text.index("(6000 steps, 10 min)") \
+        < text.index("`python -m sds3d.world.train_part_teacher --out runs/b --steps 300` (300 steps, 2 min)")
+    assert source_recipe(tmp_path / "missing") is None

@@ -48,14 +48,22 @@ def test_select_points_finds_the_handle(mug, query):
 
 
 def test_selection_grows_from_its_core_to_weaker_neighbours(mug):
-    """The default selection is the points above 0.5 and those above 0.2 joined to them through
-    nearest neighbours; low_threshold = threshold is the plain threshold."""
+    """Grown, the selection is the points above 0.5 and those above 0.2 joined to them through
+    nearest neighbours; low_threshold = threshold (the default) is the plain threshold."""
     oracle, gaussians, *_ = mug
     scores = query_relevancy(gaussians, "the handle", teacher=oracle)
-    core = select_points(gaussians, "the handle", teacher=oracle, low_threshold=0.5)
-    grown = select_points(gaussians, "the handle", teacher=oracle)
+    core = select_points(gaussians, "the handle", teacher=oracle)
+    grown = select_points(gaussians, "the handle", teacher=oracle, low_threshold=0.2)
     assert core.tolist() == (scores > 0.5).tolist()
     assert bool((grown >= core).all()) and bool((scores[grown & ~core] > 0.2).all())
+
+
+def test_the_select_commands_low_threshold_default_is_the_librarys():
+    from sds3d.cli import build_parser
+    from sds3d.features.select import DEFAULT_LOW_THRESHOLD
+
+    args = build_parser().parse_args(["select", "run", "--query", "the handle"])
+    assert args.low_threshold == DEFAULT_LOW_THRESHOLD
 
 
 def test_a_query_that_matches_nothing_names_the_best_phrases(mug):
@@ -375,3 +383,32 @@ def test_select_tells_the_selection_what_a_run_shows(tmp_path, monkeypatch):
     assert run_prompt(run) == "a red mug" and run_prompt(tmp_path / "x.ply") is None
     (run / "config.json").write_text("{broken")
     assert run_prompt(run) is None
+
+
+def test_a_field_is_queried_only_with_the_teacher_version_it_was_distilled_from(tmp_path):
+    """Two part teachers of one name and width but other weights embed text in other spaces: a field
+    distilled from one (its version saved with it) refuses the other, and a field saved before versions
+    were recorded refuses any versioned teacher, naming `sds3d distill-features`."""
+    from sds3d.features.distill import distill_features
+    from sds3d.features.field import feature_field_of, load_field, save_field
+    from sds3d.features.part_teacher import PartTeacher, PartTeacherModel
+    from sds3d.features.select import resolve_teacher
+
+    def tiny(seed):
+        torch.manual_seed(seed)
+        return PartTeacher(PartTeacherModel(widths=[4, 8, 8], decoder_widths=[8, 4], head_width=4, dim=8))
+
+    first, second = tiny(0), tiny(1)
+    assert first.version != second.version and len(first.version) == 12
+    assert tiny(0).version == first.version  # the same weights, the same version
+    gaussians, _ = part_gaussians("cube", count=200)
+    distill_features(gaussians, first, DistillConfig(steps=0, views=3, resolution=32), progress=False)
+    path = save_field(feature_field_of(gaussians), gaussians, tmp_path / "field.safetensors")
+    field = load_field(path, gaussians)
+    assert field.teacher_version == first.version
+    assert resolve_teacher(field, first) is first
+    with pytest.raises(InputError, match=f"version {first.version}, not version {second.version}.*distill-features"):
+        resolve_teacher(field, second)
+    field.teacher_version = ""
+    with pytest.raises(InputError, match="before versions were recorded"):
+        resolve_teacher(field, first)

@@ -189,7 +189,7 @@ def distill_features(representation, teacher, config: DistillConfig | None = Non
     torch.manual_seed(config.seed)
     field = field_for(representation, teacher.dim, min(config.latent_dim, teacher.dim), teacher.name,
                       torch.Generator().manual_seed(config.seed))
-    field.teacher_path = teacher_path
+    field.teacher_path, field.teacher_version = teacher_path, getattr(teacher, "version", "")
     points = field.points(representation)[field.occupied(representation)]
     cameras = distillation_cameras(points, config.views, config.resolution)
     representation.eval()

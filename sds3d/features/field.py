@@ -83,7 +83,7 @@ def save_field(field: FeatureField, representation, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"format": FORMAT, "field": field.kind, "teacher": field.teacher_name,
-                "teacher_path": field.teacher_path, "dim": str(field.dim), "latent_dim": str(field.latent_dim),
+                "teacher_path": field.teacher_path, "teacher_version": field.teacher_version, "dim": str(field.dim), "latent_dim": str(field.latent_dim),
                 "points": str(field.points(representation).shape[0]), "geometry": field.fingerprint(representation),
                 "config": json.dumps(field.extra_config())}
     tensors = {name: t.detach().contiguous().cpu() for name, t in field.state_dict().items()}
@@ -129,6 +129,7 @@ def load_field(path, representation, attach: bool = True) -> FeatureField:
                          "run `sds3d distill-features` again")
     field.load_extra_config(json.loads(metadata.get("config", "{}")), representation)
     field.teacher_path = metadata.get("teacher_path", "")
+    field.teacher_version = metadata.get("teacher_version", "")
     try:
         field.load_state_dict(load_file(str(path)))
     except (RuntimeError, KeyError, ValueError) as error:

@@ -31,6 +31,7 @@ class FeatureField(nn.Module, ABC):
         self.dim, self.latent_dim, self.teacher_name = dim, latent_dim, teacher_name
         self.decoder = nn.Linear(latent_dim, dim)
         self.teacher_path = ""  # where the teacher was loaded from, for queries later ("" = shipped)
+        self.teacher_version = ""  # the teacher's `version`: its features mean nothing to another version
 
     def init_decoder(self, basis: torch.Tensor, mean: torch.Tensor) -> None:
         """Start the decoder as a PCA of teacher features: basis [D, d] (orthonormal columns), mean [D]."""

@@ -17,6 +17,7 @@ Reference: Language-driven Semantic Segmentation (LSeg), arXiv:2201.03546
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from functools import cached_property
@@ -142,6 +143,7 @@ class PartTeacher(FeatureTeacher):
     def __init__(self, model: PartTeacherModel, config: dict | None = None):
         self.model = model.eval().requires_grad_(False)
         self.dim = model.dim
+        self.version = weights_version(model)
         self.resolution = model.resolution
         self.config = dict(config or {})
 
@@ -216,6 +218,15 @@ class PartTeacher(FeatureTeacher):
             raise InputError(f"feature teacher {folder} is damaged or not a {TEACHER_NAME} export: "
                              f"{reason[:160]}") from None
         return cls(model, config)
+
+
+def weights_version(model: nn.Module) -> str:
+    """12 hex digits of the SHA-256 of the model's tensors (names, shapes and values, in order)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
 
 
 def architecture_of(model: PartTeacherModel) -> dict:

@@ -22,6 +22,7 @@ class FeatureTeacher(ABC):
 
     name: str
     dim: int
+    version: str = ""  # identifies the weights ("" = unknown): a field is queried only with its own version
 
     @abstractmethod
     def image_features(self, images: torch.Tensor) -> torch.Tensor:

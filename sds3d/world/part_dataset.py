@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from sds3d.cameras import orbit_cameras
 from .dataset import AMBIENT, DIFFUSE, SEEDS, RenderedViews, balanced_pairs, data_dir, render_by_pair, sample_views
 
 # Seeds of the part datasets; none is one of `sds3d.world.dataset.SEEDS`.
-PART_SEEDS = {"train": 6000, "val": 6500, "benchmark": 7000, "tests": 7500}
+PART_SEEDS = {"train": 6000, "val": 6500, "benchmark": 7000, "tests": 7500, "splat_train": 6100, "splat_val": 6600}
 assert not set(PART_SEEDS.values()) & set(SEEDS.values())
 
 PART_RESOLUTION = 64
@@ -121,6 +121,14 @@ class PartDataset(RenderedViews):
 
     format_version = FORMAT_VERSION
 
+    def concatenated(self, other: "PartDataset") -> "PartDataset":
+        """This dataset's samples followed by `other`'s (same kinds, colours and parts); keeps this seed."""
+        if (self.kinds, self.colors, self.parts) != (other.kinds, other.colors, other.parts):
+            raise ValueError("part datasets of different catalogues cannot be concatenated")
+        tensors = {f.name: torch.cat([getattr(self, f.name), getattr(other, f.name)])
+                   for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
+        return replace(self, **tensors)
+
     def composite(self, index, background: torch.Tensor | None = None) -> torch.Tensor:
         """Images [n, 3, R, R] float in [0, 1] over `background` ([n, 3] or [3] RGB; None = white)."""
         rgb, alpha = self.images[index].float() / 255.0, self.alpha[index].float() / 255.0
@@ -166,9 +174,11 @@ def render_part_dataset(n: int, seed: int, resolution: int = PART_RESOLUTION, ki
 
 
 def load_or_render_parts(name: str, n: int, seed: int, directory: str | Path | None = None,
-                         progress: bool = True, resolution: int = PART_RESOLUTION) -> PartDataset:
-    """The cached dataset `<data_dir>/<name>-n<n>-s<seed>-r<resolution>-v<format>.pt`, rendered and
-    saved atomically if absent or stale (the catalogue's kinds, colours or parts changed)."""
+                         progress: bool = True, resolution: int = PART_RESOLUTION,
+                         render=None) -> PartDataset:
+    """The cached dataset `<data_dir>/<name>-n<n>-s<seed>-r<resolution>-v<format>.pt`, rendered by
+    `render(n, seed, resolution, progress=...)` (default `render_part_dataset`) and saved atomically
+    if absent or stale (the catalogue's kinds, colours or parts changed)."""
     from . import COLORS, KINDS
 
     directory = Path(directory) if directory is not None else data_dir()
@@ -179,7 +189,7 @@ def load_or_render_parts(name: str, n: int, seed: int, directory: str | Path | N
                 and state.get("kinds") == list(KINDS) and state.get("colors") == list(COLORS)):
             return PartDataset.from_state(state)
     t0 = time.time()
-    data = render_part_dataset(n, seed, resolution, progress=progress)
+    data = (render or render_part_dataset)(n, seed, resolution, progress=progress)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".pt.tmp{os.getpid()}")
     torch.save(data.state(), tmp)

@@ -55,7 +55,8 @@ from .part_dataset import (PART_SEEDS, PartDataset, held_out_phrase, kind_nouns,
 DEFAULTS = dict(n_train=14000, n_val=560, steps=1000, batch=32, pixels=256, lr=2e-3, weight_decay=1e-4,
                 warmup=50, logit_lr_factor=10.0, softmax_weight=1.0, bce_weight=0.1, negative_weight=1.0, widths=[32, 64, 128], decoder_widths=[64, 32],
                 head_width=64, dim=64, full_res_width=0, resolution=64, seed=0, threads=1, white_prob=0.5, scale_range=[0.8, 1.25],
-                max_shift=4.0, brightness=[0.9, 1.1], noise_std=0.03, flat_prob=0.0, eval_every=100, checkpoint_minutes=3.0)
+                max_shift=4.0, brightness=[0.9, 1.1], noise_std=0.03, flat_prob=0.0, n_splat=0, n_splat_val=560,
+                eval_every=100, checkpoint_minutes=3.0)
 
 
 # Evaluation ---------------------------------------------------------------------------------------
@@ -371,8 +372,11 @@ def make_optimizer(model: PartTeacherModel, cfg: dict) -> torch.optim.Optimizer:
 
 
 class Trainer:
-    def __init__(self, out: Path, cfg: dict, train: PartDataset, val: PartDataset):
-        self.out, self.cfg, self.train_data, self.val_data = out, cfg, train, val
+    def __init__(self, out: Path, cfg: dict, train: PartDataset, val: PartDataset,
+                 splat_val: PartDataset | None = None):
+        """`val`: mesh renders; `splat_val`: renders of Gaussian objects, validated apart ("splat_" keys)
+        and joined to `val` to calibrate the exported threshold."""
+        self.out, self.cfg, self.train_data, self.val_data, self.splat_val = out, cfg, train, val, splat_val
         torch.manual_seed(cfg["seed"])
         self.model = build_model(cfg)
         self.optimizer = make_optimizer(self.model, cfg)
@@ -422,9 +426,17 @@ class Trainer:
         return {k: float(v.detach()) for k, v in out.items()}
 
     def validate(self) -> dict:
-        result = evaluate_iou(PartTeacher(copy.deepcopy(self.model)), self.val_data)
+        teacher = PartTeacher(copy.deepcopy(self.model))
+        result = evaluate_iou(teacher, self.val_data)
+        if self.splat_val is not None:
+            splat = evaluate_iou(teacher, self.splat_val)
+            result |= {f"splat_{k}": v for k, v in splat.items() if isinstance(v, float)}
         self.model.train()
         return result
+
+    def calibration_data(self) -> PartDataset:
+        """What the exported threshold is chosen on: the validation renders of every kind trained on."""
+        return self.val_data if self.splat_val is None else self.val_data.concatenated(self.splat_val)
 
     def train(self, total_steps: int) -> None:
         from tqdm import tqdm
@@ -513,9 +525,12 @@ def export(trainer: Trainer, dest: Path, command: str) -> None:
     model.load_state_dict(trainer.model.state_dict())
     teacher = PartTeacher(model)
     trained_bias = float(model.bias)
-    bias, sweep = calibrate_bias(teacher, trainer.val_data)
+    bias, sweep = calibrate_bias(teacher, trainer.calibration_data())
     model.bias.fill_(bias)
     result = evaluate_iou(teacher, trainer.val_data)
+    if trainer.splat_val is not None:
+        splat = evaluate_iou(teacher, trainer.splat_val)
+        result |= {f"splat_{k}": v for k, v in splat.items() if isinstance(v, float)}
     print(f"logit bias {trained_bias:.3f} -> {bias:.3f} (validation mean IoU {result['mean_iou']:.3f})", flush=True)
     (trainer.out / "history.json").write_text(json.dumps(trainer.history, indent=1))
     tmp = dest.with_name(dest.name + ".tmp-export")
@@ -532,7 +547,10 @@ def export(trainer: Trainer, dest: Path, command: str) -> None:
         "training": {"steps": trainer.step, "wall_seconds": round(trainer.seconds, 1),
                      "cpu": cpu_model(), "threads": cfg["threads"], "command": command,
                      "data": {"train": {"n": cfg["n_train"], "seed": PART_SEEDS["train"]},
-                              "val": {"n": cfg["n_val"], "seed": PART_SEEDS["val"]}},
+                              "val": {"n": cfg["n_val"], "seed": PART_SEEDS["val"]},
+                              **({"splat_train": {"n": cfg["n_splat"], "seed": PART_SEEDS["splat_train"]},
+                                  "splat_val": {"n": cfg["n_splat_val"], "seed": PART_SEEDS["splat_val"]}}
+                                 if cfg.get("n_splat") else {})},
                      "config": cfg, "concepts": len(trainer.table.names), "phrases": len(trainer.table.phrases),
                      "validation": {k: v for k, v in result.items() if k != "per_part"},
                      "bias_calibration": {"trained": round(trained_bias, 4), "chosen": round(bias, 4),
@@ -546,6 +564,31 @@ def export(trainer: Trainer, dest: Path, command: str) -> None:
     print(f"exported the part teacher of step {trainer.step} to {dest} ({size / 1e6:.2f} MB)", flush=True)
 
 
+def source_recipe(folder: Path) -> dict | None:
+    """What an exported teacher folder says of how it was trained (None if it says nothing): its
+    command, steps, wall time and mid-run changes, and its own source's, for a two-phase recipe."""
+    try:
+        training = json.loads((Path(folder) / "config.json").read_text())["training"]
+    except (OSError, KeyError, ValueError):
+        return None
+    cfg = training.get("config", {})
+    return {"command": training["command"], "steps": training["steps"], "wall_seconds": training["wall_seconds"],
+            **{key: cfg[key] for key in ("bce_weight_changes", "steps_changes", "steps_initial", "init_recipe")
+               if key in cfg}}
+
+
+def phase_text(recipe: dict) -> str:
+    """One training phase in words: its command, the changes it was resumed with, steps and minutes."""
+    command = recipe["command"]
+    if "steps_initial" in recipe:  # started shorter, then resumed with more steps
+        command = command.replace(f"--steps {recipe['steps']}", f"--steps {recipe['steps_initial']}")
+    text = (f"{phase_text(recipe['init_recipe'])}; then " if recipe.get("init_recipe") else "") + f"`{command}`"
+    changes = sorted([(step, f"--resume --bce-weight {weight}") for step, weight in recipe.get("bce_weight_changes", [])]
+                     + [(step, f"--resume --steps {steps}") for step, steps in recipe.get("steps_changes", [])])
+    text += "".join(f", resumed at step {step} with `{flags}`" for step, flags in changes)
+    return text + f" ({recipe['steps']} steps, {recipe['wall_seconds'] / 60:.0f} min)"
+
+
 def teacher_readme(config: dict, figures: list[str]) -> str:
     tr, cfg = config["training"], config["training"]["config"]
     val = tr["validation"]
@@ -555,8 +598,14 @@ def teacher_readme(config: dict, figures: list[str]) -> str:
             f", from step {step} {weight}" for step, weight in cfg["bce_weight_changes"]) + ")"
     changes = "".join(f" The change at step {step} was made by `--resume --bce-weight {weight}`, as the"
                       " sigmoid's threshold lagged the softmax." for step, weight in cfg.get("bce_weight_changes", []))
-    init = (f" Initialised from `{cfg['init_from']}` (every weight of the same shape; `--init-from`)."
-            if cfg.get("init_from") else "")
+    source = cfg.get("init_recipe")
+    init = "" if not cfg.get("init_from") else (
+        f" Initialised from `{cfg['init_from']}`" + (" as the first phase below left it" if source else "")
+        + " (every weight of the same shape; `--init-from`).")
+    command = f"`{tr['command']}` (resumable: add `--resume`; `--export-only` re-exports)"
+    if source:
+        command = (f"two phases. First the teacher it starts from: {phase_text(source)}. Then this one: {command}, "
+                   f"{tr['steps']} steps")
     steps_changes = cfg.get("steps_changes", [])
     schedule = (f" The run was started with `--steps {cfg.get('steps_initial', DEFAULTS['steps'])}`;" if steps_changes
                 else "") + "".join(f" at step {step} it was resumed with `--resume --steps {steps}`: the learning rate "
@@ -564,6 +613,15 @@ def teacher_readme(config: dict, figures: list[str]) -> str:
                                    for step, steps in steps_changes)
     arch = config["architecture"]
     grid = config["features"]["grid"]
+    splat = tr["data"].get("splat_train")
+    splat_val = "" if "splat_mean_iou" not in val else (
+        f" On the Gaussian renders: mean IoU {val['splat_mean_iou']:.3f}, unseen phrasing"
+        f" {val['splat_mean_iou_unseen_phrasing']:.3f}.")
+    splat_data = "" if not splat else (
+        f"\n  Besides, {splat['n']} renders of the objects converted to 2k-20k Gaussians"
+        f" (`sds3d.world.splat_part_dataset`,\n  seed {splat['seed']}; validation"
+        f" {tr['data']['splat_val']['n']}, seed {tr['data']['splat_val']['seed']}): the flat colours and ragged edges"
+        " of the assets the teacher\n  is distilled into, labelled by each Gaussian's part.")
     R = arch.get("resolution", 64)
     full_res = "" if not arch.get("full_res_width") else (
         f"a last decoder level at {R}x{R} whose skip is a {arch['full_res_width']}-channel 3x3 convolution of the "
@@ -587,7 +645,7 @@ Load with `sds3d.features.load.load_feature_teacher()`.
   {full_res}1x1 MLP head ({arch['head_width']} hidden) to {arch['dim']}-d; text projection 384 -> {arch['dim']}.
 - Data: {tr['data']['train']['n']} renders of `sds3d.world.part_dataset` (seed {tr['data']['train']['seed']}),
   every (kind, colour) pair equally often, orbit cameras and lights as the prior's data; part labels
-  from the mesh rasterizer's face ids. Validation: {tr['data']['val']['n']} renders (seed {tr['data']['val']['seed']}).
+  from the mesh rasterizer's face ids. Validation: {tr['data']['val']['n']} renders (seed {tr['data']['val']['seed']}).{splat_data}
 - Phrases: {tr['concepts']} concepts, {tr['phrases']} phrasings (`part_concepts`): every part of every kind
   ("the mug's handle", "the handle of the coffee mug", "a mug handle", ...), every part noun alone ("the
   handle", "the tree trunk", ...), every kind as a whole ("the mug", "the whole mug") and in each colour
@@ -601,19 +659,19 @@ Load with `sds3d.features.load.load_feature_teacher()`.
   {bce_weight} x a per-phrase sigmoid (BCE summed over concepts) that calibrates the threshold p > 0.5, with
   LERF's canonical negatives at target 0.5 (relevancy against them thresholds at the trained bias).{changes}
 - Optimisation: AdamW (lr {cfg['lr']}, {cfg['logit_lr_factor']:g}x for the logit scale and bias, warm-up
-  {cfg['warmup']} steps, cosine to 5%, weight decay {cfg['weight_decay']}), batch {cfg['batch']}, {tr['steps']} steps, seed {cfg['seed']}, {tr['threads']} torch thread;
+  {cfg['warmup']} steps, cosine to 5%, weight decay {cfg['weight_decay']}), batch {cfg['batch']}, {tr['steps']} steps, seed {cfg['seed']}, {tr['threads']} torch thread{'s' if tr['threads'] != 1 else ''};
   the last step is kept.{schedule}{init}
 - Threshold: the trained logit bias ({tr['bias_calibration']['trained']:.3f}) is then replaced by the one that
   maximises the validation mean IoU ({tr['bias_calibration']['chosen']:.3f}; `calibrate_bias`): the sigmoid's
   likelihood fit is conservative for rare parts.
-- Wall time: {tr['wall_seconds'] / 60:.1f} min of training and validation on a shared 2-core CPU ({tr['cpu']}),
+- Wall time: {tr['wall_seconds'] / 60:.1f} min{' (this phase)' if source else ''} of training and validation on a shared 2-core CPU ({tr['cpu']}),
   beside other jobs; rendering the data takes about 5 min more at 64 px (cached under $SDS3D_DATA_DIR).
-- Command: `{tr['command']}` (resumable: add `--resume`; `--export-only` re-exports).
+- Command: {command}.
 
 Validation of this export (per-part IoU of "the <part>" and "the <kind>'s <part>" thresholded at 0.5,
 {R}x{R}, averaged over the {len(part_names()) - 1} parts): mean IoU {val.get('mean_iou', float('nan')):.3f}, unseen phrasing
 "the <part> on this <kind>" {val.get('mean_iou_unseen_phrasing', float('nan')):.3f}, whole object ("the <kind>")
-{val.get('object_iou', float('nan')):.3f}, background {val.get('background_iou', float('nan')):.3f}. Held-out figures:
+{val.get('object_iou', float('nan')):.3f}, background {val.get('background_iou', float('nan')):.3f}.{splat_val} Held-out figures:
 `python benchmarks/feature_teacher.py` (results in `benchmarks/results/feature_teacher/`).
 
 ![training loss and seconds per step]({figures[0]})
@@ -634,7 +692,7 @@ def parse_args(argv=None):
                    help="a run's checkpoint.pt, or an exported teacher folder, whose weights start every "
                         "layer of the same shape")
     for key in ("steps", "batch", "n_train", "n_val", "eval_every", "threads", "seed", "full_res_width",
-                "resolution"):
+                "resolution", "n_splat", "n_splat_val"):
         p.add_argument("--" + key.replace("_", "-"), type=int, default=None, help=f"default {DEFAULTS[key]}")
     for key in ("lr", "checkpoint_minutes", "bce_weight", "flat_prob"):
         p.add_argument("--" + key.replace("_", "-"), type=float, default=None, help=f"default {DEFAULTS[key]}")
@@ -647,7 +705,7 @@ def main(argv=None) -> None:
     ckpt = out / "checkpoint.pt"
     overrides = {k: getattr(args, k) for k in ("steps", "batch", "n_train", "n_val", "eval_every", "threads",
                                                 "seed", "lr", "checkpoint_minutes", "bce_weight", "full_res_width",
-                                                "resolution", "flat_prob")
+                                                "resolution", "flat_prob", "n_splat", "n_splat_val")
                  if getattr(args, k) is not None}
     state = None
     if args.resume or args.export_only:
@@ -670,12 +728,23 @@ def main(argv=None) -> None:
         cfg = {**DEFAULTS, **overrides}
         if args.init_from:
             cfg["init_from"] = str(args.init_from)
+            recipe = source_recipe(Path(args.init_from)) if Path(args.init_from).is_dir() else None
+            if recipe:
+                cfg["init_recipe"] = recipe
     torch.set_num_threads(int(cfg["threads"]))
     out.mkdir(parents=True, exist_ok=True)
     resolution = cfg.get("resolution", 64)
     train = load_or_render_parts("parts_train", cfg["n_train"], PART_SEEDS["train"], resolution=resolution)
     val = load_or_render_parts("parts_val", cfg["n_val"], PART_SEEDS["val"], resolution=resolution)
-    trainer = Trainer(out, cfg, train, val)
+    splat_val = None
+    if cfg.get("n_splat"):
+        from .splat_part_dataset import render_splat_part_dataset
+
+        train = train.concatenated(load_or_render_parts("splat_parts_train", cfg["n_splat"], PART_SEEDS["splat_train"],
+                                                        resolution=resolution, render=render_splat_part_dataset))
+        splat_val = load_or_render_parts("splat_parts_val", cfg["n_splat_val"], PART_SEEDS["splat_val"],
+                                         resolution=resolution, render=render_splat_part_dataset)
+    trainer = Trainer(out, cfg, train, val, splat_val)
     if state is None and args.init_from:
         fresh = warm_start(trainer.model, Path(args.init_from))
         print(f"initialised from {args.init_from}; new: {', '.join(fresh) or 'nothing'}", flush=True)
@@ -694,6 +763,7 @@ def main(argv=None) -> None:
         f" --resolution {resolution}" if resolution != 64 else "") + (
         f" --lr {cfg['lr']}" if cfg["lr"] != DEFAULTS["lr"] else "") + (
         f" --flat-prob {cfg['flat_prob']}" if cfg.get("flat_prob") else "") + (
+        f" --n-splat {cfg['n_splat']}" if cfg.get("n_splat") else "") + (
         f" --bce-weight {cfg['bce_weight']}" if cfg["bce_weight"] != DEFAULTS["bce_weight"]
         and not cfg.get("bce_weight_changes") else "") + (
         f" --init-from {cfg['init_from']}" if cfg.get("init_from") else "")
