@@ -108,7 +108,7 @@ def main() -> None:
                       "untrained_name_iou": round(sum(r[f"{rule}_iou"] for r in named) / len(named), 4)}
                for rule in rules}
     print(json.dumps({**summary, "unrelated_cases": len(unrelated), "untrained_names": len(named), "snapped": snapped,
-                      "points": args.points, "teacher": teacher.name,
+                      "points": args.points, "teacher": teacher.name, "teacher_version": teacher.version,
                       "teacher_folder": args.teacher or "shipped", "cpu": cpu_model(), "threads": args.threads}))
 
 

@@ -48,12 +48,12 @@ def test_select_points_finds_the_handle(mug, query):
 
 
 def test_selection_grows_from_its_core_to_weaker_neighbours(mug):
-    """Grown, the selection is the points above 0.5 and those above 0.2 joined to them through
-    nearest neighbours; low_threshold = threshold (the default) is the plain threshold."""
+    """The default selection is the points above 0.5 and those above 0.2 joined to them through
+    nearest neighbours; low_threshold = threshold is the plain threshold."""
     oracle, gaussians, *_ = mug
     scores = query_relevancy(gaussians, "the handle", teacher=oracle)
-    core = select_points(gaussians, "the handle", teacher=oracle)
-    grown = select_points(gaussians, "the handle", teacher=oracle, low_threshold=0.2)
+    core = select_points(gaussians, "the handle", teacher=oracle, low_threshold=0.5)
+    grown = select_points(gaussians, "the handle", teacher=oracle)
     assert core.tolist() == (scores > 0.5).tolist()
     assert bool((grown >= core).all()) and bool((scores[grown & ~core] > 0.2).all())
 

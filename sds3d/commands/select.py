@@ -24,9 +24,9 @@ def add_command(subparsers) -> None:
                         help="write the asset with the selection recoloured (a name, #rrggbb or r,g,b)")
     parser.add_argument("--highlight", default=None, metavar="PNG", help="save 4 views with the selection tinted")
     parser.add_argument("--threshold", type=float, default=0.5, help="relevancy threshold (default 0.5)")
-    parser.add_argument("--low-threshold", type=float, default=0.5,  # select.DEFAULT_LOW_THRESHOLD
+    parser.add_argument("--low-threshold", type=float, default=0.2,  # select.DEFAULT_LOW_THRESHOLD
                         help="also select points above this joined to the selection through their nearest "
-                             "neighbours, e.g. 0.2 (default 0.5, the threshold: no growth)")
+                             "neighbours (default 0.2; equal to --threshold: no growth)")
     parser.add_argument("--context", default=None, metavar="TEXT",
                         help='what the object is, e.g. "a red mug": parts are then sought among its kind\'s '
                              '(default: a run\'s own prompt; "" for none)')
