@@ -11,7 +11,7 @@ Gaussian's true part the part of its nearest face). When the shipped feature tea
 Queries are scored knowing what the object is (`select_points(..., context=kind)`: the source prompt,
 which `sds3d edit` always has); `--no-context` scores them without, into files without "-context".
 Selections grow through nearest neighbours to points above `--low-threshold` (`select_points`' default
-0.2), into files ending "-grown"; 0.5 does not grow them.
+0.2), into files ending "-grown" ("-grown<low>" for another low threshold); 0.5 does not grow them.
 Four tables, one JSONL each in benchmarks/results/editing/ (rows already there are skipped: resume):
 - selection.jsonl: 3D IoU of "the <part>" and "the <kind>'s <part>" against true membership for
   every (kind, part), measured as benchmarks/selection.py does (its `distil` and `iou`);
@@ -56,7 +56,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from selection import cpu_model, distil, iou, shipped_name  # noqa: E402  (the selection benchmark's own measures)
+from selection import cpu_model, distil, grown_suffix, iou, shipped_name  # noqa: E402  (the selection benchmark's)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "editing"
 GUIDANCES = ("pds", "dds", "ssd", "sds")
@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     context = not args.no_context
     low = args.low_threshold
-    rule = ("-context" if context else "") + ("-grown" if low < 0.5 else "")  # the file names of the rows
+    rule = ("-context" if context else "") + grown_suffix(low)  # the file names of the rows
     tag = f"{name}-{args.points}{rule}"
     selection = selection_table(objects, out / f"selection-{tag}.jsonl", args.limit, context, low) \
         if "selection" in tables else []

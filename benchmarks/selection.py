@@ -41,6 +41,14 @@ def iou(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a & b).sum()) / union if union else 1.0
 
 
+def grown_suffix(low_threshold: float) -> str:
+    """The results-file suffix of a growth rule: "" not grown, "-grown" to 0.2, "-grown<low>" otherwise
+    (rows are resumed by file, so each rule keeps its own)."""
+    if low_threshold >= 0.5:
+        return ""
+    return "-grown" if low_threshold == 0.2 else f"-grown{low_threshold:g}"
+
+
 def shipped_name(teacher) -> str:
     """The shipped teacher's name in result files: with its weights' version, so that the rows of
     another version are not taken for its own (the 6,000-step teacher's files carry the bare name)."""
@@ -94,7 +102,7 @@ def main() -> None:
     kinds = [k for k in args.kinds.split(",") if k] or list(KINDS)
     config = DistillConfig(steps=args.steps)
     context = not args.no_context
-    suffix = ("-context" if context else "") + ("-grown" if args.low_threshold < 0.5 else "")
+    suffix = ("-context" if context else "") + grown_suffix(args.low_threshold)
     out = Path(args.out) if args.out else RESULTS / f"{name}{suffix}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     rows, seconds = [], []
