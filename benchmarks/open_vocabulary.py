@@ -3,8 +3,8 @@
     python benchmarks/open_vocabulary.py [--points 5000] [--teacher DIR] [--threads 1]
 
 Ten micro-world objects (red) are converted to Gaussians and given a feature field distilled from
-the shipped part teacher (or `--teacher DIR`), as in `benchmarks/selection.py`. Two kinds of query that no training concept
-paraphrases in words are scored three ways (a query that the teacher's text space nonetheless puts
+the shipped part teacher (or `--teacher DIR`), as in `benchmarks/selection.py`. Two kinds of query
+that no training concept paraphrases in words are scored three ways (a query that the teacher's text space nonetheless puts
 within `SNAP_COSINE` of a trained concept is scored as that concept, as `select_points` does, and
 named under "snapped" in the summary):
 - `vocabulary`: what `select_points` does (`PartVocabulary.scores`: the query competes with the

@@ -71,19 +71,31 @@ def distillation_cameras(points: torch.Tensor, n_views: int, resolution: int, fo
     """`n_views` cameras looking at the centre of `points` [N, 3] from golden-angle azimuths and
     elevations -5, 20, 45 degrees, far enough that the points' bounding sphere (98th percentile
     radius) fills 90% of the view."""
-    points = points.detach().float()
     if len(points) == 0:
         raise InputError("the asset is empty: there is nothing to distill features onto")
-    centre = (points.amin(0) + points.amax(0)) / 2
-    extent = float(torch.quantile((points - centre).norm(dim=-1)[:100000], 0.98))
-    radius = max(extent, 1e-3) / math.sin(math.radians(fovy) / 2) / 0.9
     index = torch.arange(n_views, dtype=torch.float32)
     azimuth = (index * 137.50776 + 180.0) % 360.0 - 180.0
     elevation = torch.tensor([-5.0, 20.0, 45.0])[torch.arange(n_views) % 3]
-    eyes = centre + orbit_position(elevation, azimuth, torch.full((n_views,), radius))
-    return Cameras(viewmats=look_at(eyes, centre[None]), Ks=intrinsics_from_fov(torch.full((n_views,), fovy),
+    return cameras_around(points, elevation, azimuth, resolution, fovy)
+
+
+def cameras_around(points: torch.Tensor, elevation, azimuth, resolution: int, fovy: float = 40.0,
+                   distance=1.0) -> Cameras:
+    """Cameras at `elevation`, `azimuth` (degrees) [B] looking at the centre of `points` [N, 3] from
+    `distance` (scalar or [B]) times the distance at which the points' bounding sphere (98th
+    percentile radius) fills 90% of the view."""
+    points = points.detach().float()
+    elevation = torch.as_tensor(elevation, dtype=torch.float32)
+    azimuth = torch.as_tensor(azimuth, dtype=torch.float32)
+    B = len(elevation)
+    centre = (points.amin(0) + points.amax(0)) / 2
+    extent = float(torch.quantile((points - centre).norm(dim=-1)[:100000], 0.98))
+    fill = max(extent, 1e-3) / math.sin(math.radians(fovy) / 2) / 0.9
+    radius = torch.as_tensor(distance, dtype=torch.float32).expand(B) * fill
+    eyes = centre + orbit_position(elevation, azimuth, radius)
+    return Cameras(viewmats=look_at(eyes, centre[None]), Ks=intrinsics_from_fov(torch.full((B,), fovy),
                    resolution, resolution), width=resolution, height=resolution, elevation=elevation,
-                   azimuth=azimuth, radius=torch.full((n_views,), radius), fovy=torch.full((n_views,), fovy))
+                   azimuth=azimuth, radius=radius.clone(), fovy=torch.full((B,), fovy))
 
 
 def resized(cameras: Cameras, width: int, height: int) -> Cameras:

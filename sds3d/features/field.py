@@ -83,7 +83,8 @@ def save_field(field: FeatureField, representation, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"format": FORMAT, "field": field.kind, "teacher": field.teacher_name,
-                "teacher_path": field.teacher_path, "teacher_version": field.teacher_version, "dim": str(field.dim), "latent_dim": str(field.latent_dim),
+                "teacher_path": field.teacher_path, "teacher_version": field.teacher_version,
+                "dim": str(field.dim), "latent_dim": str(field.latent_dim),
                 "points": str(field.points(representation).shape[0]), "geometry": field.fingerprint(representation),
                 "config": json.dumps(field.extra_config())}
     tensors = {name: t.detach().contiguous().cpu() for name, t in field.state_dict().items()}

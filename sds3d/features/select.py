@@ -35,8 +35,9 @@ from .teacher import CANONICAL_NEGATIVES
 
 TEMPERATURE = 10.0  # LERF's softmax temperature on cosines
 DEFAULT_THRESHOLD = 0.5
-# Hysteresis (`region_growing`), part teacher of Gaussian renders, not grown -> grown: masked recolour on
-# micro-world objects 0.908 -> 0.939 and on generated assets 0.61 -> 0.80; selection IoU 0.855 -> 0.805 and 0.61 -> 0.64.
+# Hysteresis (`region_growing`), part teacher of Gaussian renders, not grown -> grown: masked recolour
+# on micro-world objects 0.908 -> 0.939, on generated assets 0.61 -> 0.80; selection IoU 0.855 -> 0.805
+# and 0.61 -> 0.64.
 DEFAULT_LOW_THRESHOLD = 0.2
 HIGHLIGHT = (1.0, 0.55, 0.0)  # tint of selected points
 

@@ -4,8 +4,9 @@ speckle), which the shaded mesh renders of `sds3d.world.part_dataset` do not loo
 
 Each chunk of samples of one (kind, colour) pair is one object as `part_gaussians` with a
 log-uniform count of Gaussians in `COUNT_RANGE`, every Gaussian knowing its part. Cameras are drawn
-as `sds3d.features.distill.distillation_cameras` places them (40-degree field of view, the points'
-98th-percentile sphere filling 90% of the view, here times a factor in `DISTANCE_RANGE`), with
+as `sds3d.features.distill.distillation_cameras` places them (`cameras_around`: 40-degree field of
+view, the points' 98th-percentile sphere filling 90% of the view, here times a factor in
+`DISTANCE_RANGE`), with
 uniform azimuths and elevations in `ELEVATION_RANGE`. Views are rasterized at 2R x 2R with each
 part's one-hot as extra channels and reduced to R x R as the teacher reduces its input
 (antialiased bilinear). A pixel's label is the part of largest rendered weight, or the background
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sds3d.cameras import Cameras, intrinsics_from_fov, look_at, orbit_position
+from sds3d.cameras import Cameras
 
 from .dataset import balanced_pairs, render_by_pair
 from .part_dataset import PART_RESOLUTION, PartDataset, part_label, part_names
@@ -51,25 +52,11 @@ def splat_part_views(gaussians, parts: torch.Tensor, labels: torch.Tensor, camer
     return {"rgb": rgb, "alpha": alpha, "labels": pixel_labels}
 
 
-def splat_cameras(points: torch.Tensor, elevation, azimuth, distance, resolution: int) -> Cameras:
-    """Cameras at `elevation`, `azimuth` (degrees) [B] looking at the points' [N, 3] centre from
-    `distance` [B] times the distance at which their 98th-percentile sphere fills 90% of the view."""
-    centre = (points.amin(0) + points.amax(0)) / 2
-    extent = float(torch.quantile((points - centre).norm(dim=-1), 0.98))
-    radius = torch.as_tensor(distance, dtype=torch.float32) * extent / math.sin(math.radians(FOVY) / 2) / 0.9
-    elevation = torch.as_tensor(elevation, dtype=torch.float32)
-    azimuth = torch.as_tensor(azimuth, dtype=torch.float32)
-    B = len(radius)
-    eyes = centre + orbit_position(elevation, azimuth, radius)
-    return Cameras(viewmats=look_at(eyes, centre[None]), Ks=intrinsics_from_fov(torch.full((B,), FOVY), resolution,
-                   resolution), width=resolution, height=resolution, elevation=elevation, azimuth=azimuth,
-                   radius=radius, fovy=torch.full((B,), FOVY))
-
-
 def render_splat_part_dataset(n: int, seed: int, resolution: int = PART_RESOLUTION, progress: bool = False,
                               chunk: int = 32) -> PartDataset:
     """n labelled renders of Gaussian objects, deterministic for `seed`, (kind, colour) pairs
     balanced as in `sds3d.world.part_dataset.render_part_dataset`."""
+    from sds3d.features.distill import cameras_around
     from sds3d.features.part_oracle import part_gaussians
 
     from . import COLORS, KINDS
@@ -90,7 +77,7 @@ def render_splat_part_dataset(n: int, seed: int, resolution: int = PART_RESOLUTI
         count = int(round(math.exp(rng.uniform(math.log(COUNT_RANGE[0]), math.log(COUNT_RANGE[1])))))
         gaussians, parts = part_gaussians(kinds[k], colors[c], count, seed=int(rng.integers(2**31)))
         global_labels = torch.tensor([part_label(kinds[k], part) for part in KINDS[kinds[k]].parts])
-        cameras = splat_cameras(gaussians.means.detach(), elevation[idx], azimuth[idx], distance[idx], 2 * R)
+        cameras = cameras_around(gaussians.means, elevation[idx], azimuth[idx], 2 * R, FOVY, distance[idx])
         out = splat_part_views(gaussians, parts, global_labels, cameras, R)
         where = torch.as_tensor(idx)
         images[where] = (out["rgb"] * 255.0).round().to(torch.uint8)

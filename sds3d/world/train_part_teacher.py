@@ -583,7 +583,7 @@ def phase_text(recipe: dict) -> str:
     if "steps_initial" in recipe:  # started shorter, then resumed with more steps
         command = command.replace(f"--steps {recipe['steps']}", f"--steps {recipe['steps_initial']}")
     text = (f"{phase_text(recipe['init_recipe'])}; then " if recipe.get("init_recipe") else "") + f"`{command}`"
-    changes = sorted([(step, f"--resume --bce-weight {weight}") for step, weight in recipe.get("bce_weight_changes", [])]
+    changes = sorted([(step, f"--resume --bce-weight {w}") for step, w in recipe.get("bce_weight_changes", [])]
                      + [(step, f"--resume --steps {steps}") for step, steps in recipe.get("steps_changes", [])])
     text += "".join(f", resumed at step {step} with `{flags}`" for step, flags in changes)
     return text + f" ({recipe['steps']} steps, {recipe['wall_seconds'] / 60:.0f} min)"
