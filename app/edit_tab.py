@@ -225,16 +225,19 @@ class EditWorkspace:
             return self._teacher
 
     def has_features(self, session: EditSession, label) -> bool:
-        """Whether the asset has a field of this server's teacher (else `features` distils one)."""
+        """Whether the asset has a field of this server's teacher and its version (else `features`
+        distils one)."""
         from sds3d.features.assets import saved_fields
 
         asset = self.asset(session, label)
         loaded = session.loaded is not None and session.loaded[0] == label
-        return loaded or bool(saved_fields(asset.source, self.teacher().name))
+        teacher = self.teacher()
+        return loaded or bool(saved_fields(asset.source, teacher.name, teacher.version))
 
     def features(self, session: EditSession, label):
-        """The asset with its feature field attached: the saved one of this server's teacher, else one
-        distilled now (a progress bar; `DistillConfig` steps) and saved beside the asset."""
+        """The asset with its feature field attached: the saved one of this server's teacher (and its
+        version), else one distilled now (a progress bar; `DistillConfig` steps) and saved beside the
+        asset, replacing a field of another version of the teacher."""
         from sds3d.features.assets import features_dir, saved_fields
         from sds3d.features.distill import distill_features
         from sds3d.features.field import field_filename, load_field, save_field
@@ -245,7 +248,7 @@ class EditWorkspace:
             return session.loaded[1]
         teacher = self.teacher()
         representation = load_asset(asset.source)
-        saved = saved_fields(asset.source, teacher.name)
+        saved = saved_fields(asset.source, teacher.name, teacher.version)
         if saved:
             load_field(saved[0], representation)
         else:

@@ -141,6 +141,23 @@ def test_selection_distils_a_field_once_and_highlights_the_query(workspace, uplo
         workspace.select(session, label, "   ")
 
 
+def test_a_field_of_another_teacher_version_is_distilled_again(workspace, uploaded):
+    """After the server's teacher changes (another version of the same teacher), the saved field is
+    not used: its features live in the old teacher's space. The page distils and saves a new one."""
+    session, label, blue = uploaded
+    workspace.select(session, label, "the blue")
+    newer = ColourTeacher()
+    newer.version = "newer"
+    upgraded = EditWorkspace(workspace.runner, teacher=newer, distill=workspace.distill, base=workspace.base,
+                             priors=workspace.priors, evaluate=False)
+    session = EditSession(assets=session.assets)  # a new page
+    assert not upgraded.has_features(session, label)
+    mask, _ = upgraded.select(session, label, "the blue")
+    assert iou(mask, blue) > 0.7
+    session.loaded = None
+    assert upgraded.has_features(session, label)  # saved again, with the new version
+
+
 def test_an_edit_finishes_and_offers_the_edited_asset(workspace, uploaded):
     session, label, blue = uploaded
     mask, _ = workspace.select(session, label, "the blue")

@@ -20,12 +20,14 @@ def features_dir(asset) -> Path:
     return path / "features" if path.is_dir() else path.with_name(f"{path.stem}_features")
 
 
-def saved_fields(asset, teacher_name: str | None = None) -> list[Path]:
-    """Saved fields of the asset (of one teacher if named), newest first."""
+def saved_fields(asset, teacher_name: str | None = None, teacher_version: str = "") -> list[Path]:
+    """Saved fields of the asset (of one teacher if named, and of one version of it if given), newest first."""
     folder = features_dir(asset)
     paths = sorted(folder.glob("*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
     if teacher_name is not None:
         paths = [p for p in paths if read_field_metadata(p).get("teacher") == teacher_name]
+    if teacher_version:
+        paths = [p for p in paths if read_field_metadata(p).get("teacher_version") == teacher_version]
     return paths
 
 
