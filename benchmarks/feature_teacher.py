@@ -1,15 +1,17 @@
 """Held-out part segmentation by text query of the shipped feature teacher (assets/feature_teacher/).
 
     python benchmarks/feature_teacher.py [--n 1120] [--limit N] [--teacher PATH] [--resolution R]
+                                         [--renders mesh|gaussians]
 
 Renders `n` new labelled views (every (kind, colour) pair equally often; seed PART_SEEDS["benchmark"],
-used by no training) and queries every part of every kind three ways: "the <part>" and "the <kind>'s
-<part>" (phrasings seen in training) and "the <part> on this <kind>" (never seen). A query selects
-the pixels where its probability exceeds 0.5 (at the renders' resolution: the teacher's input by default);
-IoU against the true part, accumulated over all
-renders of the part's kind. Also LERF-style relevancy: the query beats every canonical negative
-("object", "things", "stuff", "texture") in a pairwise softmax; and, with the kind known, each pixel
-labelled by the best of the background and that kind's parts. Appends a line to
+used by no training) of the meshes, or with `--renders gaussians` of the objects converted to 2k-20k
+Gaussians (`sds3d.world.splat_part_dataset`, seed PART_SEEDS["splat_benchmark"]), and queries every
+part of every kind three ways: "the <part>" and "the <kind>'s <part>" (phrasings seen in training)
+and "the <part> on this <kind>" (never seen). A query selects the pixels where its probability
+exceeds 0.5 (at the renders' resolution: the teacher's input by default); IoU against the true part,
+accumulated over all renders of the part's kind. Also LERF-style relevancy: the query beats every
+canonical negative ("object", "things", "stuff", "texture") in a pairwise softmax; and, with the kind
+known, each pixel labelled by the best of the background and that kind's parts. Appends a line to
 benchmarks/results/feature_teacher/iou.jsonl and prints JSON last: mean_iou (trained phrasings),
 mean_iou_unseen_phrasing, per_part, seconds, and the rest.
 """
@@ -80,12 +82,16 @@ def main(argv=None) -> dict:
     from sds3d.features.load import load_feature_teacher
     from sds3d.hardware import cpu_model
     from sds3d.world.part_dataset import PART_RESOLUTION, PART_SEEDS, render_part_dataset
+    from sds3d.world.splat_part_dataset import render_splat_part_dataset
     from sds3d.world.train_part_teacher import evaluate_iou
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1120, help="renders (40 per kind by default)")
     p.add_argument("--limit", type=int, default=None, help="use only this many renders (a quick check)")
-    p.add_argument("--seed", type=int, default=PART_SEEDS["benchmark"])
+    p.add_argument("--renders", choices=("mesh", "gaussians"), default="mesh",
+                   help="shaded mesh renders, or renders of the objects converted to Gaussians")
+    p.add_argument("--seed", type=int, default=None,
+                   help='default PART_SEEDS["benchmark"] (mesh) or ["splat_benchmark"] (gaussians)')
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--teacher", default=None, help="teacher folder (default: assets/feature_teacher)")
     p.add_argument("--resolution", type=int, default=None,
@@ -98,7 +104,12 @@ def main(argv=None) -> dict:
     teacher = load_feature_teacher(args.teacher)
     resolution = args.resolution or getattr(teacher, "resolution", PART_RESOLUTION)
     t0 = time.time()
-    data = render_part_dataset(n, args.seed, resolution)
+    if args.seed is None:
+        seed = PART_SEEDS["benchmark" if args.renders == "mesh" else "splat_benchmark"]
+    else:
+        seed = args.seed
+    render = render_part_dataset if args.renders == "mesh" else render_splat_part_dataset
+    data = render(n, seed, resolution)
     render_seconds = time.time() - t0
     t0 = time.time()
     result = evaluate_iou(teacher, data)
@@ -112,10 +123,11 @@ def main(argv=None) -> dict:
     print("weakest parts:", ", ".join(f"{k} {v:.3f}" for k, v in sorted(seen.items(), key=lambda kv: kv[1])[:5]))
     out = {"mean_iou": round(result["mean_iou"], 4),
            "mean_iou_unseen_phrasing": round(result["mean_iou_unseen_phrasing"], 4),
-           "mean_iou_lerf_relevancy": round(lerf, 4), "mean_iou_kind_known": round(within, 4), "object_iou": round(result["object_iou"], 4),
+           "mean_iou_lerf_relevancy": round(lerf, 4), "mean_iou_kind_known": round(within, 4),
+           "object_iou": round(result["object_iou"], 4),
            "background_iou": round(result["background_iou"], 4), "per_part": per_part,
            "seconds": round(seconds, 1), "render_seconds": round(render_seconds, 1), "images": n,
-           "seed": args.seed, "resolution": resolution, "teacher": teacher.name,
+           "renders": args.renders, "seed": seed, "resolution": resolution, "teacher": teacher.name,
            "teacher_folder": args.teacher or "shipped",
            "teacher_steps": (getattr(teacher, "config", None) or {}).get("training", {}).get("steps"),
            "cpu": cpu_model(), "threads": args.threads,

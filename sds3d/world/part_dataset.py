@@ -33,7 +33,8 @@ from sds3d.cameras import orbit_cameras
 from .dataset import AMBIENT, DIFFUSE, SEEDS, RenderedViews, balanced_pairs, data_dir, render_by_pair, sample_views
 
 # Seeds of the part datasets; none is one of `sds3d.world.dataset.SEEDS`.
-PART_SEEDS = {"train": 6000, "val": 6500, "benchmark": 7000, "tests": 7500, "splat_train": 6100, "splat_val": 6600}
+PART_SEEDS = {"train": 6000, "val": 6500, "benchmark": 7000, "tests": 7500, "splat_train": 6100, "splat_val": 6600,
+              "splat_benchmark": 7100}
 assert not set(PART_SEEDS.values()) & set(SEEDS.values())
 
 PART_RESOLUTION = 64
