@@ -425,12 +425,16 @@ class Trainer:
         self.step += 1
         return {k: float(v.detach()) for k, v in out.items()}
 
-    def validate(self) -> dict:
-        teacher = PartTeacher(copy.deepcopy(self.model))
+    def evaluate(self, teacher: PartTeacher) -> dict:
+        """`evaluate_iou` on the mesh validation renders, plus its figures on the Gaussian ones as "splat_" keys."""
         result = evaluate_iou(teacher, self.val_data)
         if self.splat_val is not None:
             splat = evaluate_iou(teacher, self.splat_val)
             result |= {f"splat_{k}": v for k, v in splat.items() if isinstance(v, float)}
+        return result
+
+    def validate(self) -> dict:
+        result = self.evaluate(PartTeacher(copy.deepcopy(self.model)))
         self.model.train()
         return result
 
@@ -527,10 +531,7 @@ def export(trainer: Trainer, dest: Path, command: str) -> None:
     trained_bias = float(model.bias)
     bias, sweep = calibrate_bias(teacher, trainer.calibration_data())
     model.bias.fill_(bias)
-    result = evaluate_iou(teacher, trainer.val_data)
-    if trainer.splat_val is not None:
-        splat = evaluate_iou(teacher, trainer.splat_val)
-        result |= {f"splat_{k}": v for k, v in splat.items() if isinstance(v, float)}
+    result = trainer.evaluate(teacher)
     print(f"logit bias {trained_bias:.3f} -> {bias:.3f} (validation mean IoU {result['mean_iou']:.3f})", flush=True)
     (trainer.out / "history.json").write_text(json.dumps(trainer.history, indent=1))
     tmp = dest.with_name(dest.name + ".tmp-export")
