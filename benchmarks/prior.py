@@ -14,7 +14,8 @@ fronted kinds' prompts, without view words, are drawn at cameras clearly inside 
 back bin (20 degrees from its centre at most, elevation 5-30); the evaluator's view head against the
 camera's true bin is `view_camera_acc`, and on the true objects rendered at the same cameras
 `view_camera_ceiling`. Writes a sample grid (`--grid`) and prints JSON last:
-kind_acc, color_acc, view_word_acc (v1) or view_camera_acc (v2), view_confusion (asked-for view ->
+kind_acc, color_acc, view_word_acc (v1) or view_camera_acc (v2) with its 95% Wilson score interval
+(`view_interval95`: 60 view samples leave about +-0.1), view_confusion (asked-for view ->
 {view read: count}), per-kind accuracies, seconds.
 """
 
@@ -87,6 +88,7 @@ def main() -> None:
     result = {"kind_acc": float(np.mean([r[1] == r[0][0] for r in plain])),
               "color_acc": float(np.mean([r[2] == r[0][1] for r in plain])),
               ("view_camera_acc" if with_camera else "view_word_acc"): float(np.mean([r[3] == r[0][2] for r in viewed])),
+              "view_interval95": wilson_interval(sum(r[3] == r[0][2] for r in viewed), len(viewed)),
               "view_confusion": view_confusion(viewed), "per_kind": per_kind, "samples": len(rows), "guidance_scale": args.guidance_scale,
               "view_guidance_scale": args.view_guidance_scale if args.view_guidance_scale is not None else
               default_view_guidance_scale(with_camera, args.guidance_scale),
@@ -98,6 +100,14 @@ def main() -> None:
                       columns=args.colors * args.samples)
     save_png(np.kron(grid, np.ones((2, 2, 1), dtype=np.uint8)), args.grid)
     print(json.dumps(result))
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float]:
+    """[low, high] Wilson score interval of a binomial proportion (z = 1.96: 95%), rounded to 3 places."""
+    p, z2 = successes / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return [round(float(centre - half), 3), round(float(centre + half), 3)]
 
 
 def view_confusion(viewed) -> dict[str, dict[str, int]]:
