@@ -16,7 +16,7 @@ camera's true bin is `view_camera_acc`, and on the true objects rendered at the 
 `view_camera_ceiling`. Writes a sample grid (`--grid`) and prints JSON last:
 kind_acc, color_acc, view_word_acc (v1) or view_camera_acc (v2) with its 95% Wilson score interval
 (`view_interval95`: 60 view samples leave about +-0.1), view_confusion (asked-for view ->
-{view read: count}), per-kind accuracies, seconds.
+{view read: count}), per-kind accuracies (kind; view for fronted kinds), seconds.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def main() -> None:
               "color_acc": float(np.mean([r[2] == r[0][1] for r in plain])),
               ("view_camera_acc" if with_camera else "view_word_acc"): float(np.mean([r[3] == r[0][2] for r in viewed])),
               "view_interval95": wilson_interval(sum(r[3] == r[0][2] for r in viewed), len(viewed)),
-              "view_confusion": view_confusion(viewed), "per_kind": per_kind, "samples": len(rows), "guidance_scale": args.guidance_scale,
+              "view_confusion": view_confusion(viewed), "view_per_kind": view_per_kind(viewed), "per_kind": per_kind, "samples": len(rows), "guidance_scale": args.guidance_scale,
               "view_guidance_scale": args.view_guidance_scale if args.view_guidance_scale is not None else
               default_view_guidance_scale(with_camera, args.guidance_scale),
               "seconds": round(time.perf_counter() - start, 1)}
@@ -108,6 +108,12 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float]:
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
     return [round(float(centre - half), 3), round(float(centre + half), 3)]
+
+
+def view_per_kind(viewed) -> dict[str, float]:
+    """Fronted kind -> the fraction of its view samples read as the asked-for view."""
+    kinds = sorted({r[0][0] for r in viewed})
+    return {kind: float(np.mean([r[3] == r[0][2] for r in viewed if r[0][0] == kind])) for kind in kinds}
 
 
 def view_confusion(viewed) -> dict[str, dict[str, int]]:
