@@ -89,7 +89,8 @@ def main() -> None:
               "color_acc": float(np.mean([r[2] == r[0][1] for r in plain])),
               ("view_camera_acc" if with_camera else "view_word_acc"): float(np.mean([r[3] == r[0][2] for r in viewed])),
               "view_interval95": wilson_interval(sum(r[3] == r[0][2] for r in viewed), len(viewed)),
-              "view_confusion": view_confusion(viewed), "view_per_kind": view_per_kind(viewed), "per_kind": per_kind, "samples": len(rows), "guidance_scale": args.guidance_scale,
+              "view_confusion": view_confusion(viewed), "view_per_kind": view_per_kind(viewed), "per_kind": per_kind,
+              "samples": len(rows), "guidance_scale": args.guidance_scale,
               "view_guidance_scale": args.view_guidance_scale if args.view_guidance_scale is not None else
               default_view_guidance_scale(with_camera, args.guidance_scale),
               "seconds": round(time.perf_counter() - start, 1)}
