@@ -2,17 +2,20 @@
 
     python benchmarks/editing.py [--limit N] [--teacher shipped|oracle|PATH] [--points 5000]
                                  [--global-steps 200] [--speed-steps 200] [--threads 2]
-                                 [--tables selection,recolour,global,speed] [--prior embedded]
+                                 [--tables selection,recolour,global,speed] [--prior embedded] [--out DIR]
                                  [--generated DIR]   # also on generated assets: text_to_3d.py --out DIR
 
 Micro-world objects are converted to Gaussians (`part_gaussians`: `mesh_to_gaussians`, each
 Gaussian's true part the part of its nearest face). When the shipped feature teacher is absent
 (assets/feature_teacher/), the ground-truth part oracle stands in and the JSON says "teacher": "oracle".
 Queries are scored knowing what the object is (`select_points(..., context=kind)`: the source prompt,
-which `sds3d edit` always has); `--no-context` scores them without, into files without "-context".
+which `sds3d edit` always has); `--no-context` scores them without, in runs without "-context".
 Selections grow through nearest neighbours to points above `--low-threshold` (`select_points`' default
-0.2), into files ending "-grown" ("-grown<low>" for another low threshold); 0.5 does not grow them.
-Four tables, one JSONL each in benchmarks/results/editing/ (rows already there are skipped: resume):
+0.2), in runs ending "-grown" ("-grown<low>" for another low threshold); 0.5 does not grow them.
+Four tables, one JSONL each in `--out` (default benchmarks/results/editing/), shared by every run:
+each row's `run` names its configuration, "<teacher>-<points>[-context][-grown]" (e.g.
+"oracle-5000-context-grown") for selection and recolour, the prior (e.g. "embedded") for global and
+speed. A run's rows already in a table are skipped (resume); other runs' rows are left alone.
 - selection.jsonl: 3D IoU of "the <part>" and "the <kind>'s <part>" against true membership for
   every (kind, part), measured as benchmarks/selection.py does (its `distil` and `iou`);
 - recolour.jsonl: "make the <part> <colour>" = `select_points` + `operations.recolour` on the
@@ -32,11 +35,11 @@ Four tables, one JSONL each in benchmarks/results/editing/ (rows already there a
   (default: all of them), with seconds per step and the steps that fit in 60 s.
 With `--generated DIR` (or `--tables generated`), selection and masked recolour also run on the
 generated assets of DIR, their parts carried over from their kind's mesh (`editing_generated.py`,
-`generated_parts.py`): generated_selection-<teacher>.jsonl, generated_recolour-<teacher>.jsonl,
-generated_grid-<teacher>.png, and "generated" in the JSON.
+`generated_parts.py`): generated_selection.jsonl and generated_recolour.jsonl, their run
+"<teacher>[-context][-grown]", the picture generated_grid-<run>.png, and "generated" in the JSON.
 `--limit N` caps the cases of each table. The picture grid.png shows before / selection / after
 rows for the recolour cases run. Last line: the JSON summary (also appended to summary.jsonl, with
-the tables run, the teacher and the date; the figures of a table not run are null).
+the tables run, each one's run, the teacher and the date; the figures of a table not run are null).
 """
 
 from __future__ import annotations
@@ -70,8 +73,12 @@ GLOBAL_CASES = (("colour", "mug", "red", "a red mug", "a blue mug", "mug", "blue
                 ("kind", "cube", "blue", "a blue cube", "a blue sphere", "sphere", "blue"))
 
 
-def read_rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+def read_rows(path: Path, run: str) -> list[dict]:
+    """The rows of `run` in the table at `path` (the rows of other runs share the file)."""
+    if not path.exists():
+        return []
+    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return [row for row in rows if row.get("run") == run]
 
 
 def append_row(path: Path, row: dict) -> None:
@@ -117,14 +124,14 @@ class Objects:
         return self.cache[kind]
 
 
-def selection_table(objects: Objects, path: Path, limit: int | None, context: bool = True,
+def selection_table(objects: Objects, path: Path, run: str, limit: int | None, context: bool = True,
                     low_threshold: float = 0.5) -> list[dict]:
     from sds3d.errors import InputError
     from sds3d.features.part_oracle import PartOracle
     from sds3d.features.select import mask_of_scores, query_relevancy
     from sds3d.world import KINDS
 
-    rows = read_rows(path)
+    rows = read_rows(path, run)
     done = {(r["kind"], r["part"], r["phrasing"]) for r in rows}
     cases = [(kind, index, part) for kind, spec in KINDS.items() for index, part in enumerate(spec.parts)][:limit]
     for kind, index, part in cases:
@@ -143,7 +150,7 @@ def selection_table(objects: Objects, path: Path, limit: int | None, context: bo
                 mask = mask_of_scores(gaussians, score, 0.5, low_threshold)
             except InputError as error:
                 raise SystemExit(f"editing benchmark: {error}") from None
-            row = {"kind": kind, "part": part, "phrasing": phrasing, "query": query,
+            row = {"run": run, "kind": kind, "part": part, "phrasing": phrasing, "query": query,
                    "iou_visible": round(iou(mask[visible], truth[visible]), 4), "iou_all": round(iou(mask, truth), 4),
                    "distill_seconds": round(took, 2)}
             rows.append(row)
@@ -170,11 +177,11 @@ def recolour_cases(limit: int | None, objects: tuple[tuple[str, str], ...] | Non
     return cases[:limit]
 
 
-def recolour_table(objects: Objects, evaluator, path: Path, limit: int | None,
+def recolour_table(objects: Objects, evaluator, path: Path, run: str, limit: int | None,
                    context: bool = True, low_threshold: float = 0.5) -> tuple[list[dict], list[np.ndarray]]:
     from sds3d.evaluate import evaluation_cameras
 
-    rows = read_rows(path)
+    rows = read_rows(path, run)
     done = {(r["kind"], r["part"], r["colour"]) for r in rows}
     cameras = evaluation_cameras()
     pictures = []
@@ -184,6 +191,7 @@ def recolour_table(objects: Objects, evaluator, path: Path, limit: int | None,
         gaussians, parts, query_teacher, _ = objects.get(kind)  # distillation needs gradients
         row, picture = measure_recolour(gaussians, parts, query_teacher, evaluator, cameras, kind, index, part, colour,
                                         context=kind if context else None, low_threshold=low_threshold)
+        row = {"run": run, **row}
         rows.append(row)
         append_row(path, row)
         if len(pictures) < 6:
@@ -267,7 +275,7 @@ def default_guidance_scale(guidance: str) -> float:
 
 def global_table(path: Path, limit: int | None, points: int, steps: int, work: Path, prior_loader,
                  guidances: tuple[str, ...] = GUIDANCES, prior_spec: str = "embedded") -> list[dict]:
-    rows = read_rows(path)
+    rows = read_rows(path, prior_spec)
     done = {(r["guidance"], r["source"], r["target"], r["steps"], r["gaussians"], r.get("guidance_scale"))
             for r in rows}
     for edit_type, kind, colour, source, target, target_kind, target_colour in GLOBAL_CASES[:limit]:
@@ -276,8 +284,8 @@ def global_table(path: Path, limit: int | None, points: int, steps: int, work: P
                 continue
             m = run_edit(source, kind, colour, target, guidance, points, steps, work, prior_loader(),
                          prior_spec=prior_spec)
-            row = {"guidance": guidance, "guidance_scale": default_guidance_scale(guidance), "edit": edit_type,
-                   "source": source, "target": target, "steps": steps, "gaussians": points,
+            row = {"run": prior_spec, "guidance": guidance, "guidance_scale": default_guidance_scale(guidance),
+                   "edit": edit_type, "source": source, "target": target, "steps": steps, "gaussians": points,
                    "target_acc": m["color_acc"] if edit_type == "colour" else m["kind_acc"],
                    "kind_acc": m["kind_acc"], "color_acc": m["color_acc"],
                    "chamfer_to_source": round(m["chamfer_to_source"], 4), "seconds": m["seconds"]}
@@ -292,16 +300,16 @@ def speed_table(path: Path, steps: int | None, threads: int, work: Path, prior_l
     from sds3d.edit import EditConfig
 
     steps = steps or EditConfig.steps
-    for row in read_rows(path):
+    for row in read_rows(path, prior_spec):
         if (row["steps"], row["threads"], row["cpu"], row.get("prior_precision", "fp32")) == (
                 steps, threads, cpu_model(), EditConfig.prior_precision):
             return row
     m = run_edit("a red mug", "mug", "red", "a blue mug", "pds", 20000, steps, work, prior_loader(),
                  prior_spec=prior_spec)
     per_step = m["seconds"] / steps
-    row = {"guidance": "pds", "gaussians": 20000, "steps": steps, "default_steps": EditConfig.steps,
-           "views_per_step": EditConfig.views_per_step, "resolution": EditConfig.resolution,
-           "seconds": m["seconds"], "seconds_per_step": round(per_step, 3),
+    row = {"run": prior_spec, "guidance": "pds", "gaussians": 20000, "steps": steps,
+           "default_steps": EditConfig.steps, "views_per_step": EditConfig.views_per_step,
+           "resolution": EditConfig.resolution, "seconds": m["seconds"], "seconds_per_step": round(per_step, 3),
            "projected_default_seconds": round(per_step * EditConfig.steps, 1),
            "steps_within_60s": int(60 // per_step), "color_acc": m["color_acc"],
            "chamfer_to_source": round(m["chamfer_to_source"], 4), "prior_precision": EditConfig.prior_precision,
@@ -320,19 +328,19 @@ def save_grid(pictures: list[np.ndarray], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def generated_tables(folder: str, teacher_arg: str, teacher, config, evaluator, out: Path, tag: str,
+def generated_tables(folder: str, teacher_arg: str, teacher, config, evaluator, out: Path, run: str,
                      context: bool, low_threshold: float) -> dict:
-    """Selection and recolour on the generated assets in `folder` (`editing_generated`), their prompts
-    as the context when `context`, grown to `low_threshold` -> their summary."""
+    """Selection and recolour on the generated assets in `folder` (`editing_generated`) as `run`, their
+    prompts as the context when `context`, grown to `low_threshold` -> their summary."""
     from editing_generated import GeneratedAssets, generated_recolour_table, generated_selection_table
 
     if teacher_arg == "oracle":
         raise SystemExit("editing benchmark: --generated needs a 2D teacher; the part oracle knows only the meshes")
     assets = GeneratedAssets(folder, teacher, config, use_prompt=context, low_threshold=low_threshold)
-    selection, pictures = generated_selection_table(assets, out / f"generated_selection-{tag}.jsonl")
-    recolour = generated_recolour_table(assets, evaluator, out / f"generated_recolour-{tag}.jsonl", selection)
+    selection, pictures = generated_selection_table(assets, out / "generated_selection.jsonl", run)
+    recolour = generated_recolour_table(assets, evaluator, out / "generated_recolour.jsonl", run, selection)
     if pictures:
-        save_grid(pictures, out / f"generated_grid-{tag}.png")
+        save_grid(pictures, out / f"generated_grid-{run}.png")
     present = [r for r in selection if not r["absent"]]
     return {"folder": str(folder), "assets": len(assets.runs), "selection_iou": mean(r["iou"] for r in present),
             "selection_iou_unweighted": mean(r["iou_unweighted"] for r in present),
@@ -372,7 +380,7 @@ def main(argv: list[str] | None = None) -> dict:
                    "neighbours above this (select_points' hysteresis; 0.5: no growth)")
     p.add_argument("--generated", default="", help="a folder of generated runs (text_to_3d.py --out): "
                    "selection and recolour on them too (editing_generated.py)")
-    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--out", default=str(RESULTS), help="folder of the tables, pictures and summary.jsonl")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     tables = set(args.tables.split(","))
@@ -409,23 +417,25 @@ def main(argv: list[str] | None = None) -> dict:
 
     context = not args.no_context
     low = args.low_threshold
-    rule = ("-context" if context else "") + grown_suffix(low)  # the file names of the rows
-    tag = f"{name}-{args.points}{rule}"
-    selection = selection_table(objects, out / f"selection-{tag}.jsonl", args.limit, context, low) \
+    rule = ("-context" if context else "") + grown_suffix(low)
+    objects_run = f"{name}-{args.points}{rule}"  # the micro-world objects' tables
+    runs = {"selection": objects_run, "recolour": objects_run, "generated": name + rule,
+            "global": args.prior, "speed": args.prior}  # the `run` of each table's rows
+    selection = selection_table(objects, out / "selection.jsonl", runs["selection"], args.limit, context, low) \
         if "selection" in tables else []
-    recolour_rows, pictures = (recolour_table(objects, evaluator, out / f"recolour-{tag}.jsonl", args.limit, context,
-                                              low) if "recolour" in tables else ([], []))
+    recolour_rows, pictures = (recolour_table(objects, evaluator, out / "recolour.jsonl", runs["recolour"],
+                                              args.limit, context, low) if "recolour" in tables else ([], []))
     if pictures:
         save_grid(pictures, out / "grid.png")
     generated = generated_tables(args.generated, teacher_arg, teacher, objects.config, evaluator, out,
-                                 name + rule, context, low) if "generated" in tables else None
+                                 runs["generated"], context, low) if "generated" in tables else None
     work = Path(tempfile.mkdtemp(prefix="sds3d-editing-"))
     global_limit = args.global_limit if args.global_limit is not None else args.limit
-    global_rows = [] if "global" not in tables else global_table(out / f"global-{args.prior}.jsonl", global_limit, args.points,
+    global_rows = [] if "global" not in tables else global_table(out / "global.jsonl", global_limit, args.points,
                                                            args.global_steps, work, prior_loader,
                                                            tuple(g for g in args.guidances.split(",") if g),
                                                            prior_spec=args.prior)
-    speed = None if "speed" not in tables else speed_table(out / f"speed-{args.prior}.jsonl", args.speed_steps, args.threads,
+    speed = None if "speed" not in tables else speed_table(out / "speed.jsonl", args.speed_steps, args.threads,
                                                      work, prior_loader, prior_spec=args.prior)
     summary = {
         "selection_iou": mean(r["iou_visible"] for r in selection),
@@ -449,6 +459,7 @@ def main(argv: list[str] | None = None) -> dict:
         "global_steps": args.global_steps, "global_cases": len(global_rows), "prior": args.prior, "speed": speed,
         "limit": args.limit, "threads": args.threads, "cpu": cpu_model(),
         "tables": sorted(tables),  # a table not run leaves its figures null
+        "runs": {table: runs[table] for table in sorted(tables)},
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     with open(out / "summary.jsonl", "a") as stream:

@@ -4,7 +4,9 @@ DIR holds run folders of micro-world prompts, e.g. `benchmarks/text_to_3d.py --o
 Gaussians take the prompted kind's parts by `generated_parts.transfer_parts`; a feature field is
 distilled from the teacher on the asset's own renders, as for the ground-truth objects, and queries
 are told the run's prompt as their context (`select_points(..., context=prompt)`), as `sds3d select`
-and `sds3d edit` tell them, unless `use_prompt` is False.
+and `sds3d edit` tell them, unless `use_prompt` is False. Each row's `run` names the benchmark's
+configuration (`editing.py`: "<teacher>[-context][-grown]"), its `asset` the generated run folder; the
+tables are shared by every configuration and resume only the rows of their own `run`.
 - generated_selection.jsonl: per asset, part and phrasing ("the <part>", "the <kind>'s <part>"): IoU
   over the Gaussians that are labelled and visible (placed within the tolerance of the mesh's visible
   surface), each weighted by its opacity (generated assets hold many nearly transparent Gaussians that
@@ -15,7 +17,7 @@ and `sds3d edit` tell them, unless `use_prompt` is False.
 - generated_recolour.jsonl: "make the <part> <colour>" on each present part of the multi-part kinds,
   measured as on ground truth (`editing.measure_recolour`), the part's pixels being those its
   transferred Gaussians cover.
-The picture generated_grid-<teacher>.png: for the first `MAX_PICTURES` assets of several parts
+The picture generated_grid-<run>.png: for the first `MAX_PICTURES` assets of several parts
 (columns), its render, the transferred truth of its smallest present part, and the selection of
 "the <part>".
 """
@@ -75,7 +77,7 @@ class GeneratedAssets:
         return self.cache[run]
 
 
-def generated_selection_table(assets: GeneratedAssets, path: Path) -> tuple[list[dict], list[np.ndarray]]:
+def generated_selection_table(assets: GeneratedAssets, path: Path, run: str) -> tuple[list[dict], list[np.ndarray]]:
     """Rows as in the module docstring, and [3, H, W, 3] pictures (render, truth, selection) of some assets."""
     from editing import GRID_SIZE
     from sds3d.errors import InputError
@@ -83,12 +85,12 @@ def generated_selection_table(assets: GeneratedAssets, path: Path) -> tuple[list
     from sds3d.features.select import mask_of_scores, query_relevancy, render_highlight
     from sds3d.world import KINDS
 
-    rows = read_rows(path)
-    done = {(r["run"], r["part"], r["phrasing"]) for r in rows}
+    rows = read_rows(path, run)
+    done = {(r["asset"], r["part"], r["phrasing"]) for r in rows}
     pictures, view = [], evaluation_cameras(resolution=GRID_SIZE)[[1]]
-    for run, kind, colour in assets.runs:
+    for asset, kind, colour in assets.runs:
         spec = KINDS[kind]
-        gaussians, labels, visible, took = assets.get(run, kind)
+        gaussians, labels, visible, took = assets.get(asset, kind)
         counted = visible & (labels.parts >= 0)
         weight = gaussians.opacities.detach() * counted
         smallest, expected = None, part_area_shares(kind)
@@ -99,16 +101,16 @@ def generated_selection_table(assets: GeneratedAssets, path: Path) -> tuple[list
             query = f"the {part}"
             for phrasing, text in (("the <part>", query), ("the <kind>'s <part>", f"the {spec.synonyms[0]}'s {part}")):
                 try:
-                    score = query_relevancy(gaussians, text, assets.teacher, context=assets.context(run))
+                    score = query_relevancy(gaussians, text, assets.teacher, context=assets.context(asset))
                     mask = mask_of_scores(gaussians, score, 0.5, assets.low_threshold)
                 except InputError as error:
                     raise SystemExit(f"editing benchmark: {error}") from None
                 if phrasing == "the <part>" and not absent and (smallest is None or share < smallest[0]):
                     smallest = (share, truth, mask)
-                if (run.name, part, phrasing) in done:
+                if (asset.name, part, phrasing) in done:
                     continue
-                row = {"run": run.name, "kind": kind, "colour": colour, "part": part, "phrasing": phrasing,
-                       "query": text, "absent": absent, "part_share": round(share, 4),
+                row = {"run": run, "asset": asset.name, "kind": kind, "colour": colour, "part": part,
+                       "phrasing": phrasing, "query": text, "absent": absent, "part_share": round(share, 4),
                        "mesh_part_share": round(float(expected[index]), 4),
                        "iou": None if absent else round(weighted_iou(mask[counted], truth[counted], weight[counted]), 4),
                        "iou_unweighted": None if absent else round(iou(mask[counted], truth[counted]), 4),
@@ -125,23 +127,24 @@ def generated_selection_table(assets: GeneratedAssets, path: Path) -> tuple[list
     return rows, pictures
 
 
-def generated_recolour_table(assets: GeneratedAssets, evaluator, path: Path, selection_rows: list[dict]) -> list[dict]:
+def generated_recolour_table(assets: GeneratedAssets, evaluator, path: Path, run: str,
+                             selection_rows: list[dict]) -> list[dict]:
     """One recolour per part that the selection table found present, on each multi-part kind's asset."""
     from sds3d.evaluate import evaluation_cameras
 
-    rows = read_rows(path)
-    done = {(r["run"], r["part"]) for r in rows}
-    present = {(r["run"], r["part"]) for r in selection_rows if not r["absent"]}
+    rows = read_rows(path, run)
+    done = {(r["asset"], r["part"]) for r in rows}
+    present = {(r["asset"], r["part"]) for r in selection_rows if not r["absent"]}
     cameras = evaluation_cameras()
-    for run, kind, colour in assets.runs:
+    for asset, kind, colour in assets.runs:
         for _, index, part, target in recolour_cases(None, ((kind, colour),)):
-            if (run.name, part) in done or (run.name, part) not in present:
+            if (asset.name, part) in done or (asset.name, part) not in present:
                 continue
-            gaussians, labels, _, _ = assets.get(run, kind)
+            gaussians, labels, _, _ = assets.get(asset, kind)
             row, _ = measure_recolour(gaussians, labels.parts, assets.teacher, evaluator, cameras, kind, index,
-                                      part, target, context=assets.context(run),
+                                      part, target, context=assets.context(asset),
                                       low_threshold=assets.low_threshold)
-            row = {"run": run.name, **row}
+            row = {"run": run, "asset": asset.name, **row}
             rows.append(row)
             append_row(path, row)
     return rows

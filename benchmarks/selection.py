@@ -2,7 +2,7 @@
 
     python benchmarks/selection.py [--teacher shipped|oracle|PATH] [--points 20000] [--kinds mug,car]
                                    [--steps 100] [--threads 2] [--color red] [--no-context]
-                                   [--low-threshold 0.2]
+                                   [--low-threshold 0.2] [--out FILE]
 
 Every micro-world kind is converted to Gaussians (`mesh_to_gaussians`, `--points` of them), each
 Gaussian's true part being the part of the face it was sampled on (its nearest face). A feature
@@ -13,10 +13,12 @@ neighbours above `--low-threshold`, default 0.2; 0.5: not grown), told the objec
 context (what `sds3d edit` tells it; `--no-context`: not told). IoU is
 measured over the visible Gaussians (on the object's visible surface from some view; Gaussians
 sampled on faces buried inside another part's solid cannot be seen by any 2D teacher) and, for
-reference, over all. One JSONL row per (kind, part, phrasing) goes to
-benchmarks/results/selection/<teacher>[-context][-grown].jsonl, and the summary, printed last, is
-appended to summary.jsonl beside them: mean IoU (visible and all), per part, and distillation seconds
-(mean and largest, with the CPU model).
+reference, over all. One JSONL row per (kind, part, phrasing) goes to `--out` (default
+benchmarks/results/selection/cases.jsonl), shared by every run: each row's `run` names its
+configuration, "<teacher>[-context][-grown]" (e.g. "oracle-context-grown"), and a run replaces its own
+rows there, leaving the others. The summary, printed last, is appended to summary.jsonl beside them:
+its run, mean IoU (visible and all), per part, and distillation seconds (mean and largest, with the
+CPU model).
 """
 
 from __future__ import annotations
@@ -42,17 +44,26 @@ def iou(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def grown_suffix(low_threshold: float) -> str:
-    """The results-file suffix of a growth rule: "" not grown, "-grown" to 0.2, "-grown<low>" otherwise
-    (rows are resumed by file, so each rule keeps its own)."""
+    """The run-name suffix of a growth rule: "" not grown, "-grown" to 0.2, "-grown<low>" otherwise
+    (rows are resumed by run, so each rule keeps its own)."""
     if low_threshold >= 0.5:
         return ""
     return "-grown" if low_threshold == 0.2 else f"-grown{low_threshold:g}"
 
 
 def shipped_name(teacher) -> str:
-    """The shipped teacher's name in result files: with its weights' version, so that the rows of
-    another version are not taken for its own (the 6,000-step teacher's files carry the bare name)."""
+    """The shipped teacher's name in run names: with its weights' version, so that the rows of
+    another version are not taken for its own (the 6,000-step teacher's runs carry the bare name)."""
     return f"{teacher.name}-{teacher.version}" if teacher.version else teacher.name
+
+
+def replace_run(path: Path, run: str, rows: list[dict]) -> None:
+    """Replace the rows of `run` in the table at `path` by `rows` (which carry it), keeping other runs' rows."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    kept = [line + "\n" for line in lines if line.strip() and json.loads(line)["run"] != run]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept) + "".join(json.dumps(row) + "\n" for row in rows))
+    os.replace(tmp, path)
 
 
 def distil(kind: str, teacher_arg: str, teacher, gaussians, config):
@@ -90,7 +101,8 @@ def main() -> None:
     p.add_argument("--no-context", action="store_true", help="do not tell the selection the object's kind")
     p.add_argument("--low-threshold", type=float, default=DEFAULT_LOW_THRESHOLD,
                    help="grow the selection to points above this (select_points' hysteresis; 0.5: no growth)")
-    p.add_argument("--out", default=None, help="JSONL (default results/selection/<teacher>[-context][-grown].jsonl)")
+    p.add_argument("--out", default=str(RESULTS / "cases.jsonl"),
+                   help="the table, shared by every run (JSONL); summary.jsonl goes beside it")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     teacher, name = None, args.teacher
@@ -102,8 +114,8 @@ def main() -> None:
     kinds = [k for k in args.kinds.split(",") if k] or list(KINDS)
     config = DistillConfig(steps=args.steps)
     context = not args.no_context
-    suffix = ("-context" if context else "") + grown_suffix(args.low_threshold)
-    out = Path(args.out) if args.out else RESULTS / f"{name}{suffix}.jsonl"
+    run = name + ("-context" if context else "") + grown_suffix(args.low_threshold)
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows, seconds = [], []
     for kind in kinds:
@@ -120,19 +132,17 @@ def main() -> None:
                 except InputError as error:
                     raise SystemExit(f"selection benchmark: {error}") from None
                 mask = mask_of_scores(gaussians, score, 0.5, args.low_threshold)
-                row = {"kind": kind, "part": part, "query": query, "phrasing": phrasing,
+                row = {"run": run, "kind": kind, "part": part, "query": query, "phrasing": phrasing,
                        "iou_visible": round(iou(mask[visible], truth[visible]), 4), "iou_all": round(iou(mask, truth), 4),
                        "selected": int(mask.sum()), "true": int(truth.sum()), "gaussians": len(gaussians),
                        "distill_seconds": round(took, 2)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, out)
+    replace_run(out, run, rows)
     per_part = {}
     for r in rows:
         per_part.setdefault(f"{r['kind']}/{r['part']}", []).append(r["iou_visible"])
-    summary = {"teacher": name, "oracle": args.teacher == "oracle", "context": context,
+    summary = {"run": run, "teacher": name, "oracle": args.teacher == "oracle", "context": context,
                "low_threshold": args.low_threshold, "points": args.points, "steps": args.steps,
                "kinds": len(kinds), "queries": len(rows),
                "mean_iou": round(sum(r["iou_visible"] for r in rows) / len(rows), 4),

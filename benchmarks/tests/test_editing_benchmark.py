@@ -42,7 +42,7 @@ def test_recolour_cases_cover_twenty_parts_in_a_colour_they_do_not_have():
 def test_selection_and_recolour_with_the_oracle_hit_the_part_and_leave_the_rest_and_resume(tmp_path):
     objects = editing.Objects(None, "oracle", points=1500, steps=5)
     path = tmp_path / "recolour.jsonl"
-    rows, pictures = editing.recolour_table(objects, Evaluator.load(), path, limit=2)  # mushroom cap, stem
+    rows, pictures = editing.recolour_table(objects, Evaluator.load(), path, "oracle-1500", limit=2)  # cap, stem
     assert [(r["kind"], r["part"]) for r in rows] == [("mushroom", "cap"), ("mushroom", "stem")]
     for row in rows:
         assert row["selection_iou"] > 0.6
@@ -63,10 +63,11 @@ def test_selection_and_recolour_with_the_oracle_hit_the_part_and_leave_the_rest_
     assert wrong["part_color_acc_true_selection"] == 1.0
 
     before = path.read_text()
-    again, new_pictures = editing.recolour_table(editing.Objects(None, "oracle", 1500, 5), None, path, limit=2)
+    again, new_pictures = editing.recolour_table(editing.Objects(None, "oracle", 1500, 5), None, path, "oracle-1500",
+                                                 limit=2)
     assert path.read_text() == before and again == rows and new_pictures == []
 
-    selection = editing.selection_table(objects, tmp_path / "selection.jsonl", limit=3)  # cube body, sphere body
+    selection = editing.selection_table(objects, tmp_path / "selection.jsonl", "oracle-1500", limit=3)  # cube, sphere
     assert len(selection) == 6 and all(r["iou_visible"] > 0.95 for r in selection)
 
 
@@ -102,6 +103,28 @@ def test_global_table_runs_every_score_once_and_resumes(tmp_path):
     assert editing.global_table(path, 1, 300, 2, tmp_path / "work", prior_loader) == rows and len(loads) == 4
 
 
+def test_runs_share_a_table_and_each_resumes_only_its_own_rows(tmp_path, monkeypatch):
+    """Two priors' global edits go to one global.jsonl: the second run must not take the first one's
+    rows for its own, and each resumes its own rows only."""
+    edits = []
+
+    def fake_run_edit(source, kind, colour, target, guidance, points, steps, work, prior, prior_spec):
+        edits.append(prior_spec)
+        return {"color_acc": 1.0, "kind_acc": 1.0, "chamfer_to_source": 0.01, "seconds": 1.0}
+
+    monkeypatch.setattr(editing, "run_edit", fake_run_edit)
+    path = tmp_path / "global.jsonl"
+
+    def run(prior_spec):
+        return editing.global_table(path, 1, 300, 2, tmp_path, lambda: None, prior_spec=prior_spec)
+
+    embedded, toy = run("embedded"), run("toy")
+    assert edits == ["embedded"] * 4 + ["toy"] * 4
+    assert {r["run"] for r in embedded} == {"embedded"} and {r["run"] for r in toy} == {"toy"}
+    assert run("embedded") == embedded and run("toy") == toy and len(edits) == 8
+    assert [json.loads(line)["run"] for line in path.read_text().splitlines()] == ["embedded"] * 4 + ["toy"] * 4
+
+
 @pytest.mark.slow  # about a minute on a loaded 2-core machine
 def test_main_writes_tables_grid_and_a_json_last_line(tmp_path, capsys):
     summary = editing.main(["--teacher", "oracle", "--limit", "1", "--points", "1500", "--distill-steps", "5",
@@ -113,4 +136,7 @@ def test_main_writes_tables_grid_and_a_json_last_line(tmp_path, capsys):
     assert last["edit_seconds"] is None and last["global"] == {}
     grid = np.asarray(Image.open(tmp_path / "grid.png"))
     assert grid.shape[0] >= 3 * 64 and grid.shape[0] > grid.shape[1]  # three rows of one case
-    assert (tmp_path / "selection-oracle-1500.jsonl").exists() and (tmp_path / "recolour-oracle-1500.jsonl").exists()
+    run = "oracle-1500-context-grown"
+    assert last["runs"] == {"selection": run, "recolour": run}
+    for table in ("selection.jsonl", "recolour.jsonl"):
+        assert {json.loads(line)["run"] for line in (tmp_path / table).read_text().splitlines()} == {run}

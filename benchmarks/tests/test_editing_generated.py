@@ -84,16 +84,17 @@ def test_generated_tables_on_ground_truth_stand_ins_select_the_parts_and_resume(
         torch.save({"representation": gaussians.state_dict(), "step": 10}, run / "checkpoint.pt")
     assets = GeneratedAssets(tmp_path / "runs", load_feature_teacher(), DistillConfig(steps=20))
     path = tmp_path / "selection.jsonl"
-    rows, pictures = generated_selection_table(assets, path)
+    rows, pictures = generated_selection_table(assets, path, "part-teacher")
     assert len(rows) == 2 * (len(KINDS["lamp"].parts) + len(KINDS["mug"].parts))
     assert not any(r["absent"] for r in rows) and all(r["labelled_fraction"] > 0.9 for r in rows)
     big = {(r["kind"], r["part"]): r["iou"] for r in rows if r["phrasing"] == "the <part>"}
     assert big["mug", "cup"] > 0.8 and big["lamp", "shade"] > 0.8, big
     assert [json.loads(line) for line in path.read_text().splitlines()] == rows
     assert len(pictures) == 2 and pictures[0].shape[0] == 3
-    recolour = generated_recolour_table(assets, Evaluator.load(), tmp_path / "recolour.jsonl", rows)
-    assert {(r["run"], r["part"]) for r in recolour} == {(r["run"], r["part"]) for r in rows}
+    recolour = generated_recolour_table(assets, Evaluator.load(), tmp_path / "recolour.jsonl", "part-teacher", rows)
+    assert {(r["asset"], r["part"]) for r in recolour} == {(r["asset"], r["part"]) for r in rows}
+    assert {r["run"] for r in rows + recolour} == {"part-teacher"}
     assert all(r["part_color_acc_true_selection"] >= 0.75 for r in recolour), recolour
-    again, _ = generated_selection_table(assets, path)
+    again, _ = generated_selection_table(assets, path, "part-teacher")
     assert again == rows and len(path.read_text().splitlines()) == len(rows)
     assert editing.mean(r["iou"] for r in rows) is not None
