@@ -315,3 +315,77 @@ def test_a_linear_token_export_initialises_an_mlp_token_run_that_predicts_the_sa
     unet, scheduler = load_embedded_prior(tmp_path / "mlp")
     assert unet.camera_token.mlp_hidden == 8
     torch.testing.assert_close(EmbeddedPrior(unet, scheduler).predict_noise(x, t, cameras), trained)
+
+
+def test_camera_rays_are_each_pixels_back_projected_ray_in_pluecker_coordinates():
+    """Reference: the pixel centre through the inverse intrinsics and the camera-to-world matrix of
+    `orbit_cameras`; d is a unit vector, the moment o x d is orthogonal to it, "no camera" has no rays."""
+    from sds3d.cameras import orbit_cameras
+    from sds3d.guidance.priors.camera_rays import MOMENT_SCALE, camera_rays
+
+    elevation, azimuth = torch.tensor([-5.0, 30.0, 70.0]), torch.tensor([0.0, 135.0, -100.0])
+    radius, fovy = torch.tensor([2.2, 2.5, 2.8]), torch.tensor([35.0, 40.0, 45.0])
+    H, W = 8, 12
+    rays = camera_rays(camera_features(elevation, azimuth, radius, fovy), H, W)
+    assert rays.shape == (3, 6, H, W)
+    cams = orbit_cameras(elevation, azimuth, radius, fovy, W, H)
+    v, u = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
+    pixels = torch.stack([u, v, torch.ones_like(u)], dim=-1)  # [H, W, 3]
+    for b in range(3):
+        c2w = cams.camtoworlds[b]
+        d = torch.nn.functional.normalize(pixels @ torch.linalg.inv(cams.Ks[b]).T @ c2w[:3, :3].T, dim=-1)
+        m = torch.linalg.cross(c2w[:3, 3].expand_as(d), d, dim=-1) / MOMENT_SCALE
+        torch.testing.assert_close(rays[b, :3].permute(1, 2, 0), d, atol=1e-5, rtol=0)
+        torch.testing.assert_close(rays[b, 3:].permute(1, 2, 0), m, atol=1e-5, rtol=0)
+    assert torch.allclose((rays[:, :3] * rays[:, 3:]).sum(dim=1), torch.zeros(3, H, W), atol=1e-5)
+    assert not camera_rays(torch.zeros(2, 6), H, W).any()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert camera_rays(camera_features(elevation, azimuth, radius, fovy), H, W).dtype == torch.float32
+
+
+def test_a_v2_export_widened_with_camera_rays_predicts_exactly_the_same_and_round_trips(tmp_path):
+    """--camera-rays from a v2 export: the rays' conv_in weights start at zero, so the run starts as
+    the export; once trained, the exported 9-channel UNet loads, takes 3-channel images and `camera=`,
+    and the rays (not only the token) change its prediction."""
+    from sds3d.guidance.priors.camera_rays import camera_rays, has_camera_rays
+    from sds3d.guidance.priors.camera_token import camera_token_removed, save_camera_token
+    from sds3d.guidance.priors.embedded_prior import load_embedded_prior
+    from sds3d.world.train_prior import DEFAULTS, Trainer
+
+    v2 = tiny_prior(camera=True)
+    with camera_token_removed(v2.unet) as token:
+        v2.unet.save_pretrained(tmp_path / "v2" / "unet")
+    save_camera_token(token, tmp_path / "v2")
+    cfg = dict(DEFAULTS, block_out_channels=(16, 32), head_dim=16, norm_num_groups=8, camera_dim=6,
+               camera_rays=1, precision="fp32")
+    trainer = Trainer(tmp_path / "run", cfg)
+    trainer.init_from_export(tmp_path / "v2")
+    assert has_camera_rays(trainer.unet) and not trainer.unet.conv_in.weight[:, 3:].any()
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([50, 700])
+    text = v2.encode_prompts(["a red mug", "a red mug"])
+    features = camera_features([0.0, 40.0], [0.0, 120.0], [2.3, 2.7], [36.0, 44.0])
+    cameras = text.with_camera(features)
+    rays = EmbeddedPrior(trainer.unet.eval(), v2.scheduler)
+    torch.testing.assert_close(rays.predict_noise(x, t, cameras), v2.predict_noise(x, t, cameras))
+
+    torch.nn.init.normal_(trainer.unet.conv_in.weight[:, 3:], std=0.3)  # trained
+    trained = rays.predict_noise(x, t, cameras)
+    assert not torch.allclose(trained, v2.predict_noise(x, t, cameras), atol=1e-3)
+    with camera_token_removed(trainer.unet) as token:
+        trainer.unet.save_pretrained(tmp_path / "rays" / "unet")
+    save_camera_token(token, tmp_path / "rays")
+    v2.scheduler.save_pretrained(tmp_path / "rays" / "scheduler")
+    unet, scheduler = load_embedded_prior(tmp_path / "rays")
+    torch.testing.assert_close(EmbeddedPrior(unet, scheduler).predict_noise(x, t, cameras), trained)
+    hidden = torch.randn(2, 32, 384)
+    with torch.no_grad():  # the hook appends exactly `camera_rays`; a caller may append them itself
+        explicit = torch.cat([x, camera_rays(features, 32, 32)], dim=1)
+        torch.testing.assert_close(unet(x, t, hidden, camera=features).sample,
+                                   unet(explicit, t, hidden, camera=features).sample)
+        turned = camera_features([0.0, 40.0], [180.0, -60.0], [2.3, 2.7], [36.0, 44.0])
+        assert not torch.allclose(unet(x, t, hidden, camera=features).sample,
+                                  unet(torch.cat([x, camera_rays(turned, 32, 32)], dim=1), t, hidden,
+                                       camera=features).sample, atol=1e-3)
+    (tmp_path / "rays" / "camera_token" / "config.json").unlink()
+    with pytest.raises(ValueError, match="takes camera rays but has no camera_token"):
+        load_embedded_prior(tmp_path / "rays")
