@@ -389,3 +389,43 @@ def test_a_v2_export_widened_with_camera_rays_predicts_exactly_the_same_and_roun
     (tmp_path / "rays" / "camera_token" / "config.json").unlink()
     with pytest.raises(ValueError, match="takes camera rays but has no camera_token"):
         load_embedded_prior(tmp_path / "rays")
+
+
+def test_camera_contrast_is_the_two_way_cross_entropy_of_the_true_against_a_turned_camera(tmp_path):
+    """Reference: each noisy sample with a camera denoised again at its azimuth turned by a multiple of
+    90 degrees; the term is softplus(-(l_turned - l_true) / l_true / temperature), averaged over the
+    samples it applies to (t >= HIGH_T_FROM * T and a camera), and zero when none does."""
+    from types import SimpleNamespace
+
+    from sds3d.world.train_prior import DEFAULTS, HIGH_T_FROM, Trainer
+
+    cfg = dict(DEFAULTS, block_out_channels=(16, 32), head_dim=16, norm_num_groups=8, camera_dim=6,
+               camera_contrast=1.0, contrast_temperature=0.1, precision="fp32")
+    trainer = Trainer(tmp_path / "run", cfg)
+    torch.nn.init.normal_(trainer.unet.camera_token.proj.weight, std=0.5)
+    trainer.unet.eval()
+    B = 4
+    data = SimpleNamespace(elevation=torch.tensor([10.0, 20.0, 30.0, 40.0]), azimuth=torch.tensor([0.0, 45.0, 90.0, 170.0]),
+                           radius=torch.full((B,), 2.5), fovy=torch.full((B,), 40.0))
+    idx = torch.arange(B)
+    camera = camera_features(data.elevation, data.azimuth, data.radius, data.fovy)
+    camera[1] = 0  # "no camera"
+    T = cfg["num_train_timesteps"]
+    t = torch.tensor([900, 700, 100, 500])  # sample 2 is below HIGH_T_FROM * T
+    assert t[2] < HIGH_T_FROM * T <= t[3]
+    x_t, noise, hidden = torch.randn(B, 3, 32, 32), torch.randn(B, 3, 32, 32), torch.randn(B, 32, 384)
+    with torch.no_grad():
+        true_loss = (trainer.unet(x_t, t, encoder_hidden_states=hidden, camera=camera).sample - noise).pow(2).mean(dim=(1, 2, 3))
+        state = trainer.gen.get_state()
+        got = trainer.camera_contrast(data, idx, camera, x_t, t, hidden, noise, true_loss)
+        trainer.gen.set_state(state)
+        turn = torch.randint(1, 4, (2,), generator=trainer.gen) * 90.0
+        use = torch.tensor([0, 3])
+        turned = camera_features(data.elevation[use], data.azimuth[use] + turn, data.radius[use], data.fovy[use])
+        turned_loss = (trainer.unet(x_t[use], t[use], encoder_hidden_states=hidden[use], camera=turned).sample
+                       - noise[use]).pow(2).mean(dim=(1, 2, 3))
+        gap = (turned_loss - true_loss[use]) / true_loss[use]
+        torch.testing.assert_close(got, torch.nn.functional.softplus(-gap / 0.1).mean())
+        assert got > 0
+        none = trainer.camera_contrast(data, idx, camera, x_t, torch.full((B,), 10), hidden, noise, true_loss)
+    assert none == 0

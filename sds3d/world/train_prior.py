@@ -47,7 +47,7 @@ DEFAULTS = dict(
     head_dim=32, norm_num_groups=16, beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000,
     ckpt_minutes=5.0, log_every=10, threads=2, camera_dim=0, precision="auto", camera_lr_scale=20.0,
     high_t_prob=0.0, high_noise_weight=0.0, coordinate_channels=0, camera_dropout=0.0, camera_mlp=0,
-    camera_rays=0,
+    camera_rays=0, camera_contrast=0.0, contrast_temperature=0.05,
 )
 # `camera_mlp`: hidden width of the camera token's MLP branch over angle harmonics (0 = linear only;
 # `sds3d.guidance.priors.camera_token`).
@@ -60,6 +60,12 @@ DEFAULTS = dict(
 # [0, T). The view changes the epsilon loss by about 4% at t = 700 and 0.5% at t = 100 (view words
 # swapped front <-> back on the v1 prior), so a camera input learns mostly from noisy timesteps.
 HIGH_T_FROM = 0.4
+# `camera_contrast` (lambda > 0): the diffusion model read as a classifier of the camera (Li et al. 2023,
+# "Your Diffusion Model is Secretly a Zero-Shot Classifier", arXiv:2303.16203: logits -loss): each
+# sample with a camera and t >= HIGH_T_FROM * T is also denoised at the same camera turned in azimuth by
+# 90, 180 or 270 degrees, and lambda * softplus(-gap / `contrast_temperature`) is added, gap the
+# relative rise of its epsilon loss (l_turned - l_true) / l_true: the two-way cross-entropy that the
+# true camera explains x_t better. Plain epsilon-MSE barely depends on the view (see `high_t_prob`).
 # `high_noise_weight`: the epsilon loss is SNR times the x0 loss, so at high noise, where the layout
 # (and so the view) is decided, an x0 error barely counts (SNR 0.002 at t = 970). A weight > 0 raises the
 # per-timestep weight to min(1 / SNR, high_noise_weight) wherever that is larger, i.e. the x0 loss,
@@ -279,6 +285,9 @@ class Trainer:
         eps = eps.float()
         per_sample = (eps - noise).pow(2).mean(dim=(1, 2, 3))
         loss = (per_sample * self.loss_weight[t]).mean()
+        if cfg.get("camera_contrast") and camera is not None:
+            loss = loss + cfg["camera_contrast"] * self.camera_contrast(data, idx, camera, x_t, t, hidden, noise,
+                                                                         per_sample)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg["grad_clip"]:
@@ -287,6 +296,22 @@ class Trainer:
         self.ema.step(self.unet.parameters())
         self.step += 1
         return float(per_sample.detach().mean()), lr
+
+    def camera_contrast(self, data, idx, camera, x_t, t, hidden, noise, per_sample) -> torch.Tensor:
+        """The camera-classification term of `camera_contrast` (mean over the samples it applies to)."""
+        from sds3d.cameras import camera_features
+
+        use = (camera.abs().sum(dim=1) > 0) & (t >= int(HIGH_T_FROM * self.cfg["num_train_timesteps"]))
+        if not use.any():
+            return per_sample.new_zeros(())
+        turn = torch.randint(1, 4, (int(use.sum()),), generator=self.gen) * 90.0
+        i = idx[use]
+        turned = camera_features(data.elevation[i], data.azimuth[i] + turn, data.radius[i], data.fovy[i])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            eps = self.unet(x_t[use], t[use], encoder_hidden_states=hidden[use], camera=turned).sample
+        turned_loss = (eps.float() - noise[use]).pow(2).mean(dim=(1, 2, 3))
+        gap = (turned_loss - per_sample[use]) / per_sample[use].detach().clamp_min(1e-8)
+        return torch.nn.functional.softplus(-gap / self.cfg["contrast_temperature"]).mean()
 
     def train(self, data, total_steps: int) -> None:
         from tqdm import tqdm
@@ -475,6 +500,7 @@ def parse_args(argv=None):
         p.add_argument("--" + key.replace("_", "-"), type=int, default=DEFAULTS[key])
     for key in ("lr", "weight_decay", "ema_decay", "caption_dropout", "view_caption_prob", "snr_gamma",
                 "grad_clip", "ckpt_minutes", "camera_lr_scale", "high_t_prob", "high_noise_weight",
+                "camera_contrast", "contrast_temperature",
                 "camera_dropout"):
         p.add_argument("--" + key.replace("_", "-"), type=float, default=DEFAULTS[key])
     p.add_argument("--data-seed", type=int, default=None, help="render seed (default: SEEDS['prior'])")
