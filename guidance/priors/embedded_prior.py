@@ -31,7 +31,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .camera_rays import attach_camera_rays, has_camera_rays
 from .camera_token import attach_camera_token, has_camera_token, load_camera_token
 from .coordinate_channels import attach_coordinate_channels
 from .prior import cfg_combine
@@ -63,10 +62,7 @@ def load_embedded_prior(path: str | Path | None = None, device: str | torch.devi
     unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", use_safetensors=True, torch_dtype=dtype)
     unet = attach_coordinate_channels(unet.to(device=device))
     token = load_camera_token(path)
-    if has_camera_rays(unet) and token is None:
-        raise ValueError(f"the embedded prior in {path} takes camera rays but has no camera_token/: re-export it")
     if token is not None:
-        attach_camera_rays(unet)  # before the token's hook, which consumes `camera=`
         attach_camera_token(unet, token)
     unet = unet.eval().requires_grad_(False)
     scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")

@@ -38,6 +38,7 @@ import torch
 from sds3d.atomic import atomic_torch_save, replace_folder
 from sds3d.hardware import PRECISIONS, use_bf16
 from sds3d.guidance.priors.camera_token import camera_token_removed, save_camera_token
+from sds3d.guidance.priors.coordinate_channels import widen_input_for_coordinates
 from sds3d.world.loss_log import truncate_log
 
 DEFAULTS = dict(
@@ -47,12 +48,10 @@ DEFAULTS = dict(
     head_dim=32, norm_num_groups=16, beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000,
     ckpt_minutes=5.0, log_every=10, threads=2, camera_dim=0, precision="auto", camera_lr_scale=20.0,
     high_t_prob=0.0, high_noise_weight=0.0, coordinate_channels=0, camera_dropout=0.0, camera_mlp=0,
-    camera_rays=0, camera_contrast=0.0, contrast_temperature=0.05,
+    camera_contrast=0.0, contrast_temperature=0.05,
 )
 # `camera_mlp`: hidden width of the camera token's MLP branch over angle harmonics (0 = linear only;
 # `sds3d.guidance.priors.camera_token`).
-# `camera_rays`: 1 appends each pixel's Plücker ray to the UNet's input (`sds3d.guidance.priors.camera_rays`),
-# a per-pixel camera pathway beside the token; its conv_in weights start at zero.
 # `camera_dropout`: the fraction of samples whose camera features are zeroed ("no camera"), drawn
 # independently of the caption dropout, so guidance can drop text and camera together (the exported
 # token records `null_camera`).
@@ -86,21 +85,17 @@ def parameter_groups(unet, cfg: dict) -> list[dict]:
 
 
 def build_unet(block_out_channels=(32, 64, 96), layers_per_block=1, head_dim=32, norm_num_groups=16,
-               cross_attention_dim=384, sample_size=32, camera_dim=0, coordinate_channels=0, camera_mlp=0,
-               camera_rays=0):
+               cross_attention_dim=384, sample_size=32, camera_dim=0, coordinate_channels=0, camera_mlp=0):
     """The prior's UNet. Level 0 (32x32) has no attention; 16x16, 8x8 and the mid block have
     self- and cross-attention with heads of `head_dim` channels. `camera_dim` > 0 (prior v2) adds
     a zero-initialised camera token (`sds3d.guidance.priors.camera_token`): the UNet is then called
     with `camera=` [B, camera_dim] features of `sds3d.cameras.camera_features`; `camera_mlp` > 0 gives
     the token an MLP branch of that width.
     `coordinate_channels` = 1 appends the pixels' (x, y) to the input
-    (`sds3d.guidance.priors.coordinate_channels`), so a global condition can place parts left or right.
-    `camera_rays` = 1 (with `camera_dim`) appends each pixel's Plücker ray of the camera
-    (`sds3d.guidance.priors.camera_rays`)."""
+    (`sds3d.guidance.priors.coordinate_channels`), so a global condition can place parts left or right."""
     from diffusers import UNet2DConditionModel
 
     from sds3d.cameras import CAMERA_FEATURES
-    from sds3d.guidance.priors.camera_rays import RAY_CHANNELS, attach_camera_rays
     from sds3d.guidance.priors.camera_token import CameraToken, attach_camera_token
     from sds3d.guidance.priors.coordinate_channels import COORDINATE_CHANNELS, attach_coordinate_channels
 
@@ -108,11 +103,9 @@ def build_unet(block_out_channels=(32, 64, 96), layers_per_block=1, head_dim=32,
     # diffusers' `attention_head_dim` argument is in fact the number of heads per block.
     heads = tuple(max(1, c // head_dim) for c in channels)
     n = len(channels)
-    in_channels = 3 + (COORDINATE_CHANNELS if coordinate_channels else 0) + (RAY_CHANNELS if camera_rays else 0)
+    in_channels = 3 + (COORDINATE_CHANNELS if coordinate_channels else 0)
     if camera_dim and camera_dim != CAMERA_FEATURES:
         raise ValueError(f"camera_dim must be {CAMERA_FEATURES} (sds3d.cameras.camera_features), got {camera_dim}")
-    if camera_rays and (not camera_dim or coordinate_channels):
-        raise ValueError("camera_rays needs camera_dim and cannot be combined with coordinate_channels")
     unet = attach_coordinate_channels(UNet2DConditionModel(
         sample_size=sample_size, in_channels=in_channels, out_channels=3, cross_attention_dim=cross_attention_dim,
         block_out_channels=channels, layers_per_block=layers_per_block, norm_num_groups=norm_num_groups,
@@ -122,21 +115,13 @@ def build_unet(block_out_channels=(32, 64, 96), layers_per_block=1, head_dim=32,
     ))
     if not camera_dim:
         return unet
-    unet = attach_camera_rays(unet)  # before the token's hook, which consumes `camera=`
     return attach_camera_token(unet, CameraToken(cross_attention_dim, CAMERA_FEATURES, mlp_hidden=camera_mlp))
-
-
-def widen_conv_in(weight: torch.Tensor, channels: int) -> torch.Tensor:
-    """conv_in weight [C, in, k, k] -> [C, in + channels, k, k], the new input channels' weights zero
-    (the widened UNet predicts exactly what the old one did while those inputs are ignored)."""
-    C, _, kh, kw = weight.shape
-    return torch.cat([weight, weight.new_zeros(C, channels, kh, kw)], dim=1)
 
 
 def unet_from_config(cfg: dict):
     return build_unet(cfg["block_out_channels"], cfg["layers_per_block"], cfg["head_dim"], cfg["norm_num_groups"],
                       camera_dim=cfg.get("camera_dim", 0), coordinate_channels=cfg.get("coordinate_channels", 0),
-                      camera_mlp=cfg.get("camera_mlp", 0), camera_rays=cfg.get("camera_rays", 0))
+                      camera_mlp=cfg.get("camera_mlp", 0))
 
 
 def build_scheduler(beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000):
@@ -221,7 +206,8 @@ class Trainer:
         names = [name for name, _ in params]
         shadow = list(ema["shadow_params"])
         i = names.index("conv_in.weight")
-        shadow[i] = widen_conv_in(shadow[i], self.unet.conv_in.weight.shape[1] - shadow[i].shape[1])
+        if shadow[i].shape != self.unet.conv_in.weight.shape:
+            shadow[i] = widen_input_for_coordinates(shadow[i])
         shadow += [p.detach().clone() for _, p in params[len(shadow):]]
         self.ema.load_state_dict({**ema, "shadow_params": shadow})
         self.ema.copy_to(self.unet.parameters())
@@ -234,8 +220,8 @@ class Trainer:
         from sds3d.guidance.priors.camera_token import load_camera_token
 
         weights = load_file(Path(path) / "unet" / "diffusion_pytorch_model.safetensors")
-        conv_in = weights["conv_in.weight"]
-        weights["conv_in.weight"] = widen_conv_in(conv_in, self.unet.conv_in.weight.shape[1] - conv_in.shape[1])
+        if weights["conv_in.weight"].shape != self.unet.conv_in.weight.shape:
+            weights["conv_in.weight"] = widen_input_for_coordinates(weights["conv_in.weight"])
         token = load_camera_token(path) if self.cfg.get("camera_dim") else None
         if token is not None:
             weights.update({"camera_token." + k: v for k, v in token.state_dict().items()})
@@ -371,8 +357,7 @@ def export(trainer: Trainer, dest: Path, command: str, data_size: int, data_seed
                          "max_length": 32, "hidden": "last_hidden_state", "attention_mask": False,
                          "uncond_prompt": ""},
         **({"camera": {"features": "sds3d.cameras.camera_features", "dim": cfg["camera_dim"],
-                       "input": "camera_token" + (" and camera_rays" if cfg.get("camera_rays") else "")}}
-           if cfg.get("camera_dim") else {}),
+                       "input": "camera_token"}} if cfg.get("camera_dim") else {}),
         **({"coordinate_channels": "the input appends each pixel's (x, y) in [-1, 1] "
                                    "(sds3d.guidance.priors.coordinate_channels)"} if cfg.get("coordinate_channels") else {}),
         "parameters": parameter_count(ema_unet),
@@ -412,10 +397,6 @@ def prior_readme(info: dict) -> str:
     if cfg.get("coordinate_channels"):
         camera_line += ("\n- Input: 5 channels, the image's 3 and each pixel's (x, y) in [-1, 1] (CoordConv;"
                         "\n  `sds3d.guidance.priors.coordinate_channels` appends them; `from_pretrained` users must too).")
-    if cfg.get("camera_rays"):
-        camera_line += ("\n- Input: 9 channels, the image's 3 and each pixel's camera ray in world space (Plücker"
-                        "\n  direction and moment; `sds3d.guidance.priors.camera_rays` appends them from `camera=`;"
-                        "\n  `from_pretrained` users must too).")
     return f"""# Embedded micro-world prior
 
 A pixel-space text-to-image diffusion model of the sds3d micro-world (`sds3d/world/`), the prior of
@@ -496,7 +477,7 @@ def parse_args(argv=None):
                         "number extends it)")
     for key in ("batch", "warmup", "decay_steps", "data_size", "seed", "layers_per_block", "head_dim",
                 "norm_num_groups", "num_train_timesteps", "log_every", "threads", "camera_dim",
-                "coordinate_channels", "camera_mlp", "camera_rays"):
+                "coordinate_channels", "camera_mlp"):
         p.add_argument("--" + key.replace("_", "-"), type=int, default=DEFAULTS[key])
     for key in ("lr", "weight_decay", "ema_decay", "caption_dropout", "view_caption_prob", "snr_gamma",
                 "grad_clip", "ckpt_minutes", "camera_lr_scale", "high_t_prob", "high_noise_weight",
@@ -555,8 +536,9 @@ def main(argv=None) -> None:
         cfg["data_seed"] = SEEDS["prior"] if args.data_seed is None else args.data_seed
         if args.init_from is not None:
             source = load_source_run(args.init_from)
-            widen = {k: 1 for k in ("coordinate_channels", "camera_rays") if args.__dict__[k]}
-            cfg.update({k: source["config"].get(k, DEFAULTS[k]) for k in ARCHITECTURE_KEYS}, **widen)
+            widen = args.coordinate_channels and not source["config"].get("coordinate_channels")
+            cfg.update({k: source["config"].get(k, DEFAULTS[k]) for k in ARCHITECTURE_KEYS})
+            cfg["coordinate_channels"] = 1 if widen else cfg["coordinate_channels"]
             cfg["init_from"] = {"run": str(args.init_from), "step": int(source["step"]),
                                 "wall_seconds": round(float(source["seconds"]), 1),
                                 "command": command_for(source["config"], args.init_from)}
@@ -589,7 +571,7 @@ def main(argv=None) -> None:
 
 
 ARCHITECTURE_KEYS = ("block_out_channels", "layers_per_block", "head_dim", "norm_num_groups", "beta_schedule",
-                     "num_train_timesteps", "camera_dim", "coordinate_channels", "camera_mlp", "camera_rays")
+                     "num_train_timesteps", "camera_dim", "coordinate_channels", "camera_mlp")
 
 
 def load_source_run(run_dir: Path) -> dict:
