@@ -24,19 +24,17 @@ TIMESTEPS = (200, 400, 600, 800)
 
 
 def camera_rise(unet, alphas_cumprod, x0, hidden, features, turned_features, noise, timesteps=TIMESTEPS) -> dict:
-    """{t: (mean loss at the true camera, at the turned one)}; x0, noise [B, 3, H, W] in [-1, 1],
-    hidden [B, L, C], features [B, 6] (`sds3d.cameras.camera_features`). Also "per_sample": {t: ([B], [B])}."""
-    out, per_sample = {}, {}
+    """{t: (per-sample loss [B] at the true camera, at the turned one)}; x0, noise [B, 3, H, W] in [-1, 1],
+    hidden [B, L, C], features [B, 6] (`sds3d.cameras.camera_features`)."""
+    out = {}
     for t in timesteps:
         a = alphas_cumprod[t]
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         steps = torch.full((x0.shape[0],), t)
         with torch.no_grad():
-            losses = [(unet(x_t, steps, encoder_hidden_states=hidden, camera=c).sample - noise).pow(2).mean(dim=(1, 2, 3))
-                      for c in (features, turned_features)]
-        per_sample[t] = losses
-        out[t] = tuple(float(loss.mean()) for loss in losses)
-    return {"mean": out, "per_sample": per_sample}
+            out[t] = tuple((unet(x_t, steps, encoder_hidden_states=hidden, camera=c).sample - noise).pow(2)
+                           .mean(dim=(1, 2, 3)) for c in (features, turned_features))
+    return out
 
 
 def load_unet(spec: str):
@@ -83,16 +81,17 @@ def main() -> None:
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(args.seed))
     true = camera_features(data.elevation[idx], data.azimuth[idx], data.radius[idx], data.fovy[idx])
     turned = camera_features(data.elevation[idx], data.azimuth[idx] + args.turn, data.radius[idx], data.fovy[idx])
-    result = camera_rise(unet, alphas_cumprod, x0, hidden, true, turned, noise)
-    true_600, turned_600 = result["per_sample"][600]
+    losses = camera_rise(unet, alphas_cumprod, x0, hidden, true, turned, noise)
+    means = {t: (float(a.mean()), float(b.mean())) for t, (a, b) in losses.items()}
+    true_600, turned_600 = losses[600]
     per_kind = {}
     for kind in sorted(set(kinds)):
         rows = [i for i, k in enumerate(kinds) if k == kind]
         per_kind[kind] = round(float(turned_600[rows].mean() / true_600[rows].mean() - 1), 3)
     print(json.dumps({"prior": args.prior, "renders": args.renders, "turn": args.turn,
-                      "loss_true": {t: round(v[0], 5) for t, v in result["mean"].items()},
-                      "loss_turned": {t: round(v[1], 5) for t, v in result["mean"].items()},
-                      "rise": {t: round(v[1] / v[0] - 1, 3) for t, v in result["mean"].items()},
+                      "loss_true": {t: round(v[0], 5) for t, v in means.items()},
+                      "loss_turned": {t: round(v[1], 5) for t, v in means.items()},
+                      "rise": {t: round(v[1] / v[0] - 1, 3) for t, v in means.items()},
                       "rise_per_kind_t600": per_kind}))
 
 

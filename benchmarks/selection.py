@@ -60,7 +60,7 @@ def shipped_name(teacher) -> str:
 def replace_run(path: Path, run: str, rows: list[dict]) -> None:
     """Replace the rows of `run` in the table at `path` by `rows` (which carry it), keeping other runs' rows."""
     lines = path.read_text().splitlines() if path.exists() else []
-    kept = [line + "\n" for line in lines if line.strip() and json.loads(line)["run"] != run]
+    kept = [line + "\n" for line in lines if line.strip() and json.loads(line).get("run") != run]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(kept) + "".join(json.dumps(row) + "\n" for row in rows))
     os.replace(tmp, path)
