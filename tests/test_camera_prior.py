@@ -355,3 +355,63 @@ def test_camera_contrast_is_the_two_way_cross_entropy_of_the_true_against_a_turn
         assert got > 0
         none = trainer.camera_contrast(data, idx, camera, x_t, torch.full((B,), 10), hidden, noise, true_loss)
     assert none == 0
+
+
+def test_joint_dropout_drops_caption_and_camera_together_and_turns_follow_the_step(tmp_path, monkeypatch):
+    """`joint_dropout` 1: every sample trains the (empty text, no camera) branch; 0: none does. The
+    contrast's turns are the nonzero multiples of `contrast_turn_step` below 360 degrees."""
+    from types import SimpleNamespace
+
+    from sds3d.world.train_prior import DEFAULTS, Trainer
+
+    B = 4
+    data = SimpleNamespace(
+        kind=torch.zeros(B, dtype=torch.long), color=torch.zeros(B, dtype=torch.long),
+        view=torch.zeros(B, dtype=torch.long), kinds=["mug"], colors=["red"], views=["front"],
+        elevation=torch.full((B,), 20.0), azimuth=torch.tensor([0.0, 90.0, 180.0, 270.0]),
+        radius=torch.full((B,), 2.5), fovy=torch.full((B,), 40.0),
+        float_images=lambda idx: torch.rand(len(idx), 3, 32, 32))
+    for joint, expect_dropped in ((1.0, True), (0.0, False)):
+        cfg = dict(DEFAULTS, block_out_channels=(16, 32), head_dim=16, norm_num_groups=8, camera_dim=6,
+                   batch=B, caption_dropout=0.0, camera_dropout=0.0, joint_dropout=joint, precision="fp32",
+                   view_caption_prob=0.0)
+        trainer = Trainer(tmp_path / f"run{joint}", cfg)
+        captions_seen, cameras_seen = [], []
+        encode = type(trainer.text_encoder)._encode_uncached
+        monkeypatch.setattr(trainer.text_encoder, "_encode_uncached",
+                            lambda captions, encoder=trainer.text_encoder: captions_seen.extend(captions)
+                            or encode(encoder, captions))
+        trainer.unet.camera_token.proj.register_forward_hook(lambda m, inputs, out: cameras_seen.append(inputs[0]))
+        trainer.np_rng = __import__("numpy").random.default_rng(0)
+        trainer.train_step(SizedNamespace(data, B))
+        assert all((c == "") == expect_dropped for c in captions_seen)
+        assert all(bool((cam.abs().sum(dim=-1) == 0).all()) == expect_dropped for cam in cameras_seen)
+
+    cfg = dict(DEFAULTS, block_out_channels=(16, 32), head_dim=16, norm_num_groups=8, camera_dim=6,
+               contrast_turn_step=45, precision="fp32")
+    trainer = Trainer(tmp_path / "turns", cfg)
+    turned = []
+    trainer.unet.camera_token.proj.register_forward_hook(lambda m, inputs, out: turned.append(inputs[0]))
+    many = 400
+    flat = SimpleNamespace(elevation=torch.zeros(many), azimuth=torch.zeros(many), radius=torch.full((many,), 2.5),
+                           fovy=torch.full((many,), 40.0))
+    camera = camera_features(flat.elevation, flat.azimuth, flat.radius, flat.fovy)
+    with torch.no_grad():
+        trainer.camera_contrast(flat, torch.arange(many), camera, torch.randn(many, 3, 32, 32),
+                                torch.full((many,), 900), torch.randn(many, 32, 384), torch.randn(many, 3, 32, 32),
+                                torch.ones(many))
+    seen = {round(a) for a in range(0, 360, 45) if any(
+        torch.allclose(row, camera_features(torch.zeros(1), torch.tensor([float(a)]), torch.full((1,), 2.5),
+                                            torch.full((1,), 40.0))[0], atol=1e-5) for row in turned[-1])}
+    assert seen == {45, 90, 135, 180, 225, 270, 315}
+
+
+class SizedNamespace:
+    """A namespace with a length, as `Trainer.train_step` draws indices below len(data)."""
+
+    def __init__(self, namespace, size: int):
+        self.__dict__.update(vars(namespace))
+        self._size = size
+
+    def __len__(self) -> int:
+        return self._size

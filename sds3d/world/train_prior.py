@@ -48,13 +48,16 @@ DEFAULTS = dict(
     head_dim=32, norm_num_groups=16, beta_schedule="squaredcos_cap_v2", num_train_timesteps=1000,
     ckpt_minutes=5.0, log_every=10, threads=2, camera_dim=0, precision="auto", camera_lr_scale=20.0,
     high_t_prob=0.0, high_noise_weight=0.0, coordinate_channels=0, camera_dropout=0.0, camera_mlp=0,
-    camera_contrast=0.0, contrast_temperature=0.05,
+    camera_contrast=0.0, contrast_temperature=0.05, contrast_turn_step=90, joint_dropout=0.0,
 )
 # `camera_mlp`: hidden width of the camera token's MLP branch over angle harmonics (0 = linear only;
 # `sds3d.guidance.priors.camera_token`).
 # `camera_dropout`: the fraction of samples whose camera features are zeroed ("no camera"), drawn
 # independently of the caption dropout, so guidance can drop text and camera together (the exported
 # token records `null_camera`).
+# `joint_dropout`: a further fraction of samples whose caption and camera are both dropped, the
+# (empty text, no camera) branch that classifier-free guidance and SDS use as unconditional (with the
+# two independent dropouts alone it is 1% of samples).
 # `high_t_prob`: the fraction of a batch whose timesteps are drawn from [HIGH_T_FROM * T, T) instead of
 # [0, T). The view changes the epsilon loss by about 4% at t = 700 and 0.5% at t = 100 (view words
 # swapped front <-> back on the v1 prior), so a camera input learns mostly from noisy timesteps.
@@ -62,7 +65,8 @@ HIGH_T_FROM = 0.4
 # `camera_contrast` (lambda > 0): the diffusion model read as a classifier of the camera (Li et al. 2023,
 # "Your Diffusion Model is Secretly a Zero-Shot Classifier", arXiv:2303.16203: logits -loss): each
 # sample with a camera and t >= HIGH_T_FROM * T is also denoised at the same camera turned in azimuth by
-# 90, 180 or 270 degrees, and lambda * softplus(-gap / `contrast_temperature`) is added, gap the
+# a multiple of `contrast_turn_step` degrees (90: by 90, 180 or 270; 45 adds the three-quarter turns),
+# and lambda * softplus(-gap / `contrast_temperature`) is added, gap the
 # relative rise of its epsilon loss (l_turned - l_true) / l_true: the two-way cross-entropy that the
 # true camera explains x_t better. Plain epsilon-MSE barely depends on the view (see `high_t_prob`).
 # `high_noise_weight`: the epsilon loss is SNR times the x0 loss, so at high noise, where the layout
@@ -244,7 +248,6 @@ class Trainer:
         captions = draw_captions(data.kind[idx], data.color[idx], data.view[idx], self.np_rng, data.kinds,
                                  data.colors, data.views, view_prob=cfg["view_caption_prob"],
                                  drop_prob=cfg["caption_dropout"])
-        hidden, _ = self.text_encoder._encode_uncached(captions)  # per-step paraphrases: no cache
         x0 = data.float_images(idx) * 2.0 - 1.0
         camera = None
         if cfg.get("camera_dim"):  # always given: classifier-free guidance drops the text, keeps the camera
@@ -253,6 +256,11 @@ class Trainer:
             camera = camera_features(data.elevation[idx], data.azimuth[idx], data.radius[idx], data.fovy[idx])
             if cfg.get("camera_dropout"):
                 camera = camera * (torch.rand(B, generator=self.gen) >= cfg["camera_dropout"])[:, None]
+            if cfg.get("joint_dropout"):  # (empty text, no camera), the unconditional branch
+                both = torch.rand(B, generator=self.gen) < cfg["joint_dropout"]
+                captions = ["" if drop else caption for caption, drop in zip(captions, both.tolist())]
+                camera = camera * (~both)[:, None]
+        hidden, _ = self.text_encoder._encode_uncached(captions)  # per-step paraphrases: no cache
         noise = torch.randn(x0.shape, generator=self.gen)
         t = torch.randint(0, cfg["num_train_timesteps"], (B,), generator=self.gen)
         if cfg.get("high_t_prob"):  # more samples where the view decides the layout (see DEFAULTS)
@@ -290,7 +298,8 @@ class Trainer:
         use = (camera.abs().sum(dim=1) > 0) & (t >= int(HIGH_T_FROM * self.cfg["num_train_timesteps"]))
         if not use.any():
             return per_sample.new_zeros(())
-        turn = torch.randint(1, 4, (int(use.sum()),), generator=self.gen) * 90.0
+        step = self.cfg.get("contrast_turn_step", 90)
+        turn = torch.randint(1, 360 // step, (int(use.sum()),), generator=self.gen) * float(step)
         i = idx[use]
         turned = camera_features(data.elevation[i], data.azimuth[i] + turn, data.radius[i], data.fovy[i])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
@@ -477,12 +486,11 @@ def parse_args(argv=None):
                         "number extends it)")
     for key in ("batch", "warmup", "decay_steps", "data_size", "seed", "layers_per_block", "head_dim",
                 "norm_num_groups", "num_train_timesteps", "log_every", "threads", "camera_dim",
-                "coordinate_channels", "camera_mlp"):
+                "coordinate_channels", "camera_mlp", "contrast_turn_step"):
         p.add_argument("--" + key.replace("_", "-"), type=int, default=DEFAULTS[key])
     for key in ("lr", "weight_decay", "ema_decay", "caption_dropout", "view_caption_prob", "snr_gamma",
                 "grad_clip", "ckpt_minutes", "camera_lr_scale", "high_t_prob", "high_noise_weight",
-                "camera_contrast", "contrast_temperature",
-                "camera_dropout"):
+                "camera_contrast", "contrast_temperature", "camera_dropout", "joint_dropout"):
         p.add_argument("--" + key.replace("_", "-"), type=float, default=DEFAULTS[key])
     p.add_argument("--data-seed", type=int, default=None, help="render seed (default: SEEDS['prior'])")
     p.add_argument("--lr-schedule", choices=("constant", "cosine", "wsd"), default=None,
@@ -490,7 +498,10 @@ def parse_args(argv=None):
                         "(identical until the decay starts)")
     p.add_argument("--beta-schedule", default=DEFAULTS["beta_schedule"])
     p.add_argument("--block-out-channels", type=str, default=",".join(map(str, DEFAULTS["block_out_channels"])))
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not 0 < args.contrast_turn_step < 360 or 360 % args.contrast_turn_step:
+        p.error(f"--contrast-turn-step {args.contrast_turn_step}: must divide 360 (e.g. 90 or 45)")
+    return args
 
 
 def main(argv=None) -> None:
