@@ -400,10 +400,25 @@ def cmd_config(args) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage mistakes are one line and exit code 2, like every other error."""
+    """Usage mistakes are one line and exit code 2, like every other error; a mistyped choice (a command,
+    a --format) names the nearest valid one."""
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {message}{_did_you_mean(message)} (see {self.prog} --help)\n")
+
+
+def _did_you_mean(message: str) -> str:
+    """"; did you mean 'eval'?" for argparse's "invalid choice: 'evaluate' (choose from 'a', 'b')", else ""."""
+    import difflib
+    import re
+
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not found:
+        return ""
+    choices = re.findall(r"'([^']*)'", found.group(2))
+    typed = found.group(1)
+    near = difflib.get_close_matches(typed, choices, n=1, cutoff=0.6) or [c for c in choices if typed.startswith(c)]
+    return f"; did you mean '{near[0]}'?" if near else ""
 
 
 class _ConfigDefaults(argparse.HelpFormatter):

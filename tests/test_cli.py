@@ -40,6 +40,19 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys, args, message):
     assert message in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("args,hint", [
+    (["evaluate", "run"], "did you mean 'eval'?"),
+    (["genrate", "a red mug"], "did you mean 'generate'?"),
+    (["render", "run", "--format", "mp5"], "did you mean 'mp4'?"),
+    (["xyzzy"], None),
+])
+def test_a_mistyped_choice_names_the_nearest_one(capsys, args, hint):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "invalid choice" in err
+    assert (hint in err) if hint else "did you mean" not in err
+
+
 def test_unwritable_output_dir(capsys):
     assert main(["demo", "--out", "/proc/sds3d"]) == 2  # not creatable, even for root
     assert "cannot write to output directory" in capsys.readouterr().err
