@@ -8,7 +8,8 @@ sources, the compiler and its flags, and the install's location: two installs on
 rebuild each other's kernels, and an edited source builds anew. The library is written under a
 temporary name and renamed, so two processes building at once both end with a whole one. The first
 build is announced on stderr; without a C++ compiler, or when a build fails, the kernel falls back to
-the slower PyTorch reference after one warning. (The CUDA hash grid, `csrc/hash_grid.cu`, is a torch
+the slower PyTorch reference after one warning; a compiler without OpenMP (Apple clang) builds kernels
+that run on one thread (`csrc/openmp.h`), said once per process. (The CUDA hash grid, `csrc/hash_grid.cu`, is a torch
 extension built by `cuda/hash_grid.py`.)
 """
 
@@ -29,7 +30,8 @@ from functools import lru_cache
 from pathlib import Path
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-CFLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC")
+CFLAGS = ("-O3", "-shared", "-fPIC")
+OPENMP = "-fopenmp"  # tried first; without it the kernels run on one thread
 # tried in order: c++20 gives a 7% faster rasterizer backward than c++17 (gcc 12); gcc < 10 knows only c++17
 STANDARDS = ("-std=c++20", "-std=c++17")
 LIBRARY_SUFFIX = ".dll" if os.name == "nt" else ".so"
@@ -53,7 +55,7 @@ def build_key(sources: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in [*sources, *sorted(CSRC.glob("*.h")), *sorted(CSRC.glob("*.cuh"))]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    for part in (*CFLAGS, *STANDARDS, str(compiler()), str(CSRC)):
+    for part in (*CFLAGS, OPENMP, *STANDARDS, str(compiler()), str(CSRC)):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()[:16]
 
@@ -73,23 +75,30 @@ def _say(message: str) -> None:
 _build_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
-def compile_library(source: Path, library: Path) -> None:
-    """Compile `source` into the shared library `library` (with the first of `STANDARDS` the compiler
-    accepts), written under a temporary name and then renamed; raises RuntimeError with the compiler's
-    first error line when every standard fails."""
-    partial = library.with_name(f".{library.name}.{os.getpid()}.{threading.get_ident()}")
+def serial_library(library: Path) -> Path:
+    """Where the one-thread build of `library` (a compiler without OpenMP) is written."""
+    return library.with_name(library.stem + "_serial" + library.suffix)
+
+
+def compile_library(source: Path, library: Path) -> Path:
+    """Compile `source` into the shared library `library` with OpenMP and the first of `STANDARDS` the
+    compiler accepts, or, when no standard builds with OpenMP, into `serial_library(library)` without it;
+    written under a temporary name and then renamed. Returns the path written; raises RuntimeError with
+    the compiler's first error line when nothing builds."""
     failures = []
-    for standard in STANDARDS:
-        command = [compiler(), *CFLAGS, standard, f"-I{CSRC}", str(source), "-o", str(partial)]
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode == 0:
-            os.replace(partial, library)
-            return
-        partial.unlink(missing_ok=True)
-        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
-        errors = [line for line in lines if "error" in line.lower()]
-        failures.append((errors or lines or [f"{command[0]} exited with {result.returncode}"])[0])
-    raise RuntimeError(failures[0])
+    for openmp, target in (((OPENMP,), library), ((), serial_library(library))):
+        partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
+        for standard in STANDARDS:
+            command = [compiler(), *CFLAGS, *openmp, standard, f"-I{CSRC}", str(source), "-o", str(partial)]
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode == 0:
+                os.replace(partial, target)
+                return target
+            partial.unlink(missing_ok=True)
+            lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+            errors = [line for line in lines if "error" in line.lower()]
+            failures.append((errors or lines or [f"{command[0]} exited with {result.returncode}"])[0])
+    raise RuntimeError(next((failure for failure in failures if OPENMP not in failure), failures[0]))
 
 
 def load_extension(name: str):
@@ -144,6 +153,13 @@ def _finish_background_builds() -> None:
         thread.join()
 
 
+@lru_cache(maxsize=1)
+def _warn_serial_once(cxx: str) -> None:
+    warnings.warn(f"sds3d: the C++ compiler ({cxx}) has no OpenMP, so the native kernels run on one core; for "
+                  "all cores use one that has it (g++, or clang with libomp) and delete ~/.cache/sds3d/kernels",
+                  RuntimeWarning, stacklevel=3)
+
+
 @lru_cache(maxsize=None)
 def _load_extension(name: str):
     if os.environ.get("SDS3D_DISABLE_NATIVE") == "1":
@@ -159,12 +175,15 @@ def _load_extension(name: str):
         build_dir = _build_dir() / f"{name}-{build_key([source])}"
         build_dir.mkdir(parents=True, exist_ok=True)
         library = build_dir / f"sds3d_{name}{LIBRARY_SUFFIX}"
-        if not library.exists():
+        built = next((path for path in (library, serial_library(library)) if path.exists()), None)
+        if built is None:
             _say(f"sds3d: compiling {what}, once per install (a few seconds)...")
             started = time.perf_counter()
-            compile_library(source, library)
+            built = compile_library(source, library)
             _say(f"sds3d: compiled {name} in {time.perf_counter() - started:.1f} s (cached in {build_dir})")
-        return ctypes.CDLL(str(library))
+        if built != library:
+            _warn_serial_once(compiler())
+        return ctypes.CDLL(str(built))
     except Exception as error:  # a compiler problem must never stop the library from working
         message = str(error).strip().splitlines()
         warnings.warn(f"sds3d: could not build the native '{name}' kernel ({message[-1] if message else error}); "

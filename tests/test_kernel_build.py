@@ -52,6 +52,7 @@ def test_the_first_build_is_announced_once(monkeypatch, tmp_path, capsys):
     def compile_library(source, library):  # stands in for the compiler: writes an empty library
         built.append(library)
         library.write_bytes(b"")
+        return library
 
     monkeypatch.setattr(build, "compile_library", compile_library)
     monkeypatch.setattr(build.ctypes, "CDLL", str)  # "loads" it as its path
@@ -78,6 +79,44 @@ def test_a_compiler_without_cpp20_builds_with_cpp17(monkeypatch, tmp_path):
     monkeypatch.setenv("CXX", str(old_gcc))
     build.compile_library(build.CSRC / "mesh_raster.cpp", tmp_path / "mesh.so")
     assert (tmp_path / "mesh.so").stat().st_size > 0
+
+
+@pytest.mark.skipif(build.compiler() is None, reason="no C++ compiler here")
+def test_a_compiler_without_openmp_builds_one_thread_kernels_that_match_the_reference(monkeypatch, tmp_path):
+    """As Apple clang: -fopenmp is refused. The kernels still build (the `_serial` library, one warning per
+    process), and the rasterizer built so matches the PyTorch reference, forward and gradients."""
+    import torch
+
+    import sds3d.cuda.gaussian_rasterizer as gr
+    from sds3d.cuda._native_gaussians import GaussianKernels
+    from test_gaussian_rasterizer import make_scene, render
+
+    real = build.compiler()
+    no_openmp = tmp_path / "clang-without-openmp"
+    no_openmp.write_text(f'#!/bin/sh\ncase " $* " in *" -fopenmp "*) echo "clang: error: unsupported option '
+                         f"'-fopenmp'\" >&2; exit 1;; esac\nexec {real} \"$@\"\n")
+    no_openmp.chmod(0o755)
+    monkeypatch.setenv("CXX", str(no_openmp))
+    monkeypatch.setenv("SDS3D_BUILD_DIR", str(tmp_path / "builds"))
+    build._warn_serial_once.cache_clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        library = load_uncached("gaussian_raster")
+        assert load_uncached("gaussian_raster")._name == library._name  # found, not rebuilt
+    assert Path(library._name).name == f"sds3d_gaussian_raster_serial{build.LIBRARY_SUFFIX}"
+    (warning,) = caught
+    assert "has no OpenMP" in str(warning.message) and "one core" in str(warning.message)
+    kernels = GaussianKernels(library)
+    assert kernels._max_threads() == 1
+    monkeypatch.setattr(gr, "_native", lambda: kernels)
+    params, cams = make_scene("random")
+    g = torch.Generator().manual_seed(1)
+    weights = (torch.randn(3, 32, 32, 4, generator=g), torch.randn(3, 32, 32, 1, generator=g))
+    rgb_n, alpha_n, grads_n, _ = render(params, cams, "native", torch.float32, weights)
+    rgb_r, alpha_r, grads_r, _ = render(params, cams, "reference", torch.float64, weights)
+    assert (rgb_n.double() - rgb_r).abs().max() <= 1e-4 and (alpha_n.double() - alpha_r).abs().max() <= 1e-4
+    for name in params:
+        assert (grads_n[name].double() - grads_r[name]).norm() <= 1e-3 * grads_r[name].norm(), name
 
 
 @pytest.mark.skipif(build.compiler() is None, reason="no C++ compiler here")
@@ -111,6 +150,7 @@ def test_a_background_build_is_waited_for_not_repeated(monkeypatch, tmp_path):
         started.set()
         release.wait(10)
         library.write_bytes(b"")
+        return library
 
     monkeypatch.setattr(build, "compile_library", slow_compile)
     monkeypatch.setattr(build.ctypes, "CDLL", lambda path: Path(path).name)

@@ -7,7 +7,7 @@
 // A plain C ABI over raw pointers (no torch headers, so it builds in about a second): the caller
 // (cuda/gaussian_rasterizer.py) checks shapes and dtypes, allocates every output, zero-filled
 // where the comments say so, and passes contiguous float32 / int32 / int64 buffers.
-#include <omp.h>
+#include "openmp.h"
 
 #include <cmath>
 #include <cstdint>

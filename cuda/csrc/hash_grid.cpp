@@ -12,7 +12,7 @@
 //
 // A plain C ABI over raw pointers (no torch headers, so it builds in about a second): the caller
 // (cuda/_native_hash_grid.py) checks the layout, shapes and dtypes and allocates the outputs.
-#include <omp.h>
+#include "openmp.h"
 
 #include <algorithm>
 #include <type_traits>
