@@ -448,7 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .presets import preset_names
 
-    parser = _Parser(prog="sds3d", description="Text-to-3D by score distillation, CPU-first.")
+    parser = _Parser(prog="sds3d", description="Text-to-3D by score distillation, CPU-first.",
+                     epilog='first run: sds3d generate "a red mug"; each command has its own --help')
     parser.add_argument("--version", action="version", version=f"sds3d {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="render a micro-world object as 3D Gaussians (turntable + PLY)")
@@ -606,8 +607,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # plain `sds3d`: what it can do, not an error line
+        parser.print_help()
+        return 2
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except SystemExit as done:  # --help, --version, or a usage mistake (one line, code 2)
         return done.code
     try:

@@ -53,6 +53,12 @@ def test_a_mistyped_choice_names_the_nearest_one(capsys, args, hint):
     assert (hint in err) if hint else "did you mean" not in err
 
 
+def test_plain_sds3d_prints_the_commands(capsys):
+    assert main([]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("usage: sds3d") and "generate" in out and "eval" in out
+
+
 def test_unwritable_output_dir(capsys):
     assert main(["demo", "--out", "/proc/sds3d"]) == 2  # not creatable, even for root
     assert "cannot write to output directory" in capsys.readouterr().err
