@@ -161,6 +161,12 @@ def cmd_generate(args) -> int:
             result = generate(config, resume=args.resume, progress=not args.quiet)
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error).splitlines()[0]) from None
+    except KeyboardInterrupt:
+        if (out / "checkpoint.pt").is_file():
+            print(f"sds3d: interrupted; `sds3d generate --out {out} --resume` continues from the last checkpoint "
+                  f"(every {config.checkpoint_every} steps)", file=sys.stderr)
+            return 130
+        raise
     print(f"wrote {result.out}/{result.metrics['asset']}, turntable.{config.turntable_format}, preview.png, metrics.json")
     if len(result.particles) > 1:
         print(f"wrote particles 1..{len(result.particles) - 1} to {result.out}/particle_<i>/, overview particles.png")

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -248,3 +249,18 @@ def test_a_stopped_run_is_read_from_its_last_checkpoint_with_a_note(tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"sds3d: note: {run} stopped at step 2 of 5: its last checkpoint is used "
                    f"(`sds3d generate ... --out {run} --resume` finishes it)"]
+
+
+def test_ctrl_c_during_generate_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    import importlib
+
+    def interrupted(config, **kwargs):  # a run stopped by Ctrl-C after its first checkpoint
+        Path(config.out).mkdir(parents=True)
+        (Path(config.out) / "checkpoint.pt").write_bytes(b"")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib.import_module("sds3d.generate"), "generate", interrupted)
+    run = tmp_path / "mug"
+    assert main(["generate", "a red mug", "--out", str(run), "--quiet"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("sds3d: interrupted;") and f"sds3d generate --out {run} --resume" in err
