@@ -44,8 +44,8 @@ def build_guidance(name: str, prior: DiffusionPrior, config, total_steps: int):
 
 
 def load_prior(spec: str, device: str | torch.device = "cpu") -> DiffusionPrior:
-    """"embedded" -> the shipped micro-world prior ("embedded-v1", "embedded-v2": either shipped
-    version); a folder or hub id -> the prior it holds, told
+    """"embedded" -> the shipped micro-world prior ("embedded-v1", "embedded-v2", "embedded-v3":
+    a shipped version); a folder or hub id -> the prior it holds, told
     apart by `prior_type` (an embedded-prior export, Stable Diffusion or DeepFloyd IF stage I)."""
     device = resolve_device(device)
     kind = prior_type(spec)

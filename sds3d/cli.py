@@ -477,7 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--init-from", dest="init_from", metavar="RUN_DIR",
                      help="start from a finished run's asset (e.g. --representation dmtet --init-from runs/coarse)")
     gen.add_argument("--guidance", help="the score distillation variant")
-    gen.add_argument("--prior", help="'embedded-v2' (camera-conditioned), 'embedded' (text only) or a model folder: "
+    gen.add_argument("--prior", help="'embedded-v2' (camera-conditioned), 'embedded-v3' (v2 following its camera "
+                                     "more), 'embedded' (text only) or a model folder: "
                                      "Stable Diffusion, DeepFloyd IF or an embedded-prior export (told apart by its "
                                      "files)")
     gen.add_argument("--steps", type=int, help="optimisation steps")
@@ -558,12 +559,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="classifier-free guidance scale (default: the prior's sampling default, 1.2)")
     draw.add_argument("--view-guidance-scale", dest="view_guidance_scale", type=_number(float, 0), default=None,
                       help="guidance on a view phrase such as 'back view', applied on top of the prompt without "
-                           "it (default 4.0; for embedded-v2, which takes the view as a camera, the "
+                           "it (default 4.0; for embedded-v2 / v3, which take the view as a camera, the "
                            "--guidance-scale; equal to --guidance-scale means plain CFG)")
     draw.add_argument("--steps", type=_number(int, 1), default=50, help="DDIM steps (at most the prior's training "
                                                                       "timesteps, 1000)")
     draw.add_argument("--prior", default="embedded",
-                      help="'embedded' (default), 'embedded-v2' (camera-conditioned: a view phrase sets the camera, "
+                      help="'embedded' (default), 'embedded-v2' or 'embedded-v3' (camera-conditioned: a view phrase sets the camera, "
                            "without one the samples go round the object) or an embedded-prior export folder")
     draw.add_argument("--seed", type=SEED, default=0)
     draw.add_argument("--zoom", type=_number(int, 1, 64), default=4, help="pixel repeat for viewing 32x32 samples")

@@ -71,7 +71,7 @@ class RunSettings:
     init_from: str = ""  # a finished run directory whose asset initialises this one (coarse -> fine)
     guidance: str = "sds"
     # prior, steps, views_per_step: None takes the representation's (`RepresentationEntry.run_defaults`)
-    prior: str | None = None  # embedded | embedded-v2 | a Stable Diffusion, DeepFloyd IF or prior folder / hub id
+    prior: str | None = None  # embedded | embedded-v2 | embedded-v3 | a Stable Diffusion, DeepFloyd IF or prior folder / hub id
     prior_precision: str = "fp32"  # auto | fp32 | bf16 (prior UNet under CPU autocast); auto = bf16 on AVX512-BF16/AMX
     prior_batch_threads: bool = True  # on the CPU, the prior's batch in slices run side by side, one core each
     steps: int | None = None

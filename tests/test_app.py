@@ -40,7 +40,7 @@ def runner(tmp_path_factory):
     (dict(resolution=48), "Resolution must be one of 32, 64, 128, got 48."),
     (dict(representation="hologram"), "unknown representation 'hologram'; choose one of gaussians, nerf, dmtet"),
     (dict(guidance="magic"), "unknown guidance 'magic'"),
-    (dict(prior="/etc"), "Unknown prior '/etc'; this server offers embedded, embedded-v2."),
+    (dict(prior="/etc"), "Unknown prior '/etc'; this server offers embedded, embedded-v2, embedded-v3."),
     (dict(guidance="csd", guidance_scale=7.5), "csd has no guidance scale; leave the field empty."),
     (dict(guidance_scale=0), "Guidance scale must be above 0 and at most 1000, got 0."),
     (dict(guidance="vsd", particles=0), "Particles must be between 1 and 4, got 0."),
@@ -102,7 +102,8 @@ def test_prior_allow_list(tmp_path):
     folder = tmp_path / "sd-2-1"
     folder.mkdir()
     choices = prior_choices([str(folder), "some-org/some-model", "embedded-v2"])
-    assert choices == {"embedded": "embedded", "embedded-v2": "embedded-v2", "sd-2-1": str(folder),
+    assert choices == {"embedded": "embedded", "embedded-v2": "embedded-v2", "embedded-v3": "embedded-v3",
+                       "sd-2-1": str(folder),
                        "some-org/some-model": "some-org/some-model"}
     with pytest.raises(ValueError, match="prior folder /no/such/folder does not exist"):
         prior_choices(["/no/such/folder"])
@@ -262,7 +263,7 @@ def test_server_flags(tmp_path, monkeypatch):
     runner = build_runner(_args("--runs-dir", str(tmp_path / "runs"), "--max-steps", "40", "--concurrency", "2"))
     assert runner.runs_dir == (tmp_path / "runs").resolve() and runner.limits.max_steps == 40
     assert [runner.slots.acquire(blocking=False) for _ in range(3)] == [True, True, False]  # --concurrency slots
-    assert list(runner.priors) == ["embedded", "embedded-v2"]  # the shipped priors, v1 first (the default)
+    assert list(runner.priors) == ["embedded", "embedded-v2", "embedded-v3"]  # the shipped priors, v1 first (the default)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the default runs folder is made
     args = add_arguments(argparse.ArgumentParser()).parse_args([])
     assert (args.host, args.port, args.share, args.concurrency) == ("127.0.0.1", 7860, False, 1)

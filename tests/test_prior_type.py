@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from sds3d.assets import ASSETS_DIR
 from sds3d.cli import main
@@ -59,12 +60,13 @@ def test_the_web_ui_offers_a_deepfloyd_if_folder(tiny_if_folder, tmp_path):
     from sds3d.app.runner import Runner, prior_choices
 
     runner = Runner(tmp_path, prior_choices([str(tiny_if_folder)]))
-    assert list(runner.priors) == ["embedded", "embedded-v2", "pipeline"]
+    assert list(runner.priors) == ["embedded", "embedded-v2", "embedded-v3", "pipeline"]
     assert isinstance(runner.models["pipeline"], DeepFloydIFPrior)
 
 
 def test_the_shipped_priors_by_name(capsys, monkeypatch):
-    """"embedded" and "embedded-v1" are the text-only prior, "embedded-v2" the camera-conditioned one."""
+    """"embedded" and "embedded-v1" are the text-only prior, "embedded-v2" and "embedded-v3" (v2 trained further)
+    the camera-conditioned ones."""
     from sds3d.guidance.priors import embedded_prior
 
     monkeypatch.setattr(embedded_prior, "_TOLD_TEXT_ONLY", set())  # said once per process
@@ -72,4 +74,7 @@ def test_the_shipped_priors_by_name(capsys, monkeypatch):
     v1, v2 = load_prior("embedded-v1"), load_prior("embedded-v2")
     assert not v1.camera_conditioned and "treated as v1" in capsys.readouterr().err
     assert v2.camera_conditioned and v2.null_camera
+    v3 = load_prior("embedded-v3")
+    assert prior_type("embedded-v3") == "embedded" and v3.camera_conditioned and v3.null_camera
+    assert not torch.equal(next(v3.unet.parameters()), next(v2.unet.parameters()))  # its own weights
     assert not load_prior("embedded").camera_conditioned

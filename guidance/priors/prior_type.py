@@ -2,6 +2,7 @@
 
     prior_type("embedded")                         -> "embedded"  (the shipped micro-world prior)
     prior_type("embedded-v2")                      -> "embedded"  (the shipped camera-conditioned one)
+    prior_type("embedded-v3")                      -> "embedded"  (v2 trained to follow its camera more)
     prior_type("/models/stable-diffusion-2-1-base") -> "sd"
     prior_type("/models/IF-I-XL-v1.0")              -> "if"
     prior_type("runs/prior_export")                 -> "embedded"  (a folder with prior.json)
@@ -25,11 +26,11 @@ from sds3d.errors import InputError
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # a Hugging Face hub id: org/name
 PRIOR_TYPES = {"embedded": "embedded micro-world prior", "sd": "Stable Diffusion", "if": "DeepFloyd IF"}
 # The embedded priors shipped in `assets/`, by name; "embedded" is the default one.
-SHIPPED_PRIORS = {"embedded": "prior", "embedded-v1": "prior", "embedded-v2": "prior_v2"}
+SHIPPED_PRIORS = {"embedded": "prior", "embedded-v1": "prior", "embedded-v2": "prior_v2", "embedded-v3": "prior_v3"}
 
 
 def shipped_prior_dir(spec: str) -> Path | None:
-    """The folder of a shipped prior's name ("embedded", "embedded-v1", "embedded-v2"), else None."""
+    """The folder of a shipped prior's name (a key of `SHIPPED_PRIORS`), else None."""
     return ASSETS_DIR / SHIPPED_PRIORS[spec] if spec in SHIPPED_PRIORS else None
 
 
