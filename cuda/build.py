@@ -9,8 +9,8 @@ rebuild each other's kernels, and an edited source builds anew. The library is w
 temporary name and renamed, so two processes building at once both end with a whole one. The first
 build is announced on stderr; without a C++ compiler, or when a build fails, the kernel falls back to
 the slower PyTorch reference after one warning; a compiler without OpenMP (Apple clang) builds kernels
-that run on one thread (`csrc/openmp.h`), said once per process. (The CUDA hash grid, `csrc/hash_grid.cu`, is a torch
-extension built by `cuda/hash_grid.py`.)
+that run on one thread (`csrc/openmp.h`), said once per process. (The CUDA hash grid,
+`csrc/hash_grid.cu`, is a torch extension built by `cuda/hash_grid.py`.)
 """
 
 from __future__ import annotations
