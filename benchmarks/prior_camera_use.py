@@ -71,7 +71,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     unet, alphas_cumprod = load_unet(args.prior)
     data = load_or_render("prior", 60000, 1000)
-    fronted = [i for i, kind in enumerate(data.kinds) if kind in set(fronted_kinds())]
+    fronted_names = set(fronted_kinds())
+    fronted = [i for i, kind in enumerate(data.kinds) if kind in fronted_names]
     rng = np.random.default_rng(args.seed)
     idx = torch.as_tensor(rng.choice(np.flatnonzero(np.isin(data.kind.numpy(), fronted)), args.renders, replace=False))
     kinds = [data.kinds[int(k)] for k in data.kind[idx]]

@@ -564,8 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
     draw.add_argument("--steps", type=_number(int, 1), default=50, help="DDIM steps (at most the prior's training "
                                                                       "timesteps, 1000)")
     draw.add_argument("--prior", default="embedded",
-                      help="'embedded' (default), 'embedded-v2' or 'embedded-v3' (camera-conditioned: a view phrase sets the camera, "
-                           "without one the samples go round the object) or an embedded-prior export folder")
+                      help="'embedded' (default), 'embedded-v2' or 'embedded-v3' (camera-conditioned: a view phrase "
+                           "sets the camera, without one the samples go round the object) or an embedded-prior "
+                           "export folder")
     draw.add_argument("--seed", type=SEED, default=0)
     draw.add_argument("--zoom", type=_number(int, 1, 64), default=4, help="pixel repeat for viewing 32x32 samples")
     draw.add_argument("--out", default="samples.png")

@@ -1,8 +1,10 @@
 """Camera-conditioned embedded prior (v2): training initialisation, prompts, and every guidance variant
 passing each rendered view's camera."""
 
+import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -360,13 +362,11 @@ def test_camera_contrast_is_the_two_way_cross_entropy_of_the_true_against_a_turn
 def test_joint_dropout_drops_caption_and_camera_together_and_turns_follow_the_step(tmp_path, monkeypatch):
     """`joint_dropout` 1: every sample trains the (empty text, no camera) branch; 0: none does. The
     contrast's turns are the nonzero multiples of `contrast_turn_step` below 360 degrees."""
-    from types import SimpleNamespace
-
     from sds3d.world.train_prior import DEFAULTS, Trainer
 
     B = 4
-    data = SimpleNamespace(
-        kind=torch.zeros(B, dtype=torch.long), color=torch.zeros(B, dtype=torch.long),
+    data = SizedNamespace(
+        B, kind=torch.zeros(B, dtype=torch.long), color=torch.zeros(B, dtype=torch.long),
         view=torch.zeros(B, dtype=torch.long), kinds=["mug"], colors=["red"], views=["front"],
         elevation=torch.full((B,), 20.0), azimuth=torch.tensor([0.0, 90.0, 180.0, 270.0]),
         radius=torch.full((B,), 2.5), fovy=torch.full((B,), 40.0),
@@ -382,8 +382,8 @@ def test_joint_dropout_drops_caption_and_camera_together_and_turns_follow_the_st
                             lambda captions, encoder=trainer.text_encoder: captions_seen.extend(captions)
                             or encode(encoder, captions))
         trainer.unet.camera_token.proj.register_forward_hook(lambda m, inputs, out: cameras_seen.append(inputs[0]))
-        trainer.np_rng = __import__("numpy").random.default_rng(0)
-        trainer.train_step(SizedNamespace(data, B))
+        trainer.np_rng = np.random.default_rng(0)
+        trainer.train_step(data)
         assert all((c == "") == expect_dropped for c in captions_seen)
         assert all(bool((cam.abs().sum(dim=-1) == 0).all()) == expect_dropped for cam in cameras_seen)
 
@@ -393,7 +393,7 @@ def test_joint_dropout_drops_caption_and_camera_together_and_turns_follow_the_st
     turned = []
     trainer.unet.camera_token.proj.register_forward_hook(lambda m, inputs, out: turned.append(inputs[0]))
     many = 400
-    flat = SimpleNamespace(elevation=torch.zeros(many), azimuth=torch.zeros(many), radius=torch.full((many,), 2.5),
+    flat = types.SimpleNamespace(elevation=torch.zeros(many), azimuth=torch.zeros(many), radius=torch.full((many,), 2.5),
                            fovy=torch.full((many,), 40.0))
     camera = camera_features(flat.elevation, flat.azimuth, flat.radius, flat.fovy)
     with torch.no_grad():
@@ -406,11 +406,11 @@ def test_joint_dropout_drops_caption_and_camera_together_and_turns_follow_the_st
     assert seen == {45, 90, 135, 180, 225, 270, 315}
 
 
-class SizedNamespace:
+class SizedNamespace(types.SimpleNamespace):
     """A namespace with a length, as `Trainer.train_step` draws indices below len(data)."""
 
-    def __init__(self, namespace, size: int):
-        self.__dict__.update(vars(namespace))
+    def __init__(self, size: int, **fields):
+        super().__init__(**fields)
         self._size = size
 
     def __len__(self) -> int:
