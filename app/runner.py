@@ -84,8 +84,8 @@ DEFAULT_PRIORS = ("embedded", "embedded-v2", "embedded-v3")
 
 def prior_choices(paths: list[str]) -> dict[str, str]:
     """Allow-list of priors: name shown on the page -> spec for `load_prior`. The shipped "embedded"
-    (v1, text only), "embedded-v2" (camera-conditioned) and "embedded-v3" (v2 following its camera more) plus the operator's local diffusers
-    folders (named by their folder name) or hub ids (named as is)."""
+    (v1, text only), "embedded-v2" (camera-conditioned) and "embedded-v3" (v2 following its camera more)
+    plus the operator's local diffusers folders (named by their folder name) or hub ids (named as is)."""
     choices = {name: name for name in DEFAULT_PRIORS}
     for spec in paths:
         if spec in SHIPPED_PRIORS:

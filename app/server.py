@@ -21,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--runs-dir", dest="runs_dir",
                         help="where each request gets its own run directory (default: a new temporary folder)")
     parser.add_argument("--prior", action="append", default=[], metavar="PATH_OR_HUB_ID",
-                        help="offer this prior besides the shipped 'embedded', 'embedded-v2' and 'embedded-v3': a Stable Diffusion, "
-                             "DeepFloyd IF or embedded-prior folder, told apart by its files (repeatable)")
+                        help="offer this prior besides the shipped 'embedded', 'embedded-v2' and 'embedded-v3': a Stable "
+                             "Diffusion, DeepFloyd IF or embedded-prior folder, told apart by its files (repeatable)")
     parser.add_argument("--libraries", metavar="DIR",
                         help="offer retrieval from the asset libraries in DIR's subfolders that have a built index "
                              "(`sds3d library build`), picked by folder name (default: none)")

@@ -18,8 +18,8 @@ DESCRIPTIONS = {
     "prompt": "the text to turn into 3D (at most 300 characters)",
     "GenerateConfig.negative_prompt": "what the asset should not look like (the unconditional text of CFG)",
     "GenerateConfig.steps": "optimisation steps",
-    "GenerateConfig.prior": "the diffusion model: embedded-v2 (camera-conditioned), embedded-v3 (v2 following its camera more), "
-                            "embedded (text only), or a Stable "
+    "GenerateConfig.prior": "the diffusion model: embedded-v2 (camera-conditioned), embedded-v3 (v2 following its "
+                            "camera more), embedded (text only), or a Stable "
                             "Diffusion, DeepFloyd IF or embedded-prior folder / hub id",
     "GenerateConfig.views_per_step": "random camera views rendered and scored per step",
     "GenerateConfig.seed": "random seed (0 to 2^64-1); the same seed repeats a run exactly",
